@@ -1,0 +1,1 @@
+"""What is measured: quality (perplexity, divergence), speed, memory, cost. Never imports a method."""

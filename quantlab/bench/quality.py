@@ -1,0 +1,97 @@
+"""Perplexity and divergence from the baseline, on one fixed token stream.
+
+Protocol (stated in every result): the stream is cut into non-overlapping windows of `ctx` tokens (a short
+last window is dropped); in each window every token but the first is scored given the tokens before it;
+ppl = exp(mean NLL over all scored tokens). Against a baseline, on the same windows: KL(baseline ‖ model)
+per scored position and whether both put their top-1 on the same token — the definitions of llama.cpp's
+`perplexity --kl-divergence`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from quantlab.errors import BenchError
+from quantlab.runtimes.base import Session
+
+PROTOCOL = ("token-level; non-overlapping windows of ctx tokens (short last window dropped); all tokens but "
+            "the first of each window scored; ppl = exp(mean NLL); KLD = mean KL(baseline || model) per "
+            "scored token; top-1 = share of positions where both models' argmax agree")
+
+
+class BaselineComparison(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    baseline_digest: str
+    baseline_label: str
+    baseline_ppl: float
+    ppl_ratio: float
+    delta_ppl_pct: float
+    kld_mean: float
+    kld_median: float
+    kld_p99: float
+    top1_agreement: float
+
+
+class QualityMetrics(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ppl: float
+    nll_mean: float
+    tokens_scored: int
+    n_windows: int
+    ctx: int
+    stride: int
+    protocol: str = PROTOCOL
+    vs_baseline: BaselineComparison | None = None
+
+
+def windows(ids: np.ndarray, ctx: int) -> list[np.ndarray]:
+    if ctx < 2:
+        raise BenchError(f"--ctx must be at least 2, not {ctx}")
+    count = len(ids) // ctx
+    if count == 0:
+        raise BenchError(f"the token stream has {len(ids)} tokens, fewer than one window of --ctx {ctx}")
+    return [ids[i * ctx:(i + 1) * ctx] for i in range(count)]
+
+
+def score(session: Session, ids: np.ndarray, ctx: int, *, baseline: Session | None = None,
+          baseline_digest: str = "", baseline_label: str = "",
+          on_window: Callable[[], None] | None = None) -> QualityMetrics:
+    import torch
+
+    nll_sum = 0.0
+    base_nll_sum = 0.0
+    scored = 0
+    klds: list[torch.Tensor] = []
+    agree = 0
+    parts = windows(ids, ctx)
+    for window in parts:
+        targets = torch.as_tensor(np.asarray(window[1:], dtype=np.int64))
+        logp = torch.log_softmax(session.logits(window)[:-1].cpu(), dim=-1)
+        nll_sum += -logp.gather(1, targets[:, None]).sum().item()
+        scored += len(targets)
+        if baseline is not None:
+            base_logp = torch.log_softmax(baseline.logits(window)[:-1].cpu(), dim=-1)
+            base_nll_sum += -base_logp.gather(1, targets[:, None]).sum().item()
+            klds.append((base_logp.exp() * (base_logp - logp)).sum(-1))
+            agree += int((base_logp.argmax(-1) == logp.argmax(-1)).sum().item())
+        if on_window:
+            on_window()
+    nll = nll_sum / scored
+    metrics = QualityMetrics(ppl=math.exp(nll), nll_mean=nll, tokens_scored=scored, n_windows=len(parts),
+                             ctx=ctx, stride=ctx)
+    if baseline is not None:
+        kld = torch.cat(klds).double()
+        base_ppl = math.exp(base_nll_sum / scored)
+        metrics.vs_baseline = BaselineComparison(
+            baseline_digest=baseline_digest, baseline_label=baseline_label, baseline_ppl=base_ppl,
+            ppl_ratio=metrics.ppl / base_ppl, delta_ppl_pct=(metrics.ppl / base_ppl - 1) * 100,
+            kld_mean=kld.mean().item(), kld_median=kld.median().item(),
+            kld_p99=torch.quantile(kld, 0.99).item(), top1_agreement=agree / scored,
+        )
+    return metrics

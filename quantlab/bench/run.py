@@ -1,0 +1,266 @@
+"""`bench(artifacts, ...)`: measure artifacts the same way and append one Result per artifact.
+
+Quality runs in this process, with the baseline (if any) loaded once and each artifact scored on exactly the
+same windows. Speed and memory run in a fresh subprocess per artifact (see `worker`), so peak memory is the
+artifact's own. Every input is checked before the first model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+import quantlab
+from quantlab.artifact import Artifact, load_artifact
+from quantlab.bench.quality import QualityMetrics, score, windows
+from quantlab.bench.speed import SpeedPoint
+from quantlab.corpus import TokenStream, load_text, token_fingerprint, tokenize
+from quantlab.env import host_info, library_versions
+from quantlab.errors import BenchError, RigError
+from quantlab.results import (
+    ArtifactRef,
+    BenchSettings,
+    CostPoint,
+    MemoryMetrics,
+    Result,
+    RigRef,
+    append_result,
+)
+from quantlab.rigs import check_matches, get_rig, usd_per_million
+from quantlab.runtimes import RuntimeDescription, default_device, select_runtime
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BenchOptions:
+    dataset: str = "default"
+    ctx: int = 512
+    max_tokens: int | None = 4096
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
+    prompt_tokens: int = 128
+    new_tokens: int = 32
+    warmup: int = 1
+    repeats: int = 3
+    rig: str | None = None  # None: `cpu` on a CPU host; required on GPU hosts
+    rigs_file: str | None = None
+    price_per_hour: float | None = None
+    runtime: str | None = None
+    device: str | None = None
+    dtype: str = "auto"
+    quality: bool = True
+    speed: bool = True
+
+    def check(self) -> None:
+        if self.ctx < 2:
+            raise BenchError(f"--ctx must be at least 2, not {self.ctx}")
+        if self.max_tokens is not None and self.max_tokens < self.ctx:
+            raise BenchError(f"--max-tokens {self.max_tokens} is shorter than one window of --ctx {self.ctx}")
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise BenchError(f"--batch-sizes must be positive integers, got {self.batch_sizes}")
+        if self.new_tokens < 2:
+            raise BenchError("--new-tokens must be at least 2 (one for prefill, the rest timed as decode)")
+        if self.prompt_tokens < 1 or self.repeats < 1 or self.warmup < 0:
+            raise BenchError("--prompt-tokens and --repeats must be ≥ 1, --warmup ≥ 0")
+
+
+def _tokenizer_dir(artifact: Artifact) -> Path:
+    """The tokenizer the source model was published with: saved inside HF artifacts, else the source."""
+    if (artifact.path / "tokenizer_config.json").is_file():
+        return artifact.path
+    return Path(artifact.manifest.source.path)
+
+
+class _Streams:
+    """Tokenizes the dataset once per distinct tokenizer."""
+
+    def __init__(self, text: str, source, max_tokens: int | None) -> None:
+        self.text, self.source, self.max_tokens = text, source, max_tokens
+        self._cache: dict[str, TokenStream] = {}
+
+    def for_artifact(self, artifact: Artifact) -> TokenStream:
+        from transformers import AutoTokenizer
+
+        directory = _tokenizer_dir(artifact)
+        key = _tokenizer_key(directory)
+        if key not in self._cache:
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            ids = tokenize(tokenizer, self.text, self.max_tokens)
+            self._cache[key] = TokenStream(ids=ids, source=self.source, tokenizer=str(directory))
+        return self._cache[key]
+
+
+def _tokenizer_key(directory: Path) -> str:
+    parts = []
+    for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"):
+        file = directory / name
+        if file.is_file():
+            parts.append(f"{name}:{file.stat().st_size}:{hash(file.read_bytes())}")
+    return "|".join(parts) or str(directory)
+
+
+def resolve_rig(options: BenchOptions, device: str):
+    device_name = _device_name(device)
+    rig_name = options.rig or ("cpu" if device == "cpu" else None)
+    if rig_name is None:
+        raise RigError(f"benching on {device_name}: name the rig with --rig (see 'quantlab rigs')")
+    rig = get_rig(rig_name, rigs_file=options.rigs_file, price_per_hour=options.price_per_hour)
+    check_matches(rig, device, device_name)
+    if rig.n_gpus > 1:
+        raise RigError(f"rig {rig.name!r} has {rig.n_gpus} GPUs; the in-process runtimes measure on one device")
+    return rig
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    return host_info().cpu
+
+
+def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
+          options: BenchOptions | None = None, results_path: str | Path | None = None,
+          progress: Progress = lambda _: None) -> list[Result]:
+    options = options or BenchOptions()
+    options.check()
+    loaded = [load_artifact(a) for a in artifacts]
+    if not loaded:
+        raise BenchError("no artifact to bench")
+    base = load_artifact(baseline) if baseline is not None else None
+    runtimes = [select_runtime(a, options.runtime) for a in loaded]
+    base_runtime = select_runtime(base, options.runtime) if base is not None else None
+    device = options.device or default_device()
+    rig = resolve_rig(options, device)
+    text, source = load_text(options.dataset, "test")
+    streams = _Streams(text, source, options.max_tokens)
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+
+    base_session = None
+    base_stream = None
+    if base is not None and options.quality:
+        base_stream = streams.for_artifact(base)
+        windows(base_stream.ids, options.ctx)  # fail now if the stream is too short
+        progress(f"loading baseline {base.path.name}")
+        base_session = base_runtime.load(base, device=device, dtype=options.dtype)
+    out: list[Result] = []
+    try:
+        for artifact, runtime in zip(loaded, runtimes, strict=True):
+            stream = streams.for_artifact(artifact)
+            windows(stream.ids, options.ctx)
+            if base_stream is not None and not np.array_equal(stream.ids, base_stream.ids):
+                raise BenchError(f"baseline {base.path} and {artifact.path} tokenize the dataset differently: "
+                                 "they are not the same source model, so their logits cannot be compared")
+            quality = None
+            description = None
+            if options.quality:
+                progress(f"{artifact.path.name}: loading for quality")
+                session = runtime.load(artifact, device=device, dtype=options.dtype)
+                description = session.describe()
+                n = len(windows(stream.ids, options.ctx))
+                done = [0]
+
+                def tick(n=n, done=done, name=artifact.path.name) -> None:
+                    done[0] += 1
+                    progress(f"{name}: perplexity window {done[0]}/{n}")
+
+                quality = score(session, stream.ids, options.ctx, baseline=base_session,
+                                baseline_digest=base.digest if base else "",
+                                baseline_label=_label(base) if base else "", on_window=tick)
+                session.close()
+                del session
+            speed: list[SpeedPoint] = []
+            memory = None
+            if options.speed:
+                answer = _run_worker(artifact, runtime.name, device, options, stream.ids,
+                                     lambda msg, name=artifact.path.name: progress(f"{name}: speed, {msg}"))
+                description = RuntimeDescription.model_validate(answer["runtime"])
+                speed = [SpeedPoint.model_validate(p) for p in answer["speed"]]
+                memory = _memory(answer["memory"], device)
+            result = _result(run_id, artifact, description, rig, options, stream, quality, speed, memory)
+            if results_path is not None:
+                append_result(results_path, result)
+            out.append(result)
+    finally:
+        if base_session is not None:
+            base_session.close()
+    return out
+
+
+def _label(artifact: Artifact) -> str:
+    spec = artifact.manifest.spec
+    return f"{spec.method} {spec.label()}"
+
+
+def _run_worker(artifact: Artifact, runtime: str, device: str, options: BenchOptions, ids: np.ndarray,
+                progress: Progress) -> dict:
+    needed = max(options.batch_sizes) * options.prompt_tokens
+    request = {"artifact": str(artifact.path), "runtime": runtime, "device": device, "dtype": options.dtype,
+               "ids": np.resize(ids, max(needed, 1)).tolist() if len(ids) < needed else ids[:needed].tolist(),
+               "batch_sizes": options.batch_sizes, "prompt_tokens": options.prompt_tokens,
+               "new_tokens": options.new_tokens, "warmup": options.warmup, "repeats": options.repeats}
+    with tempfile.TemporaryDirectory(prefix="quantlab-worker-") as tmp:
+        req, ans = Path(tmp) / "request.json", Path(tmp) / "answer.json"
+        req.write_text(json.dumps(request))
+        proc = subprocess.Popen([sys.executable, "-m", "quantlab.bench.worker", str(req), str(ans)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            progress(line.strip())
+        stderr = proc.stderr.read() if proc.stderr else ""
+        if proc.wait() != 0 or not ans.is_file():
+            lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+            raise BenchError(f"speed/memory measurement of {artifact.path} failed: "
+                             f"{lines[-1] if lines else f'exit code {proc.returncode}'}")
+        return json.loads(ans.read_text())
+
+
+def _memory(raw: dict, device: str) -> MemoryMetrics:
+    if device.startswith("cuda"):
+        return MemoryMetrics(kind="cuda-peak-allocated", peak_bytes=raw["cuda_peak_allocated_bytes"],
+                             after_load_bytes=raw["cuda_after_load_bytes"], before_load_bytes=0,
+                             cuda_peak_reserved_bytes=raw["cuda_peak_reserved_bytes"],
+                             note="torch.cuda.max_memory_allocated over load and the speed runs, fresh process")
+    return MemoryMetrics(kind="cpu-peak-rss-fresh-process", peak_bytes=raw["peak_rss_bytes"],
+                         after_load_bytes=raw["after_load_bytes"], before_load_bytes=raw["before_load_bytes"],
+                         note="peak RSS (ru_maxrss) of a fresh process over load and the speed runs; includes "
+                              "the Python/torch runtime itself (before_load_bytes)")
+
+
+def _result(run_id: str, artifact: Artifact, description: RuntimeDescription | None, rig, options: BenchOptions,
+            stream: TokenStream, quality: QualityMetrics | None, speed: list[SpeedPoint],
+            memory: MemoryMetrics | None) -> Result:
+    manifest = artifact.manifest
+    if description is None:
+        raise BenchError("nothing was measured: both quality and speed are off")
+    cost = [CostPoint(batch_size=p.batch_size, tokens_per_second=p.decode_tok_s.median,
+                      usd_per_1m_tokens=usd_per_million(rig.price_per_hour, p.decode_tok_s.median))
+            for p in speed]
+    return Result(
+        run_id=run_id, timestamp=datetime.now(UTC), quantlab_version=quantlab.__version__,
+        artifact=ArtifactRef(
+            path=str(artifact.path), digest=artifact.digest, method=manifest.spec.method,
+            backend=manifest.spec.backend or "", label=manifest.spec.label(), format=manifest.format,
+            weight_bytes=manifest.weight_bytes, disk_bytes=artifact.disk_bytes,
+            source_ref=manifest.source.ref, source_sha256=manifest.source.content_sha256,
+            source_description=manifest.source.description, quantize_seconds=manifest.quantize_seconds),
+        runtime=description,
+        rig=RigRef(name=rig.name, description=rig.description, price_per_hour=rig.price_per_hour,
+                   price_note=rig.price_note),
+        settings=BenchSettings(dataset=stream.source, n_tokens=len(stream.ids),
+                               token_fingerprint=token_fingerprint(stream.ids), ctx=options.ctx,
+                               batch_sizes=options.batch_sizes, prompt_tokens=options.prompt_tokens,
+                               new_tokens=options.new_tokens, warmup=options.warmup, repeats=options.repeats),
+        quality=quality, speed=speed, memory=memory, cost=cost, libraries=library_versions(), host=host_info(),
+    )

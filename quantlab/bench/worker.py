@@ -1,0 +1,68 @@
+"""Speed and memory of one artifact, measured in a fresh process.
+
+A fresh process is what makes peak RSS mean something on CPU: nothing else (no baseline model, no earlier
+artifact, no allocator cache) is in it. The parent passes a JSON request file and reads a JSON answer file;
+each line this process prints on stdout is a progress message.
+
+Run as `python -m quantlab.bench.worker REQUEST.json ANSWER.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def main(request_path: str, answer_path: str) -> int:
+    request = json.loads(Path(request_path).read_text())
+    import numpy as np
+    import torch
+    import transformers  # noqa: F401  (imported before the reading: part of the runtime, not the model)
+
+    from quantlab.artifact import load_artifact
+    from quantlab.bench.speed import measure
+    from quantlab.runtimes import select_runtime
+
+    device = request["device"]
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    before = _rss()
+    print("loading", flush=True)
+    artifact = load_artifact(request["artifact"])
+    session = select_runtime(artifact, request["runtime"]).load(artifact, device=device, dtype=request["dtype"])
+    after = _rss()
+    cuda_after = torch.cuda.memory_allocated(device) if cuda else None
+    ids = np.asarray(request["ids"], dtype=np.int64)
+    points = []
+    for batch_size in request["batch_sizes"]:
+        print(f"batch {batch_size}", flush=True)
+        points += measure(session, ids, batch_sizes=[batch_size], prompt_tokens=request["prompt_tokens"],
+                          new_tokens=request["new_tokens"], warmup=request["warmup"], repeats=request["repeats"])
+    answer = {
+        "runtime": session.describe().model_dump(mode="json"),
+        "speed": [p.model_dump(mode="json") for p in points],
+        "memory": {
+            "before_load_bytes": before,
+            "after_load_bytes": after,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        },
+    }
+    if cuda:
+        answer["memory"]["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+        answer["memory"]["cuda_peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
+        answer["memory"]["cuda_after_load_bytes"] = cuda_after
+    Path(answer_path).write_text(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,295 @@
+"""The `quantlab` command line. Every command is a thin layer over the library API (`quantlab.quantize`,
+`quantlab.bench.run.bench`, `quantlab.report`), so notebooks and recipes run the same code.
+
+Failures the user can fix are `QuantlabError`s: printed as one line, exit code 1, no traceback unless
+`--debug`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from contextlib import contextmanager, redirect_stderr
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from quantlab.errors import QuantlabError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Quantize LLMs to every format that matters, serve each artifact in a real runtime, and measure it "
+         "the same way: quality (ppl, KLD), speed, memory and $/1M tokens, in one results schema.",
+)
+# Bound to the real streams now: library output is silenced by redirecting sys.stderr (see `_library_output`),
+# and quantlab's own progress and errors must not be silenced with it.
+console = Console(file=sys.stderr)
+out_console = Console(file=sys.stdout)
+_state = {"debug": False}
+
+
+def _quiet_libraries() -> None:
+    """Library chatter (tqdm bars, loguru INFO) would bury quantlab's own progress; --debug keeps it."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("LLM_COMPRESSOR_LOG_DISABLED", "true")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+@contextmanager
+def _library_output():
+    """Swallow what libraries print on stderr (tqdm bars with an explicit `disable=False`, log lines) while
+    quantlab's progress shows; --debug lets it through."""
+    if _state["debug"]:
+        yield
+        return
+    with redirect_stderr(io.StringIO()):
+        yield
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show library logs and full tracebacks.")] = False
+          ) -> None:
+    _state["debug"] = debug
+    if not debug:
+        _quiet_libraries()
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                    transient=True)
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes comma-separated integers, e.g. 1,8") from None
+    if not values:
+        raise typer.BadParameter(f"{option} is empty")
+    return values
+
+
+@app.command()
+def quantize(
+    model: Annotated[str, typer.Argument(help="A Hugging Face hub id, a local HF model directory, or "
+                                              "'default' (the embedded SmolLM2-135M-Instruct).")],
+    method: Annotated[str, typer.Option(help="Quantization method; see 'quantlab methods'.")],
+    out: Annotated[Path, typer.Option(help="Artifact directory to create (must not exist unless --force).")],
+    bits: Annotated[int | None, typer.Option(help="Weight bits (rtn: 4 or 8).")] = None,
+    group_size: Annotated[int | None, typer.Option(help="Weights per scale; -1 = per output channel.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Backend library; default: the method's default.")] = None,
+    dtype: Annotated[str, typer.Option(help="fp32|bf16|fp16|auto: dtype of the saved model (none) or of the "
+                                            "tensors left unquantized; auto = the source dtype.")] = "auto",
+    symmetric: Annotated[bool | None, typer.Option("--symmetric/--asymmetric",
+                                                   help="Integer grid with or without zero-point.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out (atomically).")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own Python code to run.")] = False,
+) -> None:
+    """Quantize MODEL into an artifact directory: engine-native files plus the quantlab.json manifest.
+
+    The artifact is built under a hidden temporary name and renamed into place at the end: if anything
+    fails (or the process is killed), nothing appears at --out.
+    """
+    from quantlab.quantize import quantize as run_quantize
+    from quantlab.spec import MethodSpec
+
+    try:
+        spec = MethodSpec(method=method, backend=backend, bits=bits, group_size=group_size, dtype=dtype,
+                          symmetric=symmetric)
+    except Exception as exc:
+        raise QuantlabError(f"invalid option: {_first_pydantic_error(exc)}") from exc
+    with _progress() as progress, _library_output():
+        task = progress.add_task(f"quantizing {model} with {method}", total=None)
+        artifact = run_quantize(model, spec, out, force=force, trust_remote_code=trust_remote_code,
+                                log=lambda msg: progress.update(task, description=msg))
+    m = artifact.manifest
+    console.print(f"[green]wrote[/green] {artifact.path}  {m.spec.method}/{m.spec.backend} {m.spec.label()}  "
+                  f"{m.format}  {artifact.disk_bytes / 1e6:.1f} MB  in {m.quantize_seconds:.1f} s")
+
+
+def _first_pydantic_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return str(exc)
+
+
+@app.command()
+def bench(
+    artifacts: Annotated[list[Path], typer.Argument(help="Artifact directories made by 'quantlab quantize'.")],
+    baseline: Annotated[Path | None, typer.Option(help="Artifact to compare against (KLD, top-1, Δppl), "
+                                                       "usually the 'none' artifact of the same model.")] = None,
+    dataset: Annotated[str, typer.Option(help="'default' (hub wikitext-2-raw if reachable, else the embedded "
+                                              "WikiText-2), 'wikitext2', 'embedded', or a .txt/.jsonl path."
+                                         )] = "default",
+    ctx: Annotated[int, typer.Option(help="Perplexity window length in tokens.")] = 512,
+    max_tokens: Annotated[int, typer.Option(help="Cut the token stream to this many tokens.")] = 4096,
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes for the speed runs.")] = "1,8",
+    prompt_tokens: Annotated[int, typer.Option(help="Prompt length of the speed runs.")] = 128,
+    new_tokens: Annotated[int, typer.Option(help="Tokens generated per sequence in the speed runs.")] = 32,
+    warmup: Annotated[int, typer.Option(help="Untimed runs before the timed ones.")] = 1,
+    repeats: Annotated[int, typer.Option(help="Timed runs; the table shows their median.")] = 3,
+    rig: Annotated[str | None, typer.Option(help="Rig the measurement runs on (prices the $/1M column); "
+                                                 "default 'cpu' on a CPU host. See 'quantlab rigs'.")] = None,
+    price_per_hour: Annotated[float | None, typer.Option(help="Override the rig's $/hour.")] = None,
+    rigs_file: Annotated[Path | None, typer.Option(help="YAML file adding or overriding rigs.")] = None,
+    results: Annotated[Path, typer.Option(help="JSONL file the results are appended to.")] =
+        Path("results/bench.jsonl"),
+    runtime: Annotated[str | None, typer.Option(help="Runtime to serve the artifacts; default: the one that "
+                                                     "loads the format.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda:N; default cuda:0 if present.")] = None,
+    dtype: Annotated[str, typer.Option(help="Compute dtype: auto (the artifact's) | fp32 | bf16 | fp16.")] =
+        "auto",
+    quality: Annotated[bool, typer.Option(help="Measure perplexity/KLD.")] = True,
+    speed: Annotated[bool, typer.Option(help="Measure speed and memory.")] = True,
+) -> None:
+    """Measure artifacts: perplexity (and KLD/top-1 vs --baseline), prefill/decode tok/s per batch size,
+    peak memory, and $/1M tokens on the rig. Appends one JSON record per artifact to --results and prints
+    the table."""
+    from quantlab.bench.run import BenchOptions
+    from quantlab.bench.run import bench as run_bench
+    from quantlab.report import tables
+
+    if dtype not in ("auto", "fp32", "bf16", "fp16"):
+        raise typer.BadParameter(f"--dtype must be auto, fp32, bf16 or fp16, not {dtype}")
+    options = BenchOptions(dataset=dataset, ctx=ctx, max_tokens=max_tokens,
+                           batch_sizes=_ints(batch_sizes, "--batch-sizes"), prompt_tokens=prompt_tokens,
+                           new_tokens=new_tokens, warmup=warmup, repeats=repeats, rig=rig,
+                           rigs_file=str(rigs_file) if rigs_file else None, price_per_hour=price_per_hour,
+                           runtime=runtime, device=device, dtype=dtype, quality=quality, speed=speed)
+    with _progress() as progress, _library_output():
+        task = progress.add_task("benching", total=None)
+        records = run_bench(artifacts, baseline=baseline, options=options, results_path=results,
+                            progress=lambda msg: progress.update(task, description=msg))
+    _emit(tables.markdown(records, title="quantlab bench"))
+    console.print(f"[green]appended[/green] {len(records)} record(s) to {results}")
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="A results JSONL file written by 'quantlab bench'.")],
+    format: Annotated[str, typer.Option("--format", help="md | csv | html")] = "md",
+    out: Annotated[Path | None, typer.Option(help="Write here instead of printing.")] = None,
+    all_records: Annotated[bool, typer.Option("--all", help="Every record, not only the newest per "
+                                                             "artifact/runtime/rig/protocol.")] = False,
+) -> None:
+    """Render the tradeoff table from a results file (the newest record per configuration)."""
+    from quantlab.report import tables
+    from quantlab.results import read_results
+
+    if format not in tables.FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(tables.FORMATS)}, not {format}")
+    records = tables.select(read_results(results), latest_only=not all_records)
+    text = tables.FORMATS[format](records)
+    if out is None:
+        _emit(text)
+        return
+    _write_atomic(out, text)
+    console.print(f"[green]wrote[/green] {out}")
+
+
+def _emit(text: str) -> None:
+    """Tables go to stdout verbatim: a rich console would re-wrap Markdown rows at the terminal width."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@app.command()
+def methods() -> None:
+    """Every method and backend, whether it can run on this machine, and why not."""
+    from quantlab.methods import all_backends
+
+    table = Table(title="quantlab methods")
+    for column in ("method", "backend", "default", "usable here", "why not", "writes / loads in"):
+        table.add_column(column)
+    for backend in all_backends():
+        availability = backend.availability()
+        table.add_row(backend.method, backend.name + (" (legacy)" if backend.legacy else ""),
+                      "yes" if backend.default else "", "[green]yes[/green]" if availability.usable else
+                      "[red]no[/red]", availability.reason, backend.summary)
+    out_console.print(table)
+
+
+@app.command()
+def rigs(
+    rigs_file: Annotated[Path | None, typer.Option(help="YAML file adding or overriding rigs.")] = None,
+) -> None:
+    """The rigs a result can be labelled with, their prices per hour and where the prices come from."""
+    from quantlab.rigs import COST_FORMULA, load_rigs
+
+    table = Table(title="quantlab rigs", caption=COST_FORMULA)
+    for column in ("rig", "hardware", "device", "$/hour", "memory GB", "bandwidth GB/s", "price source"):
+        table.add_column(column)
+    for rig in load_rigs(rigs_file).values():
+        table.add_row(rig.name, rig.description, rig.device, f"{rig.price_per_hour:.4g}",
+                      "host" if rig.memory_gb is None else f"{rig.memory_gb:g}",
+                      "–" if rig.bandwidth_gb_s is None else f"{rig.bandwidth_gb_s:g}", rig.price_note)
+    out_console.print(table)
+
+
+@app.command()
+def demo(
+    results: Annotated[Path, typer.Option(help="JSONL file the demo's results are appended to.")] =
+        Path("results/demo.jsonl"),
+    report_path: Annotated[Path, typer.Option("--report", help="Markdown report written from --results.")] =
+        Path("results/demo.md"),
+    work_dir: Annotated[Path | None, typer.Option(help="Where the demo artifacts live; default: the quantlab "
+                                                       "cache.")] = None,
+    dataset: Annotated[str, typer.Option(help="Evaluation text (see 'quantlab bench --help').")] = "default",
+    max_tokens: Annotated[int, typer.Option(help="Tokens of the evaluation stream.")] = 4096,
+    ctx: Annotated[int, typer.Option(help="Perplexity window length.")] = 512,
+    batch_sizes: Annotated[str, typer.Option(help="Batch sizes of the speed runs.")] = "1,8",
+    repeats: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 3,
+    fresh: Annotated[bool, typer.Option(help="Re-quantize even if the demo artifacts exist.")] = False,
+) -> None:
+    """The whole pipeline on the embedded default model (SmolLM2-135M-Instruct), offline: quantize it as
+    `none` fp32 and bf16 and `rtn` w4/w8 g64, bench all against the fp32 baseline, write and print the
+    table."""
+    from quantlab.demo import run_demo
+
+    with _progress() as progress, _library_output():
+        task = progress.add_task("demo", total=None)
+        text = run_demo(results=results, report_path=report_path, work_dir=work_dir, dataset=dataset,
+                        max_tokens=max_tokens, ctx=ctx, batch_sizes=_ints(batch_sizes, "--batch-sizes"),
+                        repeats=repeats, fresh=fresh, log=lambda msg: progress.update(task, description=msg))
+    _emit(text)
+    console.print(f"[green]results[/green] {results}  [green]report[/green] {report_path}")
+
+
+def main() -> None:
+    try:
+        app()
+    except QuantlabError as exc:
+        if _state["debug"]:
+            raise
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except Exception as exc:  # a bug or a library failure we did not anticipate: still one line
+        if _state["debug"]:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        console.print(f"[red]error:[/red] unexpected {type(exc).__name__}: {first} (run with --debug for the "
+                      "traceback)", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""`quantlab demo`: the spine end to end on the embedded default model, with no network beyond PyPI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from quantlab.artifact import Artifact, load_artifact
+from quantlab.bench.run import BenchOptions, bench
+from quantlab.errors import ArtifactError
+from quantlab.methods.base import Log
+from quantlab.models import resolve_model
+from quantlab.paths import cache_dir
+from quantlab.quantize import quantize
+from quantlab.report import tables
+from quantlab.results import read_results
+from quantlab.spec import MethodSpec
+
+DEMO_SPECS: dict[str, MethodSpec] = {
+    "none-fp32": MethodSpec(method="none", dtype="fp32"),
+    "none-bf16": MethodSpec(method="none", dtype="bf16"),
+    "rtn-w8-g64": MethodSpec(method="rtn", bits=8, group_size=64),
+    "rtn-w4-g64": MethodSpec(method="rtn", bits=4, group_size=64),
+}
+BASELINE = "none-fp32"
+
+
+def _reusable(path: Path, spec: MethodSpec, source_sha256: str) -> Artifact | None:
+    """An existing demo artifact is reused only if it was made from the same model with the same request."""
+    try:
+        artifact = load_artifact(path)
+    except ArtifactError:
+        return None
+    manifest = artifact.manifest
+    requested = spec.model_dump(exclude_none=True, exclude={"dtype"} if spec.dtype == "auto" else set())
+    recorded = manifest.spec.model_dump()
+    same_spec = all(recorded.get(k) == v for k, v in requested.items())
+    return artifact if same_spec and manifest.source.content_sha256 == source_sha256 else None
+
+
+def run_demo(*, results: Path, report_path: Path, work_dir: Path | None, dataset: str, max_tokens: int,
+             ctx: int, batch_sizes: list[int], repeats: int, fresh: bool, log: Log) -> str:
+    work = work_dir or cache_dir() / "demo"
+    log("preparing the default model (SmolLM2-135M-Instruct)")
+    source = resolve_model("default", log=log)
+    paths = {}
+    for name, spec in DEMO_SPECS.items():
+        out = work / name
+        if not fresh and _reusable(out, spec, source.content_sha256):
+            log(f"{name}: reusing {out}")
+        else:
+            log(f"{name}: quantizing")
+            quantize("default", spec, out, force=True, log=lambda msg, name=name: log(f"{name}: {msg}"))
+        paths[name] = out
+    options = BenchOptions(dataset=dataset, ctx=ctx, max_tokens=max_tokens, batch_sizes=batch_sizes,
+                           repeats=repeats, rig="cpu" if _cpu_only() else None)
+    bench(list(paths.values()), baseline=paths[BASELINE], options=options, results_path=results, progress=log)
+    selected = tables.select(read_results(results))
+    text = tables.markdown(selected, title="quantlab demo: SmolLM2-135M-Instruct on this host")
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = report_path.with_name(report_path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, report_path)
+    return text
+
+
+def _cpu_only() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()

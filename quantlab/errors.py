@@ -1,0 +1,45 @@
+"""The failure families a user can meet.
+
+The CLI catches `QuantlabError` once and prints its message as one line with a non-zero exit code, so every
+message must stand on its own: say what was wrong, with which input, and what to do instead.
+"""
+
+
+class QuantlabError(Exception):
+    """Base of every failure the CLI reports as one line."""
+
+
+class ModelNotFoundError(QuantlabError):
+    """MODEL is neither a local HF directory, nor `default`, nor reachable on the hub."""
+
+
+class SpecError(QuantlabError):
+    """A method specification that cannot work (unknown method, bits, group size ...)."""
+
+
+class BackendUnavailableError(QuantlabError):
+    """The backend exists but cannot run here (library missing, needs CUDA, ...)."""
+
+
+class QuantizationError(QuantlabError):
+    """The backend library failed while quantizing."""
+
+
+class ArtifactError(QuantlabError):
+    """A directory that is not a usable quantlab artifact (no or corrupt manifest, missing files)."""
+
+
+class DatasetError(QuantlabError):
+    """A dataset name or path that cannot be loaded, or is too short for the protocol."""
+
+
+class RigError(QuantlabError):
+    """An unknown rig, a bad rigs file, or a rig that does not match the hardware measured on."""
+
+
+class BenchError(QuantlabError):
+    """A measurement that cannot be made as asked (e.g. a baseline with another tokenizer)."""
+
+
+class ResultsError(QuantlabError):
+    """A results file that cannot be read."""

@@ -1,0 +1,39 @@
+"""`none`: the unquantized model in a chosen dtype — the baseline every other artifact is measured against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quantlab.errors import SpecError
+from quantlab.methods.base import Backend, Log, QuantizeOutcome
+from quantlab.methods.registry import register
+from quantlab.models import SourceModel
+from quantlab.spec import MethodSpec, dtype_short, torch_dtype
+
+
+@register
+class NoneTransformers(Backend):
+    method = "none"
+    name = "transformers"
+    default = True
+    requires = ("transformers",)
+    summary = "unquantized safetensors in fp32/bf16/fp16; loads in transformers, vLLM, llama.cpp's converter"
+
+    def normalize(self, spec: MethodSpec) -> MethodSpec:
+        for field in ("bits", "group_size", "symmetric", "scheme", "calibration"):
+            if getattr(spec, field) is not None:
+                raise SpecError(f"method 'none' takes no {field.replace('_', '-')} (it only saves in --dtype)")
+        return spec.model_copy(update={"backend": self.name})
+
+    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
+                 trust_remote_code: bool = False) -> QuantizeOutcome:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        log(f"loading {source.ref} as {spec.dtype}")
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype(spec.dtype),
+                                                     trust_remote_code=trust_remote_code)
+        log("saving safetensors")
+        model.save_pretrained(out)
+        AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code).save_pretrained(out)
+        return QuantizeOutcome(format=f"safetensors {dtype_short(model.dtype)}",
+                               loads_in=["transformers", "vllm", "llama.cpp convert_hf_to_gguf.py"])

@@ -1,0 +1,61 @@
+"""`quantize(model, spec, out)`: the one entry point the CLI, recipes and notebooks share.
+
+Order matters: everything that can be checked without loading weights is checked first (spec, backend
+availability, output path, architecture fit), so a bad request fails in seconds and writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from quantlab import methods
+from quantlab.artifact import (
+    Artifact,
+    Manifest,
+    building,
+    check_out_free,
+    list_files,
+    load_artifact,
+    weight_bytes,
+    write_manifest,
+)
+from quantlab.env import host_info, library_versions
+from quantlab.errors import BackendUnavailableError
+from quantlab.methods.base import Log
+from quantlab.models import model_info, resolve_model
+from quantlab.spec import MethodSpec
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def quantize(model: str, spec: MethodSpec, out: str | Path, *, force: bool = False,
+             trust_remote_code: bool = False, log: Log = _quiet) -> Artifact:
+    backend = methods.get_backend(spec.method, spec.backend)
+    availability = backend.availability()
+    if not availability.usable:
+        raise BackendUnavailableError(f"{spec.method}/{backend.name} cannot run here: {availability.reason}")
+    spec = backend.normalize(spec)
+    out = Path(out)
+    check_out_free(out, force=force)
+    source = resolve_model(model, log=log)
+    info = model_info(source.path, trust_remote_code=trust_remote_code)
+    spec = backend.fit(spec, info)
+    with building(out, force=force) as tmp:
+        started = time.perf_counter()
+        outcome = backend.quantize(source, spec, tmp, log, trust_remote_code=trust_remote_code)
+        elapsed = time.perf_counter() - started
+        log("hashing files, writing manifest")
+        files = list_files(tmp)
+        manifest = Manifest(
+            spec=spec, format=outcome.format, loads_in=outcome.loads_in, source=source,
+            calibration=outcome.calibration, libraries=library_versions(), files=files,
+            weight_bytes=weight_bytes(files), n_params_source=info.n_params,
+            created_at=datetime.now(UTC), quantize_seconds=round(elapsed, 3), host=host_info(),
+            notes=outcome.notes,
+        )
+        write_manifest(tmp, manifest)
+    return load_artifact(out)

@@ -1,0 +1,168 @@
+"""The guide-style tradeoff table, from results only.
+
+Each row is the newest record of one (artifact, runtime, kernel, rig, protocol) combination in the file:
+re-running a bench supersedes the old numbers rather than duplicating rows; `latest_only=False` shows all.
+Everything a reader needs to interpret a cell (dataset, tokens, protocol, price, formula, kernel path) is
+printed under the table, because a number without its method is not comparable to anything.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+import pandas as pd
+
+from quantlab.results import Result
+from quantlab.rigs import COST_FORMULA
+from quantlab.runtimes.base import KERNEL_MEANING
+
+MAIN_COLUMNS = ["method", "scheme", "size on disk MB", "peak memory MB", "prefill tok/s", "decode tok/s", "ppl",
+                "Δppl %", "KLD", "top-1 %", "$/1M", "runtime/kernel"]
+
+
+def _key(r: Result) -> tuple:
+    return (r.artifact.digest, r.runtime.runtime, r.runtime.kernel, r.runtime.device, r.runtime.compute_dtype,
+            r.rig.name, r.settings.token_fingerprint, r.settings.ctx,
+            r.quality.vs_baseline.baseline_digest if r.quality and r.quality.vs_baseline else None)
+
+
+def select(results: list[Result], latest_only: bool = True) -> list[Result]:
+    if not latest_only:
+        return list(results)
+    newest: dict[tuple, Result] = {}
+    for result in results:
+        key = _key(result)
+        if key not in newest or result.timestamp >= newest[key].timestamp:
+            newest[key] = result
+    return sorted(newest.values(), key=lambda r: (r.artifact.method != "none", -r.artifact.weight_bytes,
+                                                  r.artifact.label))
+
+
+def _speed_at(result: Result, batch: int | None = None):
+    if not result.speed:
+        return None
+    if batch is None:
+        return min(result.speed, key=lambda p: p.batch_size)
+    return next((p for p in result.speed if p.batch_size == batch), None)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _kernel_mark(result: Result) -> str:
+    return "" if result.runtime.kernel in ("dense", "native") else " †"
+
+
+def main_table(results: list[Result]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        point = _speed_at(r)
+        cost = next((c for c in r.cost if point and c.batch_size == point.batch_size), None)
+        vs = r.quality.vs_baseline if r.quality else None
+        mark = _kernel_mark(r)
+        rows.append({
+            "method": f"{r.artifact.method} ({r.artifact.backend})",
+            "scheme": r.artifact.label,
+            "size on disk MB": _fmt(r.artifact.disk_bytes / 1e6, 1),
+            "peak memory MB": _fmt(r.memory.peak_bytes / 1e6, 0) if r.memory else "–",
+            "prefill tok/s": (_fmt(point.prefill_tok_s.median, 0) + mark) if point else "–",
+            "decode tok/s": (_fmt(point.decode_tok_s.median, 1) + mark) if point else "–",
+            "ppl": _fmt(r.quality.ppl if r.quality else None, 3),
+            "Δppl %": _fmt(vs.delta_ppl_pct if vs else None, 2),
+            "KLD": f"{vs.kld_mean:.5f}" if vs else "–",
+            "top-1 %": _fmt(vs.top1_agreement * 100 if vs else None, 2),
+            "$/1M": (f"{cost.usd_per_1m_tokens:.3f} ({r.rig.name})" + mark) if cost else "–",
+            "runtime/kernel": f"{r.runtime.runtime}/{r.runtime.kernel} {r.runtime.compute_dtype}",
+        })
+    return pd.DataFrame(rows, columns=MAIN_COLUMNS)
+
+
+def batch_table(results: list[Result]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        for p in r.speed:
+            cost = next((c for c in r.cost if c.batch_size == p.batch_size), None)
+            mark = _kernel_mark(r)
+            rows.append({
+                "method": f"{r.artifact.method} ({r.artifact.backend})",
+                "scheme": r.artifact.label,
+                "batch": p.batch_size,
+                "prefill tok/s": f"{p.prefill_tok_s.median:,.0f} [{p.prefill_tok_s.min:,.0f}–"
+                                 f"{p.prefill_tok_s.max:,.0f}]{mark}",
+                "decode tok/s": f"{p.decode_tok_s.median:,.1f} [{p.decode_tok_s.min:,.1f}–"
+                                f"{p.decode_tok_s.max:,.1f}]{mark}",
+                "TTFT ms": _fmt(p.ttft_ms.median, 1),
+                "TPOT ms": _fmt(p.tpot_ms.median, 1),
+                "$/1M": (f"{cost.usd_per_1m_tokens:.3f}" + mark) if cost else "–",
+            })
+    return pd.DataFrame(rows)
+
+
+def footnotes(results: list[Result]) -> list[str]:
+    notes = []
+    settings = {(r.settings.dataset.description, r.settings.n_tokens, r.settings.token_fingerprint,
+                 r.settings.ctx) for r in results if r.quality}
+    for description, n_tokens, fingerprint, ctx in sorted(settings):
+        scored = next(r.quality.tokens_scored for r in results
+                      if r.quality and r.settings.token_fingerprint == fingerprint and r.settings.ctx == ctx)
+        notes.append(f"Quality: {description}; {n_tokens} tokens (fingerprint {fingerprint}), ctx {ctx}, "
+                     f"{scored} tokens scored. Protocol: {results[0].quality.protocol if results[0].quality else ''}")
+    baselines = {(r.quality.vs_baseline.baseline_label, r.quality.vs_baseline.baseline_digest)
+                 for r in results if r.quality and r.quality.vs_baseline}
+    for label, digest in sorted(baselines):
+        notes.append(f"Δppl, KLD and top-1 are against the baseline {label} (artifact {digest}) on the same "
+                     "windows.")
+    speed = {(r.settings.prompt_tokens, r.settings.new_tokens, r.settings.warmup, r.settings.repeats)
+             for r in results if r.speed}
+    for prompt, new, warmup, repeats in sorted(speed):
+        notes.append(f"Speed: prompts of {prompt} tokens, {new} new tokens (greedy, fixed length), {warmup} "
+                     f"warm-up, median of {repeats} repeats; the main table shows the smallest batch size. "
+                     "Decode tok/s counts all sequences of a batch.")
+    kinds = {r.memory.note for r in results if r.memory}
+    notes += [f"Memory: {kind}." for kind in sorted(kinds)]
+    sources = {r.artifact.source_description for r in results if r.artifact.source_description}
+    notes += [f"Model: {desc}." for desc in sorted(sources)]
+    rigs = {(r.rig.name, r.rig.description, r.rig.price_per_hour, r.rig.price_note, r.host.cpu,
+             r.host.cpu_count) for r in results}
+    for name, description, price, note, cpu, cores in sorted(rigs):
+        where = f"{cpu}, {cores} cores" if name == "cpu" else description
+        notes.append(f"Cost: {COST_FORMULA}, from median decode tok/s; rig {name} ({where}) at "
+                     f"${price}/h ({note}).")
+    kernels = {r.runtime.kernel for r in results}
+    for kernel in sorted(kernels):
+        mark = "† " if kernel not in ("dense", "native") else ""
+        notes.append(f"{mark}Kernel '{kernel}': {KERNEL_MEANING[kernel]}.")
+    details = {(r.artifact.label, r.runtime.kernel_detail) for r in results if r.runtime.kernel != "dense"}
+    notes += [f"  {label}: {detail}" for label, detail in sorted(details)]
+    return notes
+
+
+def markdown(results: list[Result], *, title: str = "quantlab results") -> str:
+    lines = [f"# {title}", "", main_table(results).to_markdown(index=False), ""]
+    batches = batch_table(results)
+    if not batches.empty:
+        lines += ["## Throughput by batch size", "", batches.to_markdown(index=False), ""]
+    lines += ["## How these numbers were made", ""]
+    lines += [f"- {note}" for note in footnotes(results)]
+    versions = sorted({f"{k} {v}" for r in results for k, v in r.libraries.items()})
+    lines += [f"- Libraries: {', '.join(versions)}.", ""]
+    return "\n".join(lines)
+
+
+def csv(results: list[Result]) -> str:
+    return main_table(results).to_csv(index=False)
+
+
+def html(results: list[Result], *, title: str = "quantlab results") -> str:
+    notes = "".join(f"<li>{escape(n)}</li>" for n in footnotes(results))
+    batches = batch_table(results)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
+            f"<h1>{escape(title)}</h1>{main_table(results).to_html(index=False)}"
+            + ("" if batches.empty else f"<h2>Throughput by batch size</h2>{batches.to_html(index=False)}")
+            + f"<h2>How these numbers were made</h2><ul>{notes}</ul></body></html>\n")
+
+
+FORMATS = {"md": markdown, "csv": csv, "html": html}

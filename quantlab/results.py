@@ -1,0 +1,135 @@
+"""The results schema: one JSON record per artifact per bench run, appended to a JSONL file.
+
+Tables and plots are always derived from these records; nothing in a report is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from quantlab.bench.quality import QualityMetrics
+from quantlab.bench.speed import SpeedPoint
+from quantlab.corpus import TextSource
+from quantlab.env import HostInfo
+from quantlab.errors import ResultsError
+from quantlab.runtimes.base import RuntimeDescription
+
+SCHEMA_VERSION = 1
+
+
+class ArtifactRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    digest: str
+    method: str
+    backend: str
+    label: str
+    format: str
+    weight_bytes: int
+    disk_bytes: int
+    source_ref: str
+    source_sha256: str
+    source_description: str | None
+    quantize_seconds: float
+
+
+class BenchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: TextSource
+    n_tokens: int
+    token_fingerprint: str
+    ctx: int
+    batch_sizes: list[int]
+    prompt_tokens: int
+    new_tokens: int
+    warmup: int
+    repeats: int
+
+
+class MemoryMetrics(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["cpu-peak-rss-fresh-process", "cuda-peak-allocated"]
+    peak_bytes: int
+    after_load_bytes: int
+    before_load_bytes: int  # the runtime's own footprint (Python, torch) before the model was loaded
+    cuda_peak_reserved_bytes: int | None = None
+    note: str
+
+
+class RigRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    price_per_hour: float
+    price_note: str
+
+
+class CostPoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int
+    tokens_per_second: float  # median decode tok/s at this batch size
+    usd_per_1m_tokens: float
+    basis: str = "decode"
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    timestamp: datetime
+    quantlab_version: str
+    artifact: ArtifactRef
+    runtime: RuntimeDescription
+    rig: RigRef
+    settings: BenchSettings
+    quality: QualityMetrics | None
+    speed: list[SpeedPoint]
+    memory: MemoryMetrics | None
+    cost: list[CostPoint]
+    libraries: dict[str, str]
+    host: HostInfo
+
+
+def append_result(path: str | Path, result: Result) -> None:
+    """Append one line and fsync it, so a crash later in the run keeps every finished record."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = result.model_dump_json() + "\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_results(path: str | Path) -> list[Result]:
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"results file {path} does not exist")
+    results = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                results.append(Result.model_validate(json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise ResultsError(f"{path} line {lineno}: not JSON ({exc.msg})") from exc
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ResultsError(f"{path} line {lineno}: {where}: {first['msg']}") from exc
+    if not results:
+        raise ResultsError(f"results file {path} holds no records")
+    return results

@@ -1,0 +1,112 @@
+"""Named rigs: the hardware a measurement was made on, with the price used to turn speed into cost.
+
+Prices are inputs, not measurements: the built-in ones are indicative on-demand list prices and every cost
+table prints the price it used. Override them per command (`--price-per-hour`) or with a YAML rigs file.
+A result can only carry a rig that matches the hardware it was measured on: a CPU timing priced as an
+H100 would be a number from one machine labelled as another.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from quantlab.errors import RigError
+
+COST_FORMULA = "$/1M tokens = price_per_hour / (tokens_per_second × 3600) × 1e6"
+
+
+class Rig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    device: Literal["cpu", "cuda"]
+    gpu_match: str | None = Field(None, description="substring of the CUDA device name that identifies it")
+    n_gpus: int = 0
+    price_per_hour: float = Field(gt=0)
+    price_note: str
+    memory_gb: float | None = None  # per rig (all GPUs together); None = measured on the host
+    bandwidth_gb_s: float | None = None  # per GPU, vendor peak
+
+
+_INDICATIVE = "indicative on-demand cloud price, not a quote; override with --price-per-hour or --rigs-file"
+
+BUILTIN_RIGS: dict[str, Rig] = {rig.name: rig for rig in [
+    Rig(name="cpu", description="the CPU of the host that ran the bench", device="cpu",
+        price_per_hour=0.0893,
+        price_note="AWS c7i.large (2 vCPU Sapphire Rapids) on-demand us-east-1 list price; "
+                   "override for other CPU hosts"),
+    Rig(name="rtx4090", description="1× NVIDIA RTX 4090 24 GB", device="cuda", gpu_match="4090", n_gpus=1,
+        price_per_hour=0.69, price_note=_INDICATIVE, memory_gb=24, bandwidth_gb_s=1008),
+    Rig(name="2xrtx4090", description="2× NVIDIA RTX 4090 24 GB", device="cuda", gpu_match="4090", n_gpus=2,
+        price_per_hour=1.38, price_note=_INDICATIVE, memory_gb=48, bandwidth_gb_s=1008),
+    Rig(name="h100", description="1× NVIDIA H100 80 GB SXM", device="cuda", gpu_match="H100", n_gpus=1,
+        price_per_hour=2.99, price_note=_INDICATIVE, memory_gb=80, bandwidth_gb_s=3350),
+    Rig(name="2xh100", description="2× NVIDIA H100 80 GB SXM", device="cuda", gpu_match="H100", n_gpus=2,
+        price_per_hour=5.98, price_note=_INDICATIVE, memory_gb=160, bandwidth_gb_s=3350),
+    Rig(name="h200", description="1× NVIDIA H200 141 GB", device="cuda", gpu_match="H200", n_gpus=1,
+        price_per_hour=3.79, price_note=_INDICATIVE, memory_gb=141, bandwidth_gb_s=4800),
+    Rig(name="b200", description="1× NVIDIA B200 180 GB", device="cuda", gpu_match="B200", n_gpus=1,
+        price_per_hour=5.99, price_note=_INDICATIVE, memory_gb=180, bandwidth_gb_s=8000),
+]}
+
+
+class RigsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rigs: list[Rig]
+
+
+def load_rigs(rigs_file: str | Path | None = None) -> dict[str, Rig]:
+    """Built-in rigs, overridden or extended by a YAML file `rigs: [{name: ..., ...}, ...]`."""
+    rigs = dict(BUILTIN_RIGS)
+    if rigs_file is None:
+        return rigs
+    path = Path(rigs_file)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RigError(f"rigs file {path}: cannot read it ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise RigError(f"rigs file {path}: not valid YAML ({exc})") from exc
+    try:
+        parsed = RigsFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise RigError(f"rigs file {path}: {where}: {first['msg']}") from exc
+    rigs.update({rig.name: rig for rig in parsed.rigs})
+    return rigs
+
+
+def get_rig(name: str, *, rigs_file: str | Path | None = None, price_per_hour: float | None = None) -> Rig:
+    rigs = load_rigs(rigs_file)
+    rig = rigs.get(name)
+    if rig is None:
+        raise RigError(f"unknown rig {name!r}; known rigs: {', '.join(rigs)} (add one with --rigs-file)")
+    if price_per_hour is not None:
+        if price_per_hour <= 0:
+            raise RigError(f"--price-per-hour must be positive, not {price_per_hour}")
+        rig = rig.model_copy(update={"price_per_hour": price_per_hour, "price_note": "given on the command line"})
+    return rig
+
+
+def check_matches(rig: Rig, device: str, device_name: str) -> None:
+    """Refuse to label a measurement with a rig it was not made on."""
+    if rig.device == "cpu" and device != "cpu":
+        raise RigError(f"rig {rig.name!r} is a CPU rig but the bench runs on {device} ({device_name})")
+    if rig.device == "cuda":
+        if not device.startswith("cuda"):
+            raise RigError(f"rig {rig.name!r} is a GPU rig ({rig.description}) but this bench runs on the CPU; "
+                           "measure on that rig, or use --rig cpu")
+        if rig.gpu_match and rig.gpu_match.lower() not in device_name.lower():
+            raise RigError(f"rig {rig.name!r} expects a GPU named like {rig.gpu_match!r}, this one is "
+                           f"{device_name!r}; pick the matching rig or define one with --rigs-file")
+
+
+def usd_per_million(price_per_hour: float, tokens_per_second: float) -> float:
+    return price_per_hour / (tokens_per_second * 3600) * 1e6

@@ -1,0 +1,34 @@
+"""Runtimes that serve artifacts for measurement, and the choice of one for an artifact."""
+
+from __future__ import annotations
+
+from quantlab.artifact import Artifact
+from quantlab.errors import BenchError
+from quantlab.runtimes.base import KERNEL_MEANING, Runtime, RuntimeDescription, Session
+from quantlab.runtimes.transformers_rt import TransformersRuntime
+
+RUNTIMES: dict[str, Runtime] = {runtime.name: runtime for runtime in (TransformersRuntime(),)}
+
+
+def select_runtime(artifact: Artifact, name: str | None = None) -> Runtime:
+    if name is not None:
+        runtime = RUNTIMES.get(name)
+        if runtime is None:
+            raise BenchError(f"unknown runtime {name!r}; available: {', '.join(RUNTIMES)}")
+        if not runtime.supports(artifact):
+            raise BenchError(f"runtime {name!r} cannot load {artifact.path} ({artifact.manifest.format})")
+        return runtime
+    for runtime in RUNTIMES.values():
+        if runtime.supports(artifact):
+            return runtime
+    raise BenchError(f"no runtime can load {artifact.path} ({artifact.manifest.format})")
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+__all__ = ["KERNEL_MEANING", "RUNTIMES", "Runtime", "RuntimeDescription", "Session", "default_device",
+           "select_runtime"]

@@ -1,0 +1,77 @@
+"""The runtime contract: how an artifact is served for measurement.
+
+Every runtime gets token ids, never text, so all runtimes score the same stream. `describe()` must say
+which kernel path really ran — a dense matmul on dequantized weights is not a low-bit kernel, and a CPU
+table must not let a reader think otherwise.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from quantlab.artifact import Artifact
+
+Kernel = Literal["dense", "native", "dequantized", "emulated"]
+
+KERNEL_MEANING: dict[str, str] = {
+    "dense": "unquantized weights, the framework's ordinary matmul",
+    "native": "a low-bit kernel computes on the packed weights",
+    "dequantized": "weights are expanded to a float dtype and multiplied densely: memory and speed are "
+                   "those of the float model, not of the low-bit format",
+    "emulated": "the format's arithmetic is simulated in software: speed says nothing about real hardware",
+}
+
+
+class RuntimeDescription(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    runtime: str
+    runtime_version: str
+    device: str  # cpu | cuda:0 ...
+    device_name: str
+    threads: int
+    compute_dtype: str
+    kernel: Kernel
+    kernel_detail: str
+
+
+@dataclass(frozen=True)
+class GenTiming:
+    """One timed generation: prefill = prompt forward up to the first new token; decode = the rest."""
+
+    batch_size: int
+    prompt_tokens: int
+    new_tokens: int
+    prefill_s: float
+    decode_s: float
+
+
+class Session(ABC):
+    @abstractmethod
+    def logits(self, ids: np.ndarray) -> "torch.Tensor":  # noqa: F821, UP037
+        """Float32 logits [len(ids), vocab] for one window of ids, no special tokens added."""
+
+    @abstractmethod
+    def timed_generate(self, prompts: np.ndarray, new_tokens: int) -> GenTiming:
+        """Greedy-generate exactly `new_tokens` for each row of `prompts` [batch, prompt_len]."""
+
+    @abstractmethod
+    def describe(self) -> RuntimeDescription: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the model."""
+
+
+class Runtime(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def supports(self, artifact: Artifact) -> bool: ...
+
+    @abstractmethod
+    def load(self, artifact: Artifact, *, device: str, dtype: str = "auto") -> Session: ...

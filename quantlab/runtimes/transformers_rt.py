@@ -1,0 +1,126 @@
+"""The `transformers` runtime: `AutoModelForCausalLM.from_pretrained` on the artifact directory, unmodified.
+
+Speed is measured with an explicit prefill + cached-decode loop rather than `generate()`, so prefill and
+decode are timed separately and exactly, with a fixed number of new tokens and no stopping criteria.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from quantlab.artifact import Artifact
+from quantlab.runtimes.base import GenTiming, Kernel, Runtime, RuntimeDescription, Session
+from quantlab.spec import dtype_short, torch_dtype
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def kernel_path(model, quant_config: dict | None) -> tuple[Kernel, str]:
+    """Name the matmul path from what was actually loaded, not from what the format promises."""
+    import torch
+
+    dtype = dtype_short(model.dtype)
+    if not quant_config:
+        return "dense", f"dense {dtype} matmul (torch)"
+    method = quant_config.get("quant_method", "unknown")
+    linear_types = {type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    if method == "compressed-tensors":
+        if "CompressedLinear" in linear_types:
+            return "dequantized", (f"compressed-tensors CompressedLinear: weights decompressed to {dtype} on "
+                                   "every forward, dense matmul")
+        packed = [n for n, p in model.named_parameters() if "weight_packed" in n]
+        if packed:
+            return "dequantized", f"compressed-tensors packed weights, {dtype} matmul"
+        return "dequantized", f"compressed-tensors weights decompressed to {dtype} at load; dense matmul"
+    return "dequantized", f"{method}: kernel path not identified; linear modules: {sorted(linear_types)}"
+
+
+class TransformersSession(Session):
+    def __init__(self, artifact: Artifact, device: str, dtype: str) -> None:
+        import torch
+        import transformers
+        from transformers import AutoModelForCausalLM
+
+        self.device = device
+        self.model = AutoModelForCausalLM.from_pretrained(artifact.path, dtype=torch_dtype(dtype),
+                                                          device_map=device)
+        self.model.eval()
+        # compressed-tensors decompresses packed weights on the first forward: run one now, so that load time
+        # and memory include it and the kernel path below describes what the measured forwards really use.
+        with torch.inference_mode():
+            self.model(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device), use_cache=False)
+        config = json.loads((artifact.path / "config.json").read_text())
+        kernel, detail = kernel_path(self.model, config.get("quantization_config"))
+        device_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else \
+            _cpu_name()
+        self._description = RuntimeDescription(
+            runtime="transformers", runtime_version=transformers.__version__, device=device,
+            device_name=device_name, threads=torch.get_num_threads(),
+            compute_dtype=dtype_short(self.model.dtype), kernel=kernel, kernel_detail=detail,
+        )
+
+    def describe(self) -> RuntimeDescription:
+        return self._description
+
+    def logits(self, ids: np.ndarray):
+        import torch
+
+        with torch.inference_mode():
+            batch = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self.device)[None, :]
+            return self.model(input_ids=batch, use_cache=False).logits[0].float()
+
+    def timed_generate(self, prompts: np.ndarray, new_tokens: int) -> GenTiming:
+        import torch
+        from transformers import DynamicCache
+
+        if new_tokens < 2:
+            raise ValueError("new_tokens must be ≥ 2 to time decode separately from prefill")
+        batch = torch.as_tensor(np.asarray(prompts, dtype=np.int64), device=self.device)
+        with torch.inference_mode():
+            cache = DynamicCache(config=self.model.config)
+            _sync(self.device)
+            start = time.perf_counter()
+            # logits_to_keep=1: only the last position's logits, as generate() and serving engines do.
+            out = self.model(input_ids=batch, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            token = out.logits[:, -1, :].argmax(-1, keepdim=True)
+            _sync(self.device)
+            prefill = time.perf_counter() - start
+            start = time.perf_counter()
+            for _ in range(new_tokens - 1):
+                out = self.model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+                token = out.logits[:, -1, :].argmax(-1, keepdim=True)
+            _sync(self.device)
+            decode = time.perf_counter() - start
+        return GenTiming(batch_size=batch.shape[0], prompt_tokens=batch.shape[1], new_tokens=new_tokens,
+                         prefill_s=prefill, decode_s=decode)
+
+    def close(self) -> None:
+        del self.model
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _cpu_name() -> str:
+    from quantlab.env import host_info
+
+    return host_info().cpu
+
+
+class TransformersRuntime(Runtime):
+    name = "transformers"
+
+    def supports(self, artifact: Artifact) -> bool:
+        return "transformers" in artifact.manifest.loads_in and (artifact.path / "config.json").is_file()
+
+    def load(self, artifact: Artifact, *, device: str, dtype: str = "auto") -> Session:
+        return TransformersSession(artifact, device, dtype)

@@ -1,0 +1,168 @@
+"""Bad input → one clear line on stderr, a non-zero exit code, and nothing written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def _one_line_error(proc, *needles: str) -> None:
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line, got:\n{proc.stderr}"
+    assert lines[0].startswith("error:"), lines[0]
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_nonexistent_model_path(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("quantize", str(tmp_path / "no" / "such-model"), "--method", "none", "--out", str(out))
+    _one_line_error(proc, "not found")
+    assert not out.exists()
+
+
+def test_nonexistent_hub_model(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("quantize", "nobody-xyz/no-such-model", "--method", "none", "--out", str(out))
+    _one_line_error(proc, "nobody-xyz/no-such-model", "hub")
+    assert not out.exists()
+
+
+def test_unknown_method(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("quantize", str(tiny_model), "--method", "magic", "--out", str(out))
+    _one_line_error(proc, "unknown method 'magic'", "rtn")
+    assert not out.exists()
+
+
+def test_unknown_backend(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("quantize", str(tiny_model), "--method", "rtn", "--backend", "nope", "--out", str(out))
+    _one_line_error(proc, "no backend 'nope'")
+    assert not out.exists()
+
+
+def test_unsupported_bits(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("quantize", str(tiny_model), "--method", "rtn", "--bits", "3", "--out", str(out))
+    _one_line_error(proc, "--bits 4 or 8", "not 3")
+    assert not out.exists()
+
+
+def test_bits_for_none(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("quantize", str(tiny_model), "--method", "none", "--bits", "4", "--out", str(out))
+    _one_line_error(proc, "takes no bits")
+    assert not out.exists()
+
+
+def test_group_size_not_dividing(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("quantize", str(tiny_model), "--method", "rtn", "--group-size", "96", "--out", str(out))
+    _one_line_error(proc, "--group-size 96 does not divide layer model.layers.0", "in_features 256")
+    assert not out.exists()
+
+
+def test_bad_dtype(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("quantize", str(tiny_model), "--method", "none", "--dtype", "fp8", "--out", str(out))
+    _one_line_error(proc, "dtype")
+    assert not out.exists()
+
+
+def test_existing_out_is_not_overwritten(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    proc = run_cli("quantize", str(tiny_model), "--method", "none", "--out", str(out))
+    _one_line_error(proc, "already exists", "--force")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tiny_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("art") / "none"
+    proc = run_cli("quantize", str(tiny_model), "--method", "none", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_artifact_without_manifest(tiny_model, tmp_path):
+    results = tmp_path / "r.jsonl"
+    proc = run_cli("bench", str(tiny_model), "--results", str(results))
+    _one_line_error(proc, "no quantlab.json", "not a quantlab artifact")
+    assert not results.exists()
+
+
+def test_corrupted_manifest(tiny_artifact, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_artifact, broken)
+    (broken / "quantlab.json").write_text('{"schema_version": 1, "spec": ')
+    results = tmp_path / "r.jsonl"
+    proc = run_cli("bench", str(broken), "--results", str(results))
+    _one_line_error(proc, "corrupted manifest")
+    assert not results.exists()
+
+
+def test_manifest_with_wrong_fields(tiny_artifact, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_artifact, broken)
+    data = json.loads((broken / "quantlab.json").read_text())
+    data["surprise"] = 1
+    (broken / "quantlab.json").write_text(json.dumps(data))
+    proc = run_cli("bench", str(broken), "--results", str(tmp_path / "r.jsonl"))
+    _one_line_error(proc, "corrupted manifest", "surprise")
+
+
+def test_artifact_with_missing_file(tiny_artifact, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_artifact, broken)
+    (broken / "model.safetensors").unlink()
+    proc = run_cli("bench", str(broken), "--results", str(tmp_path / "r.jsonl"))
+    _one_line_error(proc, "incomplete", "model.safetensors")
+
+
+def test_unknown_rig(tiny_artifact, tmp_path):
+    results = tmp_path / "r.jsonl"
+    proc = run_cli("bench", str(tiny_artifact), "--rig", "moon-cluster", "--results", str(results))
+    _one_line_error(proc, "unknown rig 'moon-cluster'", "h100")
+    assert not results.exists()
+
+
+def test_gpu_rig_on_cpu_host(tiny_artifact, tmp_path):
+    results = tmp_path / "r.jsonl"
+    proc = run_cli("bench", str(tiny_artifact), "--rig", "h100", "--device", "cpu", "--results", str(results))
+    _one_line_error(proc, "GPU rig")
+    assert not results.exists()
+
+
+def test_missing_dataset_path(tiny_artifact, tmp_path):
+    results = tmp_path / "r.jsonl"
+    proc = run_cli("bench", str(tiny_artifact), "--dataset", str(tmp_path / "nope.txt"),
+                   "--results", str(results))
+    _one_line_error(proc, "does not exist")
+    assert not results.exists()
+
+
+def test_unknown_dataset_name(tiny_artifact, tmp_path):
+    proc = run_cli("bench", str(tiny_artifact), "--dataset", "imagenet", "--results", str(tmp_path / "r.jsonl"))
+    _one_line_error(proc, "unknown dataset 'imagenet'")
+
+
+def test_missing_results_file(tmp_path):
+    proc = run_cli("report", str(tmp_path / "none.jsonl"))
+    _one_line_error(proc, "does not exist")
+
+
+def test_debug_shows_traceback(tmp_path):
+    proc = run_cli("--debug", "quantize", str(tmp_path / "nope"), "--method", "none", "--out",
+                   str(tmp_path / "o"))
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr

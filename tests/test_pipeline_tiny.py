@@ -1,0 +1,140 @@
+"""quantize → artifact → runtime → results → report on a tiny random Llama (plumbing, not quality)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from quantlab.bench.run import BenchOptions, bench
+from quantlab.quantize import quantize
+from quantlab.report import tables
+from quantlab.results import read_results
+from quantlab.spec import MethodSpec
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def tiny_artifacts(tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("arts")
+    return {
+        "base": quantize(str(tiny_model), MethodSpec(method="none", dtype="fp32"), root / "base"),
+        "w8": quantize(str(tiny_model), MethodSpec(method="rtn", bits=8, group_size=128), root / "w8"),
+        "w4": quantize(str(tiny_model), MethodSpec(method="rtn", bits=4, group_size=64, symmetric=False),
+                       root / "w4"),
+        "w4pc": quantize(str(tiny_model), MethodSpec(method="rtn", bits=4, group_size=-1), root / "w4pc"),
+    }
+
+
+def test_rtn_manifest_and_format(tiny_artifacts):
+    m = tiny_artifacts["w4"].manifest
+    assert (m.spec.method, m.spec.backend, m.spec.bits, m.spec.group_size, m.spec.symmetric) == \
+        ("rtn", "llmcompressor", 4, 64, False)
+    assert m.format == "compressed-tensors pack-quantized"
+    assert "llmcompressor" in m.libraries and "compressed-tensors" in m.libraries
+    config = json.loads((tiny_artifacts["w4"].path / "config.json").read_text())
+    qc = config["quantization_config"]
+    weights = qc["config_groups"]["group_0"]["weights"]
+    assert qc["quant_method"] == "compressed-tensors"
+    assert (weights["num_bits"], weights["group_size"], weights["symmetric"]) == (4, 64, False)
+    assert qc["ignore"] == ["lm_head"]
+    assert tiny_artifacts["w4pc"].manifest.spec.label() == "w4 per-channel sym"
+
+
+def test_weight_bytes_shrink_with_bits(tiny_artifacts):
+    sizes = {k: a.manifest.weight_bytes for k, a in tiny_artifacts.items()}
+    assert sizes["w4"] < sizes["w8"] < sizes["base"]
+
+
+@pytest.mark.parametrize("name", ["w8", "w4", "w4pc"])
+def test_rtn_reloads_unmodified_and_stays_close(tiny_artifacts, name):
+    base = AutoModelForCausalLM.from_pretrained(tiny_artifacts["base"].path)
+    quant = AutoModelForCausalLM.from_pretrained(tiny_artifacts[name].path)
+    ids = torch.arange(64)[None] % 1024
+    with torch.no_grad():
+        a, b = base(ids).logits.float(), quant(ids).logits.float()
+    assert torch.isfinite(b).all()
+    err = ((a - b).norm() / a.norm()).item()
+    assert 0 < err < (0.05 if name == "w8" else 0.3)
+
+
+def test_bench_records_and_report(tiny_artifacts, tmp_path):
+    results = tmp_path / "r.jsonl"
+    options = BenchOptions(dataset="embedded", ctx=128, max_tokens=512, batch_sizes=[1, 2], prompt_tokens=16,
+                           new_tokens=4, warmup=0, repeats=2)
+    arts = [tiny_artifacts[k].path for k in ("base", "w8", "w4")]
+    records = bench(arts, baseline=tiny_artifacts["base"].path, options=options, results_path=results)
+    assert len(records) == 3 and len(read_results(results)) == 3
+    base, w8, w4 = records
+    assert base.quality.vs_baseline.kld_mean == pytest.approx(0, abs=1e-6)
+    assert base.quality.vs_baseline.top1_agreement == 1.0
+    assert 0 < w8.quality.vs_baseline.kld_mean < w4.quality.vs_baseline.kld_mean
+    assert base.quality.tokens_scored == 4 * 127
+    assert len({r.settings.token_fingerprint for r in records}) == 1
+    for r in records:
+        assert [p.batch_size for p in r.speed] == [1, 2]
+        assert all(p.decode_tok_s.n == 2 and p.decode_tok_s.min <= p.decode_tok_s.median for p in r.speed)
+        assert r.memory.kind == "cpu-peak-rss-fresh-process"
+        assert r.memory.peak_bytes >= r.memory.after_load_bytes > r.memory.before_load_bytes
+        assert r.rig.name == "cpu" and r.runtime.device == "cpu" and r.runtime.threads >= 1
+        cost = r.cost[0]
+        assert cost.usd_per_1m_tokens == pytest.approx(r.rig.price_per_hour / (cost.tokens_per_second * 3600) * 1e6)
+    assert base.runtime.kernel == "dense" and w4.runtime.kernel == "dequantized"
+    assert "decompressed" in w4.runtime.kernel_detail
+
+    md = tables.markdown(tables.select(read_results(results)))
+    for column in tables.MAIN_COLUMNS:
+        assert column in md
+    assert "$/1M tokens = price_per_hour / (tokens_per_second × 3600) × 1e6" in md
+    assert "† Kernel 'dequantized'" in md
+    csv = tables.csv(records)
+    assert csv.splitlines()[0].startswith("method,scheme,size on disk MB")
+    assert "<table" in tables.html(records)
+
+
+def test_report_keeps_the_newest_record_per_configuration(tiny_artifacts, tmp_path):
+    results = tmp_path / "r.jsonl"
+    options = BenchOptions(dataset="embedded", ctx=128, max_tokens=256, speed=False)
+    bench([tiny_artifacts["w8"].path], options=options, results_path=results)
+    bench([tiny_artifacts["w8"].path], options=options, results_path=results)
+    every = read_results(results)
+    assert len(every) == 2
+    assert tables.select(every) == [max(every, key=lambda r: r.timestamp)]
+    assert len(tables.select(every, latest_only=False)) == 2
+
+
+def test_cli_end_to_end(tiny_model, tmp_path):
+    art = tmp_path / "w4"
+    proc = run_cli("quantize", str(tiny_model), "--method", "rtn", "--bits", "4", "--group-size", "128",
+                   "--out", str(art))
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stderr
+    results = tmp_path / "r.jsonl"
+    proc = run_cli("bench", str(art), "--dataset", "embedded", "--ctx", "64", "--max-tokens", "256",
+                   "--batch-sizes", "1", "--prompt-tokens", "8", "--new-tokens", "3", "--repeats", "1",
+                   "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    assert "| rtn (llmcompressor) | w4 g128 sym" in proc.stdout
+    for fmt, marker in (("md", "| method"), ("csv", "method,scheme"), ("html", "<table")):
+        out = tmp_path / f"report.{fmt}"
+        proc = run_cli("report", str(results), "--format", fmt, "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert marker in out.read_text()
+
+
+def test_methods_and_rigs_commands():
+    proc = run_cli("methods")
+    assert proc.returncode == 0
+    assert "none" in proc.stdout and "rtn" in proc.stdout and "llmcompressor" in proc.stdout
+    assert "no" not in [c.strip() for c in proc.stdout.split("│")], "every built-in backend is usable here"
+    proc = run_cli("rigs")
+    assert proc.returncode == 0 and "h100" in proc.stdout and "price_per_hour" in proc.stdout
+
+
+def test_help_everywhere():
+    for command in ([], ["quantize"], ["bench"], ["report"], ["methods"], ["rigs"], ["demo"]):
+        proc = run_cli(*command, "--help")
+        assert proc.returncode == 0, command
+        assert "Usage" in proc.stdout
