@@ -12,13 +12,9 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 def __getattr__(name: str):
     # Lazy: `import quantlab` must stay cheap (the CLI's --help should not import torch).
     if name == "quantize":
-        from quantlab.quantize import quantize
+        from quantlab.quantizer import quantize
 
         return quantize
-    if name == "bench":
-        from quantlab.bench.run import bench
-
-        return bench
     if name == "MethodSpec":
         from quantlab.spec import MethodSpec
 
@@ -26,4 +22,5 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["MethodSpec", "__version__", "bench", "quantize"]
+# Benching: `from quantlab.bench import bench, BenchOptions` (`quantlab.bench` is the measuring subpackage).
+__all__ = ["MethodSpec", "__version__", "quantize"]

@@ -1,5 +1,5 @@
 """The `quantlab` command line. Every command is a thin layer over the library API (`quantlab.quantize`,
-`quantlab.bench.run.bench`, `quantlab.report`), so notebooks and recipes run the same code.
+`quantlab.bench.bench`, `quantlab.report`), so notebooks and recipes run the same code.
 
 Failures the user can fix are `QuantlabError`s: printed as one line, exit code 1, no traceback unless
 `--debug`.
@@ -100,7 +100,7 @@ def quantize(
     The artifact is built under a hidden temporary name and renamed into place at the end: if anything
     fails (or the process is killed), nothing appears at --out.
     """
-    from quantlab.quantize import quantize as run_quantize
+    from quantlab.quantizer import quantize as run_quantize
     from quantlab.spec import MethodSpec
 
     try:

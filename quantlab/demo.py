@@ -11,7 +11,7 @@ from quantlab.errors import ArtifactError
 from quantlab.methods.base import Log
 from quantlab.models import resolve_model
 from quantlab.paths import cache_dir
-from quantlab.quantize import quantize
+from quantlab.quantizer import quantize
 from quantlab.report import tables
 from quantlab.results import read_results
 from quantlab.spec import MethodSpec

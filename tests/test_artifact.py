@@ -12,7 +12,7 @@ import pytest
 
 from quantlab.artifact import MANIFEST, TMP_MARK, building, load_artifact, verify_hashes
 from quantlab.errors import ArtifactError
-from quantlab.quantize import quantize
+from quantlab.quantizer import quantize
 from quantlab.spec import MethodSpec
 
 

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from quantlab.bench.run import BenchOptions, bench
-from quantlab.quantize import quantize
+from quantlab.quantizer import quantize
 from quantlab.report import tables
 from quantlab.results import read_results
 from quantlab.spec import MethodSpec

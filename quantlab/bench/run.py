@@ -234,8 +234,8 @@ def _memory(raw: dict, device: str) -> MemoryMetrics:
                              note="torch.cuda.max_memory_allocated over load and the speed runs, fresh process")
     return MemoryMetrics(kind="cpu-peak-rss-fresh-process", peak_bytes=raw["peak_rss_bytes"],
                          after_load_bytes=raw["after_load_bytes"], before_load_bytes=raw["before_load_bytes"],
-                         note="peak RSS (ru_maxrss) of a fresh process over load and the speed runs; includes "
-                              "the Python/torch runtime itself (before_load_bytes)")
+                         note=f"peak RSS ({raw['peak_rss_source']}) of a fresh process over load and the speed "
+                              "runs; includes the Python/torch runtime itself (before_load_bytes)")
 
 
 def _result(run_id: str, artifact: Artifact, description: RuntimeDescription | None, rig, options: BenchOptions,

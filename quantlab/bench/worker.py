@@ -21,6 +21,23 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+def peak_rss() -> tuple[int, str]:
+    """Peak RSS of this process since exec, and how it was read.
+
+    Linux's VmHWM belongs to the address space that exec created, so it starts fresh in this process.
+    `ru_maxrss` does not: it is inherited across fork+exec, so a child of a 3 GB parent reports ≥ 3 GB.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024, "VmHWM"
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "ru_maxrss (may include the parent's peak)"
+
+
 def main(request_path: str, answer_path: str) -> int:
     request = json.loads(Path(request_path).read_text())
     import numpy as np
@@ -47,13 +64,15 @@ def main(request_path: str, answer_path: str) -> int:
         print(f"batch {batch_size}", flush=True)
         points += measure(session, ids, batch_sizes=[batch_size], prompt_tokens=request["prompt_tokens"],
                           new_tokens=request["new_tokens"], warmup=request["warmup"], repeats=request["repeats"])
+    peak, peak_source = peak_rss()
     answer = {
         "runtime": session.describe().model_dump(mode="json"),
         "speed": [p.model_dump(mode="json") for p in points],
         "memory": {
             "before_load_bytes": before,
             "after_load_bytes": after,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_rss_bytes": peak,
+            "peak_rss_source": peak_source,
         },
     }
     if cuda:

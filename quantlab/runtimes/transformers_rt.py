@@ -31,15 +31,19 @@ def kernel_path(model, quant_config: dict | None) -> tuple[Kernel, str]:
     if not quant_config:
         return "dense", f"dense {dtype} matmul (torch)"
     method = quant_config.get("quant_method", "unknown")
-    linear_types = {type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    linear_types = {type(m).__name__ for m in linears}
     if method == "compressed-tensors":
+        # compressed-tensors replaces `forward` on the instance with a quantize-dequantize wrapper; its
+        # per-call overhead is part of what this path costs, so say it is there.
+        wrapped = sum("forward" in vars(m) for m in linears)
+        wrapper = f"; compressed-tensors forward wrapper on {wrapped} modules" if wrapped else ""
         if "CompressedLinear" in linear_types:
             return "dequantized", (f"compressed-tensors CompressedLinear: weights decompressed to {dtype} on "
-                                   "every forward, dense matmul")
-        packed = [n for n, p in model.named_parameters() if "weight_packed" in n]
-        if packed:
-            return "dequantized", f"compressed-tensors packed weights, {dtype} matmul"
-        return "dequantized", f"compressed-tensors weights decompressed to {dtype} at load; dense matmul"
+                                   f"every forward, dense matmul{wrapper}")
+        if any("weight_packed" in name for name, _ in model.named_parameters()):
+            return "dequantized", f"compressed-tensors packed weights, {dtype} matmul{wrapper}"
+        return "dequantized", f"compressed-tensors weights decompressed to {dtype} at load; dense matmul{wrapper}"
     return "dequantized", f"{method}: kernel path not identified; linear modules: {sorted(linear_types)}"
 
 

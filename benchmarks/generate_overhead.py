@@ -1,0 +1,86 @@
+"""Does quantlab's timing loop cost anything? Its prefill + cached-decode loop against transformers'
+own `generate()` on the same artifact, prompts and number of new tokens.
+
+    python benchmarks/generate_overhead.py [ARTIFACT] [--batch-sizes 1,8] [--new-tokens 32] [--repeats 5]
+
+Without ARTIFACT it benches a bf16 `none` artifact of the embedded default model (made once in the cache).
+Prints one row per batch size: median wall seconds of each, and quantlab's overhead in percent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+
+def _default_artifact() -> Path:
+    from quantlab.artifact import load_artifact
+    from quantlab.errors import ArtifactError
+    from quantlab.paths import cache_dir
+    from quantlab.quantizer import quantize
+    from quantlab.spec import MethodSpec
+
+    out = cache_dir() / "benchmarks" / "default-bf16"
+    try:
+        return load_artifact(out).path
+    except ArtifactError:
+        return quantize("default", MethodSpec(method="none", dtype="bf16"), out, force=True).path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("artifact", nargs="?")
+    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from quantlab.artifact import load_artifact
+    from quantlab.bench.speed import prompts_from
+    from quantlab.corpus import token_stream
+    from quantlab.runtimes import default_device, select_runtime
+
+    artifact = load_artifact(args.artifact or _default_artifact())
+    device = default_device()
+    session = select_runtime(artifact).load(artifact, device=device)
+    model = session.model
+    tokenizer = AutoTokenizer.from_pretrained(artifact.path)
+    ids = token_stream(tokenizer, "embedded", max_tokens=64 * args.prompt_tokens).ids
+
+    rows = []
+    for batch in (int(b) for b in args.batch_sizes.split(",")):
+        prompts = prompts_from(ids, batch, args.prompt_tokens)
+        tensor = torch.as_tensor(prompts, device=device)
+        ours, theirs = [], []
+        for i in range(args.repeats + 1):  # the first round is a warm-up
+            t = session.timed_generate(prompts, args.new_tokens)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = model.generate(tensor, attention_mask=torch.ones_like(tensor), max_new_tokens=args.new_tokens,
+                                     min_new_tokens=args.new_tokens, do_sample=False)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
+            assert out.shape[1] == args.prompt_tokens + args.new_tokens
+            if i:
+                ours.append(t.prefill_s + t.decode_s)
+                theirs.append(elapsed)
+        a, b = statistics.median(ours), statistics.median(theirs)
+        rows.append((batch, a, b, (a / b - 1) * 100))
+
+    print(f"artifact: {artifact.path} ({artifact.manifest.format}), device {device}, "
+          f"threads {torch.get_num_threads()}, prompt {args.prompt_tokens}, new {args.new_tokens}, "
+          f"median of {args.repeats}")
+    print("| batch | quantlab loop s | generate() s | overhead % |\n|---:|---:|---:|---:|")
+    for batch, a, b, pct in rows:
+        print(f"| {batch} | {a:.3f} | {b:.3f} | {pct:+.1f} |")
+
+
+if __name__ == "__main__":
+    main()
