@@ -213,10 +213,25 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 @app.command()
-def methods() -> None:
+def methods(
+    format: Annotated[str, typer.Option("--format", help="table | json")] = "table",
+) -> None:
     """Every method and backend, whether it can run on this machine, and why not."""
+    import json
+
     from quantlab.methods import all_backends
 
+    if format == "json":
+        rows = []
+        for backend in all_backends():
+            availability = backend.availability()
+            rows.append({"method": backend.method, "backend": backend.name, "default": backend.default,
+                         "legacy": backend.legacy, "usable": availability.usable, "why_not": availability.reason,
+                         "summary": backend.summary})
+        _emit(json.dumps(rows, indent=2))
+        return
+    if format != "table":
+        raise typer.BadParameter(f"--format must be table or json, not {format}")
     table = Table(title="quantlab methods")
     for column in ("method", "backend", "default", "usable here", "why not", "writes / loads in"):
         table.add_column(column)
@@ -258,6 +273,8 @@ def demo(
     ctx: Annotated[int, typer.Option(help="Perplexity window length.")] = 512,
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes of the speed runs.")] = "1,8",
     repeats: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 3,
+    rig: Annotated[str | None, typer.Option(help="Rig label; default 'cpu' on a CPU host, required on a GPU "
+                                                 "host (see 'quantlab rigs').")] = None,
     fresh: Annotated[bool, typer.Option(help="Re-quantize even if the demo artifacts exist.")] = False,
 ) -> None:
     """The whole pipeline on the embedded default model (SmolLM2-135M-Instruct), offline: quantize it as
@@ -269,7 +286,7 @@ def demo(
         task = progress.add_task("demo", total=None)
         text = run_demo(results=results, report_path=report_path, work_dir=work_dir, dataset=dataset,
                         max_tokens=max_tokens, ctx=ctx, batch_sizes=_ints(batch_sizes, "--batch-sizes"),
-                        repeats=repeats, fresh=fresh, log=lambda msg: progress.update(task, description=msg))
+                        repeats=repeats, rig=rig, fresh=fresh, log=lambda msg: progress.update(task, description=msg))
     _emit(text)
     console.print(f"[green]results[/green] {results}  [green]report[/green] {report_path}")
 

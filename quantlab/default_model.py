@@ -12,6 +12,7 @@ grid, so formats that can represent that grid re-quantize it almost losslessly.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -20,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from quantlab.errors import ModelNotFoundError
@@ -43,19 +45,37 @@ def default_model_dir() -> Path:
     return cache_dir() / "models" / MODEL_DIRNAME
 
 
+def _is_converted(target: Path) -> bool:
+    try:
+        stamp = json.loads((target / "quantlab-source.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return stamp.get("conversion_version") == CONVERSION_VERSION
+
+
+@contextmanager
+def _exclusive(lock_path: Path):
+    """One converter at a time per cache: a second process waits, then finds the work done."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def ensure_default_model(log=print) -> Path:
     """Return the converted checkpoint, converting it first if the cache lacks it (≈1 min, once)."""
     target = default_model_dir()
-    stamp = target / "quantlab-source.json"
-    if stamp.is_file():
-        try:
-            if json.loads(stamp.read_text()).get("conversion_version") == CONVERSION_VERSION:
-                return target
-        except (OSError, json.JSONDecodeError):
-            pass
-    gguf = _locate_gguf(log)
-    log(f"converting the default model once into {target} (dequantizing {gguf.name}) ...")
-    _convert(gguf, target)
+    if _is_converted(target):
+        return target
+    with _exclusive(target.parent / ".convert.lock"):
+        if _is_converted(target):
+            return target
+        gguf = _locate_gguf(log)
+        log(f"converting the default model once into {target} (dequantizing {gguf.name}) ...")
+        _convert(gguf, target)
     return target
 
 

@@ -39,7 +39,7 @@ def _reusable(path: Path, spec: MethodSpec, source_sha256: str) -> Artifact | No
 
 
 def run_demo(*, results: Path, report_path: Path, work_dir: Path | None, dataset: str, max_tokens: int,
-             ctx: int, batch_sizes: list[int], repeats: int, fresh: bool, log: Log) -> str:
+             ctx: int, batch_sizes: list[int], repeats: int, fresh: bool, log: Log, rig: str | None = None) -> str:
     work = work_dir or cache_dir() / "demo"
     log("preparing the default model (SmolLM2-135M-Instruct)")
     source = resolve_model("default", log=log)
@@ -53,7 +53,7 @@ def run_demo(*, results: Path, report_path: Path, work_dir: Path | None, dataset
             quantize("default", spec, out, force=True, log=lambda msg, name=name: log(f"{name}: {msg}"))
         paths[name] = out
     options = BenchOptions(dataset=dataset, ctx=ctx, max_tokens=max_tokens, batch_sizes=batch_sizes,
-                           repeats=repeats, rig="cpu" if _cpu_only() else None)
+                           repeats=repeats, rig=rig)
     bench(list(paths.values()), baseline=paths[BASELINE], options=options, results_path=results, progress=log)
     selected = tables.select(read_results(results))
     text = tables.markdown(selected, title="quantlab demo: SmolLM2-135M-Instruct on this host")
@@ -62,9 +62,3 @@ def run_demo(*, results: Path, report_path: Path, work_dir: Path | None, dataset
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, report_path)
     return text
-
-
-def _cpu_only() -> bool:
-    import torch
-
-    return not torch.cuda.is_available()

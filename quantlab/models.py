@@ -97,13 +97,17 @@ def resolve_model(ref: str, *, revision: str | None = None, log=print) -> Source
     return _from_hub(ref, revision)
 
 
+# safetensors only: pickled *.bin weights are never fetched (loading them runs arbitrary code). *.py is fetched
+# but only ever executed by transformers when the user passes --trust-remote-code.
+_HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
+
+
 def _from_hub(ref: str, revision: str | None) -> SourceModel:
     from huggingface_hub import snapshot_download
 
     try:
         path = Path(snapshot_download(ref, revision=revision,
-                                      allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt",
-                                                      "*.jinja", "*.tiktoken"]))
+                                      allow_patterns=_HUB_FILES))
     except Exception as exc:  # the hub client raises many types; all mean "could not get it"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotFoundError(

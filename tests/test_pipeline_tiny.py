@@ -128,9 +128,26 @@ def test_methods_and_rigs_commands():
     proc = run_cli("methods")
     assert proc.returncode == 0
     assert "none" in proc.stdout and "rtn" in proc.stdout and "llmcompressor" in proc.stdout
-    assert "no" not in [c.strip() for c in proc.stdout.split("│")], "every built-in backend is usable here"
+    proc = run_cli("methods", "--format", "json")
+    rows = {(r["method"], r["backend"]): r for r in json.loads(proc.stdout)}
+    assert set(rows) == {("none", "transformers"), ("rtn", "llmcompressor")}
+    assert all(r["usable"] and not r["why_not"] for r in rows.values()), "both install with '.[all]'"
     proc = run_cli("rigs")
     assert proc.returncode == 0 and "h100" in proc.stdout and "price_per_hour" in proc.stdout
+
+
+def test_a_backend_without_its_library_says_so(monkeypatch, tiny_model, tmp_path):
+    from quantlab.errors import BackendUnavailableError
+    from quantlab.methods import base as methods_base
+    from quantlab.methods import get_backend
+
+    monkeypatch.setattr(methods_base, "is_installed", lambda dist: dist != "llmcompressor")
+    availability = get_backend("rtn").availability()
+    assert not availability.usable
+    assert availability.reason == "llmcompressor not installed (pip install 'quantlab[llmcompressor]')"
+    with pytest.raises(BackendUnavailableError, match="rtn/llmcompressor cannot run here"):
+        quantize(str(tiny_model), MethodSpec(method="rtn"), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
 
 def test_help_everywhere():

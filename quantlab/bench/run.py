@@ -7,6 +7,7 @@ artifact's own. Every input is checked before the first model is loaded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -72,6 +73,10 @@ class BenchOptions:
             raise BenchError("--new-tokens must be at least 2 (one for prefill, the rest timed as decode)")
         if self.prompt_tokens < 1 or self.repeats < 1 or self.warmup < 0:
             raise BenchError("--prompt-tokens and --repeats must be ≥ 1, --warmup ≥ 0")
+        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
+            raise BenchError(f"--dtype must be auto, fp32, bf16 or fp16, not {self.dtype}")
+        if not (self.quality or self.speed):
+            raise BenchError("nothing to measure: --no-quality and --no-speed together")
 
 
 def _tokenizer_dir(artifact: Artifact) -> Path:
@@ -101,12 +106,12 @@ class _Streams:
 
 
 def _tokenizer_key(directory: Path) -> str:
-    parts = []
+    digest = hashlib.sha256()
     for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"):
         file = directory / name
         if file.is_file():
-            parts.append(f"{name}:{file.stat().st_size}:{hash(file.read_bytes())}")
-    return "|".join(parts) or str(directory)
+            digest.update(name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
 
 
 def resolve_rig(options: BenchOptions, device: str):
@@ -119,6 +124,20 @@ def resolve_rig(options: BenchOptions, device: str):
     if rig.n_gpus > 1:
         raise RigError(f"rig {rig.name!r} has {rig.n_gpus} GPUs; the in-process runtimes measure on one device")
     return rig
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise BenchError(f"--device must be cpu or cuda[:N], not {device!r}")
+    if not torch.cuda.is_available():
+        raise BenchError(f"--device {device}: this host has no CUDA device")
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise BenchError(f"--device {device}: this host has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def _device_name(device: str) -> str:
@@ -141,6 +160,7 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
     runtimes = [select_runtime(a, options.runtime) for a in loaded]
     base_runtime = select_runtime(base, options.runtime) if base is not None else None
     device = options.device or default_device()
+    _check_device(device)
     rig = resolve_rig(options, device)
     text, source = load_text(options.dataset, "test")
     streams = _Streams(text, source, options.max_tokens)
@@ -210,16 +230,20 @@ def _run_worker(artifact: Artifact, runtime: str, device: str, options: BenchOpt
                "batch_sizes": options.batch_sizes, "prompt_tokens": options.prompt_tokens,
                "new_tokens": options.new_tokens, "warmup": options.warmup, "repeats": options.repeats}
     with tempfile.TemporaryDirectory(prefix="quantlab-worker-") as tmp:
-        req, ans = Path(tmp) / "request.json", Path(tmp) / "answer.json"
+        req, ans, err = Path(tmp) / "request.json", Path(tmp) / "answer.json", Path(tmp) / "stderr.txt"
         req.write_text(json.dumps(request))
-        proc = subprocess.Popen([sys.executable, "-m", "quantlab.bench.worker", str(req), str(ans)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            progress(line.strip())
-        stderr = proc.stderr.read() if proc.stderr else ""
-        if proc.wait() != 0 or not ans.is_file():
+        # stderr goes to a file: a pipe that is read only after stdout closes deadlocks once the worker's
+        # library chatter (progress bars) fills the pipe buffer.
+        with open(err, "w") as err_fh:
+            proc = subprocess.Popen([sys.executable, "-m", "quantlab.bench.worker", str(req), str(ans)],
+                                    stdout=subprocess.PIPE, stderr=err_fh, text=True,
+                                    env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                progress(line.strip())
+            proc.wait()
+        stderr = err.read_text(errors="replace")
+        if proc.returncode != 0 or not ans.is_file():
             lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
             raise BenchError(f"speed/memory measurement of {artifact.path} failed: "
                              f"{lines[-1] if lines else f'exit code {proc.returncode}'}")

@@ -104,10 +104,10 @@ def footnotes(results: list[Result]) -> list[str]:
     settings = {(r.settings.dataset.description, r.settings.n_tokens, r.settings.token_fingerprint,
                  r.settings.ctx) for r in results if r.quality}
     for description, n_tokens, fingerprint, ctx in sorted(settings):
-        scored = next(r.quality.tokens_scored for r in results
-                      if r.quality and r.settings.token_fingerprint == fingerprint and r.settings.ctx == ctx)
+        quality = next(r.quality for r in results
+                       if r.quality and r.settings.token_fingerprint == fingerprint and r.settings.ctx == ctx)
         notes.append(f"Quality: {description}; {n_tokens} tokens (fingerprint {fingerprint}), ctx {ctx}, "
-                     f"{scored} tokens scored. Protocol: {results[0].quality.protocol if results[0].quality else ''}")
+                     f"{quality.tokens_scored} tokens scored. Protocol: {quality.protocol}.")
     baselines = {(r.quality.vs_baseline.baseline_label, r.quality.vs_baseline.baseline_digest)
                  for r in results if r.quality and r.quality.vs_baseline}
     for label, digest in sorted(baselines):
