@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from quantlab.env import HostInfo
-from quantlab.errors import ArtifactError
+from quantlab.errors import ArtifactError, describe_validation_error
 from quantlab.models import WEIGHT_SUFFIXES, SourceModel, file_sha256
 from quantlab.spec import MethodSpec
 
@@ -186,9 +186,7 @@ def load_artifact(path: str | Path, *, check_files: bool = True) -> Artifact:
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ArtifactError(f"corrupted manifest {manifest_path}: {where}: {first['msg']}") from exc
+        raise ArtifactError(f"corrupted manifest {manifest_path}: {describe_validation_error(exc)}") from exc
     if manifest.schema_version != SCHEMA_VERSION:
         raise ArtifactError(f"{manifest_path}: schema version {manifest.schema_version} is not supported "
                             f"(this quantlab reads {SCHEMA_VERSION})")

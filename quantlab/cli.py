@@ -100,14 +100,17 @@ def quantize(
     The artifact is built under a hidden temporary name and renamed into place at the end: if anything
     fails (or the process is killed), nothing appears at --out.
     """
+    from pydantic import ValidationError
+
+    from quantlab.errors import SpecError, describe_validation_error
     from quantlab.quantizer import quantize as run_quantize
     from quantlab.spec import MethodSpec
 
     try:
         spec = MethodSpec(method=method, backend=backend, bits=bits, group_size=group_size, dtype=dtype,
                           symmetric=symmetric)
-    except Exception as exc:
-        raise QuantlabError(f"invalid option: {_first_pydantic_error(exc)}") from exc
+    except ValidationError as exc:
+        raise SpecError(f"invalid option {describe_validation_error(exc)}") from exc
     with _progress() as progress, _library_output():
         task = progress.add_task(f"quantizing {model} with {method}", total=None)
         artifact = run_quantize(model, spec, out, force=force, trust_remote_code=trust_remote_code,
@@ -115,14 +118,6 @@ def quantize(
     m = artifact.manifest
     console.print(f"[green]wrote[/green] {artifact.path}  {m.spec.method}/{m.spec.backend} {m.spec.label()}  "
                   f"{m.format}  {artifact.disk_bytes / 1e6:.1f} MB  in {m.quantize_seconds:.1f} s")
-
-
-def _first_pydantic_error(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    return str(exc)
 
 
 @app.command()

@@ -43,3 +43,13 @@ class BenchError(QuantlabError):
 
 class ResultsError(QuantlabError):
     """A results file that cannot be read."""
+
+
+def describe_validation_error(exc) -> str:
+    """A pydantic ValidationError as one line, `key.path: message`, naming the first offending key.
+
+    One line is the contract of every user-facing error; pydantic's own message spans several.
+    """
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    return f"{where}: {first['msg']}"

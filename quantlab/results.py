@@ -17,7 +17,7 @@ from quantlab.bench.quality import QualityMetrics
 from quantlab.bench.speed import SpeedPoint
 from quantlab.corpus import TextSource
 from quantlab.env import HostInfo
-from quantlab.errors import ResultsError
+from quantlab.errors import ResultsError, describe_validation_error
 from quantlab.runtimes.base import RuntimeDescription
 
 SCHEMA_VERSION = 1
@@ -127,9 +127,7 @@ def read_results(path: str | Path) -> list[Result]:
             except json.JSONDecodeError as exc:
                 raise ResultsError(f"{path} line {lineno}: not JSON ({exc.msg})") from exc
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise ResultsError(f"{path} line {lineno}: {where}: {first['msg']}") from exc
+                raise ResultsError(f"{path} line {lineno}: {describe_validation_error(exc)}") from exc
     if not results:
         raise ResultsError(f"results file {path} holds no records")
     return results

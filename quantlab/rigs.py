@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from quantlab.errors import RigError
+from quantlab.errors import RigError, describe_validation_error
 
 COST_FORMULA = "$/1M tokens = price_per_hour / (tokens_per_second × 3600) × 1e6"
 
@@ -76,9 +76,7 @@ def load_rigs(rigs_file: str | Path | None = None) -> dict[str, Rig]:
     try:
         parsed = RigsFile.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise RigError(f"rigs file {path}: {where}: {first['msg']}") from exc
+        raise RigError(f"rigs file {path}: {describe_validation_error(exc)}") from exc
     rigs.update({rig.name: rig for rig in parsed.rigs})
     return rigs
 
