@@ -8,6 +8,7 @@ artifact's own. Every input is checked before the first model is loaded.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -156,7 +157,7 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
     loaded = [load_artifact(a) for a in artifacts]
     if not loaded:
         raise BenchError("no artifact to bench")
-    base = load_artifact(baseline) if baseline is not None else None
+    base = load_artifact(baseline) if baseline is not None and options.quality else None
     runtimes = [select_runtime(a, options.runtime) for a in loaded]
     base_runtime = select_runtime(base, options.runtime) if base is not None else None
     device = options.device or default_device()
@@ -164,46 +165,44 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
     rig = resolve_rig(options, device)
     text, source = load_text(options.dataset, "test")
     streams = _Streams(text, source, options.max_tokens)
+    # Every stream is tokenized and checked before the first model loads: a mismatch found half-way
+    # would leave a results file with half a comparison in it.
+    artifact_streams = [streams.for_artifact(a) for a in loaded]
+    base_stream = streams.for_artifact(base) if base is not None else None
+    for artifact, stream in zip(loaded, artifact_streams, strict=True):
+        windows(stream.ids, options.ctx)
+        if base_stream is not None and not np.array_equal(stream.ids, base_stream.ids):
+            raise BenchError(f"baseline {base.path} and {artifact.path} tokenize the dataset differently: "
+                             "they are not the same source model, so their logits cannot be compared")
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
     base_session = None
-    base_stream = None
-    if base is not None and options.quality:
-        base_stream = streams.for_artifact(base)
-        windows(base_stream.ids, options.ctx)  # fail now if the stream is too short
+    if base is not None:
         progress(f"loading baseline {base.path.name}")
         base_session = base_runtime.load(base, device=device, dtype=options.dtype)
     out: list[Result] = []
     try:
-        for artifact, runtime in zip(loaded, runtimes, strict=True):
-            stream = streams.for_artifact(artifact)
-            windows(stream.ids, options.ctx)
-            if base_stream is not None and not np.array_equal(stream.ids, base_stream.ids):
-                raise BenchError(f"baseline {base.path} and {artifact.path} tokenize the dataset differently: "
-                                 "they are not the same source model, so their logits cannot be compared")
-            quality = None
-            description = None
+        for artifact, runtime, stream in zip(loaded, runtimes, artifact_streams, strict=True):
+            name = artifact.path.name
+            quality = description = None
             if options.quality:
-                progress(f"{artifact.path.name}: loading for quality")
+                progress(f"{name}: loading for quality")
                 session = runtime.load(artifact, device=device, dtype=options.dtype)
                 description = session.describe()
-                n = len(windows(stream.ids, options.ctx))
-                done = [0]
-
-                def tick(n=n, done=done, name=artifact.path.name) -> None:
-                    done[0] += 1
-                    progress(f"{name}: perplexity window {done[0]}/{n}")
-
-                quality = score(session, stream.ids, options.ctx, baseline=base_session,
-                                baseline_digest=base.digest if base else "",
-                                baseline_label=_label(base) if base else "", on_window=tick)
-                session.close()
-                del session
+                total, done = len(windows(stream.ids, options.ctx)), itertools.count(1)
+                try:
+                    quality = score(session, stream.ids, options.ctx, baseline=base_session,
+                                    baseline_digest=base.digest if base else "",
+                                    baseline_label=_label(base) if base else "",
+                                    on_window=lambda name=name, done=done, total=total: progress(
+                                        f"{name}: perplexity window {next(done)}/{total}"))
+                finally:
+                    session.close()
             speed: list[SpeedPoint] = []
             memory = None
             if options.speed:
                 answer = _run_worker(artifact, runtime.name, device, options, stream.ids,
-                                     lambda msg, name=artifact.path.name: progress(f"{name}: speed, {msg}"))
+                                     lambda msg, name=name: progress(f"{name}: speed, {msg}"))
                 description = RuntimeDescription.model_validate(answer["runtime"])
                 speed = [SpeedPoint.model_validate(p) for p in answer["speed"]]
                 memory = _memory(answer["memory"], device)
@@ -262,12 +261,10 @@ def _memory(raw: dict, device: str) -> MemoryMetrics:
                               "runs; includes the Python/torch runtime itself (before_load_bytes)")
 
 
-def _result(run_id: str, artifact: Artifact, description: RuntimeDescription | None, rig, options: BenchOptions,
+def _result(run_id: str, artifact: Artifact, description: RuntimeDescription, rig, options: BenchOptions,
             stream: TokenStream, quality: QualityMetrics | None, speed: list[SpeedPoint],
             memory: MemoryMetrics | None) -> Result:
     manifest = artifact.manifest
-    if description is None:
-        raise BenchError("nothing was measured: both quality and speed are off")
     cost = [CostPoint(batch_size=p.batch_size, tokens_per_second=p.decode_tok_s.median,
                       usd_per_1m_tokens=usd_per_million(rig.price_per_hour, p.decode_tok_s.median))
             for p in speed]
