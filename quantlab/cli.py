@@ -29,7 +29,8 @@ app = typer.Typer(
 # Bound to the real streams now: library output is silenced by redirecting sys.stderr (see `_library_output`),
 # and quantlab's own progress and errors must not be silenced with it.
 console = Console(file=sys.stderr)
-out_console = Console(file=sys.stdout)
+# Wide enough for the methods/rigs tables when piped (rich would wrap them at 80 columns).
+out_console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
 _state = {"debug": False}
 
 
@@ -39,7 +40,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("LLM_COMPRESSOR_LOG_DISABLED", "true")
+    os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")  # not _DISABLED: GPTQ then fails to log METRIC
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -92,6 +93,16 @@ def quantize(
                                             "tensors left unquantized; auto = the source dtype.")] = "auto",
     symmetric: Annotated[bool | None, typer.Option("--symmetric/--asymmetric",
                                                    help="Integer grid with or without zero-point.")] = None,
+    act_order: Annotated[str | None, typer.Option(help="GPTQ column order: off | static | group (desc_act).")
+                         ] = None,
+    damp: Annotated[float | None, typer.Option(help="GPTQ Hessian dampening fraction (default 0.01).")] = None,
+    n_grid: Annotated[int | None, typer.Option(help="AWQ scale-search grid points per layer (default 20).")] = None,
+    calib_dataset: Annotated[str | None, typer.Option(help="Calibration text: 'default', 'embedded', "
+                                                           "'wikitext2' (validation splits) or a .txt/.jsonl path."
+                                                      )] = None,
+    calib_samples: Annotated[int | None, typer.Option(help="Calibration samples (default 64).")] = None,
+    calib_seq_len: Annotated[int | None, typer.Option(help="Tokens per calibration sample (default 512).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed that picks the calibration samples (default 0).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --out (atomically).")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own Python code to run.")] = False,
 ) -> None:
@@ -104,11 +115,14 @@ def quantize(
 
     from quantlab.errors import SpecError, describe_validation_error
     from quantlab.quantizer import quantize as run_quantize
-    from quantlab.spec import MethodSpec
+    from quantlab.spec import Calibration, MethodSpec
 
+    calib = {k: v for k, v in {"dataset": calib_dataset, "n_samples": calib_samples, "seq_len": calib_seq_len,
+                               "seed": seed}.items() if v is not None}
     try:
         spec = MethodSpec(method=method, backend=backend, bits=bits, group_size=group_size, dtype=dtype,
-                          symmetric=symmetric)
+                          symmetric=symmetric, act_order=act_order, damp=damp, n_grid=n_grid,
+                          calibration=Calibration(**calib) if calib else None)
     except ValidationError as exc:
         raise SpecError(f"invalid option {describe_validation_error(exc)}") from exc
     with _progress() as progress, _library_output():

@@ -54,6 +54,11 @@ class MethodSpec(BaseModel):
     symmetric: bool | None = None
     dtype: DType = Field("auto", description="dtype of tensors left unquantized (and of `none` artifacts)")
     scheme: str | None = None
+    act_order: Literal["off", "static", "group"] | None = Field(
+        None, description="GPTQ column order: off; static (by activation size, no runtime cost); group (desc_act, "
+                          "stores a g_idx permutation)")
+    damp: float | None = Field(None, gt=0, lt=1, description="GPTQ Hessian dampening, a fraction of its mean diagonal")
+    n_grid: int | None = Field(None, gt=1, description="AWQ scale search: grid points per layer")
     calibration: Calibration | None = None
 
     def label(self) -> str:
@@ -69,4 +74,6 @@ class MethodSpec(BaseModel):
             parts.append("per-channel" if self.group_size == -1 else f"g{self.group_size}")
         if self.symmetric is not None:
             parts.append("sym" if self.symmetric else "asym")
+        if self.act_order == "group":
+            parts.append("act-order")
         return " ".join(parts)

@@ -130,8 +130,15 @@ def test_methods_and_rigs_commands():
     assert "none" in proc.stdout and "rtn" in proc.stdout and "llmcompressor" in proc.stdout
     proc = run_cli("methods", "--format", "json")
     rows = {(r["method"], r["backend"]): r for r in json.loads(proc.stdout)}
-    assert set(rows) == {("none", "transformers"), ("rtn", "llmcompressor")}
-    assert all(r["usable"] and not r["why_not"] for r in rows.values()), "both install with '.[all]'"
+    assert set(rows) == {("none", "transformers"), ("rtn", "llmcompressor"), ("gptq", "llmcompressor"),
+                         ("gptq", "gptqmodel"), ("gptq", "auto-gptq"), ("awq", "llmcompressor"),
+                         ("awq", "gptqmodel"), ("awq", "autoawq")}
+    unusable = {key for key, row in rows.items() if not row["usable"]}
+    assert unusable == {("gptq", "auto-gptq")}, "everything else installs with '.[all]' and runs on CPU"
+    assert all(bool(row["why_not"]) != row["usable"] for row in rows.values())
+    assert rows[("gptq", "auto-gptq")]["legacy"] and rows[("awq", "autoawq")]["legacy"]
+    assert [key for key, row in rows.items() if row["default"]] == [
+        ("awq", "llmcompressor"), ("gptq", "llmcompressor"), ("none", "transformers"), ("rtn", "llmcompressor")]
     proc = run_cli("rigs")
     assert proc.returncode == 0 and "h100" in proc.stdout and "price_per_hour" in proc.stdout
 

@@ -124,17 +124,18 @@ def footnotes(results: list[Result]) -> list[str]:
     sources = {r.artifact.source_description for r in results if r.artifact.source_description}
     notes += [f"Model: {desc}." for desc in sorted(sources)]
     rigs = {(r.rig.name, r.rig.description, r.rig.price_per_hour, r.rig.price_note, r.host.cpu,
-             r.host.cpu_count) for r in results}
+             r.host.cpu_count) for r in results if r.cost}
     for name, description, price, note, cpu, cores in sorted(rigs):
         where = f"{cpu}, {cores} cores" if name == "cpu" else description
         notes.append(f"Cost: {COST_FORMULA}, from median decode tok/s; rig {name} ({where}) at "
                      f"${price}/h ({note}).")
     kernels = {r.runtime.kernel for r in results}
     for kernel in sorted(kernels):
-        mark = "† " if kernel not in ("dense", "native") else ""
+        mark = "† " if kernel not in ("dense", "native") else ""  # same rule as _kernel_mark
         notes.append(f"{mark}Kernel '{kernel}': {KERNEL_MEANING[kernel]}.")
-    details = {(r.artifact.label, r.runtime.kernel_detail) for r in results if r.runtime.kernel != "dense"}
-    notes += [f"  {label}: {detail}" for label, detail in sorted(details)]
+    details = {(f"{r.artifact.method} ({r.artifact.backend}) {r.artifact.label}", r.runtime.kernel_detail)
+               for r in results if r.runtime.kernel != "dense"}
+    notes += [f"  {name}: {detail}" for name, detail in sorted(details)]
     return notes
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from quantlab.artifact import Artifact
 
-Kernel = Literal["dense", "native", "dequantized", "emulated"]
+Kernel = Literal["dense", "native", "dequantized", "emulated", "unknown"]
 
 KERNEL_MEANING: dict[str, str] = {
     "dense": "unquantized weights, the framework's ordinary matmul",
@@ -24,6 +24,7 @@ KERNEL_MEANING: dict[str, str] = {
     "dequantized": "weights are expanded to a float dtype and multiplied densely: memory and speed are "
                    "those of the float model, not of the low-bit format",
     "emulated": "the format's arithmetic is simulated in software: speed says nothing about real hardware",
+    "unknown": "quantlab could not identify the kernel the library chose: treat speed and memory with care",
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -23,8 +24,27 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+# GPTQModel quantized-linear classes whose forward runs a low-bit kernel on the packed weights (CUDA ones by
+# their documented design; the CPU one, TorchAten*, only once switched to inference mode, checked below).
+_NATIVE_GPTQMODEL = ("Marlin", "Machete", "Exllama", "Triton", "AwqGEMM", "AwqGEMV", "Bitblas")
+
+
+def _gptqmodel_kernel(module, dtype: str) -> tuple[Kernel, str]:
+    name = type(module).__name__
+    if name.startswith("TorchAten"):
+        if getattr(module, "linear_mode", None) == "inference":
+            return "native", (f"gptqmodel {name}: aten::_weight_int4pack_mm_for_cpu on packed int4 weights, "
+                              "activations cast to bf16")
+        return "dequantized", f"gptqmodel {name} (training mode): weights dequantized to {dtype} every forward"
+    if name in ("TorchLinear", "AwqTorchLinear", "TorchQuantLinear"):
+        return "dequantized", f"gptqmodel {name}: weights dequantized to {dtype} in every forward, dense matmul"
+    if any(tag in name for tag in _NATIVE_GPTQMODEL):
+        return "native", f"gptqmodel {name}: low-bit kernel (not verified by quantlab on this device)"
+    return "unknown", f"gptqmodel {name}"
+
+
 def kernel_path(model, quant_config: dict | None) -> tuple[Kernel, str]:
-    """Name the matmul path from what was actually loaded, not from what the format promises."""
+    """Name the matmul path from the modules actually loaded (after a forward), not from the format's name."""
     import torch
 
     dtype = dtype_short(model.dtype)
@@ -32,19 +52,25 @@ def kernel_path(model, quant_config: dict | None) -> tuple[Kernel, str]:
         return "dense", f"dense {dtype} matmul (torch)"
     method = quant_config.get("quant_method", "unknown")
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    linear_types = {type(m).__name__ for m in linears}
     if method == "compressed-tensors":
         # compressed-tensors replaces `forward` on the instance with a quantize-dequantize wrapper; its
         # per-call overhead is part of what this path costs, so say it is there.
         wrapped = sum("forward" in vars(m) for m in linears)
         wrapper = f"; compressed-tensors forward wrapper on {wrapped} modules" if wrapped else ""
-        if "CompressedLinear" in linear_types:
+        if any(type(m).__name__ == "CompressedLinear" for m in linears):
             return "dequantized", (f"compressed-tensors CompressedLinear: weights decompressed to {dtype} on "
                                    f"every forward, dense matmul{wrapper}")
         if any("weight_packed" in name for name, _ in model.named_parameters()):
             return "dequantized", f"compressed-tensors packed weights, {dtype} matmul{wrapper}"
         return "dequantized", f"compressed-tensors weights decompressed to {dtype} at load; dense matmul{wrapper}"
-    return "dequantized", f"{method}: kernel path not identified; linear modules: {sorted(linear_types)}"
+    quantized = [m for m in model.modules() if hasattr(m, "qweight")]
+    if quantized:
+        found = Counter(_gptqmodel_kernel(m, dtype) for m in quantized)
+        (kernel, detail), count = found.most_common(1)[0]
+        if len(found) > 1:
+            return "unknown", "mixed kernels: " + "; ".join(f"{n}× {d}" for (_, d), n in found.items())
+        return kernel, f"{detail} ({count} modules)"
+    return "unknown", f"{method}: no quantized modules recognised"
 
 
 class TransformersSession(Session):

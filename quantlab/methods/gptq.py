@@ -1,0 +1,109 @@
+"""`gptq`: GPTQ (Frantar et al., 2022) — weights rounded column by column, each rounding error compensated
+on the columns not yet rounded using the calibration activations' Hessian.
+
+Backends: llm-compressor (default; compressed-tensors, loads in transformers and vLLM), GPTQModel (the GPTQ
+checkpoint format, `quant_method: gptq`), and auto-gptq, end-of-life upstream, kept only to say why it can't
+run and what replaces it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quantlab.env import is_installed
+from quantlab.errors import BackendUnavailableError
+from quantlab.methods import gptqmodel_backend as gm
+from quantlab.methods import llmcompressor_backend as lc
+from quantlab.methods.base import Availability, Log, QuantizeOutcome
+from quantlab.methods.common import WeightOnlyIntBackend
+from quantlab.methods.registry import register
+from quantlab.models import SourceModel
+from quantlab.spec import MethodSpec
+
+DEFAULT_DAMP = 0.01
+
+
+def _recipe(spec: MethodSpec, scheme, head: str) -> list:
+    from llmcompressor.modifiers.gptq import GPTQModifier
+
+    actorder = {"off": None, "static": "static", "group": "group"}[spec.act_order]
+    return [GPTQModifier(config_groups={"group_0": scheme}, ignore=[head], dampening_frac=spec.damp,
+                         actorder=actorder)]
+
+
+@register
+class GptqLlmCompressor(WeightOnlyIntBackend):
+    method = "gptq"
+    name = "llmcompressor"
+    default = True
+    requires = lc.REQUIRES
+    extra = lc.EXTRA
+    calibrated = True
+    accepts = frozenset({"act_order", "damp"})
+    summary = "GPTQ int4/int8, compressed-tensors pack-quantized; loads in transformers, vLLM"
+
+    def option_defaults(self, spec: MethodSpec) -> dict:
+        # llm-compressor's own defaults: static act-order (no runtime cost), 1% dampening
+        return {"act_order": spec.act_order or "static", "damp": spec.damp or DEFAULT_DAMP}
+
+    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
+                 trust_remote_code: bool = False) -> QuantizeOutcome:
+        return lc.quantize_with(_recipe, source, spec, out, log, trust_remote_code=trust_remote_code)
+
+
+@register
+class GptqGptqModel(WeightOnlyIntBackend):
+    method = "gptq"
+    name = "gptqmodel"
+    requires = gm.REQUIRES
+    extra = gm.EXTRA
+    supported_bits = (3, 4, 8)
+    calibrated = True
+    accepts = frozenset({"act_order", "damp"})
+    summary = "GPTQ int3/4/8, GPTQ checkpoint (quant_method gptq); loads in transformers (+gptqmodel), vLLM, TGI"
+
+    def normalize(self, spec: MethodSpec) -> MethodSpec:
+        spec = super().normalize(spec)
+        gm.check_group_size(spec, f"{self.method}/{self.name}")
+        return spec
+
+    def option_defaults(self, spec: MethodSpec) -> dict:
+        # GPTQModel's defaults: group-aware reordering (static, no runtime cost), 5% dampening
+        return {"act_order": spec.act_order or "static", "damp": spec.damp or gm.DEFAULT_DAMP}
+
+    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
+                 trust_remote_code: bool = False) -> QuantizeOutcome:
+        return gm.quantize_with("gptq", source, spec, out, log, trust_remote_code=trust_remote_code)
+
+
+@register
+class GptqAutoGptq(WeightOnlyIntBackend):
+    """auto-gptq is end-of-life upstream (its README points to GPTQModel). quantlab detects it and explains
+    why it cannot run rather than pretending to support it."""
+
+    method = "gptq"
+    name = "auto-gptq"
+    legacy = True
+    requires = ("auto-gptq",)
+    calibrated = True
+    summary = "legacy, end-of-life upstream: replaced by --backend gptqmodel (same checkpoint format)"
+
+    def availability(self) -> Availability:
+        replacement = "use --backend gptqmodel (same GPTQ format) or llmcompressor"
+        if not is_installed("auto-gptq"):
+            return Availability(False, f"auto-gptq not installed; it is end-of-life upstream: {replacement}")
+        try:
+            import auto_gptq  # noqa: F401
+        except Exception as exc:  # it fails in several ways on transformers 5
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return Availability(False, f"auto-gptq does not import here ({reason}); end-of-life upstream: "
+                                       f"{replacement}")
+        import torch
+
+        if not torch.cuda.is_available():
+            return Availability(False, f"auto-gptq quantizes only on CUDA; end-of-life upstream: {replacement}")
+        return Availability(False, f"end-of-life upstream and not driven by quantlab: {replacement}")
+
+    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
+                 trust_remote_code: bool = False) -> QuantizeOutcome:
+        raise BackendUnavailableError(f"gptq/auto-gptq cannot run: {self.availability().reason}")
