@@ -100,7 +100,8 @@ def main() -> None:
     source = resolve_model(args.model)
     calibration = Calibration(n_samples=args.calib_samples, seq_len=args.calib_seq_len)
     samples, _ = calibration_samples(AutoTokenizer.from_pretrained(source.path), calibration)
-    rows = []
+    print(f"model {args.model}, 4-bit g{args.group_size}, calibration {args.calib_samples} × {args.calib_seq_len}")
+    print("| method/backend | bare library s | quantlab s | overhead % |\n|---|---:|---:|---:|", flush=True)
     with tempfile.TemporaryDirectory(prefix="quantlab-overhead-") as tmp:
         for item in args.methods.split(","):
             method, backend = item.split("/")
@@ -113,12 +114,9 @@ def main() -> None:
             start = time.perf_counter()
             quantize(args.model, spec, out / "quantlab")
             ours = time.perf_counter() - start
-            rows.append((item, bare, ours))
             shutil.rmtree(out)
-    print(f"model {args.model}, 4-bit g{args.group_size}, calibration {args.calib_samples} × {args.calib_seq_len}")
-    print("| method/backend | bare library s | quantlab s | overhead % |\n|---|---:|---:|---:|")
-    for item, bare, ours in rows:
-        print(f"| {item} | {bare:.1f} | {ours:.1f} | {(ours / bare - 1) * 100:+.1f} |")
+            # A row as soon as it is measured: the AWQ rows take minutes each.
+            print(f"| {item} | {bare:.1f} | {ours:.1f} | {(ours / bare - 1) * 100:+.1f} |", flush=True)
 
 
 if __name__ == "__main__":
