@@ -4,6 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.quantlab-installed
+# llama-cpp-python (extra gguf) compiles llama.cpp for this CPU. On x86_64 its AMX kernels are compiled out:
+# hosts that advertise AMX without enabling it (the Firecracker VMs this project is built on) die with SIGILL
+# on the first quantized matmul, and AMX only speeds up some prefill on Sapphire Rapids and newer.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CFLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+endif
 
 .PHONY: setup demo test test-fast lint clean
 
@@ -12,7 +18,10 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	# llama-cpp-python is built from source here (≈8 min on 2 cores); its multimodal library is not used by
+	# quantlab, so it is not built. For a CUDA build add -DGGML_CUDA=on to CMAKE_ARGS.
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" CFLAGS="$(LLAMA_CFLAGS) $$CFLAGS" CXXFLAGS="$(LLAMA_CFLAGS) $$CXXFLAGS" \
+		$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
 # The main job on the embedded default model: quantize, bench, write results/demo.{jsonl,md}, print the table.

@@ -97,6 +97,13 @@ def quantize(
                          ] = None,
     damp: Annotated[float | None, typer.Option(help="GPTQ Hessian dampening fraction (default 0.01).")] = None,
     n_grid: Annotated[int | None, typer.Option(help="AWQ scale-search grid points per layer (default 20).")] = None,
+    scheme: Annotated[str | None, typer.Option(help="gguf: the llama.cpp file type, e.g. Q8_0, Q6_K, Q5_K_M, "
+                                                    "Q4_K_M (default), Q4_0, Q3_K_M, Q2_K, IQ4_XS, IQ3_M, IQ2_M, "
+                                                    "F16.")] = None,
+    imatrix: Annotated[bool | None, typer.Option("--imatrix/--no-imatrix", help="gguf: weigh rounding with an "
+                                                 "importance matrix from the calibration data (on by default "
+                                                 "when calibration options are given; IQ types need it).")
+                       ] = None,
     calib_dataset: Annotated[str | None, typer.Option(help="Calibration text: 'default', 'embedded', "
                                                            "'wikitext2' (validation splits) or a .txt/.jsonl path."
                                                       )] = None,
@@ -122,7 +129,7 @@ def quantize(
     try:
         spec = MethodSpec(method=method, backend=backend, bits=bits, group_size=group_size, dtype=dtype,
                           symmetric=symmetric, act_order=act_order, damp=damp, n_grid=n_grid,
-                          calibration=Calibration(**calib) if calib else None)
+                          scheme=scheme, imatrix=imatrix, calibration=Calibration(**calib) if calib else None)
     except ValidationError as exc:
         raise SpecError(f"invalid option {describe_validation_error(exc)}") from exc
     with _progress() as progress, _library_output():

@@ -54,7 +54,7 @@ def _is_converted(target: Path) -> bool:
 
 
 @contextmanager
-def _exclusive(lock_path: Path):
+def exclusive(lock_path: Path):
     """One converter at a time per cache: a second process waits, then finds the work done."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as fh:
@@ -70,7 +70,7 @@ def ensure_default_model(log=print) -> Path:
     target = default_model_dir()
     if _is_converted(target):
         return target
-    with _exclusive(target.parent / ".convert.lock"):
+    with exclusive(target.parent / ".convert.lock"):
         if _is_converted(target):
             return target
         gguf = _locate_gguf(log)

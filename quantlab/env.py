@@ -27,6 +27,7 @@ TRACKED_LIBRARIES = (
     "datasets",
     "tokenizers",
     "numpy",
+    "llama-cpp-python",
 )
 
 

@@ -55,7 +55,7 @@ def quantize(model: str, spec: MethodSpec, out: str | Path, *, force: bool = Fal
             calibration=outcome.calibration, libraries=library_versions(), files=files,
             weight_bytes=weight_bytes(files), n_params_source=info.n_params,
             created_at=datetime.now(UTC), quantize_seconds=round(elapsed, 3), host=host_info(),
-            notes=outcome.notes,
+            gguf=outcome.gguf, notes=outcome.notes,
         )
         write_manifest(tmp, manifest)
     return load_artifact(out)

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from quantlab.artifact import GGUFRecord
 from quantlab.bench.quality import QualityMetrics
 from quantlab.bench.speed import SpeedPoint
 from quantlab.corpus import TextSource
@@ -38,6 +39,7 @@ class ArtifactRef(BaseModel):
     source_sha256: str
     source_description: str | None
     quantize_seconds: float
+    gguf: GGUFRecord | None = None  # what llama.cpp really wrote (tensor types, fallbacks), for the report
 
 
 class BenchSettings(BaseModel):

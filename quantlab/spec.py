@@ -59,6 +59,8 @@ class MethodSpec(BaseModel):
                           "stores a g_idx permutation)")
     damp: float | None = Field(None, gt=0, lt=1, description="GPTQ Hessian dampening, a fraction of its mean diagonal")
     n_grid: int | None = Field(None, gt=1, description="AWQ scale search: grid points per layer")
+    imatrix: bool | None = Field(None, description="GGUF: weigh rounding errors with an importance matrix "
+                                                   "computed from the calibration data")
     calibration: Calibration | None = None
 
     def label(self) -> str:
@@ -76,4 +78,6 @@ class MethodSpec(BaseModel):
             parts.append("sym" if self.symmetric else "asym")
         if self.act_order == "group":
             parts.append("act-order")
+        if self.imatrix:
+            parts.append("imatrix")
         return " ".join(parts)

@@ -46,15 +46,15 @@ def _train_tokenizer(out: Path, vocab_size: int = 1024) -> None:
 
 def make_tiny_llama(out: Path, tokenizer_dir: Path, *, hidden: int = 256, intermediate: int = 512,
                     layers: int = 2, heads: int = 4, kv_heads: int = 2, dtype: str = "float32",
-                    seed: int = 0) -> Path:
+                    seed: int = 0, vocab_size: int = 1024, tied: bool = False, init_std: float = 0.02) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=1024, hidden_size=hidden, intermediate_size=intermediate,
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                         max_position_embeddings=2048, tie_word_embeddings=False, bos_token_id=0,
-                         eos_token_id=0, pad_token_id=0)
+                         max_position_embeddings=2048, tie_word_embeddings=tied, bos_token_id=0,
+                         eos_token_id=0, pad_token_id=0, initializer_range=init_std)
     model = LlamaForCausalLM(config).to(getattr(torch, dtype))
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
@@ -95,3 +95,13 @@ def wiki_test_text() -> str:
 
     text, _ = load_text("embedded", "test")
     return text
+
+
+@pytest.fixture(scope="session")
+def gguf_tiny_model(tmp_path_factory, default_model_dir) -> Path:
+    """A tiny random Llama (widths multiples of 256, so no k-quant falls back) with SmolLM2's tokenizer:
+    llama.cpp's converter identifies tokenizers by a hash of their output, and a toy BPE trained here is not
+    one it knows. Weights are drawn wider than the usual init so the logits are not flat and quantization
+    error shows in the KLD."""
+    return make_tiny_llama(tmp_path_factory.mktemp("gguf-tiny") / "model", default_model_dir, vocab_size=49152,
+                           tied=True, init_std=0.08)

@@ -132,13 +132,14 @@ def test_methods_and_rigs_commands():
     rows = {(r["method"], r["backend"]): r for r in json.loads(proc.stdout)}
     assert set(rows) == {("none", "transformers"), ("rtn", "llmcompressor"), ("gptq", "llmcompressor"),
                          ("gptq", "gptqmodel"), ("gptq", "auto-gptq"), ("awq", "llmcompressor"),
-                         ("awq", "gptqmodel"), ("awq", "autoawq")}
+                         ("awq", "gptqmodel"), ("awq", "autoawq"), ("gguf", "llamacpp")}
     unusable = {key for key, row in rows.items() if not row["usable"]}
     assert unusable == {("gptq", "auto-gptq")}, "everything else installs with '.[all]' and runs on CPU"
     assert all(bool(row["why_not"]) != row["usable"] for row in rows.values())
     assert rows[("gptq", "auto-gptq")]["legacy"] and rows[("awq", "autoawq")]["legacy"]
     assert [key for key, row in rows.items() if row["default"]] == [
-        ("awq", "llmcompressor"), ("gptq", "llmcompressor"), ("none", "transformers"), ("rtn", "llmcompressor")]
+        ("awq", "llmcompressor"), ("gguf", "llamacpp"), ("gptq", "llmcompressor"), ("none", "transformers"),
+        ("rtn", "llmcompressor")]
     proc = run_cli("rigs")
     assert proc.returncode == 0 and "h100" in proc.stdout and "price_per_hour" in proc.stdout
 

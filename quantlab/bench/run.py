@@ -24,7 +24,7 @@ import numpy as np
 
 import quantlab
 from quantlab.artifact import Artifact, load_artifact
-from quantlab.bench.quality import QualityMetrics, score, windows
+from quantlab.bench.quality import QualityMetrics, ReusedBaseline, score, windows
 from quantlab.bench.speed import SpeedPoint
 from quantlab.corpus import TokenStream, load_text, token_fingerprint, tokenize
 from quantlab.env import host_info, library_versions
@@ -179,7 +179,7 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
     base_session = None
     if base is not None:
         progress(f"loading baseline {base.path.name}")
-        base_session = base_runtime.load(base, device=device, dtype=options.dtype)
+        base_session = ReusedBaseline(base_runtime.load(base, device=device, dtype=options.dtype))
     out: list[Result] = []
     try:
         for artifact, runtime, stream in zip(loaded, runtimes, artifact_streams, strict=True):
@@ -275,7 +275,8 @@ def _result(run_id: str, artifact: Artifact, description: RuntimeDescription, ri
             backend=manifest.spec.backend or "", label=manifest.spec.label(), format=manifest.format,
             weight_bytes=manifest.weight_bytes, disk_bytes=artifact.disk_bytes,
             source_ref=manifest.source.ref, source_sha256=manifest.source.content_sha256,
-            source_description=manifest.source.description, quantize_seconds=manifest.quantize_seconds),
+            source_description=manifest.source.description, quantize_seconds=manifest.quantize_seconds,
+            gguf=manifest.gguf),
         runtime=description,
         rig=RigRef(name=rig.name, description=rig.description, price_per_hour=rig.price_per_hour,
                    price_note=rig.price_note),

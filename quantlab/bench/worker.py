@@ -61,6 +61,9 @@ def main(request_path: str, answer_path: str) -> int:
     ids = np.asarray(request["ids"], dtype=np.int64)
     points = []
     for batch_size in request["batch_sizes"]:
+        if session.max_batch_size is not None and batch_size > session.max_batch_size:
+            print(f"batch {batch_size}: skipped (this runtime does not batch)", flush=True)
+            continue
         print(f"batch {batch_size}", flush=True)
         points += measure(session, ids, batch_sizes=[batch_size], prompt_tokens=request["prompt_tokens"],
                           new_tokens=request["new_tokens"], warmup=request["warmup"], repeats=request["repeats"])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from quantlab.artifact import CalibrationRecord
+from quantlab.artifact import CalibrationRecord, GGUFRecord
 from quantlab.env import is_installed
 from quantlab.models import ModelInfo, SourceModel
 from quantlab.spec import MethodSpec
@@ -32,6 +32,7 @@ class QuantizeOutcome:
     format: str
     loads_in: list[str]
     calibration: CalibrationRecord | None = None
+    gguf: GGUFRecord | None = None
     notes: list[str] = field(default_factory=list)
 
 

@@ -51,7 +51,7 @@ class WeightOnlyIntBackend(Backend):
             raise SpecError(f"--group-size must be positive or -1 (per channel), not {group}")
         if spec.scheme is not None:
             raise SpecError(f"{who} takes no --scheme: it is set by --bits/--group-size/--symmetric")
-        for option in ("act_order", "damp", "n_grid"):
+        for option in ("act_order", "damp", "n_grid", "imatrix"):
             if getattr(spec, option) is not None and option not in self.accepts:
                 raise SpecError(f"{who} takes no --{option.replace('_', '-')}")
         calibration = spec.calibration

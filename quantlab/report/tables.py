@@ -8,6 +8,7 @@ printed under the table, because a number without its method is not comparable t
 
 from __future__ import annotations
 
+import itertools
 from html import escape
 
 import pandas as pd
@@ -50,6 +51,11 @@ def _fmt(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
+def _kld(value: float) -> str:
+    # Near-lossless formats sit at 1e-6…1e-4: fixed decimals would print them all as 0.
+    return f"{value:.2e}" if value < 1e-3 else f"{value:.5f}"
+
+
 def _kernel_mark(result: Result) -> str:
     return "" if result.runtime.kernel in ("dense", "native") else " †"
 
@@ -70,7 +76,7 @@ def main_table(results: list[Result]) -> pd.DataFrame:
             "decode tok/s": (_fmt(point.decode_tok_s.median, 1) + mark) if point else "–",
             "ppl": _fmt(r.quality.ppl if r.quality else None, 3),
             "Δppl %": _fmt(vs.delta_ppl_pct if vs else None, 2),
-            "KLD": f"{vs.kld_mean:.5f}" if vs else "–",
+            "KLD": _kld(vs.kld_mean) if vs else "–",
             "top-1 %": _fmt(vs.top1_agreement * 100 if vs else None, 2),
             "$/1M": (f"{cost.usd_per_1m_tokens:.3f} ({r.rig.name})" + mark) if cost else "–",
             "runtime/kernel": f"{r.runtime.runtime}/{r.runtime.kernel} {r.runtime.compute_dtype}",
@@ -97,6 +103,47 @@ def batch_table(results: list[Result]) -> pd.DataFrame:
                 "$/1M": (f"{cost.usd_per_1m_tokens:.3f}" + mark) if cost else "–",
             })
     return pd.DataFrame(rows)
+
+
+def _types(r: Result) -> str:
+    return ", ".join(f"{t}×{n}" for t, n in r.artifact.gguf.tensor_types.items())
+
+
+def gguf_table(results: list[Result]) -> pd.DataFrame:
+    """What llama.cpp wrote into each GGUF: the type name is a recipe, the census is the fact."""
+    rows = []
+    for r in results:
+        g = r.artifact.gguf
+        if g is None:
+            continue
+        vs = r.quality.vs_baseline if r.quality else None
+        rows.append({"scheme": r.artifact.label, "bits/weight": f"{g.bits_per_weight:.2f}",
+                     "tensor types written": _types(r), "fallbacks": len(g.fallbacks),
+                     "imatrix": "yes" if g.imatrix else "no", "KLD": _kld(vs.kld_mean) if vs else "–"})
+    return pd.DataFrame(rows)
+
+
+def gguf_ordering_notes(results: list[Result]) -> list[str]:
+    """Neighbours (by file size) where the smaller GGUF is *not* the worse one, with what each really holds.
+
+    Quality is expected to fall with size; where it does not, the reason is in the tensor types written
+    (fallbacks to other block types, tensors the recipe keeps at higher precision), so both censuses are shown.
+    """
+    ggufs = [r for r in results if r.artifact.gguf and r.quality and r.quality.vs_baseline
+             and r.artifact.gguf.imatrix is None]
+    ggufs.sort(key=lambda r: -r.artifact.disk_bytes)
+    notes = []
+    for big, small in itertools.pairwise(ggufs):
+        k_big, k_small = big.quality.vs_baseline.kld_mean, small.quality.vs_baseline.kld_mean
+        if k_small >= k_big:
+            continue
+        fb = small.artifact.gguf.fallbacks
+        notes.append(
+            f"GGUF ordering broken: {small.artifact.label} ({small.artifact.gguf.bits_per_weight:.2f} bpw) has a lower "
+            f"KLD ({k_small:.5f}) than the larger {big.artifact.label} ({big.artifact.gguf.bits_per_weight:.2f} bpw, "
+            f"{k_big:.5f}). Written: {big.artifact.label}: {_types(big)}; {small.artifact.label}: {_types(small)}"
+            + (f"; {len(fb)} of its tensors fell back ({fb[0]}, ...)" if fb else "") + ".")
+    return notes
 
 
 def footnotes(results: list[Result]) -> list[str]:
@@ -129,6 +176,9 @@ def footnotes(results: list[Result]) -> list[str]:
         where = f"{cpu}, {cores} cores" if name == "cpu" else description
         notes.append(f"Cost: {COST_FORMULA}, from median decode tok/s; rig {name} ({where}) at "
                      f"${price}/h ({note}).")
+    batching = {(r.runtime.runtime, r.runtime.batching) for r in results if r.speed}
+    notes += [f"Batching in {name}: {how}." for name, how in sorted(batching)]
+    notes += gguf_ordering_notes(results)
     kernels = {r.runtime.kernel for r in results}
     for kernel in sorted(kernels):
         mark = "† " if kernel not in ("dense", "native") else ""  # same rule as _kernel_mark
@@ -144,6 +194,9 @@ def markdown(results: list[Result], *, title: str = "quantlab results") -> str:
     batches = batch_table(results)
     if not batches.empty:
         lines += ["## Throughput by batch size", "", batches.to_markdown(index=False), ""]
+    ggufs = gguf_table(results)
+    if not ggufs.empty:
+        lines += ["## GGUF: tensor types as written", "", ggufs.to_markdown(index=False), ""]
     lines += ["## How these numbers were made", ""]
     lines += [f"- {note}" for note in footnotes(results)]
     versions = sorted({f"{k} {v}" for r in results for k, v in r.libraries.items()})
@@ -163,6 +216,8 @@ def html(results: list[Result], *, title: str = "quantlab results") -> str:
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
             f"<h1>{escape(title)}</h1>{main_table(results).to_html(index=False)}"
             + ("" if batches.empty else f"<h2>Throughput by batch size</h2>{batches.to_html(index=False)}")
+            + ("" if gguf_table(results).empty else
+               f"<h2>GGUF: tensor types as written</h2>{gguf_table(results).to_html(index=False)}")
             + f"<h2>How these numbers were made</h2><ul>{notes}</ul></body></html>\n")
 
 

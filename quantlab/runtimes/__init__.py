@@ -5,9 +5,10 @@ from __future__ import annotations
 from quantlab.artifact import Artifact
 from quantlab.errors import BenchError
 from quantlab.runtimes.base import KERNEL_MEANING, Runtime, RuntimeDescription, Session
+from quantlab.runtimes.llamacpp_rt import LlamaCppRuntime
 from quantlab.runtimes.transformers_rt import TransformersRuntime
 
-RUNTIMES: dict[str, Runtime] = {runtime.name: runtime for runtime in (TransformersRuntime(),)}
+RUNTIMES: dict[str, Runtime] = {runtime.name: runtime for runtime in (TransformersRuntime(), LlamaCppRuntime())}
 
 
 def select_runtime(artifact: Artifact, name: str | None = None) -> Runtime:

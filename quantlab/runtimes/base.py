@@ -39,6 +39,7 @@ class RuntimeDescription(BaseModel):
     compute_dtype: str
     kernel: Kernel
     kernel_detail: str
+    batching: str = "batched: all sequences of a batch in one forward per step"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class GenTiming:
 
 
 class Session(ABC):
+    max_batch_size: int | None = None  # None: any batch size; else larger ones are skipped (see describe)
     @abstractmethod
     def logits(self, ids: np.ndarray) -> "torch.Tensor":  # noqa: F821, UP037
         """Float32 logits [len(ids), vocab] for one window of ids, no special tokens added."""

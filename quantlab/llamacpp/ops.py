@@ -1,0 +1,96 @@
+"""The llama.cpp steps quantlab runs, each in a subprocess: convert (llama.cpp's converter), inspect and
+imatrix I/O (llama.cpp's gguf-py), quantize (llama.cpp's quantizer via llama-cpp-python).
+
+Each failure becomes one line naming the step and the tool's own last words; the full output is kept in the
+exception for --debug.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+from quantlab.errors import ArtifactError, QuantizationError
+from quantlab.llamacpp.source import tools_dir, tools_env
+from quantlab.paths import cache_dir
+
+GGUF_TOOL = Path(__file__).with_name("gguf_tool.py")
+
+
+def _last_words(proc: subprocess.CompletedProcess) -> str:
+    lines = [ln.strip() for ln in (proc.stderr or "").splitlines() + (proc.stdout or "").splitlines()
+             if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() or "not supported" in ln.lower()]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+def _gguf_tool(*args: str, error=ArtifactError) -> dict | list:
+    root = tools_dir()
+    proc = subprocess.run([sys.executable, str(GGUF_TOOL), *args], capture_output=True, text=True,
+                          env=tools_env(root), check=False)
+    if proc.returncode != 0:
+        raise error(f"gguf-py {args[0]} failed: {_last_words(proc)}")
+    return json.loads(proc.stdout)
+
+
+@cache
+def supported_architectures() -> frozenset[str]:
+    """HF architectures this llama.cpp's converter knows. Asking imports torch (≈5 s), so the answer is kept
+    beside the tools quantlab extracted (never written into a user's own checkout)."""
+    root = tools_dir()
+    stored = root / "architectures.json"
+    ours = root.is_relative_to(cache_dir())
+    if ours and stored.is_file():
+        return frozenset(json.loads(stored.read_text()))
+    names = _gguf_tool("architectures", error=QuantizationError)
+    if ours:
+        tmp = stored.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(names))
+        os.replace(tmp, stored)
+    return frozenset(names)
+
+
+def inspect(path: Path) -> dict:
+    """Metadata and every tensor's type/shape/bytes, read back with gguf-py; a corrupt file → ArtifactError."""
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist")
+    try:
+        return _gguf_tool("inspect", str(path))
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path.name} is not a readable GGUF file ({exc})") from exc
+
+
+def convert(model_dir: str, outfile: Path, outtype: str, log) -> None:
+    root = tools_dir(log)
+    log(f"converting to GGUF {outtype.upper()} with llama.cpp's convert_hf_to_gguf.py")
+    proc = subprocess.run(
+        [sys.executable, str(root / "convert_hf_to_gguf.py"), model_dir, "--outfile", str(outfile),
+         "--outtype", outtype.lower()],
+        capture_output=True, text=True, env=tools_env(root), check=False)
+    if proc.returncode != 0 or not outfile.is_file():
+        raise QuantizationError(f"llama.cpp's converter failed: {_last_words(proc)}")
+
+
+def write_imatrix(sums: Path, model_gguf: Path, out: Path, dataset: str, chunks: int, chunk_size: int) -> dict:
+    return _gguf_tool("write-imatrix", str(sums), str(model_gguf), str(out), dataset, str(chunks), str(chunk_size),
+                      error=QuantizationError)
+
+
+def read_imatrix(imatrix_gguf: Path, out: Path) -> dict:
+    return _gguf_tool("read-imatrix", str(imatrix_gguf), str(out), error=QuantizationError)
+
+
+def quantize(src: Path, dst: Path, ftype: str, log, *, imatrix: Path | None = None) -> str:
+    """Run llama.cpp's quantizer; return its log (per-tensor decisions, fallbacks)."""
+    log(f"quantizing with llama.cpp ({ftype.removeprefix('LLAMA_FTYPE_MOSTLY_')})")
+    args = [sys.executable, "-m", "quantlab.llamacpp.quantize", str(src), str(dst), ftype, str(os.cpu_count() or 1)]
+    if imatrix is not None:
+        args.append(str(imatrix))
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not dst.is_file():
+        raise QuantizationError(f"llama.cpp's quantizer failed ({ftype}): {_last_words(proc)}")
+    return proc.stderr

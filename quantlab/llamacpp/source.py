@@ -1,0 +1,123 @@
+"""llama.cpp's own Python tools (`convert_hf_to_gguf.py`, its `conversion/` package and `gguf-py`), taken from
+the sdist of the *installed* llama-cpp-python, so converter, gguf reader and runtime are one llama.cpp commit.
+
+Why this route: PyPI's `gguf` package lags llama.cpp (0.19.0 fails on the current converter), llama.cpp's
+own requirements pin old torch/transformers, and only PyPI is reachable. The llama-cpp-python sdist on PyPI
+vendors the exact llama.cpp tree its runtime is built from, so `pip download --no-binary :all:
+llama-cpp-python==<installed version>` gives the matching tools. They are extracted once into the user cache
+(`~/.cache/quantlab/llama.cpp/<version>/`) and run in a subprocess with that `gguf-py` first on the path, so
+they never mix with the `gguf` package transformers imports. Nothing of llama.cpp is copied into this repo.
+
+`QUANTLAB_LLAMACPP_SDIST` may name a local sdist file (air-gapped machines); `QUANTLAB_LLAMACPP_DIR` may name a
+llama.cpp checkout to use as is (the user then answers for it matching the runtime).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from quantlab.default_model import exclusive
+from quantlab.errors import BackendUnavailableError
+from quantlab.models import file_sha256 as sha256_file
+from quantlab.paths import cache_dir
+
+DISTRIBUTION = "llama-cpp-python"
+# sdists whose content quantlab has checked; another version is used too, but is not hash-checked.
+KNOWN_SDIST_SHA256 = {
+    "0.3.36": "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
+}
+# What is taken from `vendor/llama.cpp/` inside the sdist: the converter and what it imports, plus the licence.
+MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/gguf/", "LICENSE")
+STAMP = ".quantlab-complete"
+
+
+def runtime_version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise BackendUnavailableError(
+            "llama-cpp-python is not installed (pip install 'quantlab[gguf]'; it builds llama.cpp from source, "
+            "≈12 min on 2 cores)") from exc
+
+
+def tools_dir(log=print) -> Path:
+    """The directory holding `convert_hf_to_gguf.py`, `conversion/` and `gguf-py/` for the installed runtime."""
+    explicit = os.environ.get("QUANTLAB_LLAMACPP_DIR")
+    if explicit:
+        root = Path(explicit).expanduser()
+        if not (root / "convert_hf_to_gguf.py").is_file():
+            raise BackendUnavailableError(f"QUANTLAB_LLAMACPP_DIR={root} holds no convert_hf_to_gguf.py")
+        return root
+    version = runtime_version()
+    target = cache_dir() / "llama.cpp" / version
+    if (target / STAMP).is_file():
+        return target
+    with exclusive(target.parent / f".{version}.lock"):
+        if (target / STAMP).is_file():
+            return target
+        with tempfile.TemporaryDirectory(prefix="quantlab-llamacpp-") as tmp:
+            sdist = _sdist(version, Path(tmp), log)
+            _extract(sdist, target, version)
+    return target
+
+
+def _sdist(version: str, tmp: Path, log) -> Path:
+    local = os.environ.get("QUANTLAB_LLAMACPP_SDIST")
+    if local:
+        path = Path(local).expanduser()
+    else:
+        log(f"downloading the llama-cpp-python {version} sdist from PyPI for llama.cpp's converter (77 MB, once)")
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+             "--disable-pip-version-check", "-d", str(tmp), f"{DISTRIBUTION}=={version}"],
+            capture_output=True, text=True, check=False)
+        found = sorted(tmp.glob("llama_cpp_python-*.tar.gz"))
+        if proc.returncode != 0 or not found:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BackendUnavailableError(
+                f"could not fetch llama.cpp's converter: 'pip download {DISTRIBUTION}=={version}' failed ({last}); "
+                "set QUANTLAB_LLAMACPP_SDIST to a local copy of that sdist")
+        path = found[0]
+    if not path.is_file():
+        raise BackendUnavailableError(f"QUANTLAB_LLAMACPP_SDIST={path} does not exist")
+    expected = KNOWN_SDIST_SHA256.get(version)
+    if expected and sha256_file(path) != expected:
+        raise BackendUnavailableError(f"{path.name} has an unexpected sha256 (expected {expected[:12]}…)")
+    return path
+
+
+def _extract(sdist: Path, target: Path, version: str) -> None:
+    prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tarfile.open(sdist, "r:gz") as tar:
+        chosen = []
+        for member in tar.getmembers():
+            if not member.name.startswith(prefix):
+                continue
+            rel = member.name[len(prefix):]
+            if any(rel == m or (m.endswith("/") and rel.startswith(m)) for m in MEMBERS):
+                member.name = rel
+                chosen.append(member)
+        if not any(m.name == "convert_hf_to_gguf.py" for m in chosen):
+            raise BackendUnavailableError(f"{sdist.name} has no vendor/llama.cpp/convert_hf_to_gguf.py")
+        tar.extractall(tmp, members=chosen, filter="data")
+    (tmp / STAMP).write_text(f"{sdist.name}\n{sha256_file(sdist)}\n")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def tools_env(root: Path) -> dict[str, str]:
+    """Environment for a subprocess that must import llama.cpp's `gguf-py`, not the PyPI `gguf`."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "gguf-py"), str(root), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep)
+    return env

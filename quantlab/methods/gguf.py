@@ -1,0 +1,129 @@
+"""`gguf`: llama.cpp's own pipeline. Convert with llama.cpp's `convert_hf_to_gguf.py` (F16/BF16/F32), quantize
+with llama.cpp's quantizer (`llama_model_quantize`), optionally weighing the rounding error with an importance
+matrix computed from the calibration data; then read the file back and record which tensor got which type.
+
+The artifact holds `model-<TYPE>.gguf` (and `imatrix.gguf` when one was used): the files llama.cpp, ollama and
+LM Studio load as they are.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from quantlab.artifact import GGUFRecord, ImatrixRecord
+from quantlab.errors import SpecError
+from quantlab.llamacpp.types import FLOAT_TYPES, SUPERBLOCK_TYPES, lookup
+from quantlab.methods.base import Backend, Log, QuantizeOutcome
+from quantlab.methods.registry import register
+from quantlab.models import ModelInfo, SourceModel
+from quantlab.spec import Calibration, MethodSpec
+
+DEFAULT_TYPE = "Q4_K_M"
+LOADS_IN = ["llama.cpp", "llama-cpp-python", "ollama", "LM Studio"]
+
+
+def census(info: dict, file_type: str, n_params: int, file_bytes: int) -> GGUFRecord:
+    """Tensor types as written, and the fallbacks: 2-D weights that the recipe meant for a 256-block type but
+    whose rows are not a multiple of 256, so llama.cpp gave them another type."""
+    types: Counter[str] = Counter()
+    sizes: Counter[str] = Counter()
+    fallbacks = []
+    aims_superblock = lookup(file_type).main in SUPERBLOCK_TYPES
+    for tensor in info["tensors"]:
+        types[tensor["type"]] += 1
+        sizes[tensor["type"]] += tensor["n_bytes"]
+        row = tensor["shape"][0]
+        if (aims_superblock and len(tensor["shape"]) >= 2 and row % 256 != 0
+                and tensor["type"] not in SUPERBLOCK_TYPES and tensor["type"] not in FLOAT_TYPES):
+            fallbacks.append(f"{tensor['name']}: {tensor['type']} (row {row} not a multiple of 256)")
+    return GGUFRecord(file="", file_type=file_type, tensor_types=dict(types.most_common()),
+                      type_bytes=dict(sizes.most_common()), bits_per_weight=round(file_bytes * 8 / n_params, 3),
+                      fallbacks=fallbacks)
+
+
+@register
+class GGUFLlamaCpp(Backend):
+    method = "gguf"
+    name = "llamacpp"
+    default = True
+    requires = ("llama-cpp-python",)
+    extra = "gguf"
+    summary = ("GGUF F16/BF16/F32, Q8_0…Q2_K, IQ4_XS/IQ3_M/IQ2_M (imatrix from calibration) by llama.cpp's own "
+               "converter and quantizer; loads in llama.cpp, llama-cpp-python, ollama, LM Studio")
+
+    def normalize(self, spec: MethodSpec) -> MethodSpec:
+        for option in ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid"):
+            if getattr(spec, option) is not None:
+                raise SpecError(f"gguf/llamacpp takes no --{option.replace('_', '-')}: the GGUF type (--scheme, "
+                                f"e.g. {DEFAULT_TYPE}) sets the bits and blocks")
+        gtype = lookup(spec.scheme or DEFAULT_TYPE)
+        imatrix = spec.imatrix if spec.imatrix is not None else spec.calibration is not None
+        if imatrix and gtype.imatrix == "ignored":
+            raise SpecError(f"GGUF type {gtype.name} does not use an importance matrix; drop --imatrix and the "
+                            "calibration options")
+        if gtype.imatrix == "required" and not imatrix:
+            raise SpecError(f"GGUF type {gtype.name} needs an importance matrix: add --imatrix (calibrates on "
+                            "the default dataset) or --calib-dataset ...")
+        calibration = (spec.calibration or Calibration()) if imatrix else None
+        return spec.model_copy(update={"backend": self.name, "scheme": gtype.name, "imatrix": imatrix,
+                                       "calibration": calibration})
+
+    def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
+        from quantlab.llamacpp.ops import supported_architectures
+
+        if info.architecture not in supported_architectures():
+            raise SpecError(f"llama.cpp's converter does not support {info.architecture} (this llama.cpp knows "
+                            f"{len(supported_architectures())} architectures; see convert_hf_to_gguf.py "
+                            "--print-supported-models)")
+        return super().fit(spec, info)
+
+    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
+                 trust_remote_code: bool = False) -> QuantizeOutcome:
+        from quantlab import calibration as calib
+        from quantlab.llamacpp import imatrix as imx
+        from quantlab.llamacpp import ops
+        from quantlab.models import model_info
+
+        gtype = lookup(spec.scheme)
+        model_file = out / f"model-{gtype.name}.gguf"
+        record = None
+        imatrix_record = None
+        with tempfile.TemporaryDirectory(prefix="quantlab-gguf-") as tmp:
+            tmp = Path(tmp)
+            if gtype.ftype is None:
+                ops.convert(source.path, model_file, gtype.name, log)
+            else:
+                base = tmp / "model-F16.gguf"
+                ops.convert(source.path, base, "F16", log)
+                normalised = None
+                if spec.imatrix:
+                    _, samples, record = calib.for_source(source.path, spec.calibration, log,
+                                                          trust_remote_code=trust_remote_code)
+                    sums = tmp / "imatrix-sums.safetensors"
+                    tokens = imx.collect(source.path, samples, sums, log, trust_remote_code=trust_remote_code)
+                    written = ops.write_imatrix(sums, base, out / "imatrix.gguf", record.description,
+                                                chunks=len(samples), chunk_size=samples.shape[1])
+                    normalised = tmp / "imatrix-values.safetensors"
+                    ops.read_imatrix(out / "imatrix.gguf", normalised)  # the file, not memory, feeds the quantizer
+                    imatrix_record = ImatrixRecord(
+                        file="imatrix.gguf", entries=written["entries"], tokens=tokens,
+                        how="sum of squared inputs per channel of every linear layer over the calibration windows "
+                            "(llama-imatrix's definition), collected from the HF model in fp32 by quantlab")
+                ops.quantize(base, model_file, gtype.ftype, log, imatrix=normalised)
+        # The HF tokenizer beside the GGUF: the bench tokenizes the evaluation text with it, so the llamacpp
+        # runtime scores exactly the ids the transformers runtime scores (llama.cpp never re-tokenizes them).
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code).save_pretrained(out)
+        log("reading the GGUF back")
+        info = ops.inspect(model_file)
+        n_params = model_info(source.path, trust_remote_code=trust_remote_code).n_params
+        gguf = census(info, gtype.name, n_params, model_file.stat().st_size)
+        gguf = gguf.model_copy(update={"file": model_file.name, "imatrix": imatrix_record})
+        notes = []
+        if gguf.fallbacks:
+            notes.append(f"{len(gguf.fallbacks)} tensors fell back from {gtype.main} (rows not a multiple of 256)")
+        return QuantizeOutcome(format=f"gguf {gtype.name}", loads_in=LOADS_IN, calibration=record, gguf=gguf,
+                               notes=notes)

@@ -1,0 +1,133 @@
+"""The `llamacpp` runtime: a GGUF artifact served by llama.cpp through llama-cpp-python, on the CPU.
+
+Quality: the token ids the transformers runtime scores are fed as ids (`Llama.eval`), never re-tokenized,
+with `logits_all=True` so every position's logits come back. Speed: prefill = one `eval` of the prompt,
+decode = one `eval` per greedy token, timed separately with the same threads. Batching: none. The
+high-level `Llama` object holds one sequence; batch sizes above 1 are skipped and the result says why
+(issue 6's server runtime is where multi-sequence batching is measured).
+
+Kernel: ggml's CPU matmuls work directly on the quantized blocks (dot products per block type, no
+dequantized copy of the model), so quantized GGUFs are `native`; F16/BF16/F32 files are `dense`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from quantlab.artifact import Artifact
+from quantlab.errors import BenchError
+from quantlab.llamacpp.types import FLOAT_TYPES
+from quantlab.runtimes.base import GenTiming, Runtime, RuntimeDescription, Session
+
+SPEED_CTX = 2048
+BATCHING = ("not batched: llama-cpp-python's Llama serves one sequence; batch sizes above 1 are skipped, "
+            "not emulated")
+
+
+def threads() -> int:
+    """All cores unless QUANTLAB_THREADS says otherwise; the same count for prefill and decode."""
+    return int(os.environ.get("QUANTLAB_THREADS", os.cpu_count() or 1))
+
+
+class LlamaCppSession(Session):
+    max_batch_size = 1
+
+    def __init__(self, artifact: Artifact, device: str) -> None:
+        if device != "cpu":
+            raise BenchError(f"the llamacpp runtime runs on the CPU here; device {device!r} is not supported "
+                             "(a CUDA build of llama-cpp-python would offload layers: not verified by quantlab)")
+        gguf = artifact.manifest.gguf
+        if gguf is None:
+            raise BenchError(f"{artifact.path} has no GGUF record in its manifest")
+        self.path = artifact.path / gguf.file
+        self.gguf = gguf
+        self.threads = threads()
+        self._llm = None
+        self._logits_all = False
+        self._n_ctx = 0
+        self._open(logits_all=False, n_ctx=SPEED_CTX)
+
+    def _open(self, *, logits_all: bool, n_ctx: int) -> None:
+        import llama_cpp
+
+        self.close()
+        try:
+            self._llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_batch=min(n_ctx, 512),
+                                        n_ubatch=min(n_ctx, 512), logits_all=logits_all, n_threads=self.threads,
+                                        n_threads_batch=self.threads, n_gpu_layers=0, seed=0, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise BenchError(f"llama.cpp could not load {self.path.name}: {exc}") from exc
+        self._logits_all, self._n_ctx = logits_all, n_ctx
+
+    def logits(self, ids: np.ndarray):
+        import torch
+
+        n = len(ids)
+        if not self._logits_all or self._n_ctx < n:
+            self._open(logits_all=True, n_ctx=max(n, 512))
+        llm = self._llm
+        llm.reset()
+        llm.eval([int(t) for t in ids])
+        return torch.from_numpy(np.array(llm.scores[:n], dtype=np.float32, copy=True))
+
+    def timed_generate(self, prompts: np.ndarray, new_tokens: int) -> GenTiming:
+        batch, prompt_len = prompts.shape
+        if batch != 1:
+            raise BenchError(f"llamacpp runtime: {BATCHING}")
+        if self._logits_all or self._n_ctx < prompt_len + new_tokens:
+            self._open(logits_all=False, n_ctx=max(SPEED_CTX, prompt_len + new_tokens))
+        import llama_cpp
+
+        llm = self._llm
+        vocab = llm.n_vocab()
+
+        def next_token() -> int:
+            # Without logits_all, llama-cpp-python keeps no scores: read the last position's logits from llama.cpp.
+            return int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(vocab,))))
+
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval([int(t) for t in prompts[0]])
+        token = next_token()
+        prefill = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(new_tokens - 1):
+            llm.eval([token])
+            token = next_token()
+        decode = time.perf_counter() - start
+        return GenTiming(batch_size=1, prompt_tokens=prompt_len, new_tokens=new_tokens, prefill_s=prefill,
+                         decode_s=decode)
+
+    def describe(self) -> RuntimeDescription:
+        import llama_cpp
+
+        types = ", ".join(f"{n}× {t}" for t, n in self.gguf.tensor_types.items())
+        quantized = any(t not in FLOAT_TYPES for t in self.gguf.tensor_types)
+        dense = "F16" if "F16" in self.gguf.tensor_types else next(iter(self.gguf.tensor_types))
+        return RuntimeDescription(
+            runtime="llamacpp", runtime_version=llama_cpp.__version__, device="cpu", device_name="cpu",
+            threads=self.threads, compute_dtype=self.gguf.file_type,
+            kernel="native" if quantized else "dense",
+            kernel_detail=(f"ggml CPU matmul on the GGUF's own tensor types ({types})" if quantized else
+                           f"ggml CPU {dense} matmul ({types})"),
+            batching=BATCHING)
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+
+class LlamaCppRuntime(Runtime):
+    name = "llamacpp"
+
+    def supports(self, artifact: Artifact) -> bool:
+        return artifact.manifest.gguf is not None
+
+    def load(self, artifact: Artifact, *, device: str, dtype: str = "auto") -> Session:
+        if dtype not in ("auto", artifact.manifest.gguf.file_type if artifact.manifest.gguf else "auto"):
+            raise BenchError("the llamacpp runtime computes in the GGUF's own types; --dtype does not apply")
+        return LlamaCppSession(artifact, device)
