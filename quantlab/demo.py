@@ -21,6 +21,7 @@ DEMO_SPECS: dict[str, MethodSpec] = {
     "none-bf16": MethodSpec(method="none", dtype="bf16"),
     "rtn-w8-g64": MethodSpec(method="rtn", bits=8, group_size=64),
     "rtn-w4-g64": MethodSpec(method="rtn", bits=4, group_size=64),
+    "gguf-q4_k_m": MethodSpec(method="gguf", scheme="Q4_K_M"),  # served by llama.cpp, not transformers
 }
 BASELINE = "none-fp32"
 

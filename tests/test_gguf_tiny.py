@@ -47,6 +47,7 @@ def quality(made):
 def test_manifest_records_the_tensor_types_written(made):
     m = made["Q4_K_M"].manifest
     assert m.format == "gguf Q4_K_M" and m.spec.scheme == "Q4_K_M" and not m.spec.imatrix
+    assert m.spec.dtype == "fp16"  # quantized from the converter's F16 output
     assert m.gguf.file == "model-Q4_K_M.gguf"
     assert {"Q4_K", "F32"} <= set(m.gguf.tensor_types)  # norms stay F32
     assert sum(m.gguf.tensor_types.values()) == sum(made["F16"].manifest.gguf.tensor_types.values())
@@ -100,6 +101,64 @@ def test_imatrix_is_llamacpp_format_and_changes_the_result(made, quality):
     assert quality["Q4_K_M-imatrix"].quality.vs_baseline.kld_mean <= quality["Q4_K_M"].quality.vs_baseline.kld_mean
 
 
+def _llamacpp_reads_imatrix(path) -> dict:
+    """Open an imatrix file with llama.cpp's own C GGUF parser (libggml-base, shipped with llama-cpp-python) and
+    apply the checks of llama.cpp's imatrix loader (common/imatrix-loader.cpp): the three metadata keys with
+    their types, and every `.in_sum2` paired with a `.counts`, both F32."""
+    import ctypes
+    from pathlib import Path
+
+    import llama_cpp
+
+    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+
+    class InitParams(ctypes.Structure):
+        _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
+
+    lib.gguf_init_from_file.restype = ctypes.c_void_p
+    lib.gguf_init_from_file.argtypes = [ctypes.c_char_p, InitParams]
+    lib.gguf_find_key.restype = ctypes.c_int64
+    lib.gguf_find_key.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    for name in ("gguf_get_kv_type", "gguf_get_arr_type", "gguf_get_tensor_type"):
+        getattr(lib, name).restype = ctypes.c_int
+        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_int64]
+    lib.gguf_get_val_u32.restype = ctypes.c_uint32
+    lib.gguf_get_val_u32.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+    lib.gguf_get_n_tensors.restype = ctypes.c_int64
+    lib.gguf_get_n_tensors.argtypes = [ctypes.c_void_p]
+    lib.gguf_get_tensor_name.restype = ctypes.c_char_p
+    lib.gguf_get_tensor_name.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+    lib.gguf_free.argtypes = [ctypes.c_void_p]
+    gguf_type_u32, gguf_type_string, gguf_type_array, ggml_type_f32 = 4, 8, 9, 0
+
+    ctx = lib.gguf_init_from_file(str(path).encode(), InitParams(True, None))
+    assert ctx, "llama.cpp's GGUF parser rejected the file"
+    try:
+        datasets = lib.gguf_find_key(ctx, b"imatrix.datasets")
+        count = lib.gguf_find_key(ctx, b"imatrix.chunk_count")
+        size = lib.gguf_find_key(ctx, b"imatrix.chunk_size")
+        assert min(datasets, count, size) >= 0, "missing imatrix metadata"
+        assert lib.gguf_get_kv_type(ctx, datasets) == gguf_type_array
+        assert lib.gguf_get_arr_type(ctx, datasets) == gguf_type_string
+        assert lib.gguf_get_kv_type(ctx, count) == gguf_type_u32 == lib.gguf_get_kv_type(ctx, size)
+        tensors = {lib.gguf_get_tensor_name(ctx, i).decode(): lib.gguf_get_tensor_type(ctx, i)
+                   for i in range(lib.gguf_get_n_tensors(ctx))}
+        assert all(t == ggml_type_f32 for t in tensors.values())
+        sums = {n.removesuffix(".in_sum2") for n in tensors if n.endswith(".in_sum2")}
+        counts = {n.removesuffix(".counts") for n in tensors if n.endswith(".counts")}
+        assert sums == counts and len(sums) * 2 == len(tensors)
+        return {"entries": sorted(sums), "chunk_count": lib.gguf_get_val_u32(ctx, count),
+                "chunk_size": lib.gguf_get_val_u32(ctx, size)}
+    finally:
+        lib.gguf_free(ctx)
+
+
+def test_llamacpp_own_parser_accepts_the_imatrix(made):
+    read = _llamacpp_reads_imatrix(made["Q4_K_M-imatrix"].path / "imatrix.gguf")
+    assert (read["chunk_count"], read["chunk_size"]) == (CALIB.n_samples, CALIB.seq_len)
+    assert "blk.1.ffn_down.weight" in read["entries"] and len(read["entries"]) == 14
+
+
 def test_iq_type_with_imatrix(made, quality):
     m = made["IQ4_XS"].manifest
     assert m.gguf.tensor_types.get("IQ4_XS", 0) > 0
@@ -119,6 +178,7 @@ def test_iq_type_refuses_to_run_without_imatrix(tmp_path):
     (["--scheme", "Q9_K"], "unknown GGUF type 'Q9_K'"),
     (["--scheme", "Q8_0", "--imatrix"], "does not use an importance matrix"),
     (["--scheme", "Q4_K_M", "--bits", "4"], "takes no --bits"),
+    (["--scheme", "Q4_K_M", "--dtype", "bf16"], "takes no --dtype"),
 ])
 def test_impossible_requests_fail_in_one_line(tmp_path, args, message):
     out = tmp_path / "out"

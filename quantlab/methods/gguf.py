@@ -58,6 +58,9 @@ class GGUFLlamaCpp(Backend):
             if getattr(spec, option) is not None:
                 raise SpecError(f"gguf/llamacpp takes no --{option.replace('_', '-')}: the GGUF type (--scheme, "
                                 f"e.g. {DEFAULT_TYPE}) sets the bits and blocks")
+        if spec.dtype != "auto":
+            raise SpecError("gguf/llamacpp takes no --dtype: the GGUF type sets it (--scheme F32, F16 or BF16 "
+                            "for an unquantized file; quantized types are made from F16)")
         gtype = lookup(spec.scheme or DEFAULT_TYPE)
         imatrix = spec.imatrix if spec.imatrix is not None else spec.calibration is not None
         if imatrix and gtype.imatrix == "ignored":
@@ -77,7 +80,8 @@ class GGUFLlamaCpp(Backend):
             raise SpecError(f"llama.cpp's converter does not support {info.architecture} (this llama.cpp knows "
                             f"{len(supported_architectures())} architectures; see convert_hf_to_gguf.py "
                             "--print-supported-models)")
-        return super().fit(spec, info)
+        # Recorded as what the file's float tensors really are: the converter output, F16 for quantized types.
+        return spec.model_copy(update={"dtype": {"F32": "fp32", "BF16": "bf16"}.get(spec.scheme, "fp16")})
 
     def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
                  trust_remote_code: bool = False) -> QuantizeOutcome:

@@ -9,6 +9,7 @@ printed under the table, because a number without its method is not comparable t
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from html import escape
 
 import pandas as pd
@@ -138,10 +139,15 @@ def gguf_ordering_notes(results: list[Result]) -> list[str]:
         if k_small >= k_big:
             continue
         fb = small.artifact.gguf.fallbacks
+        t_big, t_small = Counter(big.artifact.gguf.tensor_types), Counter(small.artifact.gguf.tensor_types)
+        only_big = ", ".join(f"{t}×{n}" for t, n in (t_big - t_small).items())
+        only_small = ", ".join(f"{t}×{n}" for t, n in (t_small - t_big).items())
         notes.append(
             f"GGUF ordering broken: {small.artifact.label} ({small.artifact.gguf.bits_per_weight:.2f} bpw) has a lower "
             f"KLD ({k_small:.5f}) than the larger {big.artifact.label} ({big.artifact.gguf.bits_per_weight:.2f} bpw, "
-            f"{k_big:.5f}). Written: {big.artifact.label}: {_types(big)}; {small.artifact.label}: {_types(small)}"
+            f"{k_big:.5f}). The files differ only in {only_big} ({big.artifact.label}) versus {only_small} "
+            f"({small.artifact.label}); the comparison is between those tensor types, not between the type names. "
+            f"Written: {big.artifact.label}: {_types(big)}; {small.artifact.label}: {_types(small)}"
             + (f"; {len(fb)} of its tensors fell back ({fb[0]}, ...)" if fb else "") + ".")
     return notes
 

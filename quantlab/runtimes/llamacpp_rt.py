@@ -128,6 +128,6 @@ class LlamaCppRuntime(Runtime):
         return artifact.manifest.gguf is not None
 
     def load(self, artifact: Artifact, *, device: str, dtype: str = "auto") -> Session:
-        if dtype not in ("auto", artifact.manifest.gguf.file_type if artifact.manifest.gguf else "auto"):
+        if dtype != "auto":
             raise BenchError("the llamacpp runtime computes in the GGUF's own types; --dtype does not apply")
         return LlamaCppSession(artifact, device)

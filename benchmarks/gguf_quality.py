@@ -1,0 +1,89 @@
+"""The GGUF ladder on one model, against the HF fp32 baseline on the same token ids: what each type costs in
+quality, what llama.cpp really wrote, and whether size and quality fall together.
+
+    python benchmarks/gguf_quality.py [--model default] [--types F16,Q8_0,...] [--imatrix-types Q4_K_M,IQ4_XS,...]
+        [--calib-dataset default] [--calib-samples 64] [--calib-seq-len 512] [--dataset default]
+        [--max-tokens 16384] [--ctx 512] [--work-dir DIR] [--results FILE.jsonl]
+
+Artifacts are cached in --work-dir (re-used when the spec matches). Prints the report (with the tensor-type
+census and every neighbouring pair whose order breaks), then one PASS/FAIL line per check of the GGUF issue:
+F16 ≈ HF, sizes strictly falling along the ladder, Q4_K_M with imatrix no worse than without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+LADDER = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q3_K_M,Q2_K"
+WITH_IMATRIX = "Q4_K_M,IQ4_XS,IQ3_M,IQ2_M"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--types", default="F16," + LADDER + ",Q4_0")
+    parser.add_argument("--imatrix-types", default=WITH_IMATRIX)
+    parser.add_argument("--calib-dataset", default="default")
+    parser.add_argument("--calib-samples", type=int, default=64)
+    parser.add_argument("--calib-seq-len", type=int, default=512)
+    parser.add_argument("--dataset", default="default", help="evaluation text (test split)")
+    parser.add_argument("--max-tokens", type=int, default=16384)
+    parser.add_argument("--ctx", type=int, default=512)
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--results", type=Path, default=Path("results/gguf.jsonl"))
+    args = parser.parse_args()
+
+    from quantlab.artifact import load_artifact
+    from quantlab.bench import BenchOptions, bench
+    from quantlab.errors import ArtifactError
+    from quantlab.methods import get_backend
+    from quantlab.paths import cache_dir
+    from quantlab.quantizer import quantize
+    from quantlab.report import tables
+    from quantlab.spec import Calibration, MethodSpec
+
+    work = args.work_dir or cache_dir() / "benchmarks" / "gguf"
+    calibration = Calibration(dataset=args.calib_dataset, n_samples=args.calib_samples, seq_len=args.calib_seq_len)
+    wanted = {"none-fp32": MethodSpec(method="none", dtype="fp32")}
+    wanted |= {t: MethodSpec(method="gguf", scheme=t) for t in args.types.split(",") if t}
+    wanted |= {f"{t}-imatrix": MethodSpec(method="gguf", scheme=t, calibration=calibration)
+               for t in args.imatrix_types.split(",") if t}
+    paths = {}
+    for name, spec in wanted.items():
+        out = work / f"{args.model.replace('/', '--')}-{name}-c{args.calib_samples}x{args.calib_seq_len}"
+        try:
+            artifact = load_artifact(out)
+            reuse = artifact.manifest.spec == get_backend(spec.method, spec.backend).normalize(spec).model_copy(
+                update={"dtype": artifact.manifest.spec.dtype})
+        except ArtifactError:
+            reuse = False
+        if not reuse:
+            print(f"quantizing {name} ...", flush=True)
+            artifact = quantize(args.model, spec, out, force=True)
+        paths[name] = artifact.path
+    options = BenchOptions(dataset=args.dataset, ctx=args.ctx, max_tokens=args.max_tokens, speed=False)
+    records = bench(list(paths.values()), baseline=paths["none-fp32"], options=options, results_path=args.results)
+    print(tables.markdown(records, title="GGUF types vs the HF fp32 baseline"))
+    by = dict(zip(paths, records, strict=True))
+
+    def check(ok: bool, text: str) -> None:
+        print(f"{'PASS' if ok else 'FAIL'} {text}")
+
+    if "F16" in by:
+        vs = by["F16"].quality.vs_baseline
+        check(abs(vs.delta_ppl_pct) <= 0.1 and vs.kld_mean <= 1e-3,
+              f"F16 vs HF fp32: Δppl {vs.delta_ppl_pct:+.4f}% (≤ 0.1%), KLD {vs.kld_mean:.2e} (≤ 1e-3)")
+    ladder = [t for t in LADDER.split(",") if t in by]
+    sizes = [by[t].artifact.weight_bytes for t in ladder]
+    check(all(a > b for a, b in itertools.pairwise(sizes)),
+          "file sizes strictly fall along " + " > ".join(f"{t} {s / 1e6:.1f} MB" for t, s in zip(ladder, sizes,
+                                                                                              strict=True)))
+    if "Q4_K_M" in by and "Q4_K_M-imatrix" in by:
+        plain, weighted = by["Q4_K_M"].quality.vs_baseline.kld_mean, by["Q4_K_M-imatrix"].quality.vs_baseline.kld_mean
+        check(weighted <= plain, f"Q4_K_M KLD with imatrix {weighted:.5f} ≤ without {plain:.5f}")
+
+
+if __name__ == "__main__":
+    main()
