@@ -95,8 +95,13 @@ class Manifest(BaseModel):
     notes: list[str] = []
 
     def digest(self) -> str:
-        """Identity of the artifact: sha256 (16 hex) of the canonical manifest JSON."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Identity of the artifact: sha256 (16 hex) of the canonical manifest JSON.
+
+        Unset (None) fields are left out, so adding an optional field to the schema later (as `gguf` was)
+        does not change the identity of artifacts made before it, and their results keep matching.
+        """
+        canonical = json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True,
+                               separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
