@@ -1,8 +1,8 @@
 """The llama.cpp steps quantlab runs, each in a subprocess: convert (llama.cpp's converter), inspect and
 imatrix I/O (llama.cpp's gguf-py), quantize (llama.cpp's quantizer via llama-cpp-python).
 
-Each failure becomes one line naming the step and the tool's own last words; the full output is kept in the
-exception for --debug.
+Each failure becomes one line naming the step and the tool's own last words (its last line that mentions an
+error). The rest of the tool's output is not kept: rerun the step by hand to see it.
 """
 
 from __future__ import annotations
