@@ -99,11 +99,19 @@ def quantize(
     n_grid: Annotated[int | None, typer.Option(help="AWQ scale-search grid points per layer (default 20).")] = None,
     scheme: Annotated[str | None, typer.Option(help="gguf: the llama.cpp file type, e.g. Q8_0, Q6_K, Q5_K_M, "
                                                     "Q4_K_M (default), Q4_0, Q3_K_M, Q2_K, IQ4_XS, IQ3_M, IQ2_M, "
-                                                    "F16.")] = None,
+                                                    "F16. fp8: FP8_DYNAMIC (default, W8A8), FP8_BLOCK, FP8_W8A16 "
+                                                    "(weight-only). fp4: NVFP4 (default, W4A4), NVFP4A16, MXFP4, "
+                                                    "MXFP4A16. bnb: nf4 (default), fp4, int8.")] = None,
     imatrix: Annotated[bool | None, typer.Option("--imatrix/--no-imatrix", help="gguf: weigh rounding with an "
                                                  "importance matrix from the calibration data (on by default "
                                                  "when calibration options are given; IQ types need it).")
                        ] = None,
+    double_quant: Annotated[bool | None, typer.Option("--double-quant/--no-double-quant",
+                                                      help="bnb nf4/fp4: quantize the block scales too (QLoRA; "
+                                                           "default off).")] = None,
+    compute_dtype: Annotated[str | None, typer.Option(help="bnb nf4/fp4: fp32|bf16|fp16, the dtype 4-bit "
+                                                           "weights are expanded to for the matmul (default: "
+                                                           "--dtype).")] = None,
     calib_dataset: Annotated[str | None, typer.Option(help="Calibration text: 'default', 'embedded', "
                                                            "'wikitext2' (validation splits) or a .txt/.jsonl path."
                                                       )] = None,
@@ -129,7 +137,8 @@ def quantize(
     try:
         spec = MethodSpec(method=method, backend=backend, bits=bits, group_size=group_size, dtype=dtype,
                           symmetric=symmetric, act_order=act_order, damp=damp, n_grid=n_grid,
-                          scheme=scheme, imatrix=imatrix, calibration=Calibration(**calib) if calib else None)
+                          scheme=scheme, imatrix=imatrix, double_quant=double_quant,
+                          compute_dtype=compute_dtype, calibration=Calibration(**calib) if calib else None)
     except ValidationError as exc:
         raise SpecError(f"invalid option {describe_validation_error(exc)}") from exc
     with _progress() as progress, _library_output():

@@ -28,6 +28,7 @@ TRACKED_LIBRARIES = (
     "tokenizers",
     "numpy",
     "llama-cpp-python",
+    "bitsandbytes",
 )
 
 

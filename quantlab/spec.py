@@ -61,6 +61,10 @@ class MethodSpec(BaseModel):
     n_grid: int | None = Field(None, gt=1, description="AWQ scale search: grid points per layer")
     imatrix: bool | None = Field(None, description="GGUF: weigh rounding errors with an importance matrix "
                                                    "computed from the calibration data")
+    double_quant: bool | None = Field(None, description="bitsandbytes 4-bit: quantize the per-block scales too "
+                                                        "(QLoRA's double quantization, ≈0.4 bit/weight less)")
+    compute_dtype: Literal["fp32", "bf16", "fp16"] | None = Field(
+        None, description="bitsandbytes: dtype the 4-bit weights are expanded to for the matmul")
     calibration: Calibration | None = None
 
     def label(self) -> str:
@@ -80,4 +84,6 @@ class MethodSpec(BaseModel):
             parts.append("act-order")
         if self.imatrix:
             parts.append("imatrix")
+        if self.double_quant:
+            parts.append("double-quant")
         return " ".join(parts)

@@ -51,6 +51,9 @@ def main(request_path: str, answer_path: str) -> int:
     device = request["device"]
     cuda = device.startswith("cuda")
     if cuda:
+        # The allocator's statistics exist only once CUDA is initialised ("Invalid device argument" otherwise);
+        # an empty tensor does that without allocating anything that would count as the model's memory.
+        torch.empty(0, device=device)
         torch.cuda.reset_peak_memory_stats(device)
     before = _rss()
     print("loading", flush=True)

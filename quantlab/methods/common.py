@@ -51,7 +51,7 @@ class WeightOnlyIntBackend(Backend):
             raise SpecError(f"--group-size must be positive or -1 (per channel), not {group}")
         if spec.scheme is not None:
             raise SpecError(f"{who} takes no --scheme: it is set by --bits/--group-size/--symmetric")
-        for option in ("act_order", "damp", "n_grid", "imatrix"):
+        for option in ("act_order", "damp", "n_grid", "imatrix", "double_quant", "compute_dtype"):
             if getattr(spec, option) is not None and option not in self.accepts:
                 raise SpecError(f"{who} takes no --{option.replace('_', '-')}")
         calibration = spec.calibration
@@ -73,6 +73,13 @@ class WeightOnlyIntBackend(Backend):
         if problem:
             raise SpecError(problem)
         return super().fit(spec, info)
+
+
+def refuse_options(spec: MethodSpec, who: str, options: tuple[str, ...], why: str) -> None:
+    """An option this method has no use for is an error, never silently ignored."""
+    for option in options:
+        if getattr(spec, option) is not None:
+            raise SpecError(f"{who} takes no --{option.replace('_', '-')}: {why}")
 
 
 def output_head_name(model) -> str:

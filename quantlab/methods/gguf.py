@@ -54,7 +54,8 @@ class GGUFLlamaCpp(Backend):
                "converter and quantizer; loads in llama.cpp, llama-cpp-python, ollama, LM Studio")
 
     def normalize(self, spec: MethodSpec) -> MethodSpec:
-        for option in ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid"):
+        for option in ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid", "double_quant",
+                       "compute_dtype"):
             if getattr(spec, option) is not None:
                 raise SpecError(f"gguf/llamacpp takes no --{option.replace('_', '-')}: the GGUF type (--scheme, "
                                 f"e.g. {DEFAULT_TYPE}) sets the bits and blocks")

@@ -1,5 +1,6 @@
-"""The llm-compressor path shared by rtn, gptq and awq: load, `oneshot(recipe, calibration)`, save as
-compressed-tensors. Each method only says which modifiers make up its recipe."""
+"""The llm-compressor path shared by rtn, gptq, awq, fp8 and fp4: load, `oneshot(recipe, calibration)`, save as
+compressed-tensors. Each method only says which scheme its Linear layers get and which modifiers make up its
+recipe."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ EXTRA = "llmcompressor"
 
 # (spec, scheme for the Linear layers, name of the output head) -> the list of modifiers
 RecipeBuilder = Callable[[MethodSpec, object, str], list]
+# spec -> the compressed-tensors QuantizationScheme of the Linear layers
+SchemeBuilder = Callable[[MethodSpec], object]
 
 
 def weight_scheme(spec: MethodSpec):
@@ -41,8 +44,25 @@ def _dataset(samples: np.ndarray):
     return Dataset.from_dict({"input_ids": samples.tolist(), "attention_mask": np.ones_like(samples).tolist()})
 
 
+def preset_scheme(name: str):
+    """One of compressed-tensors' named presets (FP8_DYNAMIC, NVFP4, ...) for the Linear layers."""
+    from compressed_tensors.quantization import QuantizationScheme, preset_name_to_scheme
+
+    scheme = preset_name_to_scheme(name, ["Linear"])
+    assert isinstance(scheme, QuantizationScheme)
+    return scheme
+
+
+def single_recipe(spec: MethodSpec, scheme, head: str) -> list:
+    """Round-to-nearest with llm-compressor's observers: one `QuantizationModifier`, the output head left out.
+    With calibration data the observers also set the static activation scales (NVFP4's global scale)."""
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+
+    return [QuantizationModifier(config_groups={"group_0": scheme}, ignore=[head])]
+
+
 def quantize_with(recipe: RecipeBuilder, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                  trust_remote_code: bool) -> QuantizeOutcome:
+                  trust_remote_code: bool, scheme: SchemeBuilder = weight_scheme) -> QuantizeOutcome:
     from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -58,7 +78,7 @@ def quantize_with(recipe: RecipeBuilder, source: SourceModel, spec: MethodSpec, 
     log(f"loading {source.ref} as {spec.dtype}")
     model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype(spec.dtype),
                                                  trust_remote_code=trust_remote_code)
-    modifiers = recipe(spec, weight_scheme(spec), output_head_name(model))
+    modifiers = recipe(spec, scheme(spec), output_head_name(model))
     log(f"{spec.method} {spec.label()} with llm-compressor" + (" (calibrating)" if record else " (data-free)"))
     try:
         with compat.llmcompressor_on_cpu():

@@ -20,7 +20,8 @@ class NoneTransformers(Backend):
     summary = "unquantized safetensors in fp32/bf16/fp16; loads in transformers, vLLM, llama.cpp's converter"
 
     def normalize(self, spec: MethodSpec) -> MethodSpec:
-        for field in ("bits", "group_size", "symmetric", "scheme", "calibration", "imatrix"):
+        for field in ("bits", "group_size", "symmetric", "scheme", "calibration", "imatrix", "act_order", "damp",
+                      "n_grid", "double_quant", "compute_dtype"):
             if getattr(spec, field) is not None:
                 raise SpecError(f"method 'none' takes no {field.replace('_', '-')} (it only saves in --dtype)")
         return spec.model_copy(update={"backend": self.name})

@@ -17,12 +17,6 @@ from quantlab.models import SourceModel
 from quantlab.spec import MethodSpec
 
 
-def _recipe(spec: MethodSpec, scheme, head: str) -> list:
-    from llmcompressor.modifiers.quantization import QuantizationModifier
-
-    return [QuantizationModifier(config_groups={"group_0": scheme}, ignore=[head])]
-
-
 @register
 class RtnLlmCompressor(WeightOnlyIntBackend):
     method = "rtn"
@@ -34,4 +28,4 @@ class RtnLlmCompressor(WeightOnlyIntBackend):
 
     def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
                  trust_remote_code: bool = False) -> QuantizeOutcome:
-        return lc.quantize_with(_recipe, source, spec, out, log, trust_remote_code=trust_remote_code)
+        return lc.quantize_with(lc.single_recipe, source, spec, out, log, trust_remote_code=trust_remote_code)

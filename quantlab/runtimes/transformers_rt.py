@@ -43,8 +43,63 @@ def _gptqmodel_kernel(module, dtype: str) -> tuple[Kernel, str]:
     return "unknown", f"gptqmodel {name}"
 
 
-def kernel_path(model, quant_config: dict | None) -> tuple[Kernel, str]:
-    """Name the matmul path from the modules actually loaded (after a forward), not from the format's name."""
+def native_fp8_eligible(quant_config: dict | None) -> bool:
+    """Whether transformers' FP8 kernel path (`use_optimized_inference`) computes exactly this checkpoint's
+    scheme: FP8 weights with per-channel or per-tensor scales AND FP8 activations. That path always quantizes
+    activations per token and reads one scale per output row, so a weight-only FP8 checkpoint would silently
+    become W8A8 and a block-scaled one would be misread: those stay on the compressed-tensors route."""
+    if not quant_config or quant_config.get("quant_method") != "compressed-tensors":
+        return False
+    groups = list((quant_config.get("config_groups") or {}).values())
+    if not groups:
+        return False
+    for group in groups:
+        weights, acts = group.get("weights") or {}, group.get("input_activations") or {}
+        if not (weights.get("type") == "float" and weights.get("num_bits") == 8
+                and weights.get("strategy") in ("channel", "tensor")
+                and acts.get("type") == "float" and acts.get("num_bits") == 8):
+            return False
+    return True
+
+
+def fp8_hardware(device: str) -> bool:
+    """FP8 tensor-core matmuls: CUDA compute capability ≥ 8.9 (Ada, Hopper, Blackwell)."""
+    import torch
+
+    return device.startswith("cuda") and torch.cuda.get_device_capability(torch.device(device)) >= (8, 9)
+
+
+def _args_text(args) -> str:
+    kind = "FP" if args.type == "float" else "INT"
+    return f"{kind}{args.num_bits} per {args.strategy}" + (f" of {args.group_size}" if args.group_size else "")
+
+
+def _bnb_kernel(modules: list, device: str, ops: set[str]) -> tuple[Kernel, str]:
+    """bitsandbytes chooses its kernel per call; name what it does for the shapes quantlab measures."""
+    name = type(modules[0]).__name__
+    if name == "Linear8bitLt":
+        if device.startswith("cuda") or "aten::_int_mm" in ops:
+            return "native", (f"bitsandbytes LLM.int8 ({len(modules)} modules): int8 matmul on int8 weights and "
+                              "per-token int8 activations, fp16 matmul for outlier columns (|x| > 6)")
+        return "dequantized", f"bitsandbytes LLM.int8 ({len(modules)} modules): int8 weights dequantized, dense matmul"
+    state = modules[0].weight.quant_state
+    fmt = f"{getattr(state, 'quant_type', '4-bit')} weights"
+    compute = dtype_short(modules[0].compute_dtype) if modules[0].compute_dtype is not None else "input dtype"
+    if device == "cpu":
+        if all(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in modules):
+            return "native", (f"bitsandbytes CPU 4-bit kernel (gemv_4bit, AVX512-BF16) on repacked {fmt}, bf16 "
+                              f"activations ({len(modules)} modules)")
+        return "dequantized", (f"bitsandbytes: {fmt} dequantized to {compute} on every forward, dense matmul "
+                               f"({len(modules)} modules)")
+    return "mixed", (f"bitsandbytes: fused 4-bit gemv kernel on {fmt} for single-token steps at batch 1 (decode); "
+                     f"prefill and larger batches dequantize to {compute} and multiply densely ({len(modules)} "
+                     "modules)")
+
+
+def kernel_path(model, quant_config: dict | None, device: str = "cpu",
+                ops: set[str] | None = None) -> tuple[Kernel, str]:
+    """Name the matmul path from the modules actually loaded (after a forward) and the ops that forward ran,
+    not from the format's name."""
     import torch
 
     dtype = dtype_short(model.dtype)
@@ -52,11 +107,27 @@ def kernel_path(model, quant_config: dict | None) -> tuple[Kernel, str]:
         return "dense", f"dense {dtype} matmul (torch)"
     method = quant_config.get("quant_method", "unknown")
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if method == "bitsandbytes":
+        quantized = [m for m in linears if type(m).__name__ in ("Linear4bit", "Linear8bitLt")]
+        if not quantized:
+            return "unknown", "bitsandbytes: no quantized modules recognised"
+        return _bnb_kernel(quantized, device, ops or set())
     if method == "compressed-tensors":
+        native = [m for m in linears if type(m).__name__ == "CompressedTensorsFP8Linear"]
+        if native:
+            return "native", (f"transformers CompressedTensorsFP8Linear ({len(native)} modules): FP8 weights, "
+                              "activations quantized to FP8 per token, row-wise scaled FP8 matmul "
+                              "(torch scaled_mm → cuBLASLt)")
         # compressed-tensors replaces `forward` on the instance with a quantize-dequantize wrapper; its
         # per-call overhead is part of what this path costs, so say it is there.
         wrapped = sum("forward" in vars(m) for m in linears)
         wrapper = f"; compressed-tensors forward wrapper on {wrapped} modules" if wrapped else ""
+        acts = {_args_text(m.quantization_scheme.input_activations) for m in linears
+                if getattr(getattr(m, "quantization_scheme", None), "input_activations", None) is not None}
+        if acts:
+            return "emulated", (f"compressed-tensors: weights decompressed to {dtype}; activations quantized and "
+                                f"dequantized in software ({', '.join(sorted(acts))}) before a dense {dtype} "
+                                f"matmul{wrapper}")
         if any(type(m).__name__ == "CompressedLinear" for m in linears):
             return "dequantized", (f"compressed-tensors CompressedLinear: weights decompressed to {dtype} on "
                                    f"every forward, dense matmul{wrapper}")
@@ -80,15 +151,26 @@ class TransformersSession(Session):
         from transformers import AutoModelForCausalLM
 
         self.device = device
-        self.model = AutoModelForCausalLM.from_pretrained(artifact.path, dtype=torch_dtype(dtype),
-                                                          device_map=device)
-        self.model.eval()
-        # compressed-tensors decompresses packed weights on the first forward: run one now, so that load time
-        # and memory include it and the kernel path below describes what the measured forwards really use.
-        with torch.inference_mode():
-            self.model(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device), use_cache=False)
         config = json.loads((artifact.path / "config.json").read_text())
-        kernel, detail = kernel_path(self.model, config.get("quantization_config"))
+        quant_config = config.get("quantization_config")
+        extra = {}
+        if native_fp8_eligible(quant_config) and fp8_hardware(device):
+            from transformers import CompressedTensorsConfig
+
+            # A loading attribute: merged into the checkpoint's own config, the weights stay in FP8.
+            extra["quantization_config"] = CompressedTensorsConfig(use_optimized_inference=True)
+        self.model = AutoModelForCausalLM.from_pretrained(artifact.path, dtype=torch_dtype(dtype),
+                                                          device_map=device, **extra)
+        self.model.eval()
+        # compressed-tensors decompresses packed weights, and bitsandbytes repacks 4-bit weights for its CPU
+        # kernel, on the first forward: run one now, so that load time and memory include it, and record the
+        # ops it ran so the kernel path below describes what the measured forwards really use.
+        from torch.profiler import ProfilerActivity, profile
+
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            self.model(input_ids=torch.zeros((1, 8), dtype=torch.long, device=device), use_cache=False)
+        ops = {event.key for event in prof.key_averages()}
+        kernel, detail = kernel_path(self.model, quant_config, device, ops)
         device_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else \
             _cpu_name()
         self._description = RuntimeDescription(

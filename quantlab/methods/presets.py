@@ -1,0 +1,89 @@
+"""What fp8 and fp4 share: a named compressed-tensors preset per scheme, applied by llm-compressor.
+
+The scheme name is the whole request (bits, grid, scale layout and activation handling come with it), so these
+methods take `--scheme` and nothing of the integer methods' options. Each scheme states whether activations
+are quantized too (W8A8/W4A4) or stay in the compute dtype (A16): the two are different formats with different
+kernels and must never share a row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from quantlab.errors import QuantizationError, SpecError
+from quantlab.methods import llmcompressor_backend as lc
+from quantlab.methods.base import Backend, Log, QuantizeOutcome
+from quantlab.methods.common import refuse_options
+from quantlab.models import ModelInfo, SourceModel
+from quantlab.spec import Calibration, MethodSpec
+
+
+@dataclass(frozen=True)
+class Preset:
+    preset: str  # compressed-tensors preset the scheme is built from
+    weights: str  # said in `quantlab methods` and the docs
+    activations: str | None  # None: weight-only (A16), activations stay in the compute dtype
+    group: int | None = None  # weights per scale along the input dimension, when the layout has groups
+    calibrated: bool = False  # a static activation scale needs calibration data
+    weight_only_variant: bool = False  # take the preset's weights and drop its activation quantization
+
+    def build(self):
+        scheme = lc.preset_scheme(self.preset)
+        if self.weight_only_variant:
+            scheme = scheme.model_copy(update={"input_activations": None})
+        return scheme
+
+
+class PresetBackend(Backend):
+    presets: ClassVar[dict[str, Preset]]
+    default_scheme: ClassVar[str]
+    bf16_only: ClassVar[str | None] = None  # why the unquantized tensors must be bf16, if they must
+    requires = lc.REQUIRES
+    extra = lc.EXTRA
+
+    def normalize(self, spec: MethodSpec) -> MethodSpec:
+        who = f"{self.method}/{self.name}"
+        refuse_options(spec, who, ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid", "imatrix",
+                                   "double_quant", "compute_dtype"),
+                       f"the scheme sets bits and scales (--scheme {'|'.join(self.presets)})")
+        name = (spec.scheme or self.default_scheme).upper()
+        preset = self.presets.get(name)
+        if preset is None:
+            raise SpecError(f"{who} has no scheme {spec.scheme!r}; choose one of {', '.join(self.presets)}")
+        calibration = spec.calibration
+        if preset.calibrated:
+            calibration = calibration or Calibration()
+        elif calibration is not None:
+            raise SpecError(f"{who} {name} is data-free: it takes no calibration settings")
+        dtype = spec.dtype
+        if self.bf16_only:
+            if dtype not in ("auto", "bf16"):
+                raise SpecError(f"{who} keeps unquantized tensors in bf16, not {dtype}: {self.bf16_only}")
+            dtype = "bf16"
+        return spec.model_copy(update={"backend": self.name, "scheme": name, "calibration": calibration,
+                                       "dtype": dtype})
+
+    def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
+        group = self.presets[spec.scheme].group
+        if group:
+            for layer in info.linear_layers:
+                if layer.name != info.lm_head and layer.in_features % group:
+                    raise SpecError(f"{spec.scheme} scales groups of {group} weights, which do not divide layer "
+                                    f"{layer.name} (in_features {layer.in_features})")
+        return super().fit(spec, info)
+
+    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
+                 trust_remote_code: bool = False) -> QuantizeOutcome:
+        preset = self.presets[spec.scheme]
+        outcome = lc.quantize_with(lc.single_recipe, source, spec, out, log, trust_remote_code=trust_remote_code,
+                                   scheme=lambda _: preset.build())
+        groups = json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]
+        acts = [g.get("input_activations") for g in groups.values()]
+        if any(bool(a) != bool(preset.activations) for a in acts):  # the file must say what the row claims
+            raise QuantizationError(f"{spec.scheme}: the saved config does not match the scheme's activation handling")
+        outcome.notes.append(f"weights: {preset.weights}; activations: "
+                             f"{preset.activations or 'not quantized (A16: computed in ' + spec.dtype + ')'}")
+        return outcome
