@@ -303,8 +303,8 @@ def demo(
     fresh: Annotated[bool, typer.Option(help="Re-quantize even if the demo artifacts exist.")] = False,
 ) -> None:
     """The whole pipeline on the embedded default model (SmolLM2-135M-Instruct), offline: quantize it as
-    `none` fp32 and bf16 and `rtn` w4/w8 g64, bench all against the fp32 baseline, write and print the
-    table."""
+    `none` fp32 and bf16, `rtn` w4/w8 g64, GGUF Q4_K_M, FP8_DYNAMIC and bitsandbytes NF4, bench all against
+    the fp32 baseline, write and print the table."""
     from quantlab.demo import run_demo
 
     with _progress() as progress, _library_output():

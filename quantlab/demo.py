@@ -22,6 +22,9 @@ DEMO_SPECS: dict[str, MethodSpec] = {
     "rtn-w8-g64": MethodSpec(method="rtn", bits=8, group_size=64),
     "rtn-w4-g64": MethodSpec(method="rtn", bits=4, group_size=64),
     "gguf-q4_k_m": MethodSpec(method="gguf", scheme="Q4_K_M"),  # served by llama.cpp, not transformers
+    # FP8 W8A8 has no CPU matmul (its row shows the `emulated` mark); bitsandbytes NF4 has a CPU kernel.
+    "fp8-dynamic": MethodSpec(method="fp8", scheme="FP8_DYNAMIC"),
+    "bnb-nf4": MethodSpec(method="bnb", scheme="nf4"),
 }
 BASELINE = "none-fp32"
 

@@ -99,8 +99,10 @@ def test_demo_command(tmp_path, default_model_dir):
                    str(report), "--max-tokens", "1024", "--batch-sizes", "1", "--repeats", "1", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for label in ("| none (transformers) | fp32", "| none (transformers) | bf16", "| rtn (llmcompressor) | w8 g64 sym",
-                  "| rtn (llmcompressor) | w4 g64 sym", "| gguf (llamacpp)     | Q4_K_M"):
+                  "| rtn (llmcompressor) | w4 g64 sym", "| gguf (llamacpp)     | Q4_K_M",
+                  "| fp8 (llmcompressor) | FP8_DYNAMIC", "| bnb (bitsandbytes)  | nf4"):
         assert label in proc.stdout
         assert label in report.read_text()
-    assert len(results.read_text().splitlines()) == 5
+    assert len(results.read_text().splitlines()) == 7
+    assert "transformers/emulated" in report.read_text()  # FP8 W8A8 on a CPU
     assert "embedded" in report.read_text() or "WikiText-2" in report.read_text()

@@ -15,8 +15,11 @@ from quantlab.methods.registry import register
 PRESETS = {
     "FP8_DYNAMIC": Preset("FP8_DYNAMIC", weights="FP8 E4M3, one scale per output channel",
                           activations="FP8 E4M3, scale computed per token at run time"),
+    # The activations' 128-channel groups must tile every input width (compressed-tensors fails at the first
+    # forward otherwise), and the weights' 128-row blocks every output width (as vLLM's block kernels require).
     "FP8_BLOCK": Preset("FP8_BLOCK", weights="FP8 E4M3, one scale per 128×128 block",
-                        activations="FP8 E4M3, scale computed per 128-channel group of each token at run time"),
+                        activations="FP8 E4M3, scale computed per 128-channel group of each token at run time",
+                        group=128, out_block=128),
     "FP8_W8A16": Preset("FP8_DYNAMIC", weights="FP8 E4M3, one scale per output channel", activations=None,
                         weight_only_variant=True),
 }

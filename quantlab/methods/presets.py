@@ -26,7 +26,8 @@ class Preset:
     preset: str  # compressed-tensors preset the scheme is built from
     weights: str  # said in `quantlab methods` and the docs
     activations: str | None  # None: weight-only (A16), activations stay in the compute dtype
-    group: int | None = None  # weights per scale along the input dimension, when the layout has groups
+    group: int | None = None  # channels per scale along the input dimension (weights or activations)
+    out_block: int | None = None  # rows per weight scale block along the output dimension
     calibrated: bool = False  # a static activation scale needs calibration data
     weight_only_variant: bool = False  # take the preset's weights and drop its activation quantization
 
@@ -35,6 +36,11 @@ class Preset:
         if self.weight_only_variant:
             scheme = scheme.model_copy(update={"input_activations": None})
         return scheme
+
+
+def _fits(preset: Preset, layer) -> bool:
+    return not (preset.group and layer.in_features % preset.group) and \
+        not (preset.out_block and layer.out_features % preset.out_block)
 
 
 class PresetBackend(Backend):
@@ -67,12 +73,20 @@ class PresetBackend(Backend):
                                        "dtype": dtype})
 
     def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
-        group = self.presets[spec.scheme].group
-        if group:
-            for layer in info.linear_layers:
-                if layer.name != info.lm_head and layer.in_features % group:
-                    raise SpecError(f"{spec.scheme} scales groups of {group} weights, which do not divide layer "
-                                    f"{layer.name} (in_features {layer.in_features})")
+        layers = [layer for layer in info.linear_layers if layer.name != info.lm_head]
+        preset = self.presets[spec.scheme]
+        for layer in layers:
+            if preset.group and layer.in_features % preset.group:
+                what = f"groups of {preset.group} input channels, which do not divide layer {layer.name} " \
+                       f"(in_features {layer.in_features})"
+            elif preset.out_block and layer.out_features % preset.out_block:
+                what = f"blocks of {preset.out_block} output rows, which do not divide layer {layer.name} " \
+                       f"(out_features {layer.out_features})"
+            else:
+                continue
+            fitting = [name for name, other in self.presets.items() if all(_fits(other, lay) for lay in layers)]
+            hint = f"use --scheme {' or '.join(fitting)}" if fitting else "no scheme of this method fits its widths"
+            raise SpecError(f"{spec.scheme} scales {what}; {hint}")
         return super().fit(spec, info)
 
     def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
