@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from common import artifact_for
+
 CALIBRATED = [("gptq", "llmcompressor"), ("gptq", "gptqmodel"), ("awq", "llmcompressor"), ("awq", "gptqmodel"),
               ("awq", "autoawq")]
 
@@ -33,12 +35,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("results/calibrated.jsonl"))
     args = parser.parse_args()
 
-    from quantlab.artifact import load_artifact
     from quantlab.bench import BenchOptions, bench
-    from quantlab.errors import ArtifactError
     from quantlab.methods import get_backend
     from quantlab.paths import cache_dir
-    from quantlab.quantizer import quantize
     from quantlab.report import tables
     from quantlab.spec import Calibration, MethodSpec
 
@@ -58,16 +57,8 @@ def main() -> None:
             print(f"skipping {item}: {get_backend(method, backend).availability().reason}")
     paths = {}
     for name, spec in wanted.items():
-        out = work / f"{name}-g{args.group_size}-c{args.calib_samples}x{args.calib_seq_len}"
-        try:
-            artifact = load_artifact(out)
-            reuse = artifact.manifest.spec.model_dump(exclude={"dtype"}) == \
-                get_backend(spec.method, spec.backend).normalize(spec).model_dump(exclude={"dtype"})
-        except ArtifactError:
-            reuse = False
-        if not reuse:
-            print(f"quantizing {name} ...", flush=True)
-            artifact = quantize(args.model, spec, out, force=True)
+        artifact = artifact_for(args.model, spec, work / f"{name}-g{args.group_size}-c{args.calib_samples}x"
+                                                          f"{args.calib_seq_len}")
         print(f"{name}: {artifact.manifest.quantize_seconds:.0f} s to quantize", flush=True)
         paths[name] = artifact.path
     options = BenchOptions(dataset=args.dataset, ctx=args.ctx, max_tokens=args.max_tokens, speed=False)

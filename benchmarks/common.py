@@ -12,6 +12,10 @@ def same_request(recorded, requested) -> bool:
     have = recorded.model_dump(exclude_none=True)
     if want.get("dtype") == "auto":
         want.pop("dtype")
+    for spec in (want, have):  # a calibration file named relatively here and absolutely in the manifest
+        dataset = spec.get("calibration", {}).get("dataset")
+        if dataset and Path(dataset).exists():
+            spec["calibration"]["dataset"] = str(Path(dataset).resolve())
     return all(have.get(key) == value for key, value in want.items())
 
 

@@ -16,6 +16,8 @@ import argparse
 import itertools
 from pathlib import Path
 
+from common import artifact_for
+
 LADDER = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q3_K_M,Q2_K"
 WITH_IMATRIX = "Q4_K_M,IQ4_XS,IQ3_M,IQ2_M"
 
@@ -35,12 +37,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("results/gguf.jsonl"))
     args = parser.parse_args()
 
-    from quantlab.artifact import load_artifact
     from quantlab.bench import BenchOptions, bench
-    from quantlab.errors import ArtifactError
-    from quantlab.methods import get_backend
     from quantlab.paths import cache_dir
-    from quantlab.quantizer import quantize
     from quantlab.report import tables
     from quantlab.spec import Calibration, MethodSpec
 
@@ -50,19 +48,9 @@ def main() -> None:
     wanted |= {t: MethodSpec(method="gguf", scheme=t) for t in args.types.split(",") if t}
     wanted |= {f"{t}-imatrix": MethodSpec(method="gguf", scheme=t, calibration=calibration)
                for t in args.imatrix_types.split(",") if t}
-    paths = {}
-    for name, spec in wanted.items():
-        out = work / f"{args.model.replace('/', '--')}-{name}-c{args.calib_samples}x{args.calib_seq_len}"
-        try:
-            artifact = load_artifact(out)
-            reuse = artifact.manifest.spec == get_backend(spec.method, spec.backend).normalize(spec).model_copy(
-                update={"dtype": artifact.manifest.spec.dtype})
-        except ArtifactError:
-            reuse = False
-        if not reuse:
-            print(f"quantizing {name} ...", flush=True)
-            artifact = quantize(args.model, spec, out, force=True)
-        paths[name] = artifact.path
+    paths = {name: artifact_for(args.model, spec, work / f"{args.model.replace('/', '--')}-{name}-c"
+                                                      f"{args.calib_samples}x{args.calib_seq_len}").path
+             for name, spec in wanted.items()}
     options = BenchOptions(dataset=args.dataset, ctx=args.ctx, max_tokens=args.max_tokens, speed=False)
     records = bench(list(paths.values()), baseline=paths["none-fp32"], options=options, results_path=args.results)
     print(tables.markdown(records, title="GGUF types vs the HF fp32 baseline"))
