@@ -286,6 +286,66 @@ def rigs(
 
 
 @app.command()
+def fit(
+    model: Annotated[str, typer.Argument(help="A local HF model directory, an artifact directory (its measured "
+                                              "weight bytes are used), or 'default'.")],
+    rig: Annotated[list[str] | None, typer.Option(help="Rig(s) to check; repeat the option. Default: every "
+                                                       "GPU rig.")] = None,
+    weight_bits: Annotated[float, typer.Option(help="Bits per quantized linear weight, scales included (16; "
+                                                    "8.0x for FP8/int8; e.g. 4.125 for int4 with one fp16 scale "
+                                                    "per 128). Ignored for an artifact.")] = 16.0,
+    batch: Annotated[int, typer.Option(help="Concurrent sequences.")] = 1,
+    ctx: Annotated[int, typer.Option(help="Tokens per sequence (prompt + output).")] = 4096,
+    kv_dtype: Annotated[str, typer.Option(help="KV cache dtype: bf16 | fp16 | fp8 | fp32.")] = "bf16",
+    utilization: Annotated[float, typer.Option(help="Share of the rig's memory the model may use.")] = 0.9,
+    rigs_file: Annotated[Path | None, typer.Option(help="YAML file adding or overriding rigs.")] = None,
+) -> None:
+    """Does MODEL fit on each rig at --batch × --ctx? Weights + KV cache (arithmetic from the config) against
+    the rig's memory × --utilization; the rest is left for activations and the engine's buffers."""
+    from quantlab import memfit
+    from quantlab.artifact import MANIFEST, load_artifact
+    from quantlab.errors import SpecError
+    from quantlab.models import resolve_model
+    from quantlab.rigs import load_rigs
+
+    if kv_dtype not in memfit.KV_DTYPE_BYTES:
+        raise SpecError(f"--kv-dtype must be one of {', '.join(memfit.KV_DTYPE_BYTES)}, not {kv_dtype!r}")
+    if batch < 1 or ctx < 1 or not 0 < utilization <= 1 or weight_bits <= 0:
+        raise SpecError("--batch and --ctx must be ≥ 1, --weight-bits > 0, and 0 < --utilization ≤ 1")
+    rigs = load_rigs(rigs_file)
+    unknown = [name for name in rig or [] if name not in rigs]
+    if unknown:
+        raise SpecError(f"unknown rig {unknown[0]!r}; see 'quantlab rigs'")
+    chosen = [rigs[name] for name in rig] if rig else [r for r in rigs.values() if r.device == "cuda"]
+    measured = None
+    path = Path(model)
+    if (path / MANIFEST).is_file():
+        artifact = load_artifact(path)
+        measured = artifact.manifest.weight_bytes
+        # a GGUF artifact has no config.json: the architecture is the source model's
+        directory = artifact.path if (artifact.path / "config.json").is_file() else Path(artifact.manifest.source.path)
+    else:
+        directory = path if path.is_dir() else Path(resolve_model(model).path)
+    with _library_output():
+        arch = memfit.architecture_of(directory)
+    table = Table(title=f"memory fit: {model}, batch {batch} × ctx {ctx}, KV {kv_dtype}",
+                  caption="needed = weights + KV cache; usable = rig memory × utilization")
+    for column in ("rig", "verdict", "weights GB", "KV GB", "needed GB", "usable GB"):
+        table.add_column(column)
+    for r in chosen:
+        f = memfit.footprint(arch, weight_bits=weight_bits, kv_dtype=kv_dtype, batch=batch, ctx=ctx, rig=r,
+                             utilization=utilization, measured_weight_bytes=measured)
+        table.add_row(r.name, "fits" if f.fits else "[red]does not fit[/red]", f"{f.weight_bytes / 1e9:.1f}",
+                      f"{f.kv_bytes / 1e9:.2f}", f"{f.needed_bytes / 1e9:.1f}", f"{f.capacity_bytes / 1e9:.1f}")
+    out_console.print(table)
+    source = "measured artifact weight bytes" if measured is not None else \
+        f"{weight_bits:g} bits per linear weight, other parameters 16-bit"
+    out_console.print(f"{arch.n_params / 1e9:.2f}B parameters, {arch.n_layers} layers × {arch.n_kv_heads} KV heads "
+                      f"× head dim {arch.head_dim}: {memfit.kv_bytes_per_token(arch, kv_dtype):,} KV bytes per "
+                      f"token; weights from {source}.")
+
+
+@app.command()
 def demo(
     results: Annotated[Path, typer.Option(help="JSONL file the demo's results are appended to.")] =
         Path("results/demo.jsonl"),
