@@ -19,6 +19,7 @@ from quantlab.bench.speed import SpeedPoint
 from quantlab.corpus import TextSource
 from quantlab.env import HostInfo
 from quantlab.errors import ResultsError, describe_validation_error
+from quantlab.roofline import Roofline
 from quantlab.runtimes.base import RuntimeDescription
 
 SCHEMA_VERSION = 1
@@ -102,6 +103,7 @@ class Result(BaseModel):
     cost: list[CostPoint]
     libraries: dict[str, str]
     host: HostInfo
+    roofline: Roofline | None = None  # batch-1 decode against this host's measured memory bandwidth
 
 
 def append_result(path: str | Path, result: Result) -> None:

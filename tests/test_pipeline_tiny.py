@@ -83,6 +83,18 @@ def test_bench_records_and_report(tiny_artifacts, tmp_path):
         assert cost.usd_per_1m_tokens == pytest.approx(r.rig.price_per_hour / (cost.tokens_per_second * 3600) * 1e6)
     assert base.runtime.kernel == "dense" and w4.runtime.kernel == "dequantized"
     assert "decompressed" in w4.runtime.kernel_detail
+    for r in records:
+        roof = r.roofline
+        assert roof is not None and 0 < roof.pct_of_limit <= 100 and roof.bandwidth_gb_s > 0
+        assert roof.achieved_tok_s == r.speed[0].decode_tok_s.median
+        assert roof.limit_tok_s == pytest.approx(roof.bandwidth_gb_s * 1e9 / roof.bytes_per_token, rel=1e-3)
+    # fp32 tiny model, untied: every parameter but the input embedding, plus the KV cache (2 layers × 2 KV heads
+    # × head dim 64 × K,V × 4 bytes per position, at 16 + 4 // 2 positions)
+    n_bytes = sum(t.numel() * 4 for name, t in _state_dict(tiny_artifacts["base"].path).items()
+                  if "embed_tokens" not in name)
+    assert base.roofline.bytes_per_token == n_bytes + 2 * 2 * 64 * 2 * 4 * 18
+    # a model decompressed at load reads float weights, not its 4-bit ones: no fewer bytes than the base
+    assert w4.roofline.bytes_per_token >= base.roofline.bytes_per_token
 
     md = tables.markdown(tables.select(read_results(results)))
     for column in tables.MAIN_COLUMNS:
@@ -132,14 +144,15 @@ def test_methods_and_rigs_commands():
     rows = {(r["method"], r["backend"]): r for r in json.loads(proc.stdout)}
     assert set(rows) == {("none", "transformers"), ("rtn", "llmcompressor"), ("gptq", "llmcompressor"),
                          ("gptq", "gptqmodel"), ("gptq", "auto-gptq"), ("awq", "llmcompressor"),
-                         ("awq", "gptqmodel"), ("awq", "autoawq"), ("gguf", "llamacpp")}
+                         ("awq", "gptqmodel"), ("awq", "autoawq"), ("gguf", "llamacpp"), ("fp8", "llmcompressor"),
+                         ("fp4", "llmcompressor"), ("bnb", "bitsandbytes")}
     unusable = {key for key, row in rows.items() if not row["usable"]}
     assert unusable == {("gptq", "auto-gptq")}, "everything else installs with '.[all]' and runs on CPU"
     assert all(bool(row["why_not"]) != row["usable"] for row in rows.values())
     assert rows[("gptq", "auto-gptq")]["legacy"] and rows[("awq", "autoawq")]["legacy"]
     assert [key for key, row in rows.items() if row["default"]] == [
-        ("awq", "llmcompressor"), ("gguf", "llamacpp"), ("gptq", "llmcompressor"), ("none", "transformers"),
-        ("rtn", "llmcompressor")]
+        ("awq", "llmcompressor"), ("bnb", "bitsandbytes"), ("fp4", "llmcompressor"), ("fp8", "llmcompressor"),
+        ("gguf", "llamacpp"), ("gptq", "llmcompressor"), ("none", "transformers"), ("rtn", "llmcompressor")]
     proc = run_cli("rigs")
     assert proc.returncode == 0 and "h100" in proc.stdout and "price_per_hour" in proc.stdout
 
@@ -163,3 +176,9 @@ def test_help_everywhere():
         proc = run_cli(*command, "--help")
         assert proc.returncode == 0, command
         assert "Usage" in proc.stdout
+
+
+def _state_dict(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))

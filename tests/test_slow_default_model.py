@@ -105,4 +105,9 @@ def test_demo_command(tmp_path, default_model_dir):
         assert label in report.read_text()
     assert len(results.read_text().splitlines()) == 7
     assert "transformers/emulated" in report.read_text()  # FP8 W8A8 on a CPU
+    from quantlab.results import read_results
+
+    for record in read_results(results):  # every runtime, dense or low-bit, below its bandwidth limit
+        assert record.roofline is not None and 0 < record.roofline.pct_of_limit <= 100, record.artifact.label
+    assert "% of BW limit" in report.read_text()
     assert "embedded" in report.read_text() or "WikiText-2" in report.read_text()

@@ -39,6 +39,7 @@ from quantlab.results import (
     append_result,
 )
 from quantlab.rigs import check_matches, get_rig, usd_per_million
+from quantlab.roofline import BytesPerToken, Roofline, host_bandwidth, roofline
 from quantlab.runtimes import RuntimeDescription, default_device, select_runtime
 
 Progress = Callable[[str], None]
@@ -199,14 +200,15 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
                 finally:
                     session.close()
             speed: list[SpeedPoint] = []
-            memory = None
+            memory = roof = None
             if options.speed:
                 answer = _run_worker(artifact, runtime.name, device, options, stream.ids,
                                      lambda msg, name=name: progress(f"{name}: speed, {msg}"))
                 description = RuntimeDescription.model_validate(answer["runtime"])
                 speed = [SpeedPoint.model_validate(p) for p in answer["speed"]]
                 memory = _memory(answer["memory"], device)
-            result = _result(run_id, artifact, description, rig, options, stream, quality, speed, memory)
+                roof = _roofline(answer.get("bytes_per_token"), speed, device)
+            result = _result(run_id, artifact, description, rig, options, stream, quality, speed, memory, roof)
             if results_path is not None:
                 append_result(results_path, result)
             out.append(result)
@@ -249,6 +251,20 @@ def _run_worker(artifact: Artifact, runtime: str, device: str, options: BenchOpt
         return json.loads(ans.read_text())
 
 
+def _roofline(per_token: dict | None, speed: list[SpeedPoint], device: str) -> Roofline | None:
+    """Batch-1 decode against this host's read bandwidth (measured once per host and device, and cached)."""
+    point = next((p for p in speed if p.batch_size == 1), None)
+    if per_token is None or point is None:
+        return None
+    per_token = BytesPerToken.model_validate(per_token)
+    name = _device_name(device)
+    result = roofline(host_bandwidth(device, name), per_token, point.decode_tok_s.median)
+    if result.pct_of_limit > 100:
+        # Faster than the cached bandwidth allows: that measurement was low (a busy host); measure again.
+        result = roofline(host_bandwidth(device, name, refresh=True), per_token, point.decode_tok_s.median)
+    return result
+
+
 def _memory(raw: dict, device: str) -> MemoryMetrics:
     if device.startswith("cuda"):
         return MemoryMetrics(kind="cuda-peak-allocated", peak_bytes=raw["cuda_peak_allocated_bytes"],
@@ -263,7 +279,7 @@ def _memory(raw: dict, device: str) -> MemoryMetrics:
 
 def _result(run_id: str, artifact: Artifact, description: RuntimeDescription, rig, options: BenchOptions,
             stream: TokenStream, quality: QualityMetrics | None, speed: list[SpeedPoint],
-            memory: MemoryMetrics | None) -> Result:
+            memory: MemoryMetrics | None, roof: Roofline | None) -> Result:
     manifest = artifact.manifest
     cost = [CostPoint(batch_size=p.batch_size, tokens_per_second=p.decode_tok_s.median,
                       usd_per_1m_tokens=usd_per_million(rig.price_per_hour, p.decode_tok_s.median))
@@ -285,4 +301,5 @@ def _result(run_id: str, artifact: Artifact, description: RuntimeDescription, ri
                                batch_sizes=options.batch_sizes, prompt_tokens=options.prompt_tokens,
                                new_tokens=options.new_tokens, warmup=options.warmup, repeats=options.repeats),
         quality=quality, speed=speed, memory=memory, cost=cost, libraries=library_versions(), host=host_info(),
+        roofline=roof,
     )

@@ -70,8 +70,11 @@ def main(request_path: str, answer_path: str) -> int:
         print(f"batch {batch_size}", flush=True)
         points += measure(session, ids, batch_sizes=[batch_size], prompt_tokens=request["prompt_tokens"],
                           new_tokens=request["new_tokens"], warmup=request["warmup"], repeats=request["repeats"])
+    per_token = session.bytes_per_token(request["prompt_tokens"], request["new_tokens"]) \
+        if any(p.batch_size == 1 for p in points) else None
     peak, peak_source = peak_rss()
     answer = {
+        "bytes_per_token": per_token.model_dump(mode="json") if per_token is not None else None,
         "runtime": session.describe().model_dump(mode="json"),
         "speed": [p.model_dump(mode="json") for p in points],
         "memory": {

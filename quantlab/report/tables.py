@@ -18,8 +18,8 @@ from quantlab.results import Result
 from quantlab.rigs import COST_FORMULA
 from quantlab.runtimes.base import KERNEL_MEANING
 
-MAIN_COLUMNS = ["method", "scheme", "size on disk MB", "peak memory MB", "prefill tok/s", "decode tok/s", "ppl",
-                "Δppl %", "KLD", "top-1 %", "$/1M", "runtime/kernel"]
+MAIN_COLUMNS = ["method", "scheme", "size on disk MB", "peak memory MB", "prefill tok/s", "decode tok/s",
+                "% of BW limit", "ppl", "Δppl %", "KLD", "top-1 %", "$/1M", "runtime/kernel"]
 
 
 def _key(r: Result) -> tuple:
@@ -75,6 +75,8 @@ def main_table(results: list[Result]) -> pd.DataFrame:
             "peak memory MB": _fmt(r.memory.peak_bytes / 1e6, 0) if r.memory else "–",
             "prefill tok/s": (_fmt(point.prefill_tok_s.median, 0) + mark) if point else "–",
             "decode tok/s": (_fmt(point.decode_tok_s.median, 1) + mark) if point else "–",
+            "% of BW limit": _fmt(r.roofline.pct_of_limit, 0) if r.roofline and point and point.batch_size == 1
+            else "–",
             "ppl": _fmt(r.quality.ppl if r.quality else None, 3),
             "Δppl %": _fmt(vs.delta_ppl_pct if vs else None, 2),
             "KLD": _kld(vs.kld_mean) if vs else "–",
@@ -182,6 +184,14 @@ def footnotes(results: list[Result]) -> list[str]:
         where = f"{cpu}, {cores} cores" if name == "cpu" else description
         notes.append(f"Cost: {COST_FORMULA}, from median decode tok/s; rig {name} ({where}) at "
                      f"${price}/h ({note}).")
+    bandwidths = {(r.runtime.device_name, r.roofline.bandwidth_gb_s, r.roofline.bandwidth_method)
+                  for r in results if r.roofline}
+    for device_name, gb_s, method in sorted(bandwidths):
+        notes.append(f"% of BW limit: batch-1 decode tok/s ÷ (memory bandwidth ÷ bytes read per decoded token); "
+                     f"bandwidth {gb_s} GB/s on {device_name}, measured by quantlab ({method}); bytes per token "
+                     "= weights as the kernel path holds them in memory + KV cache at the mean decode context:")
+    notes += [f"  {r.artifact.method} ({r.artifact.backend}) {r.artifact.label}: {r.roofline.bytes_detail}"
+              for r in results if r.roofline]
     batching = {(r.runtime.runtime, r.runtime.batching) for r in results if r.speed}
     notes += [f"Batching in {name}: {how}." for name, how in sorted(batching)]
     notes += gguf_ordering_notes(results)

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from quantlab.artifact import Artifact
+from quantlab.roofline import BytesPerToken
 
 Kernel = Literal["dense", "native", "mixed", "dequantized", "emulated", "unknown"]
 
@@ -69,6 +70,11 @@ class Session(ABC):
 
     @abstractmethod
     def describe(self) -> RuntimeDescription: ...
+
+    def bytes_per_token(self, prompt_tokens: int, new_tokens: int) -> BytesPerToken | None:
+        """What one batch-1 decode step reads from memory (weights as loaded + KV cache), for the roofline;
+        None where the runtime cannot say."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model."""

@@ -20,6 +20,7 @@ import numpy as np
 from quantlab.artifact import Artifact
 from quantlab.errors import BenchError
 from quantlab.llamacpp.types import FLOAT_TYPES
+from quantlab.roofline import BytesPerToken
 from quantlab.runtimes.base import GenTiming, Runtime, RuntimeDescription, Session
 
 SPEED_CTX = 2048
@@ -44,6 +45,7 @@ class LlamaCppSession(Session):
             raise BenchError(f"{artifact.path} has no GGUF record in its manifest")
         self.path = artifact.path / gguf.file
         self.gguf = gguf
+        self.source_dir = artifact.manifest.source.path  # the architecture (config.json) for the KV size
         self.threads = threads()
         self._llm = None
         self._logits_all = False
@@ -114,6 +116,26 @@ class LlamaCppSession(Session):
             kernel_detail=(f"ggml CPU matmul on the GGUF's own tensor types ({types})" if quantized else
                            f"ggml CPU {dense} matmul ({types})"),
             batching=BATCHING)
+
+    def bytes_per_token(self, prompt_tokens: int, new_tokens: int) -> BytesPerToken:
+        """Every tensor in the file as ggml reads it (quantized blocks, not a float copy), less `token_embd`
+        when the file has a separate `output` head (then the embedding is only gathered); llama.cpp's KV cache
+        is f16 by default."""
+        from pathlib import Path
+
+        from quantlab.llamacpp.ops import inspect
+        from quantlab.roofline import kv_bytes_read
+
+        tensors = {t["name"]: t["n_bytes"] for t in inspect(self.path)["tensors"]}
+        weights = sum(tensors.values())
+        separate_head = "output.weight" in tensors
+        if separate_head:
+            weights -= tensors.get("token_embd.weight", 0)
+        kv, kv_detail = kv_bytes_read(Path(self.source_dir), "fp16", prompt_tokens, new_tokens)
+        embedding = "token_embd excluded: separate output head" if separate_head else \
+            "token_embd read as the output head"
+        detail = f"weights {weights:,} B of GGUF tensors ({embedding}) + {kv_detail}"
+        return BytesPerToken(weights=weights, kv=kv, detail=detail)
 
     def close(self) -> None:
         if self._llm is not None:

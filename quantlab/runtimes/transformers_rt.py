@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 
 from quantlab.artifact import Artifact
+from quantlab.roofline import BytesPerToken
 from quantlab.runtimes.base import GenTiming, Kernel, Runtime, RuntimeDescription, Session
 from quantlab.spec import dtype_short, torch_dtype
 
@@ -151,6 +152,7 @@ class TransformersSession(Session):
         from transformers import AutoModelForCausalLM
 
         self.device = device
+        self.config_dir = artifact.path
         config = json.loads((artifact.path / "config.json").read_text())
         quant_config = config.get("quantization_config")
         extra = {}
@@ -213,6 +215,30 @@ class TransformersSession(Session):
             decode = time.perf_counter() - start
         return GenTiming(batch_size=batch.shape[0], prompt_tokens=batch.shape[1], new_tokens=new_tokens,
                          prefill_s=prefill, decode_s=decode)
+
+    def bytes_per_token(self, prompt_tokens: int, new_tokens: int) -> BytesPerToken:
+        """Every parameter and buffer as loaded (a model decompressed to bf16 reads bf16 bytes; bitsandbytes'
+        packed weights their packed bytes), less an untied input embedding, which a decode step gathers one
+        row of."""
+        from quantlab.roofline import kv_bytes_read
+
+        model = self.model
+        # persistent buffers too: GPTQ kernels keep their packed weights and scales in buffers
+        buffers = [b for m in model.modules() for name, b in m._buffers.items()
+                   if b is not None and name not in m._non_persistent_buffers_set]
+        tensors = {t.data_ptr(): t.nbytes for t in [*model.parameters(), *buffers]}
+        weights = sum(tensors.values())
+        embedding = model.get_input_embeddings().weight
+        head = model.get_output_embeddings()
+        tied = head is not None and head.weight.data_ptr() == embedding.data_ptr()
+        if not tied:
+            weights -= embedding.nbytes
+        dtype = dtype_short(model.dtype)
+        kv, kv_detail = kv_bytes_read(self.config_dir, dtype if dtype in ("fp32", "bf16", "fp16") else "bf16",
+                                      prompt_tokens, new_tokens)
+        embedding = "tied embedding read as the output head" if tied else "untied input embedding excluded"
+        detail = f"weights {weights:,} B as loaded ({embedding}) + {kv_detail}"
+        return BytesPerToken(weights=weights, kv=kv, detail=detail)
 
     def close(self) -> None:
         del self.model
