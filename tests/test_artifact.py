@@ -69,27 +69,39 @@ def test_hash_verification_finds_tampering(tiny_model, tmp_path):
     assert verify_hashes(artifact) == ["config.json"]
 
 
-def _kill_when_building(cmd: list[str], parent, name: str, *, extra_delay: float = 0.0):
+def _building(parent, name: str, *, writing: bool) -> bool:
+    """The temp dir exists (and, if `writing`, already holds some written bytes but no manifest yet)."""
+    for tmp in (p for p in parent.iterdir() if p.name.startswith(f".{name}{TMP_MARK}")):
+        if not writing:
+            return True
+        files = [f for f in tmp.rglob("*") if f.is_file()]
+        if any(f.stat().st_size > 0 for f in files) and not (tmp / MANIFEST).exists():
+            return True
+    return False
+
+
+def _kill_when_building(cmd: list[str], parent, name: str, *, writing: bool = False):
+    """SIGKILL as soon as the build is under way: at the temp dir's creation, or once it is half-written. The
+    moment is observed, not a fixed delay, which a fast host can outrun."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if any(p.name.startswith(f".{name}{TMP_MARK}") for p in parent.iterdir()):
+        if _building(parent, name, writing=writing):
             break
         if proc.poll() is not None:
             pytest.fail("quantize finished before it could be killed mid-run")
-        time.sleep(0.005)
-    time.sleep(extra_delay)
+        time.sleep(0.002)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return proc
 
 
-@pytest.mark.parametrize("extra_delay", [0.0, 0.5])
-def test_sigkill_mid_quantize_leaves_nothing(wide_model, tmp_path, extra_delay):
+@pytest.mark.parametrize("writing", [False, True], ids=["at-start", "mid-write"])
+def test_sigkill_mid_quantize_leaves_nothing(wide_model, tmp_path, writing):
     out = tmp_path / "art"
     cmd = [sys.executable, "-m", "quantlab.cli", "quantize", str(wide_model), "--method", "none",
            "--out", str(out)]
-    proc = _kill_when_building(cmd, tmp_path, "art", extra_delay=extra_delay)
+    proc = _kill_when_building(cmd, tmp_path, "art", writing=writing)
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists(), "a killed quantize must leave nothing at --out"
     leftovers = [p for p in tmp_path.iterdir() if TMP_MARK in p.name]
