@@ -12,9 +12,8 @@ against RTN with the same symmetry.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from common import artifact_for
+from common import add_quality_args, artifact_for, calibration_from
 
 CALIBRATED = [("gptq", "llmcompressor"), ("gptq", "gptqmodel"), ("awq", "llmcompressor"), ("awq", "gptqmodel"),
               ("awq", "autoawq")]
@@ -22,27 +21,19 @@ CALIBRATED = [("gptq", "llmcompressor"), ("gptq", "gptqmodel"), ("awq", "llmcomp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="default")
+    add_quality_args(parser, results="results/calibrated.jsonl")
     parser.add_argument("--group-size", type=int, default=64)
-    parser.add_argument("--calib-dataset", default="default")
-    parser.add_argument("--calib-samples", type=int, default=64)
-    parser.add_argument("--calib-seq-len", type=int, default=512)
-    parser.add_argument("--dataset", default="default", help="evaluation text (test split)")
-    parser.add_argument("--max-tokens", type=int, default=16384)
-    parser.add_argument("--ctx", type=int, default=512)
     parser.add_argument("--backends", default=",".join("/".join(k) for k in CALIBRATED))
-    parser.add_argument("--work-dir", type=Path, default=None)
-    parser.add_argument("--results", type=Path, default=Path("results/calibrated.jsonl"))
     args = parser.parse_args()
 
     from quantlab.bench import BenchOptions, bench
     from quantlab.methods import get_backend
     from quantlab.paths import cache_dir
     from quantlab.report import tables
-    from quantlab.spec import Calibration, MethodSpec
+    from quantlab.spec import MethodSpec
 
     work = args.work_dir or cache_dir() / "benchmarks" / "calibrated"
-    calibration = Calibration(dataset=args.calib_dataset, n_samples=args.calib_samples, seq_len=args.calib_seq_len)
+    calibration = calibration_from(args)
     wanted = {
         "none-fp32": MethodSpec(method="none", dtype="fp32"),
         "rtn-sym": MethodSpec(method="rtn", bits=4, group_size=args.group_size, symmetric=True),

@@ -1,22 +1,28 @@
-"""What the quality benchmarks share: make an artifact once and re-use it while its spec still matches."""
+"""What the quality benchmarks share: their common options (model, calibration, evaluation text, work dir,
+results file), and making an artifact once and re-using it while its spec still matches."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
-def same_request(recorded, requested) -> bool:
-    """Whether an artifact's recorded spec is what `requested` (normalized) asks for. Fields the request
-    leaves open (None, or dtype 'auto') are whatever the backend resolved them to, so they match anything."""
-    want = requested.model_dump(exclude_none=True)
-    have = recorded.model_dump(exclude_none=True)
-    if want.get("dtype") == "auto":
-        want.pop("dtype")
-    for spec in (want, have):  # a calibration file named relatively here and absolutely in the manifest
-        dataset = spec.get("calibration", {}).get("dataset")
-        if dataset and Path(dataset).exists():
-            spec["calibration"]["dataset"] = str(Path(dataset).resolve())
-    return all(have.get(key) == value for key, value in want.items())
+def add_quality_args(parser: argparse.ArgumentParser, *, results: str) -> None:
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--calib-dataset", default="default", help="calibration text (validation split)")
+    parser.add_argument("--calib-samples", type=int, default=64)
+    parser.add_argument("--calib-seq-len", type=int, default=512)
+    parser.add_argument("--dataset", default="default", help="evaluation text (test split)")
+    parser.add_argument("--max-tokens", type=int, default=16384)
+    parser.add_argument("--ctx", type=int, default=512)
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--results", type=Path, default=Path(results))
+
+
+def calibration_from(args: argparse.Namespace):
+    from quantlab.spec import Calibration
+
+    return Calibration(dataset=args.calib_dataset, n_samples=args.calib_samples, seq_len=args.calib_seq_len)
 
 
 def artifact_for(model: str, spec, out: Path):
@@ -26,6 +32,7 @@ def artifact_for(model: str, spec, out: Path):
     from quantlab.methods import get_backend
     from quantlab.models import model_info, resolve_model
     from quantlab.quantizer import quantize
+    from quantlab.spec import same_request
 
     backend = get_backend(spec.method, spec.backend)
     requested = backend.normalize(spec)

@@ -15,9 +15,8 @@ weight-only losing less than W8A8, NVFP4 vs MXFP4 and NF4 vs FP4, and the on-dis
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from common import artifact_for
+from common import add_quality_args, artifact_for, calibration_from
 
 FP8 = ["FP8_DYNAMIC", "FP8_BLOCK", "FP8_W8A16"]
 FP4 = ["NVFP4", "NVFP4A16", "MXFP4", "MXFP4A16"]
@@ -26,26 +25,18 @@ BNB4 = [("nf4", False), ("fp4", False), ("nf4", True), ("fp4", True)]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--calib-dataset", default="default", help="NVFP4's activation scale calibration")
-    parser.add_argument("--calib-samples", type=int, default=64)
-    parser.add_argument("--calib-seq-len", type=int, default=512)
-    parser.add_argument("--dataset", default="default", help="evaluation text (test split)")
-    parser.add_argument("--max-tokens", type=int, default=16384)
-    parser.add_argument("--ctx", type=int, default=512)
+    add_quality_args(parser, results="results/fp-formats.jsonl")
     parser.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--work-dir", type=Path, default=None)
-    parser.add_argument("--results", type=Path, default=Path("results/fp-formats.jsonl"))
     args = parser.parse_args()
 
     from quantlab.bench import BenchOptions, bench
     from quantlab.errors import SpecError
     from quantlab.paths import cache_dir
     from quantlab.report import tables
-    from quantlab.spec import Calibration, MethodSpec
+    from quantlab.spec import MethodSpec
 
     work = args.work_dir or cache_dir() / "benchmarks" / "fp-formats"
-    calibration = Calibration(dataset=args.calib_dataset, n_samples=args.calib_samples, seq_len=args.calib_seq_len)
+    calibration = calibration_from(args)
     wanted = {
         "none-fp32": MethodSpec(method="none", dtype="fp32"),
         "none-bf16": MethodSpec(method="none", dtype="bf16"),

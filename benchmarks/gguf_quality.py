@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from pathlib import Path
 
-from common import artifact_for
+from common import add_quality_args, artifact_for, calibration_from
 
 LADDER = "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q3_K_M,Q2_K"
 WITH_IMATRIX = "Q4_K_M,IQ4_XS,IQ3_M,IQ2_M"
@@ -24,26 +23,18 @@ WITH_IMATRIX = "Q4_K_M,IQ4_XS,IQ3_M,IQ2_M"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="default")
+    add_quality_args(parser, results="results/gguf.jsonl")
     parser.add_argument("--types", default="F16," + LADDER + ",Q4_0")
     parser.add_argument("--imatrix-types", default=WITH_IMATRIX)
-    parser.add_argument("--calib-dataset", default="default")
-    parser.add_argument("--calib-samples", type=int, default=64)
-    parser.add_argument("--calib-seq-len", type=int, default=512)
-    parser.add_argument("--dataset", default="default", help="evaluation text (test split)")
-    parser.add_argument("--max-tokens", type=int, default=16384)
-    parser.add_argument("--ctx", type=int, default=512)
-    parser.add_argument("--work-dir", type=Path, default=None)
-    parser.add_argument("--results", type=Path, default=Path("results/gguf.jsonl"))
     args = parser.parse_args()
 
     from quantlab.bench import BenchOptions, bench
     from quantlab.paths import cache_dir
     from quantlab.report import tables
-    from quantlab.spec import Calibration, MethodSpec
+    from quantlab.spec import MethodSpec
 
     work = args.work_dir or cache_dir() / "benchmarks" / "gguf"
-    calibration = Calibration(dataset=args.calib_dataset, n_samples=args.calib_samples, seq_len=args.calib_seq_len)
+    calibration = calibration_from(args)
     wanted = {"none-fp32": MethodSpec(method="none", dtype="fp32")}
     wanted |= {t: MethodSpec(method="gguf", scheme=t) for t in args.types.split(",") if t}
     wanted |= {f"{t}-imatrix": MethodSpec(method="gguf", scheme=t, calibration=calibration)

@@ -14,7 +14,7 @@ from quantlab.paths import cache_dir
 from quantlab.quantizer import quantize
 from quantlab.report import tables
 from quantlab.results import read_results
-from quantlab.spec import MethodSpec
+from quantlab.spec import MethodSpec, same_request
 
 DEMO_SPECS: dict[str, MethodSpec] = {
     "none-fp32": MethodSpec(method="none", dtype="fp32"),
@@ -36,10 +36,8 @@ def _reusable(path: Path, spec: MethodSpec, source_sha256: str) -> Artifact | No
     except ArtifactError:
         return None
     manifest = artifact.manifest
-    requested = spec.model_dump(exclude_none=True, exclude={"dtype"} if spec.dtype == "auto" else set())
-    recorded = manifest.spec.model_dump()
-    same_spec = all(recorded.get(k) == v for k, v in requested.items())
-    return artifact if same_spec and manifest.source.content_sha256 == source_sha256 else None
+    same = same_request(manifest.spec, spec) and manifest.source.content_sha256 == source_sha256
+    return artifact if same else None
 
 
 def run_demo(*, results: Path, report_path: Path, work_dir: Path | None, dataset: str, max_tokens: int,

@@ -6,6 +6,7 @@ recipe fails at once and names the key.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -87,3 +88,18 @@ class MethodSpec(BaseModel):
         if self.double_quant:
             parts.append("double-quant")
         return " ".join(parts)
+
+
+def same_request(recorded: MethodSpec, requested: MethodSpec) -> bool:
+    """Whether an artifact's recorded spec is what `requested` asks for, so the artifact can be reused. Fields
+    the request leaves open (None, or dtype 'auto') are whatever the backend resolved them to, so they match
+    anything; a calibration file named relatively in one and absolutely in the other is the same file."""
+    want = requested.model_dump(exclude_none=True)
+    have = recorded.model_dump(exclude_none=True)
+    if want.get("dtype") == "auto":
+        want.pop("dtype")
+    for spec in (want, have):
+        dataset = spec.get("calibration", {}).get("dataset")
+        if dataset and Path(dataset).exists():
+            spec["calibration"]["dataset"] = str(Path(dataset).resolve())
+    return all(have.get(key) == value for key, value in want.items())

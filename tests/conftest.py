@@ -26,6 +26,17 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
                           cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})}, check=False)
 
 
+def quality_vs_baseline(artifacts: dict, baseline: str = "fp32") -> dict:
+    """Bench every artifact but the baseline against it, quality only, on the slow tests' CI settings
+    (4096 tokens of the embedded WikiText-2 test split, ctx 512): name → Result."""
+    from quantlab.bench import BenchOptions, bench
+
+    names = [n for n in artifacts if n != baseline]
+    results = bench([artifacts[n].path for n in names], baseline=artifacts[baseline].path,
+                    options=BenchOptions(dataset="embedded", ctx=512, max_tokens=4096, speed=False))
+    return dict(zip(names, results, strict=True))
+
+
 def _train_tokenizer(out: Path, vocab_size: int = 1024) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

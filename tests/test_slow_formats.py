@@ -12,11 +12,10 @@ import sys
 
 import pytest
 
-from quantlab.bench import BenchOptions, bench
 from quantlab.quantizer import quantize
 from quantlab.spec import Calibration, MethodSpec
 
-from .conftest import run_cli
+from .conftest import quality_vs_baseline, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -40,10 +39,7 @@ def smol(tmp_path_factory, default_model_dir):
 
 @pytest.fixture(scope="module")
 def records(smol):
-    names = [n for n in smol if n != "fp32"]
-    results = bench([smol[n].path for n in names], baseline=smol["fp32"].path,
-                    options=BenchOptions(dataset="embedded", ctx=512, max_tokens=4096, speed=False))
-    return dict(zip(names, results, strict=True))
+    return quality_vs_baseline(smol)
 
 
 def _kld(records, name):

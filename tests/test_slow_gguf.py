@@ -10,10 +10,11 @@ import itertools
 
 import pytest
 
-from quantlab.bench import BenchOptions, bench
 from quantlab.quantizer import quantize
 from quantlab.report.tables import gguf_ordering_notes
 from quantlab.spec import Calibration, MethodSpec
+
+from .conftest import quality_vs_baseline
 
 pytestmark = pytest.mark.slow
 
@@ -34,10 +35,7 @@ def smol(tmp_path_factory, default_model_dir):
 
 @pytest.fixture(scope="module")
 def results(smol):
-    names = [n for n in smol if n != "fp32"]
-    records = bench([smol[n].path for n in names], baseline=smol["fp32"].path,
-                    options=BenchOptions(dataset="embedded", ctx=512, max_tokens=4096, speed=False))
-    return dict(zip(names, records, strict=True))
+    return quality_vs_baseline(smol)
 
 
 def test_f16_gguf_equals_hf_fp32_on_identical_ids(results):

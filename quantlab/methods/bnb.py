@@ -15,7 +15,7 @@ from pathlib import Path
 
 from quantlab.errors import SpecError
 from quantlab.methods.base import Backend, Log, QuantizeOutcome
-from quantlab.methods.common import refuse_options
+from quantlab.methods.common import refuse_options, resolve_calibration
 from quantlab.methods.registry import register
 from quantlab.models import ModelInfo, SourceModel
 from quantlab.spec import MethodSpec, torch_dtype
@@ -67,8 +67,7 @@ class BnbBitsandbytes(Backend):
         who = "bnb/bitsandbytes"
         refuse_options(spec, who, ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid", "imatrix"),
                        f"the scheme ({'|'.join(SCHEMES)}) sets the format")
-        if spec.calibration is not None:
-            raise SpecError(f"{who} is data-free: it takes no calibration settings")
+        resolve_calibration(spec, who, calibrated=False)
         scheme = (spec.scheme or "nf4").lower()
         if scheme not in SCHEMES:
             raise SpecError(f"{who} has no scheme {spec.scheme!r}; choose one of {', '.join(SCHEMES)}")

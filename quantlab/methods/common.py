@@ -51,14 +51,10 @@ class WeightOnlyIntBackend(Backend):
             raise SpecError(f"--group-size must be positive or -1 (per channel), not {group}")
         if spec.scheme is not None:
             raise SpecError(f"{who} takes no --scheme: it is set by --bits/--group-size/--symmetric")
-        for option in ("act_order", "damp", "n_grid", "imatrix", "double_quant", "compute_dtype"):
-            if getattr(spec, option) is not None and option not in self.accepts:
-                raise SpecError(f"{who} takes no --{option.replace('_', '-')}")
-        calibration = spec.calibration
-        if self.calibrated:
-            calibration = calibration or Calibration()
-        elif calibration is not None:
-            raise SpecError(f"{who} is data-free: it takes no calibration settings")
+        refuse_options(spec, who, tuple(o for o in ("act_order", "damp", "n_grid", "imatrix", "double_quant",
+                                                     "compute_dtype") if o not in self.accepts),
+                       f"not an option of {self.method}")
+        calibration = resolve_calibration(spec, who, calibrated=self.calibrated)
         symmetric = self.default_symmetric if spec.symmetric is None else spec.symmetric
         return spec.model_copy(update={"backend": self.name, "bits": bits, "group_size": group,
                                        "symmetric": symmetric, "calibration": calibration,
@@ -80,6 +76,15 @@ def refuse_options(spec: MethodSpec, who: str, options: tuple[str, ...], why: st
     for option in options:
         if getattr(spec, option) is not None:
             raise SpecError(f"{who} takes no --{option.replace('_', '-')}: {why}")
+
+
+def resolve_calibration(spec: MethodSpec, who: str, *, calibrated: bool) -> Calibration | None:
+    """A calibrated method gets the default calibration when none is given; a data-free one refuses any."""
+    if calibrated:
+        return spec.calibration or Calibration()
+    if spec.calibration is not None:
+        raise SpecError(f"{who} is data-free: it takes no calibration settings")
+    return None
 
 
 def output_head_name(model) -> str:

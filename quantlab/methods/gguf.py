@@ -16,6 +16,7 @@ from quantlab.artifact import GGUFRecord, ImatrixRecord
 from quantlab.errors import SpecError
 from quantlab.llamacpp.types import FLOAT_TYPES, SUPERBLOCK_TYPES, lookup
 from quantlab.methods.base import Backend, Log, QuantizeOutcome
+from quantlab.methods.common import refuse_options
 from quantlab.methods.registry import register
 from quantlab.models import ModelInfo, SourceModel
 from quantlab.spec import Calibration, MethodSpec
@@ -54,11 +55,9 @@ class GGUFLlamaCpp(Backend):
                "converter and quantizer; loads in llama.cpp, llama-cpp-python, ollama, LM Studio")
 
     def normalize(self, spec: MethodSpec) -> MethodSpec:
-        for option in ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid", "double_quant",
-                       "compute_dtype"):
-            if getattr(spec, option) is not None:
-                raise SpecError(f"gguf/llamacpp takes no --{option.replace('_', '-')}: the GGUF type (--scheme, "
-                                f"e.g. {DEFAULT_TYPE}) sets the bits and blocks")
+        refuse_options(spec, "gguf/llamacpp", ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid",
+                                               "double_quant", "compute_dtype"),
+                       f"the GGUF type (--scheme, e.g. {DEFAULT_TYPE}) sets the bits and blocks")
         if spec.dtype != "auto":
             raise SpecError("gguf/llamacpp takes no --dtype: the GGUF type sets it (--scheme F32, F16 or BF16 "
                             "for an unquantized file; quantized types are made from F16)")

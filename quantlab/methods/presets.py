@@ -16,9 +16,9 @@ from typing import ClassVar
 from quantlab.errors import QuantizationError, SpecError
 from quantlab.methods import llmcompressor_backend as lc
 from quantlab.methods.base import Backend, Log, QuantizeOutcome
-from quantlab.methods.common import refuse_options
+from quantlab.methods.common import refuse_options, resolve_calibration
 from quantlab.models import ModelInfo, SourceModel
-from quantlab.spec import Calibration, MethodSpec
+from quantlab.spec import MethodSpec
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,7 @@ class PresetBackend(Backend):
         preset = self.presets.get(name)
         if preset is None:
             raise SpecError(f"{who} has no scheme {spec.scheme!r}; choose one of {', '.join(self.presets)}")
-        calibration = spec.calibration
-        if preset.calibrated:
-            calibration = calibration or Calibration()
-        elif calibration is not None:
-            raise SpecError(f"{who} {name} is data-free: it takes no calibration settings")
+        calibration = resolve_calibration(spec, f"{who} {name}", calibrated=preset.calibrated)
         dtype = spec.dtype
         if self.bf16_only:
             if dtype not in ("auto", "bf16"):
