@@ -27,23 +27,11 @@ def calibration_from(args: argparse.Namespace):
 
 def artifact_for(model: str, spec, out: Path):
     """The artifact at `out` if it was made from the same request, else a fresh one (replacing it)."""
-    from quantlab.artifact import load_artifact
-    from quantlab.errors import ArtifactError
-    from quantlab.methods import get_backend
-    from quantlab.models import model_info, resolve_model
-    from quantlab.quantizer import quantize
-    from quantlab.spec import same_request
+    from quantlab.quantizer import quantize, reusable
 
-    backend = get_backend(spec.method, spec.backend)
-    requested = backend.normalize(spec)
-    # A cached artifact made before a check existed must not slip past it.
-    backend.fit(requested, model_info(resolve_model(model).path))
-    try:
-        artifact = load_artifact(out)
-        if same_request(artifact.manifest.spec, requested):
-            return artifact
-    except ArtifactError:
-        pass
+    artifact = reusable(out, model, spec)
+    if artifact is not None:
+        return artifact
     print(f"quantizing {out.name} ...", flush=True)
     artifact = quantize(model, spec, out, force=True)
     print(f"{out.name}: {artifact.manifest.quantize_seconds:.0f} s to quantize", flush=True)

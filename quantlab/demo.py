@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from quantlab.artifact import Artifact, load_artifact
 from quantlab.bench.run import BenchOptions, bench
-from quantlab.errors import ArtifactError
 from quantlab.methods.base import Log
 from quantlab.models import resolve_model
 from quantlab.paths import cache_dir
-from quantlab.quantizer import quantize
+from quantlab.quantizer import quantize, reusable
 from quantlab.report import tables
 from quantlab.results import read_results
-from quantlab.spec import MethodSpec, same_request
+from quantlab.spec import MethodSpec
 
 DEMO_SPECS: dict[str, MethodSpec] = {
     "none-fp32": MethodSpec(method="none", dtype="fp32"),
@@ -29,26 +27,15 @@ DEMO_SPECS: dict[str, MethodSpec] = {
 BASELINE = "none-fp32"
 
 
-def _reusable(path: Path, spec: MethodSpec, source_sha256: str) -> Artifact | None:
-    """An existing demo artifact is reused only if it was made from the same model with the same request."""
-    try:
-        artifact = load_artifact(path)
-    except ArtifactError:
-        return None
-    manifest = artifact.manifest
-    same = same_request(manifest.spec, spec) and manifest.source.content_sha256 == source_sha256
-    return artifact if same else None
-
-
 def run_demo(*, results: Path, report_path: Path, work_dir: Path | None, dataset: str, max_tokens: int,
              ctx: int, batch_sizes: list[int], repeats: int, fresh: bool, log: Log, rig: str | None = None) -> str:
     work = work_dir or cache_dir() / "demo"
     log("preparing the default model (SmolLM2-135M-Instruct)")
-    source = resolve_model("default", log=log)
+    resolve_model("default", log=log)
     paths = {}
     for name, spec in DEMO_SPECS.items():
         out = work / name
-        if not fresh and _reusable(out, spec, source.content_sha256):
+        if not fresh and reusable(out, "default", spec):
             log(f"{name}: reusing {out}")
         else:
             log(f"{name}: quantizing")

@@ -59,3 +59,33 @@ def quantize(model: str, spec: MethodSpec, out: str | Path, *, force: bool = Fal
         )
         write_manifest(tmp, manifest)
     return load_artifact(out)
+
+
+def reusable(out: str | Path, model: str, spec: MethodSpec) -> Artifact | None:
+    """The artifact at `out` if it is what `quantize(model, spec, out)` would make now, else None.
+
+    Same request (spec), same source weights (content hash), and the tokenizer it carries is the source's
+    current one: a tokenizer fix (e.g. the default model's, which changes what llama.cpp's converter writes
+    into a GGUF) must invalidate artifacts built before it even though the weights did not change.
+    """
+    from quantlab.errors import ArtifactError
+    from quantlab.models import file_sha256
+    from quantlab.spec import same_request
+
+    try:
+        artifact = load_artifact(out)
+    except ArtifactError:
+        return None
+    backend = methods.get_backend(spec.method, spec.backend)
+    requested = backend.normalize(spec)
+    source = resolve_model(model)
+    # A cached artifact made before a check existed must not slip past it.
+    backend.fit(requested, model_info(source.path))
+    manifest = artifact.manifest
+    if not same_request(manifest.spec, requested) or manifest.source.content_sha256 != source.content_sha256:
+        return None
+    for name in ("tokenizer.json", "tokenizer.model"):
+        mine, theirs = artifact.path / name, Path(source.path) / name
+        if mine.is_file() != theirs.is_file() or (mine.is_file() and file_sha256(mine) != file_sha256(theirs)):
+            return None
+    return artifact
