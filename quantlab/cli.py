@@ -156,15 +156,20 @@ def bench(
     baseline: Annotated[Path | None, typer.Option(help="Artifact to compare against (KLD, top-1, Δppl), "
                                                        "usually the 'none' artifact of the same model.")] = None,
     dataset: Annotated[str, typer.Option(help="'default' (hub wikitext-2-raw if reachable, else the embedded "
-                                              "WikiText-2), 'wikitext2', 'embedded', or a .txt/.jsonl path."
+                                              "WikiText-2), 'wikitext2', 'embedded', or a .txt/.jsonl path. "
+                                              "With --load: where the prompts are cut from."
                                          )] = "default",
-    ctx: Annotated[int, typer.Option(help="Perplexity window length in tokens.")] = 512,
-    max_tokens: Annotated[int, typer.Option(help="Cut the token stream to this many tokens.")] = 4096,
-    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes for the speed runs.")] = "1,8",
-    prompt_tokens: Annotated[int, typer.Option(help="Prompt length of the speed runs.")] = 128,
-    new_tokens: Annotated[int, typer.Option(help="Tokens generated per sequence in the speed runs.")] = 32,
-    warmup: Annotated[int, typer.Option(help="Untimed runs before the timed ones.")] = 1,
-    repeats: Annotated[int, typer.Option(help="Timed runs; the table shows their median.")] = 3,
+    ctx: Annotated[int | None, typer.Option(help="Perplexity window length in tokens. Default 512.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Cut the token stream to this many tokens. Default 4096.")
+                          ] = None,
+    batch_sizes: Annotated[str | None, typer.Option(help="Comma-separated batch sizes for the speed runs. Default 1,8.")
+                           ] = None,
+    prompt_tokens: Annotated[int, typer.Option(help="Prompt length of the speed runs (and of each --load "
+                                                    "request).")] = 128,
+    new_tokens: Annotated[int, typer.Option(help="Tokens generated per sequence (per --load request: forced, "
+                                                 "EOS suppressed).")] = 32,
+    warmup: Annotated[int | None, typer.Option(help="Untimed runs before the timed ones. Default 1.")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Timed runs; the table shows their median. Default 3.")] = None,
     rig: Annotated[str | None, typer.Option(help="Rig the measurement runs on (prices the $/1M column); "
                                                  "default 'cpu' on a CPU host. See 'quantlab rigs'.")] = None,
     price_per_hour: Annotated[float | None, typer.Option(help="Override the rig's $/hour.")] = None,
@@ -174,31 +179,152 @@ def bench(
     runtime: Annotated[str | None, typer.Option(help="Runtime to serve the artifacts; default: the one that "
                                                      "loads the format.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda:N; default cuda:0 if present.")] = None,
-    dtype: Annotated[str, typer.Option(help="Compute dtype: auto (the artifact's) | fp32 | bf16 | fp16.")] =
-        "auto",
-    quality: Annotated[bool, typer.Option(help="Measure perplexity/KLD.")] = True,
-    speed: Annotated[bool, typer.Option(help="Measure speed and memory.")] = True,
+    dtype: Annotated[str | None, typer.Option(help="Compute dtype: auto (the artifact's) | fp32 | bf16 | fp16 "
+                                                   "Default auto.")] = None,
+    quality: Annotated[bool | None, typer.Option("--quality/--no-quality", help="Measure perplexity/KLD.")
+                       ] = None,
+    speed: Annotated[bool | None, typer.Option("--speed/--no-speed", help="Measure speed and memory.")] = None,
+    load: Annotated[bool, typer.Option("--load", help="Serve each artifact through a real engine (see "
+                                                      "'quantlab serve') and drive it with concurrent streaming "
+                                                      "requests: TTFT, TPOT, ITL, tok/s, $/1M per level.")
+                    ] = False,
+    concurrency: Annotated[str, typer.Option(help="--load: comma-separated concurrency levels.")] = "1,8,32",
+    requests: Annotated[int | None, typer.Option(help="--load: requests per level. Default 2 × concurrency, "
+                                                      "at least 8.")] = None,
+    request_rate: Annotated[float | None, typer.Option(help="--load: Poisson arrivals at this many requests/s "
+                                                            "(capped by the concurrency); default: all at once."
+                                                       )] = None,
+    engine: Annotated[str | None, typer.Option(help="--load: llamacpp | transformers | vllm; default: the "
+                                                    "first installed one that serves the format.")] = None,
+    threads: Annotated[int | None, typer.Option(help="--load: CPU threads of the server. Default: all cores.")] = None,
 ) -> None:
     """Measure artifacts: perplexity (and KLD/top-1 vs --baseline), prefill/decode tok/s per batch size,
     peak memory, and $/1M tokens on the rig. Appends one JSON record per artifact to --results and prints
-    the table."""
+    the table. With --load: the served engine under concurrent load instead (the batching table)."""
     from quantlab.bench.run import BenchOptions
     from quantlab.bench.run import bench as run_bench
     from quantlab.report import tables
 
+    in_process = {"--baseline": baseline, "--ctx": ctx, "--max-tokens": max_tokens, "--batch-sizes": batch_sizes,
+                  "--warmup": warmup, "--repeats": repeats, "--runtime": runtime, "--dtype": dtype,
+                  "--quality/--no-quality": quality, "--speed/--no-speed": speed}
+    if load:
+        given = [name for name, value in in_process.items() if value is not None]
+        if given:
+            raise typer.BadParameter(f"{', '.join(given)} measure(s) in-process runs, not --load")
+        _bench_load(artifacts, dataset=dataset, prompt_tokens=prompt_tokens, new_tokens=new_tokens, rig=rig,
+                    price_per_hour=price_per_hour, rigs_file=rigs_file, results=results, device=device,
+                    concurrency=concurrency, requests=requests, request_rate=request_rate, engine=engine,
+                    threads=threads)
+        return
+    load_only = {"--requests": requests, "--request-rate": request_rate, "--engine": engine, "--threads": threads}
+    given = [name for name, value in load_only.items() if value is not None]
+    if given:
+        raise typer.BadParameter(f"{', '.join(given)} only apply with --load")
+    dtype = dtype or "auto"
     if dtype not in ("auto", "fp32", "bf16", "fp16"):
         raise typer.BadParameter(f"--dtype must be auto, fp32, bf16 or fp16, not {dtype}")
-    options = BenchOptions(dataset=dataset, ctx=ctx, max_tokens=max_tokens,
-                           batch_sizes=_ints(batch_sizes, "--batch-sizes"), prompt_tokens=prompt_tokens,
-                           new_tokens=new_tokens, warmup=warmup, repeats=repeats, rig=rig,
+    options = BenchOptions(dataset=dataset, ctx=ctx or 512, max_tokens=max_tokens or 4096,
+                           batch_sizes=_ints(batch_sizes or "1,8", "--batch-sizes"), prompt_tokens=prompt_tokens,
+                           new_tokens=new_tokens, warmup=1 if warmup is None else warmup,
+                           repeats=3 if repeats is None else repeats, rig=rig,
                            rigs_file=str(rigs_file) if rigs_file else None, price_per_hour=price_per_hour,
-                           runtime=runtime, device=device, dtype=dtype, quality=quality, speed=speed)
+                           runtime=runtime, device=device, dtype=dtype, quality=quality is not False,
+                           speed=speed is not False)
     with _progress() as progress, _library_output():
         task = progress.add_task("benching", total=None)
         records = run_bench(artifacts, baseline=baseline, options=options, results_path=results,
                             progress=lambda msg: progress.update(task, description=msg))
     _emit(tables.markdown(records, title="quantlab bench"))
     console.print(f"[green]appended[/green] {len(records)} record(s) to {results}")
+
+
+def _bench_load(artifacts: list[Path], *, dataset: str, prompt_tokens: int, new_tokens: int, rig: str | None,
+                price_per_hour: float | None, rigs_file: Path | None, results: Path, device: str | None,
+                concurrency: str, requests: int | None, request_rate: float | None, engine: str | None,
+                threads: int | None) -> None:
+    from quantlab.bench.served import LoadOptions, bench_load
+    from quantlab.report import tables
+    from quantlab.serve.process import exit_on_sigterm
+
+    options = LoadOptions(concurrency=_ints(concurrency, "--concurrency"), requests=requests,
+                          prompt_tokens=prompt_tokens, output_tokens=new_tokens, request_rate=request_rate,
+                          dataset=dataset, engine=engine, device=device, threads=threads, rig=rig,
+                          rigs_file=str(rigs_file) if rigs_file else None, price_per_hour=price_per_hour)
+    options.check()
+    exit_on_sigterm()
+    records = []
+    with _progress() as progress, _library_output():
+        task = progress.add_task("serving", total=None)
+        for artifact in artifacts:
+            records.append(bench_load(artifact, options=options, results_path=results,
+                                      progress=lambda msg: progress.update(task, description=msg)))
+    _emit(tables.markdown(records, title="quantlab bench --load"))
+    console.print(f"[green]appended[/green] {len(records)} record(s) to {results}")
+
+
+@app.command()
+def serve(
+    artifact: Annotated[Path, typer.Argument(help="An artifact directory made by 'quantlab quantize'.")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (loopback only).")] = 8000,
+    engine: Annotated[str | None, typer.Option(help="llamacpp (GGUF) | transformers (HF formats, continuous "
+                                                    "batching) | vllm (CUDA rigs; not verified by quantlab); "
+                                                    "default: the first installed one that serves the format."
+                                               )] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda:N; default cuda:0 if present.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads. Default: all cores.")] = None,
+    ctx: Annotated[int, typer.Option(help="Context length the server allows per request.")] = 2048,
+    max_concurrency: Annotated[int, typer.Option(help="Concurrent requests the KV cache is sized for (CPU "
+                                                      "transformers engine).")] = 32,
+    startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for the server to answer.")] = 600,
+) -> None:
+    """Serve ARTIFACT behind an OpenAI-compatible API (/v1/completions, /v1/chat/completions) on 127.0.0.1
+    until Ctrl-C. quantlab starts the engine's server, waits until it answers a first request, and stops it
+    (and anything it started) on Ctrl-C, SIGTERM or failure."""
+    import time
+
+    from quantlab.artifact import load_artifact
+    from quantlab.runtimes import default_device
+    from quantlab.serve.engines import select_engine
+    from quantlab.serve.process import ServerProcess, check_port_free, exit_on_sigterm
+
+    exit_on_sigterm()
+    loaded = load_artifact(artifact)
+    device = device or default_device()
+    chosen = select_engine(loaded, engine, device=device)
+    check_port_free(port)
+    plan = chosen.plan(loaded, port=port, device=device, threads=threads or os.cpu_count() or 1, ctx=ctx,
+                       max_concurrency=max_concurrency)
+
+    def first_request() -> None:
+        import httpx
+
+        body = {"model": plan.model, "prompt": "Hello", "max_tokens": 2, **chosen.fixed_length(2)}
+        response = httpx.post(plan.base_url + "/v1/completions", json=body, timeout=startup_timeout)
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+
+    with ServerProcess(plan, name=f"{chosen.name} server") as server:
+        with _progress() as progress:
+            task = progress.add_task(f"starting the {chosen.name} server", total=None)
+            seconds = server.wait_ready(startup_timeout, warmup=first_request,
+                                        on_wait=lambda s: progress.update(task, description=f"starting the "
+                                                                          f"{chosen.name} server ({s:.0f} s)"))
+        console.print(f"[green]serving[/green] {plan.model} at {plan.base_url}/v1 with {chosen.name} "
+                      f"{chosen.version()} (ready in {seconds:.1f} s; batching: {chosen.batching}). "
+                      f"Ctrl-C stops it.", highlight=False, soft_wrap=True)
+        if not chosen.verified:
+            console.print(f"[yellow]note:[/yellow] engine {chosen.name!r} has not been verified by quantlab.")
+        try:
+            while server.proc.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.print("stopping the server")
+            return
+        from quantlab.errors import ServeError
+
+        raise ServeError(f"the server exited with code {server.proc.returncode}; last log lines: "
+                         f"{server.log_tail()}")
 
 
 @app.command()
@@ -379,6 +505,10 @@ def demo(
 def main() -> None:
     try:
         app()
+    except KeyboardInterrupt:
+        # Every server and temporary directory was released on the way out (context managers).
+        console.print("[red]interrupted[/red]")
+        sys.exit(130)
     except QuantlabError as exc:
         if _state["debug"]:
             raise

@@ -45,6 +45,10 @@ class ResultsError(QuantlabError):
     """A results file that cannot be read."""
 
 
+class ServeError(QuantlabError):
+    """A server that cannot be started, did not become ready, or died while being measured."""
+
+
 def describe_validation_error(exc) -> str:
     """A pydantic ValidationError as one line, `key.path: message`, naming the first offending key.
 

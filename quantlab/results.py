@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from quantlab.artifact import GGUFRecord
+from quantlab.bench.load import LoadSweep
 from quantlab.bench.quality import QualityMetrics
 from quantlab.bench.speed import SpeedPoint
 from quantlab.corpus import TextSource
@@ -60,7 +61,7 @@ class BenchSettings(BaseModel):
 class MemoryMetrics(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["cpu-peak-rss-fresh-process", "cuda-peak-allocated"]
+    kind: Literal["cpu-peak-rss-fresh-process", "cuda-peak-allocated", "cpu-peak-rss-server"]
     peak_bytes: int
     after_load_bytes: int
     before_load_bytes: int  # the runtime's own footprint (Python, torch) before the model was loaded
@@ -80,10 +81,10 @@ class RigRef(BaseModel):
 class CostPoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    batch_size: int
-    tokens_per_second: float  # median decode tok/s at this batch size
+    batch_size: int  # basis `served`: the concurrency level
+    tokens_per_second: float  # decode: median decode tok/s at this batch size; served: output tok/s
     usd_per_1m_tokens: float
-    basis: str = "decode"
+    basis: Literal["decode", "served"] = "decode"
 
 
 class Result(BaseModel):
@@ -104,6 +105,7 @@ class Result(BaseModel):
     libraries: dict[str, str]
     host: HostInfo
     roofline: Roofline | None = None  # batch-1 decode against this host's measured memory bandwidth
+    load: LoadSweep | None = None  # a served engine under concurrent load (`quantlab bench --load`)
 
 
 def append_result(path: str | Path, result: Result) -> None:

@@ -81,7 +81,7 @@ class BenchOptions:
             raise BenchError("nothing to measure: --no-quality and --no-speed together")
 
 
-def _tokenizer_dir(artifact: Artifact) -> Path:
+def tokenizer_dir(artifact: Artifact) -> Path:
     """The tokenizer the source model was published with: saved inside HF artifacts, else the source."""
     if (artifact.path / "tokenizer_config.json").is_file():
         return artifact.path
@@ -98,7 +98,7 @@ class _Streams:
     def for_artifact(self, artifact: Artifact) -> TokenStream:
         from transformers import AutoTokenizer
 
-        directory = _tokenizer_dir(artifact)
+        directory = tokenizer_dir(artifact)
         key = _tokenizer_key(directory)
         if key not in self._cache:
             tokenizer = AutoTokenizer.from_pretrained(directory)
@@ -116,19 +116,21 @@ def _tokenizer_key(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_rig(options: BenchOptions, device: str):
-    device_name = _device_name(device)
-    rig_name = options.rig or ("cpu" if device == "cpu" else None)
+def resolve_rig(name: str | None, device: str, *, rigs_file: str | None = None,
+                price_per_hour: float | None = None):
+    """The rig a measurement on `device` is labelled and priced with; `cpu` by default on a CPU host."""
+    name_of_device = device_name(device)
+    rig_name = name or ("cpu" if device == "cpu" else None)
     if rig_name is None:
-        raise RigError(f"benching on {device_name}: name the rig with --rig (see 'quantlab rigs')")
-    rig = get_rig(rig_name, rigs_file=options.rigs_file, price_per_hour=options.price_per_hour)
-    check_matches(rig, device, device_name)
+        raise RigError(f"benching on {name_of_device}: name the rig with --rig (see 'quantlab rigs')")
+    rig = get_rig(rig_name, rigs_file=rigs_file, price_per_hour=price_per_hour)
+    check_matches(rig, device, name_of_device)
     if rig.n_gpus > 1:
-        raise RigError(f"rig {rig.name!r} has {rig.n_gpus} GPUs; the in-process runtimes measure on one device")
+        raise RigError(f"rig {rig.name!r} has {rig.n_gpus} GPUs; quantlab measures on one device")
     return rig
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
     import torch
 
     if device == "cpu":
@@ -142,7 +144,7 @@ def _check_device(device: str) -> None:
         raise BenchError(f"--device {device}: this host has {torch.cuda.device_count()} CUDA device(s)")
 
 
-def _device_name(device: str) -> str:
+def device_name(device: str) -> str:
     if device.startswith("cuda"):
         import torch
 
@@ -162,8 +164,8 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
     runtimes = [select_runtime(a, options.runtime) for a in loaded]
     base_runtime = select_runtime(base, options.runtime) if base is not None else None
     device = options.device or default_device()
-    _check_device(device)
-    rig = resolve_rig(options, device)
+    check_device(device)
+    rig = resolve_rig(options.rig, device, rigs_file=options.rigs_file, price_per_hour=options.price_per_hour)
     text, source = load_text(options.dataset, "test")
     streams = _Streams(text, source, options.max_tokens)
     # Every stream is tokenized and checked before the first model loads: a mismatch found half-way
@@ -257,7 +259,7 @@ def _roofline(per_token: dict | None, speed: list[SpeedPoint], device: str) -> R
     if per_token is None or point is None:
         return None
     per_token = BytesPerToken.model_validate(per_token)
-    name = _device_name(device)
+    name = device_name(device)
     result = roofline(host_bandwidth(device, name), per_token, point.decode_tok_s.median)
     if result.pct_of_limit > 100:
         # Faster than the cached bandwidth allows: that measurement was low (a busy host); measure again.
@@ -280,22 +282,12 @@ def _memory(raw: dict, device: str) -> MemoryMetrics:
 def _result(run_id: str, artifact: Artifact, description: RuntimeDescription, rig, options: BenchOptions,
             stream: TokenStream, quality: QualityMetrics | None, speed: list[SpeedPoint],
             memory: MemoryMetrics | None, roof: Roofline | None) -> Result:
-    manifest = artifact.manifest
     cost = [CostPoint(batch_size=p.batch_size, tokens_per_second=p.decode_tok_s.median,
                       usd_per_1m_tokens=usd_per_million(rig.price_per_hour, p.decode_tok_s.median))
             for p in speed]
     return Result(
         run_id=run_id, timestamp=datetime.now(UTC), quantlab_version=quantlab.__version__,
-        artifact=ArtifactRef(
-            path=str(artifact.path), digest=artifact.digest, method=manifest.spec.method,
-            backend=manifest.spec.backend or "", label=manifest.spec.label(), format=manifest.format,
-            weight_bytes=manifest.weight_bytes, disk_bytes=artifact.disk_bytes,
-            source_ref=manifest.source.ref, source_sha256=manifest.source.content_sha256,
-            source_description=manifest.source.description, quantize_seconds=manifest.quantize_seconds,
-            gguf=manifest.gguf),
-        runtime=description,
-        rig=RigRef(name=rig.name, description=rig.description, price_per_hour=rig.price_per_hour,
-                   price_note=rig.price_note),
+        artifact=artifact_ref(artifact), runtime=description, rig=rig_ref(rig),
         settings=BenchSettings(dataset=stream.source, n_tokens=len(stream.ids),
                                token_fingerprint=token_fingerprint(stream.ids), ctx=options.ctx,
                                batch_sizes=options.batch_sizes, prompt_tokens=options.prompt_tokens,
@@ -303,3 +295,18 @@ def _result(run_id: str, artifact: Artifact, description: RuntimeDescription, ri
         quality=quality, speed=speed, memory=memory, cost=cost, libraries=library_versions(), host=host_info(),
         roofline=roof,
     )
+
+
+def artifact_ref(artifact: Artifact) -> ArtifactRef:
+    manifest = artifact.manifest
+    return ArtifactRef(
+        path=str(artifact.path), digest=artifact.digest, method=manifest.spec.method,
+        backend=manifest.spec.backend or "", label=manifest.spec.label(), format=manifest.format,
+        weight_bytes=manifest.weight_bytes, disk_bytes=artifact.disk_bytes, source_ref=manifest.source.ref,
+        source_sha256=manifest.source.content_sha256, source_description=manifest.source.description,
+        quantize_seconds=manifest.quantize_seconds, gguf=manifest.gguf)
+
+
+def rig_ref(rig) -> RigRef:
+    return RigRef(name=rig.name, description=rig.description, price_per_hour=rig.price_per_hour,
+                  price_note=rig.price_note)

@@ -64,6 +64,8 @@ def _kernel_mark(result: Result) -> str:
 def main_table(results: list[Result]) -> pd.DataFrame:
     rows = []
     for r in results:
+        if r.load is not None:
+            continue  # a served run has its own table (load_table)
         point = _speed_at(r)
         cost = next((c for c in r.cost if point and c.batch_size == point.batch_size), None)
         vs = r.quality.vs_baseline if r.quality else None
@@ -85,6 +87,69 @@ def main_table(results: list[Result]) -> pd.DataFrame:
             "runtime/kernel": f"{r.runtime.runtime}/{r.runtime.kernel} {r.runtime.compute_dtype}",
         })
     return pd.DataFrame(rows, columns=MAIN_COLUMNS)
+
+
+def _ms(dist) -> str:
+    return "–" if dist is None else f"{dist.median:,.0f} / {dist.p99:,.0f}"
+
+
+def load_table(results: list[Result]) -> pd.DataFrame:
+    """The guide's batching table, from served runs: one row per artifact × engine × concurrency level."""
+    rows = []
+    for r in results:
+        if r.load is None:
+            continue
+        sweep, mark = r.load, _kernel_mark(r)
+        base = next((lv for lv in sweep.levels if lv.concurrency == 1), None)
+        for lv in sweep.levels:
+            cost = next((c for c in r.cost if c.basis == "served" and c.batch_size == lv.concurrency), None)
+            gain = f"{lv.total_tok_s / base.total_tok_s:.1f}×" if base and base.total_tok_s > 0 else "–"
+            rows.append({
+                "method": f"{r.artifact.method} ({r.artifact.backend})",
+                "scheme": r.artifact.label,
+                "engine": f"{sweep.engine}{'' if sweep.batches else ' (not batched)'}"
+                          f"{'' if sweep.engine_verified else ' (unverified)'}",
+                "concurrency": lv.concurrency,
+                "ok/errors": f"{lv.completed}/{lv.errors}",
+                "total tok/s": _fmt(lv.total_tok_s, 1) + mark,
+                "output tok/s": _fmt(lv.output_tok_s, 1) + mark,
+                "vs c=1": gain,
+                "req/s": _fmt(lv.requests_per_s, 2),
+                "TTFT ms p50/p99": _ms(lv.ttft_ms),
+                "TPOT ms p50/p99": _ms(lv.tpot_ms),
+                "ITL ms p50/p99": _ms(lv.itl_ms),
+                "$/1M out": (f"{cost.usd_per_1m_tokens:.3f} ({r.rig.name})" + mark) if cost else "–",
+            })
+    return pd.DataFrame(rows)
+
+
+def load_notes(results: list[Result]) -> list[str]:
+    served = [r for r in results if r.load is not None]
+    notes = []
+    protocols = {(r.load.prompt_tokens, r.load.output_tokens, r.load.prompts) for r in served}
+    for prompt, output, prompts in sorted(protocols):
+        notes.append(f"Served load: each request streams a completion of a {prompt}-token prompt with exactly "
+                     f"{output} output tokens (EOS suppressed, greedy); prompts: {prompts}. Each level sends its "
+                     "requests as fast as the concurrency cap allows (closed loop) unless a request rate is "
+                     "set; one untimed warm-up request first. TTFT = send → first streamed token; TPOT = (end "
+                     "− first token) / (output tokens − 1); ITL = gap between streamed chunks; total tok/s "
+                     "counts prompt + output tokens over the level's wall time; 'vs c=1' compares total tok/s "
+                     "with concurrency 1.")
+    engines = {(r.load.engine, r.load.engine_version, r.load.batching) for r in served}
+    notes += [f"Engine {name} {version}: {how}." for name, version, how in sorted(engines)]
+    for r in served:
+        fit = r.load.memfit
+        if fit is not None and r.memory is not None:
+            notes.append(f"Memory, {r.artifact.method} {r.artifact.label} served by {r.load.engine}: measured "
+                         f"peak {r.memory.peak_bytes / 1e6:,.0f} MB ({r.memory.kind}); the memory-fit "
+                         f"arithmetic for batch {fit.batch} × ctx {fit.ctx}: weights {fit.weight_bytes / 1e6:,.0f} "
+                         f"MB + KV {fit.kv_bytes / 1e6:,.1f} MB = {fit.needed_bytes / 1e6:,.0f} MB; the rest is "
+                         "the engine's runtime, activations and buffers.")
+    rigs = {(r.rig.name, r.rig.price_per_hour, r.rig.price_note) for r in served if r.cost}
+    for name, price, note in sorted(rigs):
+        notes.append(f"Served cost: {COST_FORMULA}, from output tok/s at each concurrency level (cost falls as "
+                     f"batching raises throughput); rig {name} at ${price}/h ({note}).")
+    return notes
 
 
 def batch_table(results: list[Result]) -> pd.DataFrame:
@@ -179,7 +244,7 @@ def footnotes(results: list[Result]) -> list[str]:
     sources = {r.artifact.source_description for r in results if r.artifact.source_description}
     notes += [f"Model: {desc}." for desc in sorted(sources)]
     rigs = {(r.rig.name, r.rig.description, r.rig.price_per_hour, r.rig.price_note, r.host.cpu,
-             r.host.cpu_count) for r in results if r.cost}
+             r.host.cpu_count) for r in results if r.cost and r.load is None}
     for name, description, price, note, cpu, cores in sorted(rigs):
         where = f"{cpu}, {cores} cores" if name == "cpu" else description
         notes.append(f"Cost: {COST_FORMULA}, from median decode tok/s; rig {name} ({where}) at "
@@ -195,6 +260,7 @@ def footnotes(results: list[Result]) -> list[str]:
     batching = {(r.runtime.runtime, r.runtime.batching) for r in results if r.speed}
     notes += [f"Batching in {name}: {how}." for name, how in sorted(batching)]
     notes += gguf_ordering_notes(results)
+    notes += load_notes(results)
     kernels = {r.runtime.kernel for r in results}
     for kernel in sorted(kernels):
         mark = "† " if kernel not in ("dense", "native") else ""  # same rule as _kernel_mark
@@ -206,10 +272,14 @@ def footnotes(results: list[Result]) -> list[str]:
 
 
 def markdown(results: list[Result], *, title: str = "quantlab results") -> str:
-    lines = [f"# {title}", "", main_table(results).to_markdown(index=False), ""]
+    main = main_table(results)
+    lines = [f"# {title}", ""] + ([] if main.empty else [main.to_markdown(index=False), ""])
     batches = batch_table(results)
     if not batches.empty:
         lines += ["## Throughput by batch size", "", batches.to_markdown(index=False), ""]
+    served = load_table(results)
+    if not served.empty:
+        lines += ["## Served under load (batching)", "", served.to_markdown(index=False), ""]
     ggufs = gguf_table(results)
     if not ggufs.empty:
         lines += ["## GGUF: tensor types as written", "", ggufs.to_markdown(index=False), ""]
@@ -230,8 +300,11 @@ def html(results: list[Result], *, title: str = "quantlab results") -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
-            f"<h1>{escape(title)}</h1>{main_table(results).to_html(index=False)}"
+            f"<h1>{escape(title)}</h1>"
+            + ("" if main_table(results).empty else main_table(results).to_html(index=False))
             + ("" if batches.empty else f"<h2>Throughput by batch size</h2>{batches.to_html(index=False)}")
+            + ("" if load_table(results).empty else
+               f"<h2>Served under load (batching)</h2>{load_table(results).to_html(index=False)}")
             + ("" if gguf_table(results).empty else
                f"<h2>GGUF: tensor types as written</h2>{gguf_table(results).to_html(index=False)}")
             + f"<h2>How these numbers were made</h2><ul>{notes}</ul></body></html>\n")

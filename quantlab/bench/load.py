@@ -1,0 +1,214 @@
+"""The load generator: concurrent streaming completions against an OpenAI-compatible endpoint.
+
+It measures what a serving benchmark (vLLM's `bench serve`) measures, with the same definitions:
+- TTFT: request sent → first streamed token;
+- TPOT: (end − first token) / (output tokens − 1), per request;
+- ITL: the gap between consecutive streamed chunks, pooled over all requests;
+- E2E: request sent → last byte;
+- output tok/s = output tokens of completed requests / wall time of the level; total tok/s adds prompt tokens;
+  requests/s = completed requests / wall time.
+Requests are sent as fast as the concurrency cap allows (a closed loop), or with Poisson arrivals at
+`request_rate` per second, still capped. Every level is run to completion; failed requests are counted and
+the first few reasons kept, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import httpx
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from quantlab.memfit import Footprint
+
+ERROR_EXAMPLES = 3
+
+
+class Dist(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mean: float
+    median: float
+    p90: float
+    p99: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Dist | None:
+        if not values:
+            return None
+        a = np.asarray(values, dtype=np.float64)
+        return cls(mean=float(a.mean()), median=float(np.median(a)), p90=float(np.percentile(a, 90)),
+                   p99=float(np.percentile(a, 99)), n=len(values))
+
+
+class LoadLevel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int
+    request_rate: float | None  # requests/s (Poisson arrivals); None: all at once, capped by concurrency
+    requests: int
+    completed: int
+    errors: int
+    error_examples: list[str]
+    duration_s: float
+    prompt_tokens: int  # over completed requests
+    output_tokens: int
+    # usage: the server's own count; finish-length: the server said it stopped at max_tokens (EOS suppressed),
+    # so exactly max_tokens (a streamed chunk may carry several tokens, e.g. an unfinished UTF-8 character)
+    output_tokens_counted_by: Literal["usage", "finish-length", "mixed", "none"]
+    output_tok_s: float
+    total_tok_s: float
+    requests_per_s: float
+    ttft_ms: Dist | None
+    tpot_ms: Dist | None
+    itl_ms: Dist | None
+    e2e_ms: Dist | None
+
+
+@dataclass
+class Request:
+    prompt: str
+    prompt_tokens: int  # as quantlab tokenized it; the server's own count (usage) wins when it reports one
+
+
+@dataclass
+class Outcome:
+    ok: bool = False
+    error: str = ""
+    ttft_s: float = 0.0
+    e2e_s: float = 0.0
+    chunk_times: list[float] = field(default_factory=list)
+    output_tokens: int = 0
+    prompt_tokens: int = 0
+    counted_by: str = "finish-length"
+
+
+async def _one(client: httpx.AsyncClient, url: str, body: dict, request: Request, expected: int) -> Outcome:
+    out = Outcome(prompt_tokens=request.prompt_tokens)
+    start = time.perf_counter()
+    usage = finish = None
+    try:
+        async with client.stream("POST", url, json={**body, "prompt": request.prompt}) as response:
+            if response.status_code != 200:
+                detail = (await response.aread()).decode(errors="replace")[:200]
+                out.error = f"HTTP {response.status_code}: {detail}"
+                return out
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    out.error = f"stream error: {str(chunk['error'])[:200]}"
+                    return out
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                choices = chunk.get("choices") or []
+                if choices and choices[0].get("text"):
+                    out.chunk_times.append(time.perf_counter() - start)
+                if choices and choices[0].get("finish_reason"):
+                    finish = choices[0]["finish_reason"]
+    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        out.error = f"{type(exc).__name__}: {exc}"[:200]
+        return out
+    out.e2e_s = time.perf_counter() - start
+    if not out.chunk_times:
+        out.error = "no token streamed"
+        return out
+    out.ttft_s = out.chunk_times[0]
+    if usage and usage.get("completion_tokens"):
+        out.output_tokens, out.counted_by = int(usage["completion_tokens"]), "usage"
+        out.prompt_tokens = int(usage.get("prompt_tokens") or out.prompt_tokens)
+        if out.output_tokens != expected:
+            out.error = f"{out.output_tokens} output tokens instead of the {expected} asked for"
+            return out
+    elif finish == "length":
+        out.output_tokens = expected
+    else:
+        out.error = (f"stream ended ({finish or 'no finish_reason'}) after {len(out.chunk_times)} chunks, "
+                     f"not at the {expected} tokens asked for")
+        return out
+    out.ok = True
+    return out
+
+
+async def _level(base_url: str, body: dict, requests: list[Request], concurrency: int,
+                 request_rate: float | None, expected: int, seed: int, timeout_s: float) -> tuple[list[Outcome],
+                                                                                                    float]:
+    url = base_url.rstrip("/") + "/v1/completions"
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    semaphore = asyncio.Semaphore(concurrency)
+    rng = random.Random(seed)
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=limits) as client:
+        async def capped(request: Request) -> Outcome:
+            async with semaphore:
+                return await _one(client, url, body, request, expected)
+
+        start = time.perf_counter()
+        tasks = []
+        for request in requests:
+            tasks.append(asyncio.create_task(capped(request)))
+            if request_rate is not None:
+                await asyncio.sleep(rng.expovariate(request_rate))
+        outcomes = await asyncio.gather(*tasks)
+        return list(outcomes), time.perf_counter() - start
+
+
+def run_level(base_url: str, *, model: str, requests: list[Request], concurrency: int, max_tokens: int,
+              extra_fields: dict, request_rate: float | None = None, seed: int = 0,
+              timeout_s: float = 600.0) -> LoadLevel:
+    body = {"model": model, "max_tokens": max_tokens, "stream": True, "temperature": 0.0, **extra_fields}
+    outcomes, duration = asyncio.run(_level(base_url, body, requests, concurrency, request_rate, max_tokens,
+                                            seed, timeout_s))
+    return summarize(outcomes, duration, concurrency=concurrency, request_rate=request_rate)
+
+
+def summarize(outcomes: list[Outcome], duration: float, *, concurrency: int,
+              request_rate: float | None) -> LoadLevel:
+    done = [o for o in outcomes if o.ok]
+    failed = [o for o in outcomes if not o.ok]
+    examples = list(dict.fromkeys(o.error for o in failed))[:ERROR_EXAMPLES]
+    prompt = sum(o.prompt_tokens for o in done)
+    output = sum(o.output_tokens for o in done)
+    counted = {o.counted_by for o in done}
+    itl = [1e3 * (b - a) for o in done for a, b in zip(o.chunk_times, o.chunk_times[1:], strict=False)]
+    return LoadLevel(
+        concurrency=concurrency, request_rate=request_rate, requests=len(outcomes), completed=len(done),
+        errors=len(failed), error_examples=examples, duration_s=duration, prompt_tokens=prompt,
+        output_tokens=output,
+        output_tokens_counted_by=counted.pop() if len(counted) == 1 else ("mixed" if counted else "none"),
+        output_tok_s=output / duration, total_tok_s=(prompt + output) / duration,
+        requests_per_s=len(done) / duration,
+        ttft_ms=Dist.of([1e3 * o.ttft_s for o in done]),
+        tpot_ms=Dist.of([1e3 * (o.e2e_s - o.ttft_s) / (o.output_tokens - 1) for o in done if o.output_tokens > 1]),
+        itl_ms=Dist.of(itl),
+        e2e_ms=Dist.of([1e3 * o.e2e_s for o in done]),
+    )
+
+
+class LoadSweep(BaseModel):
+    """One served artifact measured at several concurrency levels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str
+    engine_version: str
+    engine_verified: bool  # False: quantlab has not run this engine on a real host before
+    batches: bool
+    batching: str
+    startup_s: float  # process start → health answered and one warm-up request completed
+    prompt_tokens: int  # per request, as quantlab tokenized the prompt text (the server re-tokenizes it)
+    output_tokens: int  # per request, forced (EOS suppressed, see serve.engines)
+    prompts: str  # where the prompt texts came from
+    memfit: Footprint | None  # the arithmetic for the largest level (batch = concurrency, ctx = prompt+output)
+    levels: list[LoadLevel]

@@ -1,0 +1,220 @@
+"""Serving engines: which OpenAI-compatible server serves an artifact, and how to drive it fairly.
+
+Each engine is a real server started as its own process (`process.ServerProcess`), never an in-process
+imitation. What differs between engines is captured here, in one place per engine:
+- the command line (loopback only, threads, context);
+- whether it batches concurrent requests, said in words the report prints — a server that runs one request
+  at a time must not look like one that batches;
+- the request fields that force exactly `max_tokens` output tokens, so every engine generates the same
+  amount of work (an early EOS would make a slow engine look fast);
+- how readiness is probed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from quantlab.artifact import Artifact
+from quantlab.errors import BackendUnavailableError, ServeError
+
+LOOPBACK = "127.0.0.1"
+CPU_CB_BLOCK = 32  # tokens per paged-KV block of `transformers serve` on the CPU
+CPU_CB_BATCH_TOKENS = 2048  # tokens per forward step (longer prefills are chunked)
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything needed to start and talk to one server."""
+
+    command: list[str]
+    env: dict[str, str]
+    base_url: str
+    health_path: str
+    model: str  # the `model` field requests must carry
+
+
+class Engine(ABC):
+    name: ClassVar[str]
+    distribution: ClassVar[str]  # the PyPI distribution whose version the results record
+    module: ClassVar[str]  # importable when the engine is installed
+    install_hint: ClassVar[str]
+    batches: ClassVar[bool]
+    batching: ClassVar[str]
+    verified: ClassVar[bool] = True  # False: quantlab has not run this engine on a real host
+    # quantlab's in-process runtime that loads artifacts with the same library: it decides what the engine
+    # can serve and reads the kernel path the server will run (a server does not report it).
+    same_library_runtime: ClassVar[str]
+
+    def supports(self, artifact: Artifact) -> bool:
+        from quantlab.runtimes import RUNTIMES
+
+        return RUNTIMES[self.same_library_runtime].supports(artifact)
+
+    def missing(self) -> str | None:
+        """Why the engine cannot start here, or None."""
+        if importlib.util.find_spec(self.module) is None:
+            return f"engine {self.name!r} is not installed ({self.install_hint})"
+        return None
+
+    def version(self) -> str:
+        try:
+            return importlib.metadata.version(self.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+    @abstractmethod
+    def plan(self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int,
+             max_concurrency: int = 32) -> LaunchPlan: ...
+
+    @abstractmethod
+    def fixed_length(self, max_tokens: int) -> dict:
+        """Request fields (besides max_tokens) that make the server generate exactly max_tokens tokens."""
+
+
+def _env(threads: int) -> dict[str, str]:
+    # Thread counts are part of what is measured: the same count for every engine on the host.
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "TRANSFORMERS_VERBOSITY": "warning",
+            "PYTHONUNBUFFERED": "1"}
+
+
+class LlamaCppServer(Engine):
+    name = "llamacpp"
+    distribution = "llama_cpp_python"
+    module = "llama_cpp.server"
+    install_hint = "pip install 'llama-cpp-python[server]' (quantlab extra 'gguf')"
+    batches = False
+    same_library_runtime = "llamacpp"
+    batching = ("not batched: llama-cpp-python's server holds one llama context behind a lock, so concurrent "
+                "requests queue and run one at a time (llama.cpp's own llama-server batches with --parallel; "
+                "it is not what this engine runs)")
+
+    def missing(self) -> str | None:
+        for module in ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context",
+                       "pydantic_settings"):
+            if importlib.util.find_spec(module) is None:
+                return f"engine 'llamacpp' needs {module} ({self.install_hint})"
+        return None
+
+    def plan(self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int,
+             max_concurrency: int = 32) -> LaunchPlan:
+        if device != "cpu":
+            raise ServeError(f"engine 'llamacpp' runs on the CPU here; device {device!r} needs a CUDA build of "
+                             "llama-cpp-python (not verified by quantlab)")
+        gguf = artifact.manifest.gguf
+        if gguf is None:
+            raise ServeError(f"{artifact.path} has no GGUF record in its manifest")
+        alias = artifact.path.name
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(artifact.path / gguf.file),
+                   "--model_alias", alias, "--host", LOOPBACK, "--port", str(port), "--n_ctx", str(ctx),
+                   "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_gpu_layers", "0",
+                   # The default (true) ends the running stream as soon as another request arrives: under
+                   # concurrency every stream but the last would be cut short.
+                   "--interrupt_requests", "false"]
+        return LaunchPlan(command=command, env=_env(threads), base_url=f"http://{LOOPBACK}:{port}",
+                          health_path="/v1/models", model=alias)
+
+    def fixed_length(self, max_tokens: int) -> dict:
+        return {"min_tokens": max_tokens}  # masks EOS until max_tokens (llama-cpp-python's MinTokens processor)
+
+
+class TransformersServer(Engine):
+    name = "transformers"
+    distribution = "transformers"
+    module = "transformers.cli.serve"
+    install_hint = "pip install 'transformers[serving]' (quantlab extra 'serve')"
+    batches = True
+    same_library_runtime = "transformers"
+    batching = ("continuous batching (`transformers serve --continuous-batching`: paged KV cache, requests "
+                "join and leave the running batch at every step; on the CPU the cache is sized to 2× the largest "
+                "concurrency × context)")
+
+    def missing(self) -> str | None:
+        from transformers.utils.import_utils import is_serve_available
+
+        if not is_serve_available():
+            return f"engine 'transformers' needs its serving dependencies ({self.install_hint})"
+        return None
+
+    def plan(self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int,
+             max_concurrency: int = 32) -> LaunchPlan:
+        model = str(artifact.path)
+        command = [sys.executable, "-c", "from transformers.cli.transformers import main; main()", "serve",
+                   model, "--continuous-batching", "--host", LOOPBACK, "--port", str(port), "--device", device,
+                   "--dtype", "auto", "--log-level", "warning"]
+        if device == "cpu":
+            # On a GPU, cache and batch size follow free device memory (like vLLM). On the CPU the same rule
+            # sized the per-step token budget from host RAM: the server's peak RSS was 10.2 GB for a 135M
+            # model (measured), a reservation rather than a need. Size both for the workload: the cache for 2×
+            # the largest concurrency × context, steps of 2048 tokens (1.2 GB peak, measured).
+            blocks = 2 * math.ceil(max_concurrency * ctx / CPU_CB_BLOCK)
+            command += ["--cb-block-size", str(CPU_CB_BLOCK), "--cb-num-blocks", str(blocks),
+                        "--cb-max-batch-tokens", str(CPU_CB_BATCH_TOKENS)]
+        return LaunchPlan(command=command, env=_env(threads), base_url=f"http://{LOOPBACK}:{port}",
+                          health_path="/health", model=model)
+
+    def fixed_length(self, max_tokens: int) -> dict:
+        # eos_token_id -1 disables EOS in the continuous-batching scheduler; greedy like every other engine.
+        return {"generation_config": json.dumps({"max_new_tokens": max_tokens, "eos_token_id": -1,
+                                                 "do_sample": False})}
+
+
+class VllmServer(Engine):
+    name = "vllm"
+    distribution = "vllm"
+    module = "vllm"
+    install_hint = "pip install vllm on a CUDA rig"
+    batches = True
+    batching = "continuous batching (vLLM's scheduler, PagedAttention)"
+    verified = False
+    same_library_runtime = "transformers"  # what it can load; its kernels are its own (see bench.served)
+
+    def supports(self, artifact: Artifact) -> bool:
+        return super().supports(artifact) and artifact.manifest.spec.method != "bnb"
+
+    def plan(self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int,
+             max_concurrency: int = 32) -> LaunchPlan:
+        if not device.startswith("cuda"):
+            raise ServeError("engine 'vllm' is wired for CUDA rigs; on the CPU use --engine transformers")
+        model = str(artifact.path)
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host",
+                   LOOPBACK, "--port", str(port), "--max-model-len", str(ctx), "--disable-log-requests"]
+        return LaunchPlan(command=command, env=_env(threads), base_url=f"http://{LOOPBACK}:{port}",
+                          health_path="/health", model=model)
+
+    def fixed_length(self, max_tokens: int) -> dict:
+        return {"ignore_eos": True}
+
+
+ENGINES: dict[str, Engine] = {engine.name: engine for engine in (LlamaCppServer(), TransformersServer(),
+                                                                  VllmServer())}
+
+
+def select_engine(artifact: Artifact, name: str | None = None, *, device: str = "cpu") -> Engine:
+    """The named engine, or the first installed one that serves this artifact on this device."""
+    if name is not None:
+        engine = ENGINES.get(name)
+        if engine is None:
+            raise ServeError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")
+        if not engine.supports(artifact):
+            raise ServeError(f"engine {name!r} cannot serve {artifact.path} ({artifact.manifest.format}); "
+                             f"engines: {', '.join(e.name for e in ENGINES.values() if e.supports(artifact))}")
+        reason = engine.missing()
+        if reason:
+            raise BackendUnavailableError(reason)
+        return engine
+    candidates = [e for e in ENGINES.values() if e.supports(artifact)
+                  and (e.name != "vllm" or device.startswith("cuda"))]
+    for engine in candidates:
+        if engine.missing() is None:
+            return engine
+    if not candidates:
+        raise ServeError(f"no engine serves {artifact.path} ({artifact.manifest.format})")
+    raise BackendUnavailableError(candidates[0].missing())
