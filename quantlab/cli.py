@@ -184,6 +184,13 @@ def bench(
     quality: Annotated[bool | None, typer.Option("--quality/--no-quality", help="Measure perplexity/KLD.")
                        ] = None,
     speed: Annotated[bool | None, typer.Option("--speed/--no-speed", help="Measure speed and memory.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated lm-eval tasks scored on each artifact (and "
+                                                   "the baseline, for recovery), e.g. quantlab_wikitext_nextword "
+                                                   "(shipped, offline) or arc_easy,hellaswag (hub datasets).")
+                     ] = None,
+    task_path: Annotated[Path | None, typer.Option(help="Folder of lm-eval task YAMLs (local datasets).")] = None,
+    task_limit: Annotated[int | None, typer.Option(help="Score only the first N documents per task.")] = None,
+    num_fewshot: Annotated[int | None, typer.Option(help="Few-shot examples per task prompt.")] = None,
     load: Annotated[bool, typer.Option("--load", help="Serve each artifact through a real engine (see "
                                                       "'quantlab serve') and drive it with concurrent streaming "
                                                       "requests: TTFT, TPOT, ITL, tok/s, $/1M per level.")
@@ -207,7 +214,8 @@ def bench(
 
     in_process = {"--baseline": baseline, "--ctx": ctx, "--max-tokens": max_tokens, "--batch-sizes": batch_sizes,
                   "--warmup": warmup, "--repeats": repeats, "--runtime": runtime, "--dtype": dtype,
-                  "--quality/--no-quality": quality, "--speed/--no-speed": speed}
+                  "--quality/--no-quality": quality, "--speed/--no-speed": speed, "--tasks": tasks,
+                  "--task-path": task_path, "--task-limit": task_limit, "--num-fewshot": num_fewshot}
     if load:
         given = [name for name, value in in_process.items() if value is not None]
         if given:
@@ -230,7 +238,10 @@ def bench(
                            repeats=3 if repeats is None else repeats, rig=rig,
                            rigs_file=str(rigs_file) if rigs_file else None, price_per_hour=price_per_hour,
                            runtime=runtime, device=device, dtype=dtype, quality=quality is not False,
-                           speed=speed is not False)
+                           speed=speed is not False,
+                           tasks=[t.strip() for t in tasks.split(",") if t.strip()] if tasks else None,
+                           task_path=str(task_path) if task_path else None, task_limit=task_limit,
+                           num_fewshot=num_fewshot)
     with _progress() as progress, _library_output():
         task = progress.add_task("benching", total=None)
         records = run_bench(artifacts, baseline=baseline, options=options, results_path=results,

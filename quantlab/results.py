@@ -17,6 +17,7 @@ from quantlab.artifact import GGUFRecord
 from quantlab.bench.load import LoadSweep
 from quantlab.bench.quality import QualityMetrics
 from quantlab.bench.speed import SpeedPoint
+from quantlab.bench.tasks import TaskResults
 from quantlab.corpus import TextSource
 from quantlab.env import HostInfo
 from quantlab.errors import ResultsError, describe_validation_error
@@ -106,6 +107,7 @@ class Result(BaseModel):
     host: HostInfo
     roofline: Roofline | None = None  # batch-1 decode against this host's measured memory bandwidth
     load: LoadSweep | None = None  # a served engine under concurrent load (`quantlab bench --load`)
+    tasks: TaskResults | None = None  # lm-eval task scores (`quantlab bench --tasks`), with recovery
 
 
 def append_result(path: str | Path, result: Result) -> None:

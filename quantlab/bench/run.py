@@ -63,6 +63,11 @@ class BenchOptions:
     dtype: str = "auto"
     quality: bool = True
     speed: bool = True
+    tasks: list[str] | None = None  # lm-eval task names (run with the quality pass, on the same loaded model)
+    task_path: str | None = None
+    task_limit: int | None = None
+    num_fewshot: int | None = None
+    task_batch_size: int = 8
 
     def check(self) -> None:
         if self.ctx < 2:
@@ -79,6 +84,10 @@ class BenchOptions:
             raise BenchError(f"--dtype must be auto, fp32, bf16 or fp16, not {self.dtype}")
         if not (self.quality or self.speed):
             raise BenchError("nothing to measure: --no-quality and --no-speed together")
+        if self.tasks and not self.quality:
+            raise BenchError("--tasks runs with the quality pass; drop --no-quality")
+        if self.task_limit is not None and self.task_limit < 1:
+            raise BenchError(f"--task-limit must be ≥ 1, not {self.task_limit}")
 
 
 def tokenizer_dir(artifact: Artifact) -> Path:
@@ -177,17 +186,30 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
         if base_stream is not None and not np.array_equal(stream.ids, base_stream.ids):
             raise BenchError(f"baseline {base.path} and {artifact.path} tokenize the dataset differently: "
                              "they are not the same source model, so their logits cannot be compared")
+    if options.tasks:
+        from quantlab.bench.tasks import check_tasks
+
+        check_tasks(options.tasks, options.task_path)
+        pairs = list(zip(loaded, runtimes, strict=True)) + ([(base, base_runtime)] if base is not None else [])
+        for artifact, runtime in pairs:
+            if runtime.name != "transformers":
+                raise BenchError(f"--tasks scores a transformers model; {artifact.path.name} is served by "
+                                 f"{runtime.name} (GGUF task accuracy is not supported)")
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
     base_session = None
+    base_tasks = None
     if base is not None:
         progress(f"loading baseline {base.path.name}")
         base_session = ReusedBaseline(base_runtime.load(base, device=device, dtype=options.dtype))
+        if options.tasks:
+            progress(f"{base.path.name}: lm-eval tasks {', '.join(options.tasks)}")
+            base_tasks = _tasks(base_session.inner, base, options, device)
     out: list[Result] = []
     try:
         for artifact, runtime, stream in zip(loaded, runtimes, artifact_streams, strict=True):
             name = artifact.path.name
-            quality = description = None
+            quality = description = task_results = None
             if options.quality:
                 progress(f"{name}: loading for quality")
                 session = runtime.load(artifact, device=device, dtype=options.dtype)
@@ -199,6 +221,10 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
                                     baseline_label=_label(base) if base else "",
                                     on_window=lambda name=name, done=done, total=total: progress(
                                         f"{name}: perplexity window {next(done)}/{total}"))
+                    if options.tasks:
+                        progress(f"{name}: lm-eval tasks {', '.join(options.tasks)}")
+                        task_results = _task_results(_tasks(session, artifact, options, device), base_tasks,
+                                                     base, options)
                 finally:
                     session.close()
             speed: list[SpeedPoint] = []
@@ -210,7 +236,8 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
                 speed = [SpeedPoint.model_validate(p) for p in answer["speed"]]
                 memory = _memory(answer["memory"], device)
                 roof = _roofline(answer.get("bytes_per_token"), speed, device)
-            result = _result(run_id, artifact, description, rig, options, stream, quality, speed, memory, roof)
+            result = _result(run_id, artifact, description, rig, options, stream, quality, speed, memory, roof,
+                             task_results)
             if results_path is not None:
                 append_result(results_path, result)
             out.append(result)
@@ -218,6 +245,28 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
         if base_session is not None:
             base_session.close()
     return out
+
+
+def _tasks(session, artifact: Artifact, options: BenchOptions, device: str):
+    from transformers import AutoTokenizer
+
+    from quantlab.bench.tasks import run_tasks
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(artifact))
+    return run_tasks(session.hf_model(), tokenizer, options.tasks, task_path=options.task_path,
+                     limit=options.task_limit, num_fewshot=options.num_fewshot,
+                     batch_size=options.task_batch_size, device=device)
+
+
+def _task_results(scores, base_scores, base: Artifact | None, options: BenchOptions):
+    from quantlab.bench.tasks import TaskResults, harness_version, with_recovery
+
+    if base_scores is not None:
+        scores = with_recovery(scores, base_scores)
+    return TaskResults(harness=harness_version(), tasks=options.tasks, task_path=options.task_path,
+                       limit=options.task_limit, num_fewshot=options.num_fewshot,
+                       batch_size=options.task_batch_size, baseline_digest=base.digest if base else None,
+                       scores=scores)
 
 
 def _label(artifact: Artifact) -> str:
@@ -281,7 +330,7 @@ def _memory(raw: dict, device: str) -> MemoryMetrics:
 
 def _result(run_id: str, artifact: Artifact, description: RuntimeDescription, rig, options: BenchOptions,
             stream: TokenStream, quality: QualityMetrics | None, speed: list[SpeedPoint],
-            memory: MemoryMetrics | None, roof: Roofline | None) -> Result:
+            memory: MemoryMetrics | None, roof: Roofline | None, tasks=None) -> Result:
     cost = [CostPoint(batch_size=p.batch_size, tokens_per_second=p.decode_tok_s.median,
                       usd_per_1m_tokens=usd_per_million(rig.price_per_hour, p.decode_tok_s.median))
             for p in speed]
@@ -293,7 +342,7 @@ def _result(run_id: str, artifact: Artifact, description: RuntimeDescription, ri
                                batch_sizes=options.batch_sizes, prompt_tokens=options.prompt_tokens,
                                new_tokens=options.new_tokens, warmup=options.warmup, repeats=options.repeats),
         quality=quality, speed=speed, memory=memory, cost=cost, libraries=library_versions(), host=host_info(),
-        roofline=roof,
+        roofline=roof, tasks=tasks,
     )
 
 

@@ -38,7 +38,8 @@ def _field_value(field):
 
 def inspect(path: str) -> dict:
     reader = gguf.GGUFReader(path, "r")
-    wanted = ("general.architecture", "general.file_type", "general.type", "general.name")
+    wanted = ("general.architecture", "general.file_type", "general.type", "general.name", "tokenizer.ggml.model",
+              "tokenizer.ggml.pre")
     kv = {}
     for name, field in reader.fields.items():
         if name in wanted or name.endswith(".block_count") or name.startswith(("quantize.", "imatrix.")):

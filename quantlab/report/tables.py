@@ -89,6 +89,42 @@ def main_table(results: list[Result]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=MAIN_COLUMNS)
 
 
+def tasks_table(results: list[Result]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        if r.tasks is None:
+            continue
+        for score in r.tasks.scores:
+            rows.append({
+                "method": f"{r.artifact.method} ({r.artifact.backend})",
+                "scheme": r.artifact.label,
+                "task": score.task,
+                "metric": score.metric + ("" if score.higher_is_better else " (lower is better)"),
+                "score": f"{score.value:.4f}" + (f" ± {score.stderr:.4f}" if score.stderr is not None else ""),
+                "baseline": _fmt(score.baseline, 4),
+                "recovery %": _fmt(score.recovery_pct, 1),
+                "docs": score.n_samples,
+            })
+    return pd.DataFrame(rows)
+
+
+def tasks_notes(results: list[Result]) -> list[str]:
+    runs = {(r.tasks.harness, r.tasks.limit, r.tasks.num_fewshot, r.tasks.task_path) for r in results if r.tasks}
+    notes = []
+    for harness, limit, fewshot, path in sorted(runs, key=str):
+        notes.append(f"Tasks: {harness} on the model quantlab's transformers runtime loaded (same weights and "
+                     f"kernel path as the perplexity run); {fewshot or 0}-shot"
+                     + (f", first {limit} documents per task" if limit else "")
+                     + (f", task YAMLs from {path}" if path else "")
+                     + "; ± is lm-eval's standard error. Recovery = score / baseline score (baseline / score for "
+                       "lower-is-better metrics); 100 % = no loss.")
+    if any(s.task == "quantlab_wikitext_nextword" for r in results if r.tasks for s in r.tasks.scores):
+        notes.append("quantlab_wikitext_nextword: quantlab's own offline task, LAMBADA's protocol (acc = the next "
+                     "word is the greedy continuation; perplexity over its tokens) at 400 positions 10-30 words "
+                     "into WikiText-2 test lines; not a published benchmark.")
+    return notes
+
+
 def _ms(dist) -> str:
     return "–" if dist is None else f"{dist.median:,.0f} / {dist.p99:,.0f}"
 
@@ -261,6 +297,7 @@ def footnotes(results: list[Result]) -> list[str]:
     notes += [f"Batching in {name}: {how}." for name, how in sorted(batching)]
     notes += gguf_ordering_notes(results)
     notes += load_notes(results)
+    notes += tasks_notes(results)
     kernels = {r.runtime.kernel for r in results}
     for kernel in sorted(kernels):
         mark = "† " if kernel not in ("dense", "native") else ""  # same rule as _kernel_mark
@@ -277,6 +314,9 @@ def markdown(results: list[Result], *, title: str = "quantlab results") -> str:
     batches = batch_table(results)
     if not batches.empty:
         lines += ["## Throughput by batch size", "", batches.to_markdown(index=False), ""]
+    scored = tasks_table(results)
+    if not scored.empty:
+        lines += ["## Task accuracy (lm-eval) and recovery", "", scored.to_markdown(index=False), ""]
     served = load_table(results)
     if not served.empty:
         lines += ["## Served under load (batching)", "", served.to_markdown(index=False), ""]
@@ -303,6 +343,8 @@ def html(results: list[Result], *, title: str = "quantlab results") -> str:
             f"<h1>{escape(title)}</h1>"
             + ("" if main_table(results).empty else main_table(results).to_html(index=False))
             + ("" if batches.empty else f"<h2>Throughput by batch size</h2>{batches.to_html(index=False)}")
+            + ("" if tasks_table(results).empty else
+               f"<h2>Task accuracy (lm-eval) and recovery</h2>{tasks_table(results).to_html(index=False)}")
             + ("" if load_table(results).empty else
                f"<h2>Served under load (batching)</h2>{load_table(results).to_html(index=False)}")
             + ("" if gguf_table(results).empty else

@@ -76,6 +76,11 @@ class Session(ABC):
         None where the runtime cannot say."""
         return None
 
+    def hf_model(self):
+        """The loaded transformers model, for harnesses that score a model object (lm-eval); None if the
+        runtime has none."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model."""
 

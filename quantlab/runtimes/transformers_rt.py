@@ -240,6 +240,9 @@ class TransformersSession(Session):
         detail = f"weights {weights:,} B as loaded ({embedding}) + {kv_detail}"
         return BytesPerToken(weights=weights, kv=kv, detail=detail)
 
+    def hf_model(self):
+        return self.model
+
     def close(self) -> None:
         del self.model
         if self.device.startswith("cuda"):
