@@ -219,3 +219,15 @@ def test_load_options_are_checked_before_anything_starts(tiny_served):
     assert proc.returncode == 1 and "cannot serve" in proc.stderr
     proc = run_cli("bench", str(tiny_served.path), "--load", "--concurrency", "0")
     assert proc.returncode == 1 and "--concurrency" in proc.stderr
+
+
+def test_request_rate_spaces_arrivals_by_a_seeded_poisson_schedule(slow_endpoint):
+    import random
+
+    rng = random.Random(0)  # run_level's seed
+    gaps = [rng.expovariate(20.0) for _ in range(10)]
+    level = run_level(slow_endpoint.base_url, model="trivial", requests=_requests(10), concurrency=10,
+                      max_tokens=2, extra_fields={}, request_rate=20.0, seed=0)
+    assert level.request_rate == 20.0 and level.completed == 10 and level.errors == 0
+    # the last request leaves after the first nine gaps and still streams two tokens (≥ 2 × 20 ms)
+    assert level.duration_s >= sum(gaps[:9]) + 0.04
