@@ -483,6 +483,57 @@ def fit(
 
 
 @app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="A recipe YAML (see recipes/).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the recipe and print the plan: every cell, "
+                                                            "its nominal bits per weight, and the memory-fit "
+                                                            "verdict on each rig. Loads no weights.")] = False,
+) -> None:
+    """Execute a recipe (model(s) × methods × bench settings × rigs). Today: --dry-run, which validates it
+    completely (schema, methods through their backends, rigs) and prints what would run."""
+    from quantlab import recipes
+
+    plan = recipes.load_recipe(recipe)
+    if not dry_run:
+        raise recipes.RecipeError(f"recipe {recipe} is valid, but executing recipes is not built yet; "
+                                  "--dry-run prints its plan (run the cells with 'quantlab quantize' and "
+                                  "'quantlab bench' meanwhile)")
+    with _library_output():
+        models = recipes.fit_plan(plan, recipe)
+    rigs = plan.rig_entries()
+    fit = plan.fit
+    for model, arch, rows in models:
+        table = Table(title=f"{plan.name}: {model.id} ({arch.n_params / 1e9:.2f}B parameters), memory fit at "
+                            f"batch {fit.batch} × ctx {fit.ctx}, KV {fit.kv_dtype}",
+                      caption=f"needed = weights (nominal bits per weight) + KV cache; usable = rig memory × "
+                              f"{fit.utilization:.0%}")
+        for column in ("cell", "method", "bits/weight", "weights GB", *(f"{r.name}" for r in rigs)):
+            table.add_column(column)
+        for row in rows:
+            verdicts = [f"fits ({f.needed_bytes / 1e9:.1f} / {f.capacity_bytes / 1e9:.1f} GB)" if f.fits else
+                        f"[red]does NOT fit[/red] ({f.needed_bytes / 1e9:.1f} / {f.capacity_bytes / 1e9:.1f} GB)"
+                        for f in row.footprints]
+            spec = row.cell.spec
+            table.add_row(row.cell.name + (" (baseline)" if row.cell.is_baseline else ""),
+                          f"{spec.method}/{spec.backend} {spec.label()}", f"{row.bits:.3g}",
+                          f"{row.footprints[0].weight_bytes / 1e9:.1f}", *verdicts)
+        out_console.print(table)
+        notes = sorted({f"{r.cell.spec.method} {r.cell.spec.label()}: {r.bits_note}" for r in rows})
+        out_console.print("bits per weight:\n" + "\n".join(f"  {n}" for n in notes), highlight=False)
+    b = plan.bench
+    would = [f"quantize {len(rows)} cell(s) per model ({len(models)} model(s)), each cached by a hash of model + "
+             "spec (calibration included)",
+             f"bench in-process: {b.dataset}, ctx {b.ctx}, {b.max_tokens} tokens, batch sizes {b.batch_sizes}, "
+             f"prompts {b.prompt_tokens} + {b.new_tokens} new tokens"
+             + (f", tasks {', '.join(b.tasks)}" if b.tasks else "")]
+    if b.concurrency:
+        would.append(f"bench served: concurrency {b.concurrency}")
+    would.append("on rig(s) " + ", ".join(r.name + (f" at ${r.price_per_hour}/h" if r.price_per_hour else "")
+                                           for r in rigs))
+    out_console.print("would run:\n" + "\n".join(f"  - {w}" for w in would), highlight=False)
+
+
+@app.command()
 def demo(
     results: Annotated[Path, typer.Option(help="JSONL file the demo's results are appended to.")] =
         Path("results/demo.jsonl"),

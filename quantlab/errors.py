@@ -54,6 +54,17 @@ def describe_validation_error(exc) -> str:
 
     One line is the contract of every user-facing error; pydantic's own message spans several.
     """
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    return f"{where}: {first['msg']}"
+    errors = exc.errors()
+    # A misspelt key shows up twice: as an unknown key and as the key it should have been, missing. The
+    # unknown one is the useful half.
+    extra = [e for e in errors if e["type"] == "extra_forbidden"]
+    first = extra[0] if extra else errors[0]
+    message = f"{_where(first)}: {first['msg']}"
+    missing = [_where(e) for e in errors if e["type"] == "missing"]
+    if extra and missing:
+        message += f" (and missing: {', '.join(missing)})"
+    return message
+
+
+def _where(error) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(top level)"

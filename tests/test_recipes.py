@@ -1,0 +1,120 @@
+"""Recipes: the shipped ones validate and plan offline; every mistake fails before any work, naming the file,
+the key and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from quantlab import memfit
+from quantlab.recipes import RecipeError, cells, fit_plan, load_recipe
+from quantlab.spec import MethodSpec
+
+from .conftest import REPO, run_cli
+
+RECIPES = REPO / "recipes"
+
+MINIMAL = """
+name: t
+models: [{id: default}]
+methods:
+  - {name: w4, method: rtn, bits: 4, group_size: 64}
+  - {name: gptq, method: gptq, bits: 4, group_size: 64}
+  - {name: fp8, method: fp8}
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["demo-cpu", "guide-llama-3.1-8b", "guide-llama-3.1-70b"])
+def test_shipped_recipes_validate(name):
+    recipe = load_recipe(RECIPES / f"{name}.yaml")
+    assert recipe.name == name and recipe.methods
+
+
+def test_guide_70b_dry_run_flags_fp16_on_one_h100():
+    proc = run_cli("run", str(RECIPES / "guide-llama-3.1-70b.yaml"), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("│")}
+    assert "does NOT fit (142.4 / 72.0 GB)" in rows["fp16"].split("│")[5]  # the h100 column
+    assert "fits" in rows["awq-w4-g128"].split("│")[5] and "NOT" not in rows["awq-w4-g128"]
+    assert "70.55B parameters" in proc.stdout and "would run" in proc.stdout
+
+
+def test_guide_8b_plan_numbers():
+    path = RECIPES / "guide-llama-3.1-8b.yaml"
+    ((_, arch, rows),) = fit_plan(load_recipe(path), path)
+    assert arch.n_params == 8_030_261_248  # the published architecture, as tests/test_memfit.py counts it
+    by = {row.cell.name: row for row in rows}
+    fp16 = by["fp16"].footprints[0]
+    assert fp16.rig == "h100" and fp16.fits and fp16.weight_bytes == 2 * arch.n_params
+    assert by["gptq-w4-g128"].bits == pytest.approx(4.125)
+    # GGUF quantizes every tensor: nominal weights = all parameters at the block format's bits
+    assert by["gguf-q4_k_m"].footprints[0].weight_bytes == round(arch.n_params * 4.5 / 8)
+
+
+def test_recipe_calibration_reaches_calibrated_methods_only(tmp_path):
+    path = _write(tmp_path, MINIMAL + "calibration: {n_samples: 8, seq_len: 128}\n")
+    by = {c.name: c.spec for c in cells(load_recipe(path), path)}
+    assert by["gptq"].calibration.n_samples == 8 and by["gptq"].calibration.seq_len == 128
+    assert by["w4"].calibration is None and by["fp8"].calibration is None
+
+
+def test_cell_keys_follow_the_request(tmp_path):
+    a = _write(tmp_path, MINIMAL)
+    keys_a = {c.name: c.key() for c in cells(load_recipe(a), a)}
+    b = tmp_path / "b.yaml"
+    b.write_text(MINIMAL + "calibration: {n_samples: 8}\n")
+    keys_b = {c.name: c.key() for c in cells(load_recipe(b), b)}
+    assert keys_a["w4"] == keys_b["w4"] and keys_a["gptq"] != keys_b["gptq"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (MINIMAL.replace("methods:", "methds:"), "methds: Extra inputs are not permitted"),
+    (MINIMAL + "bench: {ctx: many}\n", "bench.ctx: Input should be a valid integer"),
+    (MINIMAL + "bench: {batch_sizes: [1], tokens: 3}\n", "bench.tokens: Extra inputs"),
+    (MINIMAL.replace("method: fp8", "method: fp9"), "methods.2 (fp8): unknown method 'fp9'"),
+    (MINIMAL.replace("{name: fp8, method: fp8}", "{name: fp8, method: fp8, bits: 4}"), "methods.2 (fp8):"),
+    (MINIMAL.replace("{name: fp8, method: fp8}", "{name: g, method: gguf, scheme: Q4_K_Z}"),
+     "methods.2 (g): unknown GGUF type 'Q4_K_Z'"),
+    (MINIMAL.replace("name: fp8,", "name: w4,"), "method names must be unique; repeated: w4"),
+    (MINIMAL + "rigs: [h100, a100]\n", "rigs.1: unknown rig 'a100'"),
+    (MINIMAL + "fit: {kv_dtype: int3}\n", None),
+    ("name: t\nmodels: [{id: default}\n", "not valid YAML"),
+    ("- just a list\n", "expected a mapping"),
+])
+def test_mistakes_name_file_key_and_reason(tmp_path, text, expected):
+    path = _write(tmp_path, text)
+    with pytest.raises(RecipeError) as info:
+        recipe = load_recipe(path)
+        fit_plan(recipe, path)  # kv_dtype is checked when planning
+    message = str(info.value)
+    assert message.startswith(f"recipe {path}: ") and "\n" not in message
+    if expected:
+        assert expected in message, message
+
+
+def test_the_cli_fails_in_one_line_before_any_work(tmp_path):
+    path = _write(tmp_path, MINIMAL.replace("method: fp8", "method: fp9"))
+    proc = run_cli("run", str(path), "--dry-run")
+    assert proc.returncode == 1 and proc.stderr.count("error:") == 1 and "unknown method 'fp9'" in proc.stderr
+    proc = run_cli("run", str(_write(tmp_path, MINIMAL)))
+    assert proc.returncode == 1 and "not built yet" in proc.stderr and "--dry-run" in proc.stderr
+
+
+def test_nominal_bits_per_format():
+    cases = {MethodSpec(method="none", dtype="fp32"): 32, MethodSpec(method="none", dtype="bf16"): 16,
+             MethodSpec(method="rtn", bits=4, group_size=128, symmetric=True): 4.125,
+             MethodSpec(method="awq", bits=4, group_size=128, symmetric=False): 4 + 20 / 128,
+             MethodSpec(method="gptq", bits=4, group_size=-1, symmetric=True): 4,
+             MethodSpec(method="fp4", scheme="NVFP4"): 4.5, MethodSpec(method="fp4", scheme="MXFP4A16"): 4.25,
+             MethodSpec(method="fp8", scheme="FP8_W8A16"): 8, MethodSpec(method="gguf", scheme="Q8_0"): 8.5,
+             MethodSpec(method="gguf", scheme="Q6_K"): 6.5625, MethodSpec(method="bnb", scheme="nf4"): 4.5,
+             MethodSpec(method="bnb", scheme="int8"): 8}
+    for spec, bits in cases.items():
+        assert memfit.nominal_weight_bits(spec)[0] == pytest.approx(bits), spec
