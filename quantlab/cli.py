@@ -488,16 +488,30 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the recipe and print the plan: every cell, "
                                                             "its nominal bits per weight, and the memory-fit "
                                                             "verdict on each rig. Loads no weights.")] = False,
+    results: Annotated[Path | None, typer.Option(help="Results file. Default: results/<recipe name>.jsonl; the "
+                                                      "report is written next to it (.md, .html).")] = None,
+    work_dir: Annotated[Path | None, typer.Option(help="Where the artifacts go. Default: "
+                                                       "~/.cache/quantlab/runs/<recipe name>.")] = None,
 ) -> None:
-    """Execute a recipe (model(s) × methods × bench settings × rigs). Today: --dry-run, which validates it
-    completely (schema, methods through their backends, rigs) and prints what would run."""
+    """Execute a recipe (model(s) × methods × bench settings × rigs): quantize every cell (reusing finished
+    artifacts), bench each, append the results, render the report. Kill it anywhere and run it again: it
+    continues where it stopped. --dry-run validates it and prints the plan instead."""
     from quantlab import recipes
 
     plan = recipes.load_recipe(recipe)
     if not dry_run:
-        raise recipes.RecipeError(f"recipe {recipe} is valid, but executing recipes is not built yet; "
-                                  "--dry-run prints its plan (run the cells with 'quantlab quantize' and "
-                                  "'quantlab bench' meanwhile)")
+        from quantlab.runner import run_recipe
+        from quantlab.serve.process import exit_on_sigterm
+
+        exit_on_sigterm()
+        with _progress() as progress, _library_output():
+            task = progress.add_task(f"running {plan.name}", total=None)
+            path = run_recipe(recipe, results=results, work_dir=work_dir,
+                              progress=lambda msg: progress.update(task, description=msg))
+        _emit(path.with_suffix(".md").read_text(encoding="utf-8"))
+        console.print(f"[green]results[/green] {path}  [green]report[/green] {path.with_suffix('.md')}, "
+                      f"{path.with_suffix('.html')}")
+        return
     with _library_output():
         models = recipes.fit_plan(plan, recipe)
     rigs = plan.rig_entries()

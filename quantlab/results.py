@@ -88,6 +88,18 @@ class CostPoint(BaseModel):
     basis: Literal["decode", "served"] = "decode"
 
 
+class CellRef(BaseModel):
+    """The recipe cell a record belongs to (`quantlab run`): what a resumed run checks to skip finished work."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recipe: str
+    model: str
+    name: str
+    key: str  # hash of model + normalized spec (quantlab.recipes.Cell.key)
+    stage: Literal["bench", "load"]
+
+
 class Result(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -108,6 +120,7 @@ class Result(BaseModel):
     roofline: Roofline | None = None  # batch-1 decode against this host's measured memory bandwidth
     load: LoadSweep | None = None  # a served engine under concurrent load (`quantlab bench --load`)
     tasks: TaskResults | None = None  # lm-eval task scores (`quantlab bench --tasks`), with recovery
+    cell: CellRef | None = None  # set by `quantlab run`
 
 
 def append_result(path: str | Path, result: Result) -> None:
@@ -119,6 +132,22 @@ def append_result(path: str | Path, result: Result) -> None:
         fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def repair_tail(path: str | Path) -> bool:
+    """Drop a last line cut short by a kill during `append_result` (appends are sequential, so only the last
+    line can be partial); True if something was dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    with open(path, "r+b") as fh:
+        fh.truncate(data.rfind(b"\n") + 1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
 
 
 def read_results(path: str | Path) -> list[Result]:

@@ -103,8 +103,8 @@ def test_the_cli_fails_in_one_line_before_any_work(tmp_path):
     path = _write(tmp_path, MINIMAL.replace("method: fp8", "method: fp9"))
     proc = run_cli("run", str(path), "--dry-run")
     assert proc.returncode == 1 and proc.stderr.count("error:") == 1 and "unknown method 'fp9'" in proc.stderr
-    proc = run_cli("run", str(_write(tmp_path, MINIMAL)))
-    assert proc.returncode == 1 and "not built yet" in proc.stderr and "--dry-run" in proc.stderr
+    proc = run_cli("run", str(_write(tmp_path, MINIMAL + "rigs: [h100]\n")))  # a GPU rig, on this CPU host
+    assert proc.returncode == 1 and "none of h100 is this host" in proc.stderr and "--dry-run" in proc.stderr
 
 
 def test_nominal_bits_per_format():

@@ -163,7 +163,8 @@ def device_name(device: str) -> str:
 
 def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
           options: BenchOptions | None = None, results_path: str | Path | None = None,
-          progress: Progress = lambda _: None) -> list[Result]:
+          progress: Progress = lambda _: None, cells: list | None = None) -> list[Result]:
+    """`cells` (quantlab run): one CellRef per artifact, recorded in its Result."""
     options = options or BenchOptions()
     options.check()
     loaded = [load_artifact(a) for a in artifacts]
@@ -238,6 +239,8 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
                 roof = _roofline(answer.get("bytes_per_token"), speed, device)
             result = _result(run_id, artifact, description, rig, options, stream, quality, speed, memory, roof,
                              task_results)
+            if cells is not None:
+                result.cell = cells[len(out)]
             if results_path is not None:
                 append_result(results_path, result)
             out.append(result)

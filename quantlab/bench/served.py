@@ -141,7 +141,7 @@ def _memfit(artifact: Artifact, options: LoadOptions):
 
 
 def bench_load(artifact_path: str | Path, *, options: LoadOptions | None = None,
-               results_path: str | Path | None = None, progress: Progress = lambda _: None) -> Result:
+               results_path: str | Path | None = None, progress: Progress = lambda _: None, cell=None) -> Result:
     options = options or LoadOptions()
     options.check()
     artifact = load_artifact(artifact_path)
@@ -208,7 +208,7 @@ def bench_load(artifact_path: str | Path, *, options: LoadOptions | None = None,
                                ctx=ctx, batch_sizes=options.concurrency, prompt_tokens=options.prompt_tokens,
                                new_tokens=options.output_tokens, warmup=1, repeats=1),
         quality=None, speed=[], memory=memory, cost=cost, libraries=library_versions(), host=host_info(),
-        load=sweep)
+        load=sweep, cell=cell)
     if results_path is not None:
         append_result(results_path, result)
     return result

@@ -1,0 +1,94 @@
+"""`quantlab run`: a recipe runs to completion, a re-run does nothing twice, and a run killed with SIGKILL at
+a random point finishes on the next run with every cell recorded exactly once and no finished artifact made
+again."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from quantlab.results import read_results
+from quantlab.runner import run_recipe
+
+CELLS = ["fp32", "w8", "w4"]
+
+
+def _recipe(tmp_path: Path, model: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(f"""
+name: tiny-run
+models: [{{id: {json.dumps(str(model))}}}]
+baseline: {{name: fp32, method: none, dtype: fp32}}
+methods:
+  - {{name: w8, method: rtn, bits: 8, group_size: 128}}
+  - {{name: w4, method: rtn, bits: 4, group_size: 64}}
+bench: {{dataset: embedded, ctx: 128, max_tokens: 512, batch_sizes: [1], prompt_tokens: 16, new_tokens: 4,
+        warmup: 0, repeats: 1}}
+rigs: [cpu]
+""")
+    return path
+
+
+def _created(work: Path) -> dict[str, str]:
+    """Finished artifacts (a manifest in place) → when they were made."""
+    return {p.parent.name: json.loads(p.read_text())["created_at"] for p in work.glob("*/*/quantlab.json")}
+
+
+def _bench_records(results: Path) -> Counter:
+    return Counter(r.cell.name for r in read_results(results) if r.cell and r.cell.stage == "bench")
+
+
+def test_run_completes_renders_and_a_rerun_does_nothing_twice(tiny_model, tmp_path):
+    recipe = _recipe(tmp_path, tiny_model)
+    results, work = tmp_path / "out" / "tiny.jsonl", tmp_path / "work"
+    messages = []
+    run_recipe(recipe, results=results, work_dir=work, progress=messages.append)
+    assert _bench_records(results) == Counter(CELLS)
+    records = read_results(results)
+    assert all(r.cell.recipe == "tiny-run" and r.quality.vs_baseline for r in records)
+    assert results.with_suffix(".md").is_file() and "<table" in results.with_suffix(".html").read_text()
+    assert any(m.startswith("[") and "/6]" in m for m in messages)  # cells done / total
+    made = _created(work)
+    assert len(made) == 3
+    run_recipe(recipe, results=results, work_dir=work)
+    assert _bench_records(results) == Counter(CELLS) and _created(work) == made
+
+
+def _cli_run(recipe: Path, results: Path, work: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "quantlab.cli", "run", str(recipe), "--results", str(results),
+                             "--work-dir", str(work)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sigkill_anywhere_then_rerun_finishes_with_every_cell_once(tiny_model, tmp_path, seed):
+    recipe = _recipe(tmp_path, tiny_model)
+    # how long an uninterrupted run takes here, so the kill lands inside one
+    started = time.monotonic()
+    full = _cli_run(recipe, tmp_path / "full.jsonl", tmp_path / "full-work")
+    assert full.wait(timeout=900) == 0, full.stderr.read()[-2000:]
+    duration = time.monotonic() - started
+    kill_at = random.Random(seed).uniform(0.15, 0.95) * duration
+    results, work = tmp_path / "r.jsonl", tmp_path / "work"
+    proc = _cli_run(recipe, results, work)
+    time.sleep(kill_at)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _created(work)
+    recorded = _bench_records(results) if results.is_file() and results.stat().st_size else Counter()
+    print(f"killed at {kill_at:.1f} s of {duration:.1f} s: {len(before)} artifacts, {sum(recorded.values())} "
+          "records")
+    again = _cli_run(recipe, results, work)
+    assert again.wait(timeout=900) == 0, again.stderr.read()[-2000:]
+    assert _bench_records(results) == Counter(CELLS)  # every cell exactly once
+    after = _created(work)
+    assert {k: after[k] for k in before} == before  # nothing finished was quantized again
+    assert len(after) == 3
