@@ -78,7 +78,7 @@ def reusable(out: str | Path, model: str, spec: MethodSpec) -> Artifact | None:
         return None
     backend = methods.get_backend(spec.method, spec.backend)
     requested = backend.normalize(spec)
-    source = resolve_model(model)
+    source = resolve_model(model, log=lambda _: None)
     # A cached artifact made before a check existed must not slip past it.
     backend.fit(requested, model_info(source.path))
     manifest = artifact.manifest

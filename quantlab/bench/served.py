@@ -12,7 +12,9 @@ The steps, each of which can fail with one clear line and a stopped server:
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,7 +126,8 @@ def _server_peak_rss(pid: int) -> int:
             with open(f"/proc/{proc.pid}/status", encoding="ascii") as fh:
                 total += next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmHWM:"))
         except (OSError, StopIteration):
-            total += proc.memory_info().rss if proc.is_running() else 0
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += proc.memory_info().rss  # no /proc status (not Linux): the current RSS, a lower bound
     return total
 
 
@@ -151,8 +154,6 @@ def bench_load(artifact_path: str | Path, *, options: LoadOptions | None = None,
     rig = resolve_rig(options.rig, device, rigs_file=options.rigs_file, price_per_hour=options.price_per_hour)
     if options.port is not None:
         check_port_free(options.port)
-    import os
-
     threads = options.threads or os.cpu_count() or 1
     requests, ids, source = _prompts(artifact, options)
     name = artifact.path.name
@@ -184,7 +185,7 @@ def bench_load(artifact_path: str | Path, *, options: LoadOptions | None = None,
             progress(f"{name}: concurrency {concurrency}, {n} requests")
             levels.append(level(requests[offset:offset + n], concurrency))
             offset += n
-            server._check_alive()
+            server.check_alive()
         peak = _server_peak_rss(server.pid)
     memory = MemoryMetrics(kind="cpu-peak-rss-server", peak_bytes=peak, after_load_bytes=0, before_load_bytes=0,
                            note="peak RSS (VmHWM) of the server process and its children over start-up and every "

@@ -96,7 +96,7 @@ class ServerProcess:
                   and not ln.startswith("File ")]
         return errors[-1] if errors else " | ".join(kept[-lines:])
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
         assert self.proc is not None
         code = self.proc.poll()
         if code is not None:
@@ -111,7 +111,7 @@ class ServerProcess:
         url = self.plan.base_url + self.plan.health_path
         with httpx.Client(timeout=2.0) as client:
             while True:
-                self._check_alive()
+                self.check_alive()
                 elapsed = time.monotonic() - start
                 if elapsed > timeout_s:
                     raise ServeError(f"{self.name} did not answer {url} within {timeout_s:.0f} s"
@@ -127,7 +127,7 @@ class ServerProcess:
             try:
                 warmup()
             except Exception as exc:
-                self._check_alive()
+                self.check_alive()
                 raise ServeError(f"{self.name} answered {url} but its first request failed: {exc}"
                                  + (f"; last log lines: {self.log_tail()}" if self.log_tail() else "")) from exc
         return time.monotonic() - start
