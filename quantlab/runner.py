@@ -125,15 +125,17 @@ def run_recipe(path: str | Path, *, results: str | Path | None = None, work_dir:
 
 
 def render(results: Path) -> list[Path]:
-    """The report next to the results: Markdown and HTML, from the results only."""
-    from quantlab.report import tables
+    """The report next to the results, from the results only: Markdown, HTML (plots embedded) and each plot as
+    a PNG."""
+    from quantlab.report import plots, tables
 
     records: list[Result] = tables.select(read_results(results))
-    written = []
-    for suffix, fmt in ((".md", tables.markdown), (".html", tables.html)):
-        target = results.with_suffix(suffix)
+    outputs = {results.with_suffix(".md"): tables.markdown(records).encode(),
+               results.with_suffix(".html"): tables.html(records).encode()}
+    outputs |= {results.with_name(f"{results.stem}-{name}.png"): png
+                for name, png in plots.render_all(records).items()}
+    for target, data in outputs.items():
         tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(fmt(records), encoding="utf-8")
+        tmp.write_bytes(data)
         tmp.replace(target)
-        written.append(target)
-    return written
+    return list(outputs)

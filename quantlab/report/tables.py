@@ -349,7 +349,21 @@ def html(results: list[Result], *, title: str = "quantlab results") -> str:
                f"<h2>Served under load (batching)</h2>{load_table(results).to_html(index=False)}")
             + ("" if gguf_table(results).empty else
                f"<h2>GGUF: tensor types as written</h2>{gguf_table(results).to_html(index=False)}")
+            + _plots_html(results)
             + f"<h2>How these numbers were made</h2><ul>{notes}</ul></body></html>\n")
+
+
+def _plots_html(results: list[Result]) -> str:
+    import base64
+
+    from quantlab.report import plots
+
+    images = plots.render_all(results)
+    if not images:
+        return ""
+    return "<h2>Plots</h2>" + "".join(
+        f"<figure><img alt='{escape(name)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+        f"<figcaption>{escape(name)}</figcaption></figure>" for name, png in images.items())
 
 
 FORMATS = {"md": markdown, "csv": csv, "html": html}

@@ -1,0 +1,122 @@
+"""The report's plots, from results only: quality vs size (with the Pareto frontier), $/1M vs quality, and
+throughput vs concurrency. Each returns PNG bytes (or None when the results hold nothing to plot), so the HTML
+report can embed them and `quantlab run` can write them next to the results.
+
+Quality is the mean KL divergence from the baseline (log scale: near-lossless formats sit at 1e-4, 4-bit ones
+near 1). Size is bytes on disk. Cells from `dequantized`/`emulated` kernel paths are drawn hollow: their size
+and quality are the format's, their speed and cost are not.
+"""
+
+from __future__ import annotations
+
+import io
+
+from quantlab.results import Result
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; also keeps notebooks and CI headless
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(7.5, 4.8), dpi=110)
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    # no timestamp or software tag in the file: the same results give the same bytes
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _label(r: Result) -> str:
+    return f"{r.artifact.method} {r.artifact.label}"
+
+
+def _hollow(r: Result) -> bool:
+    return r.runtime.kernel not in ("dense", "native")
+
+
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (smaller x and smaller y are better), by x."""
+    frontier, best = [], float("inf")
+    for x, y in sorted(points):
+        if y < best:
+            frontier.append((x, y))
+            best = y
+    return frontier
+
+
+def _scored(results: list[Result]) -> list[Result]:
+    return [r for r in results if r.quality and r.quality.vs_baseline and r.quality.vs_baseline.kld_mean > 0]
+
+
+def quality_vs_size(results: list[Result]) -> bytes | None:
+    scored = _scored(results)
+    if len(scored) < 2:
+        return None
+    fig, ax = _figure()
+    for r in scored:
+        x, y = r.artifact.disk_bytes / 1e6, r.quality.vs_baseline.kld_mean
+        ax.scatter([x], [y], s=40, facecolors="none" if _hollow(r) else "C0", edgecolors="C0")
+        ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    front = pareto([(r.artifact.disk_bytes / 1e6, r.quality.vs_baseline.kld_mean) for r in scored])
+    ax.plot([p[0] for p in front], [p[1] for p in front], "C1--", lw=1, label="Pareto frontier")
+    ax.set_xlabel("size on disk (MB)")
+    ax.set_ylabel("mean KL divergence from the baseline (log)")
+    ax.set_yscale("log")
+    ax.set_title("Quality vs size (lower left is better)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def cost_vs_quality(results: list[Result]) -> bytes | None:
+    """$/1M tokens at batch 1 (in-process decode) against KLD."""
+    rows = []
+    for r in _scored(results):
+        cost = next((c for c in sorted(r.cost, key=lambda c: c.batch_size) if c.basis == "decode"), None)
+        if cost is not None:
+            rows.append((r, cost.usd_per_1m_tokens))
+    if len(rows) < 2:
+        return None
+    fig, ax = _figure()
+    for r, usd in rows:
+        x = r.quality.vs_baseline.kld_mean
+        ax.scatter([x], [usd], s=40, facecolors="none" if _hollow(r) else "C2", edgecolors="C2")
+        ax.annotate(_label(r), (x, usd), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("mean KL divergence from the baseline (log)")
+    ax.set_ylabel(f"$ per 1M tokens, batch-1 decode ({rows[0][0].rig.name} rig)")
+    ax.set_title("Cost vs quality (hollow: dequantized/emulated speed)")
+    return _png(fig)
+
+
+def throughput_vs_concurrency(results: list[Result]) -> bytes | None:
+    served = [r for r in results if r.load is not None and r.load.levels]
+    if not served:
+        return None
+    fig, ax = _figure()
+    for i, r in enumerate(served):
+        levels = sorted(r.load.levels, key=lambda lv: lv.concurrency)
+        style = "-" if r.load.batches else ":"
+        ax.plot([lv.concurrency for lv in levels], [lv.total_tok_s for lv in levels], style, marker="o",
+                color=f"C{i % 10}", label=f"{_label(r)} ({r.load.engine}{'' if r.load.batches else ', not batched'})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent requests")
+    ax.set_ylabel("total tok/s (prompt + output)")
+    ax.set_title("Served throughput vs concurrency")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+PLOTS = {"quality-vs-size": quality_vs_size, "cost-vs-quality": cost_vs_quality,
+         "throughput-vs-concurrency": throughput_vs_concurrency}
+
+
+def render_all(results: list[Result]) -> dict[str, bytes]:
+    return {name: png for name, make in PLOTS.items() if (png := make(results)) is not None}
