@@ -375,6 +375,32 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 @app.command()
+def recommend(
+    results: Annotated[list[Path], typer.Argument(help="Results JSONL file(s) (quality and speed records of the "
+                                                       "same artifacts; served records for --basis served).")],
+    rig: Annotated[str, typer.Option(help="The rig the formats were measured on, e.g. cpu or h100.")],
+    min_quality: Annotated[float, typer.Option(help="Least quality, % of the baseline (perplexity recovery: "
+                                                    "100 × baseline ppl / ppl).")] = 0.0,
+    max_memory: Annotated[float | None, typer.Option(help="Most memory in GB (the measured peak).")] = None,
+    basis: Annotated[str, typer.Option(help="decode (in-process decode tok/s) | served (served output tok/s).")
+                     ] = "decode",
+    at: Annotated[int, typer.Option(help="Batch size (decode) or concurrency (served) the price is read at.")] = 1,
+) -> None:
+    """The cheapest format per 1M tokens on --rig that meets --min-quality and --max-memory, with the reason,
+    the runner-up, and what was excluded and why."""
+    from quantlab.report import tables
+    from quantlab.report.recommend import explain
+    from quantlab.report.recommend import recommend as choose
+    from quantlab.results import read_results
+
+    records = tables.select([r for path in results for r in read_results(path)])
+    rec = choose(records, rig=rig, min_quality=min_quality, max_memory_gb=max_memory, basis=basis, at=at)
+    _emit(explain(rec, rig=rig, min_quality=min_quality, max_memory_gb=max_memory, at=at))
+    if rec.winner is None:
+        raise typer.Exit(1)
+
+
+@app.command()
 def methods(
     format: Annotated[str, typer.Option("--format", help="table | json")] = "table",
 ) -> None:

@@ -173,7 +173,7 @@ def test_a_backend_without_its_library_says_so(monkeypatch, tiny_model, tmp_path
 
 def test_help_everywhere():
     for command in ([], ["quantize"], ["bench"], ["report"], ["methods"], ["rigs"], ["demo"], ["serve"], ["fit"],
-                    ["run"]):
+                    ["recommend"], ["run"]):
         proc = run_cli(*command, "--help")
         assert proc.returncode == 0, command
         assert "Usage" in proc.stdout
