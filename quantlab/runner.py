@@ -30,8 +30,8 @@ def _host_rig(recipe: Recipe, path: Path, device: str):
     tried = []
     for rig in recipe.rig_entries():
         try:
-            return resolve_rig(rig.name, device, rigs_file=recipe.rigs_file and str(path.parent / recipe.rigs_file),
-                               price_per_hour=rig.price_per_hour), rig
+            rigs_file = str(path.parent / recipe.rigs_file) if recipe.rigs_file else None
+            return resolve_rig(rig.name, device, rigs_file=rigs_file, price_per_hour=rig.price_per_hour), rig
         except RigError as exc:
             tried.append(str(exc))
     raise RecipeError(f"recipe {path}: rigs: none of {', '.join(r.name for r in recipe.rig_entries())} is this host "
@@ -56,11 +56,12 @@ def run_recipe(path: str | Path, *, results: str | Path | None = None, work_dir:
     plan = cells(recipe, path)
     device = default_device()
     rig, rig_entry = _host_rig(recipe, path, device)
+    rigs_file = str(path.parent / recipe.rigs_file) if recipe.rigs_file else None
     b = recipe.bench
     options = BenchOptions(dataset=b.dataset, ctx=b.ctx, max_tokens=b.max_tokens, batch_sizes=b.batch_sizes,
                            prompt_tokens=b.prompt_tokens, new_tokens=b.new_tokens, warmup=b.warmup, repeats=b.repeats,
-                           rig=rig.name, price_per_hour=rig_entry.price_per_hour, quality=b.quality, speed=b.speed,
-                           tasks=b.tasks, task_limit=b.task_limit, device=device)
+                           rig=rig.name, rigs_file=rigs_file, price_per_hour=rig_entry.price_per_hour,
+                           quality=b.quality, speed=b.speed, tasks=b.tasks, task_limit=b.task_limit, device=device)
     options.check()
     root = Path(work_dir) if work_dir is not None else cache_dir() / "runs" / recipe.name
     results = Path(results) if results is not None else Path("results") / f"{recipe.name}.jsonl"
@@ -112,7 +113,7 @@ def run_recipe(path: str | Path, *, results: str | Path | None = None, work_dir:
         if "load" in stages:
             load_options = LoadOptions(concurrency=b.concurrency, requests=b.requests, prompt_tokens=b.prompt_tokens,
                                        output_tokens=b.new_tokens, dataset=b.dataset, device=device, rig=rig.name,
-                                       price_per_hour=rig_entry.price_per_hour)
+                                       rigs_file=rigs_file, price_per_hour=rig_entry.price_per_hour)
             for cell in mine:
                 if (cell.key(), "load") in done:
                     finished[0] += 1
