@@ -482,15 +482,13 @@ def fit(
     chosen = [rigs[name] for name in rig] if rig else [r for r in rigs.values() if r.device == "cuda"]
     measured = None
     path = Path(model)
-    if (path / MANIFEST).is_file():
-        artifact = load_artifact(path)
-        measured = artifact.manifest.weight_bytes
-        # a GGUF artifact has no config.json: the architecture is the source model's
-        directory = artifact.path if (artifact.path / "config.json").is_file() else Path(artifact.manifest.source.path)
-    else:
-        directory = path if path.is_dir() else Path(resolve_model(model).path)
     with _library_output():
-        arch = memfit.architecture_of(directory)
+        if (path / MANIFEST).is_file():
+            artifact = load_artifact(path)
+            measured = artifact.manifest.weight_bytes
+            arch = memfit.architecture_of_artifact(artifact)
+        else:
+            arch = memfit.architecture_of(path if path.is_dir() else Path(resolve_model(model).path))
     table = Table(title=f"memory fit: {model}, batch {batch} × ctx {ctx}, KV {kv_dtype}",
                   caption="needed = weights + KV cache; usable = rig memory × utilization")
     for column in ("rig", "verdict", "weights GB", "KV GB", "needed GB", "usable GB"):

@@ -86,6 +86,12 @@ def architecture_of(path: str | Path) -> Architecture:
     return architecture(config)
 
 
+def architecture_of_artifact(artifact) -> Architecture:
+    """An artifact's architecture: its own config.json, or (GGUF artifacts have none) its source model's."""
+    directory = artifact.path if (artifact.path / "config.json").is_file() else Path(artifact.manifest.source.path)
+    return architecture_of(directory)
+
+
 def kv_bytes_per_token(arch: Architecture, kv_dtype: str = "bf16") -> int:
     return arch.n_layers * arch.n_kv_heads * arch.head_dim * 2 * KV_DTYPE_BYTES[kv_dtype]
 

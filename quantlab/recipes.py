@@ -17,11 +17,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from quantlab.errors import QuantlabError, describe_validation_error
+from quantlab.errors import QuantlabError
 from quantlab.spec import Calibration, MethodSpec
+from quantlab.yamlfile import load_yaml_model
 
 
 class RecipeError(QuantlabError):
@@ -128,18 +128,7 @@ class Cell:
 def load_recipe(path: str | Path) -> Recipe:
     """Parse and check a recipe; every failure is one line naming the file, the key and the reason."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RecipeError(f"recipe {path}: cannot read it ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict):
-        raise RecipeError(f"recipe {path}: expected a mapping of keys (name, models, methods, ...)")
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        raise RecipeError(f"recipe {path}: {describe_validation_error(exc)}") from exc
+    recipe = load_yaml_model(path, Recipe, RecipeError, "recipe")
     cells(recipe, path)  # methods resolve through their backends
     _check_rigs(recipe, path)
     return recipe
@@ -150,12 +139,17 @@ def _check_rigs(recipe: Recipe, path: Path) -> None:
     from quantlab.rigs import load_rigs
 
     try:
-        known = load_rigs(_relative(path, recipe.rigs_file) if recipe.rigs_file else None)
+        known = load_rigs(rigs_file_of(recipe, path))
     except RigError as exc:
         raise RecipeError(f"recipe {path}: rigs_file: {exc}") from exc
     for i, rig in enumerate(recipe.rig_entries()):
         if rig.name not in known:
             raise RecipeError(f"recipe {path}: rigs.{i}: unknown rig {rig.name!r}; known: {', '.join(known)}")
+
+
+def rigs_file_of(recipe: Recipe, path: Path) -> str | None:
+    """The recipe's `rigs_file`, resolved against the recipe's folder."""
+    return _relative(path, recipe.rigs_file) if recipe.rigs_file else None
 
 
 def _relative(recipe_path: Path, value: str) -> str:
@@ -220,7 +214,7 @@ def fit_plan(recipe: Recipe, path: str | Path) -> list[tuple[ModelEntry, object,
     from quantlab.rigs import load_rigs
 
     path = Path(path)
-    known = load_rigs(_relative(path, recipe.rigs_file) if recipe.rigs_file else None)
+    known = load_rigs(rigs_file_of(recipe, path))
     rigs = [known[r.name] for r in recipe.rig_entries()]
     if recipe.fit.kv_dtype not in memfit.KV_DTYPE_BYTES:
         raise RecipeError(f"recipe {path}: fit.kv_dtype: one of {', '.join(memfit.KV_DTYPE_BYTES)}, not "

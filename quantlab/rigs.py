@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from quantlab.errors import RigError, describe_validation_error
+from quantlab.errors import RigError
+from quantlab.yamlfile import load_yaml_model
 
 COST_FORMULA = "$/1M tokens = price_per_hour / (tokens_per_second × 3600) × 1e6"
 
@@ -66,17 +66,7 @@ def load_rigs(rigs_file: str | Path | None = None) -> dict[str, Rig]:
     rigs = dict(BUILTIN_RIGS)
     if rigs_file is None:
         return rigs
-    path = Path(rigs_file)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RigError(f"rigs file {path}: cannot read it ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise RigError(f"rigs file {path}: not valid YAML ({exc})") from exc
-    try:
-        parsed = RigsFile.model_validate(data)
-    except ValidationError as exc:
-        raise RigError(f"rigs file {path}: {describe_validation_error(exc)}") from exc
+    parsed = load_yaml_model(rigs_file, RigsFile, RigError, "rigs file")
     rigs.update({rig.name: rig for rig in parsed.rigs})
     return rigs
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from quantlab.errors import RigError
-from quantlab.recipes import Cell, Recipe, RecipeError, cells, load_recipe
+from quantlab.recipes import Cell, Recipe, RecipeError, cells, load_recipe, rigs_file_of
 from quantlab.results import CellRef, Result, read_results, repair_tail
 
 Progress = Callable[[str], None]
@@ -30,8 +30,8 @@ def _host_rig(recipe: Recipe, path: Path, device: str):
     tried = []
     for rig in recipe.rig_entries():
         try:
-            rigs_file = str(path.parent / recipe.rigs_file) if recipe.rigs_file else None
-            return resolve_rig(rig.name, device, rigs_file=rigs_file, price_per_hour=rig.price_per_hour), rig
+            return resolve_rig(rig.name, device, rigs_file=rigs_file_of(recipe, path),
+                               price_per_hour=rig.price_per_hour), rig
         except RigError as exc:
             tried.append(str(exc))
     raise RecipeError(f"recipe {path}: rigs: none of {', '.join(r.name for r in recipe.rig_entries())} is this host "
@@ -56,7 +56,7 @@ def run_recipe(path: str | Path, *, results: str | Path | None = None, work_dir:
     plan = cells(recipe, path)
     device = default_device()
     rig, rig_entry = _host_rig(recipe, path, device)
-    rigs_file = str(path.parent / recipe.rigs_file) if recipe.rigs_file else None
+    rigs_file = rigs_file_of(recipe, path)
     b = recipe.bench
     options = BenchOptions(dataset=b.dataset, ctx=b.ctx, max_tokens=b.max_tokens, batch_sizes=b.batch_sizes,
                            prompt_tokens=b.prompt_tokens, new_tokens=b.new_tokens, warmup=b.warmup, repeats=b.repeats,

@@ -116,27 +116,28 @@ def _server_peak_rss(pid: int) -> int:
     """Sum of VmHWM (peak RSS since exec) over the server and its child processes."""
     import psutil
 
+    from quantlab.bench.worker import vm_hwm
+
     total = 0
     try:
         procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     except psutil.NoSuchProcess:
         return 0
     for proc in procs:
-        try:
-            with open(f"/proc/{proc.pid}/status", encoding="ascii") as fh:
-                total += next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmHWM:"))
-        except (OSError, StopIteration):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += proc.memory_info().rss  # no /proc status (not Linux): the current RSS, a lower bound
+        peak = vm_hwm(proc.pid)
+        if peak is not None:
+            total += peak
+            continue
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss  # no /proc status (not Linux): the current RSS, a lower bound
     return total
 
 
 def _memfit(artifact: Artifact, options: LoadOptions):
     from quantlab import memfit
 
-    directory = artifact.path if (artifact.path / "config.json").is_file() else Path(artifact.manifest.source.path)
     try:
-        arch = memfit.architecture_of(directory)
+        arch = memfit.architecture_of_artifact(artifact)
     except Exception:  # the fit is context for the measured peak, not a reason to fail the measurement
         return None
     return memfit.footprint(arch, batch=max(options.concurrency), ctx=options.prompt_tokens + options.output_tokens,

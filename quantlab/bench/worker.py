@@ -21,19 +21,27 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+def vm_hwm(pid: int | str = "self") -> int | None:
+    """Linux's peak RSS of a process since its exec (VmHWM), in bytes; None where /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss() -> tuple[int, str]:
     """Peak RSS of this process since exec, and how it was read.
 
     Linux's VmHWM belongs to the address space that exec created, so it starts fresh in this process.
     `ru_maxrss` does not: it is inherited across fork+exec, so a child of a 3 GB parent reports ≥ 3 GB.
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024, "VmHWM"
-    except OSError:
-        pass
+    peak = vm_hwm()
+    if peak is not None:
+        return peak, "VmHWM"
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "ru_maxrss (may include the parent's peak)"
 

@@ -308,21 +308,19 @@ def footnotes(results: list[Result]) -> list[str]:
     return notes
 
 
+def sections(results: list[Result]) -> list[tuple[str | None, pd.DataFrame]]:
+    """The report's tables in order, each built once, empty ones left out; the main table has no heading."""
+    tables = [(None, main_table(results)), ("Throughput by batch size", batch_table(results)),
+              ("Task accuracy (lm-eval) and recovery", tasks_table(results)),
+              ("Served under load (batching)", load_table(results)),
+              ("GGUF: tensor types as written", gguf_table(results))]
+    return [(heading, table) for heading, table in tables if not table.empty]
+
+
 def markdown(results: list[Result], *, title: str = "quantlab results") -> str:
-    main = main_table(results)
-    lines = [f"# {title}", ""] + ([] if main.empty else [main.to_markdown(index=False), ""])
-    batches = batch_table(results)
-    if not batches.empty:
-        lines += ["## Throughput by batch size", "", batches.to_markdown(index=False), ""]
-    scored = tasks_table(results)
-    if not scored.empty:
-        lines += ["## Task accuracy (lm-eval) and recovery", "", scored.to_markdown(index=False), ""]
-    served = load_table(results)
-    if not served.empty:
-        lines += ["## Served under load (batching)", "", served.to_markdown(index=False), ""]
-    ggufs = gguf_table(results)
-    if not ggufs.empty:
-        lines += ["## GGUF: tensor types as written", "", ggufs.to_markdown(index=False), ""]
+    lines = [f"# {title}", ""]
+    for heading, table in sections(results):
+        lines += ([] if heading is None else [f"## {heading}", ""]) + [table.to_markdown(index=False), ""]
     lines += ["## How these numbers were made", ""]
     lines += [f"- {note}" for note in footnotes(results)]
     versions = sorted({f"{k} {v}" for r in results for k, v in r.libraries.items()})
@@ -336,19 +334,12 @@ def csv(results: list[Result]) -> str:
 
 def html(results: list[Result], *, title: str = "quantlab results") -> str:
     notes = "".join(f"<li>{escape(n)}</li>" for n in footnotes(results))
-    batches = batch_table(results)
+    body = "".join(("" if heading is None else f"<h2>{escape(heading)}</h2>") + table.to_html(index=False)
+                   for heading, table in sections(results))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
-            f"<h1>{escape(title)}</h1>"
-            + ("" if main_table(results).empty else main_table(results).to_html(index=False))
-            + ("" if batches.empty else f"<h2>Throughput by batch size</h2>{batches.to_html(index=False)}")
-            + ("" if tasks_table(results).empty else
-               f"<h2>Task accuracy (lm-eval) and recovery</h2>{tasks_table(results).to_html(index=False)}")
-            + ("" if load_table(results).empty else
-               f"<h2>Served under load (batching)</h2>{load_table(results).to_html(index=False)}")
-            + ("" if gguf_table(results).empty else
-               f"<h2>GGUF: tensor types as written</h2>{gguf_table(results).to_html(index=False)}")
+            f"<h1>{escape(title)}</h1>{body}"
             + _plots_html(results)
             + f"<h2>How these numbers were made</h2><ul>{notes}</ul></body></html>\n")
 
