@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import os
 import sys
+import time
+from collections.abc import Callable
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Annotated
@@ -68,6 +70,16 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show library logs
 def _progress() -> Progress:
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                     transient=True)
+
+
+def _reporter(progress: Progress, task) -> Callable[[str], None]:
+    """Progress for a long run: the live line on a terminal; elsewhere (CI logs, nohup) a timestamped line per
+    step, because a transient progress bar writes nothing there and a long run would look hung."""
+    def report(message: str) -> None:
+        progress.update(task, description=message)
+        if not console.is_terminal:
+            console.print(f"{time.strftime('%H:%M:%S')} {message}", highlight=False, markup=False)
+    return report
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -530,8 +542,7 @@ def run(
         exit_on_sigterm()
         with _progress() as progress, _library_output():
             task = progress.add_task(f"running {plan.name}", total=None)
-            path = run_recipe(recipe, results=results, work_dir=work_dir,
-                              progress=lambda msg: progress.update(task, description=msg))
+            path = run_recipe(recipe, results=results, work_dir=work_dir, progress=_reporter(progress, task))
         _emit(path.with_suffix(".md").read_text(encoding="utf-8"))
         console.print(f"[green]results[/green] {path}  [green]report[/green] {path.with_suffix('.md')}, "
                       f"{path.with_suffix('.html')}")
@@ -565,7 +576,8 @@ def run(
              f"prompts {b.prompt_tokens} + {b.new_tokens} new tokens"
              + (f", tasks {', '.join(b.tasks)}" if b.tasks else "")]
     if b.concurrency:
-        would.append(f"bench served: concurrency {b.concurrency}")
+        would.append(f"bench served: concurrency {b.concurrency}, "
+                     + (f"cells {', '.join(b.load_cells)}" if b.load_cells is not None else "every cell"))
     would.append("on rig(s) " + ", ".join(r.name + (f" at ${r.price_per_hour}/h" if r.price_per_hour else "")
                                            for r in rigs))
     out_console.print("would run:\n" + "\n".join(f"  - {w}" for w in would), highlight=False)

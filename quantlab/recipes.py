@@ -59,6 +59,8 @@ class BenchSection(BaseModel):
     quality: bool = True
     speed: bool = True
     concurrency: list[int] | None = Field(None, description="served load levels (bench --load); none: skipped")
+    load_cells: list[str] | None = Field(None, description="the cells served under load (names); none: every "
+                                                           "cell. A sweep costs minutes per cell on a CPU")
     requests: int | None = Field(None, ge=1)
     tasks: list[str] | None = None
     task_limit: int | None = Field(None, ge=1)
@@ -102,7 +104,16 @@ class Recipe(BaseModel):
         seen = {n for n in names if names.count(n) > 1}
         if seen:
             raise ValueError(f"method names must be unique; repeated: {', '.join(sorted(seen))}")
+        unknown = [n for n in self.bench.load_cells or [] if n not in names]
+        if unknown:
+            raise ValueError(f"bench.load_cells names no cell: {', '.join(unknown)}; cells: {', '.join(names)}")
+        if self.bench.load_cells is not None and not self.bench.concurrency:
+            raise ValueError("bench.load_cells is set but bench.concurrency is not: no load sweep would run")
         return self
+
+    def served(self, name: str) -> bool:
+        """Whether the cell gets a load sweep."""
+        return bool(self.bench.concurrency) and (self.bench.load_cells is None or name in self.bench.load_cells)
 
     def rig_entries(self) -> list[RigEntry]:
         return [RigEntry(name=r) if isinstance(r, str) else r for r in self.rigs]

@@ -71,7 +71,7 @@ def run_recipe(path: str | Path, *, results: str | Path | None = None, work_dir:
                                                  results.stat().st_size else [])
             if r.cell is not None and r.cell.recipe == recipe.name}
     stages = (["bench"] if b.quality or b.speed else []) + (["load"] if b.concurrency else [])
-    total = len(plan) * (1 + len(stages))
+    total = len(plan) * (2 if "bench" in stages else 1) + sum(recipe.served(c.name) for c in plan)
     finished = [0]
 
     def step(message: str, count: bool = True) -> None:
@@ -114,7 +114,7 @@ def run_recipe(path: str | Path, *, results: str | Path | None = None, work_dir:
             load_options = LoadOptions(concurrency=b.concurrency, requests=b.requests, prompt_tokens=b.prompt_tokens,
                                        output_tokens=b.new_tokens, dataset=b.dataset, device=device, rig=rig.name,
                                        rigs_file=rigs_file, price_per_hour=rig_entry.price_per_hour)
-            for cell in mine:
+            for cell in [c for c in mine if recipe.served(c.name)]:
                 if (cell.key(), "load") in done:
                     finished[0] += 1
                     continue
@@ -126,13 +126,14 @@ def run_recipe(path: str | Path, *, results: str | Path | None = None, work_dir:
 
 
 def render(results: Path) -> list[Path]:
-    """The report next to the results, from the results only: Markdown, HTML (plots embedded) and each plot as
-    a PNG."""
+    """The report next to the results, from the results only: Markdown, HTML (plots embedded), the tradeoff
+    table as CSV, and each plot as a PNG."""
     from quantlab.report import plots, tables
 
     records: list[Result] = tables.select(read_results(results))
     outputs = {results.with_suffix(".md"): tables.markdown(records).encode(),
-               results.with_suffix(".html"): tables.html(records).encode()}
+               results.with_suffix(".html"): tables.html(records).encode(),
+               results.with_suffix(".csv"): tables.csv(records).encode()}
     outputs |= {results.with_name(f"{results.stem}-{name}.png"): png
                 for name, png in plots.render_all(records).items()}
     for target, data in outputs.items():

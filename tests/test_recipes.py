@@ -84,6 +84,8 @@ def test_cell_keys_follow_the_request(tmp_path):
      "methods.2 (g): unknown GGUF type 'Q4_K_Z'"),
     (MINIMAL.replace("name: fp8,", "name: w4,"), "method names must be unique; repeated: w4"),
     (MINIMAL + "rigs: [h100, a100]\n", "rigs.1: unknown rig 'a100'"),
+    (MINIMAL + "bench: {concurrency: [1, 8], load_cells: [w4, gtpq]}\n", "bench.load_cells names no cell: gtpq"),
+    (MINIMAL + "bench: {load_cells: [w4]}\n", "bench.load_cells is set but bench.concurrency is not"),
     (MINIMAL + "fit: {kv_dtype: int3}\n", None),
     ("name: t\nmodels: [{id: default}\n", "not valid YAML"),
     ("- just a list\n", "expected a mapping"),

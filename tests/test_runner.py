@@ -56,6 +56,7 @@ def test_run_completes_renders_and_a_rerun_does_nothing_twice(tiny_model, tmp_pa
     records = read_results(results)
     assert all(r.cell.recipe == "tiny-run" and r.quality.vs_baseline for r in records)
     assert results.with_suffix(".md").is_file() and "<table" in results.with_suffix(".html").read_text()
+    assert results.with_suffix(".csv").read_text().startswith("method,scheme,")
     assert (results.parent / "tiny-quality-vs-size.png").read_bytes().startswith(b"\x89PNG")
     assert any(m.startswith("[") and "/6]" in m for m in messages)  # cells done / total
     made = _created(work)
