@@ -39,3 +39,4 @@ def test_report_notebook_executes_with_tables_and_plots(results_file, monkeypatc
     markdown = "\n".join(o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {}))
     assert len(images) >= 2
     assert "w4 g64 sym" in markdown and "KLD" in markdown and "$/1M tokens" in markdown
+    assert "best for (measured here)" in markdown and "quality %" in markdown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -100,7 +101,8 @@ def test_bench_records_and_report(tiny_artifacts, tmp_path):
     for column in tables.MAIN_COLUMNS:
         assert column in md
     assert "$/1M tokens = price_per_hour / (tokens_per_second × 3600) × 1e6" in md
-    assert "† Kernel 'dequantized'" in md
+    assert "Kernel 'dequantized'" in md
+    assert re.search(r"^- †1 rtn \(llmcompressor\) w\d .* on transformers, kernel 'dequantized'", md, re.M)
     csv = tables.csv(records)
     assert csv.splitlines()[0].startswith("method,scheme,size on disk MB")
     assert "<table" in tables.html(records)

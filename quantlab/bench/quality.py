@@ -52,6 +52,14 @@ class QualityMetrics(BaseModel):
     protocol: str = PROTOCOL
     vs_baseline: BaselineComparison | None = None
 
+    def recovery_pct(self) -> float | None:
+        """Quality as % of the baseline: 100 × baseline ppl / ppl (perplexity recovery; 100 = no loss).
+
+        The one definition every table, plot and recommendation uses for the guide's "quality % of FP16", so a
+        reader can recompute it from the ppl columns printed next to it.
+        """
+        return None if self.vs_baseline is None else 100 * self.vs_baseline.baseline_ppl / self.ppl
+
 
 class ReusedBaseline(Session):
     """The baseline's logits, computed once per window and kept on local disk for every later artifact.

@@ -42,6 +42,22 @@ def _hollow(r: Result) -> bool:
     return r.runtime.kernel not in ("dense", "native")
 
 
+def _labels(ax, points: list[tuple[float, float, str]]) -> None:
+    """Label each point where its text overlaps no earlier label: formats of one size (int8 and FP8, NF4 and
+    NVFP4) sit on top of each other, and stacked labels are unreadable. Deterministic, so the PNG bytes are."""
+    ax.figure.canvas.draw()  # fixes the limits, so data → pixel is final
+    placed: list[tuple[float, float, float, float]] = []
+    for x, y, text in sorted(points, key=lambda p: (p[1], p[0]), reverse=True):
+        px, py = ax.transData.transform((x, y))
+        width, height = 4.3 * len(text) + 2, 9
+        for dx, dy in ((4, 3), (4, -10), (4, 13), (4, -20), (4, 23), (-width - 4, 3), (-width - 4, -10)):
+            box = (px + dx * 1.53, py + dy * 1.53, px + dx * 1.53 + width * 1.53, py + dy * 1.53 + height * 1.53)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7)
+
+
 def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The points no other point beats on both axes (smaller x and smaller y are better), by x."""
     frontier, best = [], float("inf")
@@ -64,7 +80,6 @@ def quality_vs_size(results: list[Result]) -> bytes | None:
     for r in scored:
         x, y = r.artifact.disk_bytes / 1e6, r.quality.vs_baseline.kld_mean
         ax.scatter([x], [y], s=40, facecolors="none" if _hollow(r) else "C0", edgecolors="C0")
-        ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
     front = pareto([(r.artifact.disk_bytes / 1e6, r.quality.vs_baseline.kld_mean) for r in scored])
     ax.plot([p[0] for p in front], [p[1] for p in front], "C1--", lw=1, label="Pareto frontier")
     ax.set_xlabel("size on disk (MB)")
@@ -72,6 +87,7 @@ def quality_vs_size(results: list[Result]) -> bytes | None:
     ax.set_yscale("log")
     ax.set_title("Quality vs size (lower left is better)")
     ax.legend(fontsize=8)
+    _labels(ax, [(r.artifact.disk_bytes / 1e6, r.quality.vs_baseline.kld_mean, _label(r)) for r in scored])
     return _png(fig)
 
 
@@ -88,11 +104,11 @@ def cost_vs_quality(results: list[Result]) -> bytes | None:
     for r, usd in rows:
         x = r.quality.vs_baseline.kld_mean
         ax.scatter([x], [usd], s=40, facecolors="none" if _hollow(r) else "C2", edgecolors="C2")
-        ax.annotate(_label(r), (x, usd), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("mean KL divergence from the baseline (log)")
     ax.set_ylabel(f"$ per 1M tokens, batch-1 decode ({rows[0][0].rig.name} rig)")
     ax.set_title("Cost vs quality (hollow: dequantized/emulated speed)")
+    _labels(ax, [(r.quality.vs_baseline.kld_mean, usd, _label(r)) for r, usd in rows])
     return _png(fig)
 
 

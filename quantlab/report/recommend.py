@@ -65,8 +65,7 @@ def recommend(results: list[Result], *, rig: str, min_quality: float = 0.0, max_
         if scored is None:
             excluded.append((_label(r), "no quality record against a baseline"))
             continue
-        vs = scored.quality.vs_baseline
-        pct = 100 * vs.baseline_ppl / scored.quality.ppl
+        pct = scored.quality.recovery_pct()
         measured = scored.memory or r.memory
         memory = measured.peak_bytes if measured else r.artifact.weight_bytes
         kind = measured.kind if measured else "weight bytes (no measured peak)"

@@ -19,7 +19,7 @@ from quantlab.rigs import COST_FORMULA
 from quantlab.runtimes.base import KERNEL_MEANING
 
 MAIN_COLUMNS = ["method", "scheme", "size on disk MB", "peak memory MB", "prefill tok/s", "decode tok/s",
-                "% of BW limit", "ppl", "Δppl %", "KLD", "top-1 %", "$/1M", "runtime/kernel"]
+                "% of BW limit", "$/1M", "quality %", "ppl", "Δppl %", "KLD", "top-1 %", "runtime/kernel"]
 
 
 def _key(r: Result) -> tuple:
@@ -57,28 +57,55 @@ def _kld(value: float) -> str:
     return f"{value:.2e}" if value < 1e-3 else f"{value:.5f}"
 
 
-def _kernel_mark(result: Result) -> str:
-    return "" if result.runtime.kernel in ("dense", "native") else " †"
+def _own_speed(result: Result) -> bool:
+    """Whether the speed measured is the format's own: its weights computed on directly, not expanded first."""
+    return result.runtime.kernel in ("dense", "native")
+
+
+def _cell(result: Result) -> tuple:
+    return result.artifact.digest, result.runtime.runtime, result.runtime.kernel
+
+
+def _marks(results: list[Result]) -> dict[tuple, int]:
+    """Footnote numbers for the cells whose speed is not the format's own, in table order.
+
+    Every table numbers from the same list, so †2 means the same cell everywhere in one report.
+    """
+    numbers: dict[tuple, int] = {}
+    for r in results:
+        if not _own_speed(r) and _cell(r) not in numbers:
+            numbers[_cell(r)] = len(numbers) + 1
+    return numbers
+
+
+def _kernel_mark(result: Result, marks: dict[tuple, int]) -> str:
+    return "" if _own_speed(result) else f" †{marks[_cell(result)]}"
+
+
+def _quality_pct(result: Result) -> float | None:
+    return result.quality.recovery_pct() if result.quality else None
 
 
 def main_table(results: list[Result]) -> pd.DataFrame:
-    rows = []
+    """The guide's quantization tradeoff table: format, memory, speed, $/1M and quality % of the baseline."""
+    rows, marks = [], _marks(results)
     for r in results:
         if r.load is not None:
             continue  # a served run has its own table (load_table)
         point = _speed_at(r)
         cost = next((c for c in r.cost if point and c.batch_size == point.batch_size), None)
         vs = r.quality.vs_baseline if r.quality else None
-        mark = _kernel_mark(r)
+        mark = _kernel_mark(r, marks)
         rows.append({
             "method": f"{r.artifact.method} ({r.artifact.backend})",
             "scheme": r.artifact.label,
             "size on disk MB": _fmt(r.artifact.disk_bytes / 1e6, 1),
-            "peak memory MB": _fmt(r.memory.peak_bytes / 1e6, 0) if r.memory else "–",
+            "peak memory MB": (_fmt(r.memory.peak_bytes / 1e6, 0) + mark) if r.memory else "–",
             "prefill tok/s": (_fmt(point.prefill_tok_s.median, 0) + mark) if point else "–",
             "decode tok/s": (_fmt(point.decode_tok_s.median, 1) + mark) if point else "–",
             "% of BW limit": _fmt(r.roofline.pct_of_limit, 0) if r.roofline and point and point.batch_size == 1
             else "–",
+            "quality %": _fmt(_quality_pct(r), 1),
             "ppl": _fmt(r.quality.ppl if r.quality else None, 3),
             "Δppl %": _fmt(vs.delta_ppl_pct if vs else None, 2),
             "KLD": _kld(vs.kld_mean) if vs else "–",
@@ -131,11 +158,11 @@ def _ms(dist) -> str:
 
 def load_table(results: list[Result]) -> pd.DataFrame:
     """The guide's batching table, from served runs: one row per artifact × engine × concurrency level."""
-    rows = []
+    rows, marks = [], _marks(results)
     for r in results:
         if r.load is None:
             continue
-        sweep, mark = r.load, _kernel_mark(r)
+        sweep, mark = r.load, _kernel_mark(r, marks)
         base = next((lv for lv in sweep.levels if lv.concurrency == 1), None)
         for lv in sweep.levels:
             cost = next((c for c in r.cost if c.basis == "served" and c.batch_size == lv.concurrency), None)
@@ -189,11 +216,11 @@ def load_notes(results: list[Result]) -> list[str]:
 
 
 def batch_table(results: list[Result]) -> pd.DataFrame:
-    rows = []
+    rows, marks = [], _marks(results)
     for r in results:
         for p in r.speed:
             cost = next((c for c in r.cost if c.batch_size == p.batch_size), None)
-            mark = _kernel_mark(r)
+            mark = _kernel_mark(r, marks)
             rows.append({
                 "method": f"{r.artifact.method} ({r.artifact.backend})",
                 "scheme": r.artifact.label,
@@ -209,6 +236,141 @@ def batch_table(results: list[Result]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _range(values: list[float], digits: int, suffix: str = "") -> str:
+    if not values:
+        return "–"
+    low, high = min(values), max(values)
+    if f"{low:,.{digits}f}" == f"{high:,.{digits}f}":
+        return f"{low:,.{digits}f}{suffix}"
+    return f"{low:,.{digits}f}–{high:,.{digits}f}{suffix}"
+
+
+def _comparable(results: list[Result]) -> list[Result]:
+    """The in-process records scored against one baseline on one rig with one token stream: the largest such
+    group, because rows measured against different references or on different rigs do not rank."""
+    scored = [r for r in results if r.load is None and r.quality and r.quality.vs_baseline]
+    groups: dict[tuple, list[Result]] = {}
+    for r in scored:
+        groups.setdefault((r.quality.vs_baseline.baseline_digest, r.rig.name, r.settings.token_fingerprint,
+                           r.settings.ctx), []).append(r)
+    return max(groups.values(), key=len) if groups else []
+
+
+def _method(r: Result) -> str:
+    return f"{r.artifact.method} ({r.artifact.backend})"
+
+
+def _wins(group: list[Result], served: list[Result]) -> dict[str, list[str]]:
+    """What each cell is measurably best at among its comparable cells; only the format's own speed competes."""
+    wins: dict[str, list[str]] = {}
+
+    def award(r: Result | None, what: str) -> None:
+        if r is not None:
+            wins.setdefault(r.artifact.digest, []).append(what)
+
+    baseline = group[0].quality.vs_baseline.baseline_digest
+    others = [r for r in group if r.artifact.digest != baseline]
+    if others:
+        award(max(others, key=_quality_pct), "highest quality")
+    award(min(group, key=lambda r: r.artifact.disk_bytes), "smallest file")
+    measured = [r for r in group if r.memory]
+    if measured:
+        award(min(measured, key=lambda r: r.memory.peak_bytes), "least memory")
+    own = [r for r in group if _own_speed(r) and _speed_at(r)]
+    if own:
+        award(max(own, key=lambda r: _speed_at(r).decode_tok_s.median), "fastest batch-1 decode, lowest $/1M")
+        largest = max(p.batch_size for r in own for p in r.speed)
+        at_largest = [r for r in own if _speed_at(r, largest)]
+        if largest > 1 and at_largest:
+            award(max(at_largest, key=lambda r: _speed_at(r, largest).decode_tok_s.median),
+                  f"fastest decode at batch {largest}")
+    if served:
+        top = max(lv.concurrency for r in served for lv in r.load.levels)
+        at_top = [r for r in served if any(lv.concurrency == top for lv in r.load.levels)]
+        best = max(at_top, key=lambda r: next(lv.total_tok_s for lv in r.load.levels if lv.concurrency == top))
+        award(best, f"most served tok/s at {top} concurrent requests ({best.load.engine})")
+    frontier = {(x, y) for x, y in _size_quality_frontier(group)}
+    for r in others:
+        if r.artifact.digest not in wins and (r.artifact.disk_bytes, -_quality_pct(r)) in frontier:
+            award(r, "best quality at its size (on the size/quality frontier)")
+    return wins
+
+
+def _size_quality_frontier(group: list[Result]) -> list[tuple[int, float]]:
+    from quantlab.report.plots import pareto
+
+    return pareto([(r.artifact.disk_bytes, -_quality_pct(r)) for r in group])
+
+
+def choose_table(results: list[Result]) -> pd.DataFrame:
+    """A measured "which format to choose" table: per method, its quality, speed and memory range relative to
+    the baseline, and what its cells are best at here — derived from the numbers, so it can say "nothing"."""
+    group = _comparable(results)
+    if len(group) < 2:
+        return pd.DataFrame()
+    baseline_digest = group[0].quality.vs_baseline.baseline_digest
+    base = next((r for r in group if r.artifact.digest == baseline_digest), None)
+    base_speed = _speed_at(base).decode_tok_s.median if base and _speed_at(base) else None
+    base_memory = base.memory.peak_bytes if base and base.memory else None
+    served = [r for r in results if r.load is not None and r.load.levels and r.rig.name == group[0].rig.name
+              and _own_speed(r) and r.artifact.digest in {g.artifact.digest for g in group}]
+    wins, marks = _wins(group, served), _marks(results)
+    methods: dict[str, list[Result]] = {}
+    for r in group:
+        methods.setdefault(_method(r), []).append(r)
+    rows = []
+    for method, cells in methods.items():
+        speeds = [(r, _speed_at(r).decode_tok_s.median) for r in cells if _speed_at(r)]
+        cell_marks = sorted({marks[_cell(r)] for r in cells if not _own_speed(r)})
+        mark = f" †{','.join(map(str, cell_marks))}" if cell_marks else ""
+        reference = ["the reference (100 % by definition)"]
+        best_for = [f"{r.artifact.label}: "
+                    + ", ".join((reference if r is base else []) + wins.get(r.artifact.digest, []))
+                    for r in cells if r is base or r.artifact.digest in wins]
+        if not best_for:
+            best_for = [_dominated(cells, group)]
+        rows.append({
+            "method": method,
+            "schemes": ", ".join(r.artifact.label for r in cells),
+            "quality %": _range([_quality_pct(r) for r in cells], 1),
+            "decode tok/s, batch 1": (_range([v for _, v in speeds], 1) + mark) if speeds else "–",
+            "speed vs baseline": (_range([v / base_speed for _, v in speeds], 2, "×") + mark)
+            if speeds and base_speed else "–",
+            "memory vs baseline": (_range([r.memory.peak_bytes / base_memory for r in cells if r.memory], 2, "×")
+                                   + mark) if base_memory and any(r.memory for r in cells) else "–",
+            "best for (measured here)": "; ".join(best_for),
+        })
+    return pd.DataFrame(rows)
+
+
+def _dominated(cells: list[Result], group: list[Result]) -> str:
+    """Why a method wins nothing: the cell that beats its best cell on size and quality (and speed, if known)."""
+    best = max(cells, key=_quality_pct)
+    rivals = [r for r in group if r.artifact.digest != best.artifact.digest
+              and r.artifact.disk_bytes <= best.artifact.disk_bytes and _quality_pct(r) >= _quality_pct(best)]
+    if not rivals:
+        return "nothing singled out here"
+    rival = max(rivals, key=_quality_pct)
+    faster = (_speed_at(rival) and _speed_at(best) and _own_speed(rival)
+              and _speed_at(rival).decode_tok_s.median >= _speed_at(best).decode_tok_s.median)
+    return (f"nothing here: {_method(rival)} {rival.artifact.label} is smaller with higher quality"
+            + (" and decodes faster" if faster else "") + f" than {best.artifact.label}")
+
+
+def choose_notes(results: list[Result]) -> list[str]:
+    group = _comparable(results)
+    if len(group) < 2:
+        return []
+    return ["Which format to choose: derived from the rows above on rig "
+            f"{group[0].rig.name}, against the baseline {group[0].quality.vs_baseline.baseline_label}. Ranges span "
+            "each method's schemes. 'Best for' names what a scheme is measurably best at among these cells "
+            "(highest quality, smallest file, least peak memory, fastest decode at batch 1 and at the largest "
+            "batch, most served throughput at the highest concurrency); a scheme that wins none but no other is "
+            "both smaller and better is marked as on the size/quality frontier. Only cells whose speed is the "
+            "format's own (kernel dense or native) compete on speed: a †-marked speed is its kernel path's. A "
+            "different model, rig or runtime can change every entry; re-run the recipe there."]
+
+
 def _types(r: Result) -> str:
     return ", ".join(f"{t}×{n}" for t, n in r.artifact.gguf.tensor_types.items())
 
@@ -218,7 +380,7 @@ def gguf_table(results: list[Result]) -> pd.DataFrame:
     rows = []
     for r in results:
         g = r.artifact.gguf
-        if g is None:
+        if g is None or r.load is not None:  # a served run holds the same file: one census per artifact
             continue
         vs = r.quality.vs_baseline if r.quality else None
         rows.append({"scheme": r.artifact.label, "bits/weight": f"{g.bits_per_weight:.2f}",
@@ -257,6 +419,12 @@ def gguf_ordering_notes(results: list[Result]) -> list[str]:
 
 def footnotes(results: list[Result]) -> list[str]:
     notes = []
+    baselines = {(r.quality.vs_baseline.baseline_label, r.quality.vs_baseline.baseline_digest)
+                 for r in results if r.quality and r.quality.vs_baseline}
+    for label, digest in sorted(baselines):
+        notes.append(f"quality % = 100 × baseline ppl / ppl (perplexity recovery, the guide's \"quality % of "
+                     f"FP16\"), against the baseline {label} (artifact {digest}); 100 % = no loss. Δppl, KLD and "
+                     "top-1 are against the same baseline on the same windows.")
     settings = {(r.settings.dataset.description, r.settings.n_tokens, r.settings.token_fingerprint,
                  r.settings.ctx) for r in results if r.quality}
     for description, n_tokens, fingerprint, ctx in sorted(settings):
@@ -264,11 +432,6 @@ def footnotes(results: list[Result]) -> list[str]:
                        if r.quality and r.settings.token_fingerprint == fingerprint and r.settings.ctx == ctx)
         notes.append(f"Quality: {description}; {n_tokens} tokens (fingerprint {fingerprint}), ctx {ctx}, "
                      f"{quality.tokens_scored} tokens scored. Protocol: {quality.protocol}.")
-    baselines = {(r.quality.vs_baseline.baseline_label, r.quality.vs_baseline.baseline_digest)
-                 for r in results if r.quality and r.quality.vs_baseline}
-    for label, digest in sorted(baselines):
-        notes.append(f"Δppl, KLD and top-1 are against the baseline {label} (artifact {digest}) on the same "
-                     "windows.")
     speed = {(r.settings.prompt_tokens, r.settings.new_tokens, r.settings.warmup, r.settings.repeats)
              for r in results if r.speed}
     for prompt, new, warmup, repeats in sorted(speed):
@@ -298,19 +461,30 @@ def footnotes(results: list[Result]) -> list[str]:
     notes += gguf_ordering_notes(results)
     notes += load_notes(results)
     notes += tasks_notes(results)
+    notes += choose_notes(results)
     kernels = {r.runtime.kernel for r in results}
-    for kernel in sorted(kernels):
-        mark = "† " if kernel not in ("dense", "native") else ""  # same rule as _kernel_mark
-        notes.append(f"{mark}Kernel '{kernel}': {KERNEL_MEANING[kernel]}.")
+    notes += [f"Kernel '{kernel}': {KERNEL_MEANING[kernel]}." for kernel in sorted(kernels)]
     details = {(f"{r.artifact.method} ({r.artifact.backend}) {r.artifact.label}", r.runtime.kernel_detail)
-               for r in results if r.runtime.kernel != "dense"}
+               for r in results if r.runtime.kernel == "native"}
     notes += [f"  {name}: {detail}" for name, detail in sorted(details)]
+    notes += emulated_notes(results)
     return notes
+
+
+def emulated_notes(results: list[Result]) -> list[str]:
+    """One footnote per cell whose speed (and so $/1M) is not the format's own: what ran, and what it means."""
+    by_cell = {_cell(r): r for r in results}
+    return [f"†{n} {r.artifact.method} ({r.artifact.backend}) {r.artifact.label} on {r.runtime.runtime}, kernel "
+            f"'{r.runtime.kernel}' ({r.runtime.compute_dtype}): {r.runtime.kernel_detail}. Its size and quality are "
+            f"the format's; its speed, memory and $/1M are those of this kernel path, not of the format on hardware "
+            "or a library that computes on it natively."
+            for key, n in _marks(results).items() for r in [by_cell[key]]]
 
 
 def sections(results: list[Result]) -> list[tuple[str | None, pd.DataFrame]]:
     """The report's tables in order, each built once, empty ones left out; the main table has no heading."""
-    tables = [(None, main_table(results)), ("Throughput by batch size", batch_table(results)),
+    tables = [(None, main_table(results)), ("Which format to choose (measured)", choose_table(results)),
+              ("Throughput by batch size", batch_table(results)),
               ("Task accuracy (lm-eval) and recovery", tasks_table(results)),
               ("Served under load (batching)", load_table(results)),
               ("GGUF: tensor types as written", gguf_table(results))]

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from quantlab.artifact import Artifact
+from quantlab.env import host_info
 from quantlab.errors import BenchError
 from quantlab.llamacpp.types import FLOAT_TYPES
 from quantlab.roofline import BytesPerToken
@@ -110,7 +111,7 @@ class LlamaCppSession(Session):
         quantized = any(t not in FLOAT_TYPES for t in self.gguf.tensor_types)
         dense = "F16" if "F16" in self.gguf.tensor_types else next(iter(self.gguf.tensor_types))
         return RuntimeDescription(
-            runtime="llamacpp", runtime_version=llama_cpp.__version__, device="cpu", device_name="cpu",
+            runtime="llamacpp", runtime_version=llama_cpp.__version__, device="cpu", device_name=host_info().cpu,
             threads=self.threads, compute_dtype=self.gguf.file_type,
             kernel="native" if quantized else "dense",
             kernel_detail=(f"ggml CPU matmul on the GGUF's own tensor types ({types})" if quantized else

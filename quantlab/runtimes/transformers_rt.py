@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 
 from quantlab.artifact import Artifact
+from quantlab.env import host_info
 from quantlab.roofline import BytesPerToken
 from quantlab.runtimes.base import GenTiming, Kernel, Runtime, RuntimeDescription, Session
 from quantlab.spec import dtype_short, torch_dtype
@@ -174,7 +175,7 @@ class TransformersSession(Session):
         ops = {event.key for event in prof.key_averages()}
         kernel, detail = kernel_path(self.model, quant_config, device, ops)
         device_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else \
-            _cpu_name()
+            host_info().cpu
         self._description = RuntimeDescription(
             runtime="transformers", runtime_version=transformers.__version__, device=device,
             device_name=device_name, threads=torch.get_num_threads(),
@@ -249,12 +250,6 @@ class TransformersSession(Session):
             import torch
 
             torch.cuda.empty_cache()
-
-
-def _cpu_name() -> str:
-    from quantlab.env import host_info
-
-    return host_info().cpu
 
 
 class TransformersRuntime(Runtime):

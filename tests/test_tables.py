@@ -1,0 +1,115 @@
+"""The report's tables, checked against the committed results: every committed report is what `quantlab report`
+makes of its JSONL today, the quality % column is perplexity recovery, every cell whose speed is not the
+format's own has its own numbered footnote, and the "which format to choose" table says what the numbers say."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from quantlab.report import tables
+from quantlab.results import read_results
+
+from .conftest import REPO, run_cli
+
+COMMITTED = sorted(p for p in (REPO / "results").rglob("*.jsonl") if p.with_suffix(".md").is_file())
+DEMO_CPU = REPO / "results" / "demo-cpu.jsonl"
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(REPO / "results")))
+def test_committed_reports_regenerate_byte_for_byte(path):
+    records = tables.select(read_results(path))
+    assert tables.markdown(records) == path.with_suffix(".md").read_text(encoding="utf-8")
+
+
+def test_the_demo_run_is_committed_and_the_cli_regenerates_it(tmp_path):
+    assert DEMO_CPU in COMMITTED
+    out = tmp_path / "report.md"
+    proc = run_cli("report", str(DEMO_CPU), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == DEMO_CPU.with_suffix(".md").read_bytes()
+    for plot in ("quality-vs-size", "cost-vs-quality", "throughput-vs-concurrency"):
+        assert (REPO / "results" / f"demo-cpu-{plot}.png").is_file()
+    html = DEMO_CPU.with_suffix(".html").read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == 3 and "Which format to choose" in html
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return tables.select(read_results(DEMO_CPU))
+
+
+def test_quality_pct_is_perplexity_recovery(demo):
+    table = tables.main_table(demo)
+    in_process = [r for r in demo if r.load is None]
+    assert len(table) == len(in_process)
+    for (_, row), r in zip(table.iterrows(), in_process, strict=True):
+        expected = 100 * r.quality.vs_baseline.baseline_ppl / r.quality.ppl
+        assert row["quality %"] == f"{expected:,.1f}"
+    baseline = [i for i, r in enumerate(in_process) if r.artifact.digest == r.quality.vs_baseline.baseline_digest]
+    assert [table["quality %"][i] for i in baseline] == ["100.0"]
+
+
+def test_every_cell_off_its_own_kernel_has_one_numbered_footnote(demo):
+    report = tables.markdown(demo)
+    own = {"dense", "native"}
+    cells = {(r.artifact.digest, r.runtime.runtime, r.runtime.kernel) for r in demo if r.runtime.kernel not in own}
+    assert cells  # the demo holds dequantized and emulated cells
+    notes = [n for n in tables.footnotes(demo) if re.match(r"†\d+ ", n)]
+    assert [int(n[1:n.index(" ")]) for n in notes] == list(range(1, len(cells) + 1))
+    table_marks = {int(m) for m in re.findall(r"†(\d+)", report.split("## How these numbers were made")[0])}
+    assert table_marks == set(range(1, len(cells) + 1))
+    for r in demo:  # each such row carries its own number, in the main table and the served table
+        if r.runtime.kernel not in own:
+            n = tables._marks(demo)[tables._cell(r)]
+            assert f"†{n} {r.artifact.method} ({r.artifact.backend}) {r.artifact.label}" in "\n".join(notes)
+    main = tables.main_table(demo)
+    for _, row in main.iterrows():
+        marked = "†" in row["decode tok/s"]
+        assert marked == (row["runtime/kernel"].split("/")[1].split()[0] not in own)
+
+
+def test_which_format_to_choose_follows_the_numbers(demo):
+    choose = tables.choose_table(demo)
+    in_process = [r for r in demo if r.load is None and r.quality and r.quality.vs_baseline]
+    assert set(choose["method"]) == {f"{r.artifact.method} ({r.artifact.backend})" for r in in_process}
+    best_for = dict(zip(choose["method"], choose["best for (measured here)"], strict=True))
+
+    own = [r for r in in_process if r.runtime.kernel in ("dense", "native")]
+    fastest = max(own, key=lambda r: min(r.speed, key=lambda p: p.batch_size).decode_tok_s.median)
+    assert f"{fastest.artifact.label}: " in best_for[f"{fastest.artifact.method} ({fastest.artifact.backend})"]
+    winner_rows = [m for m, text in best_for.items() if "fastest batch-1 decode" in text]
+    assert winner_rows == [f"{fastest.artifact.method} ({fastest.artifact.backend})"]
+
+    smallest = min(in_process, key=lambda r: r.artifact.disk_bytes)
+    assert "smallest file" in best_for[f"{smallest.artifact.method} ({smallest.artifact.backend})"]
+    baseline = in_process[0].quality.vs_baseline.baseline_digest
+    best = max((r for r in in_process if r.artifact.digest != baseline),
+               key=lambda r: r.quality.vs_baseline.baseline_ppl / r.quality.ppl)
+    assert "highest quality" in best_for[f"{best.artifact.method} ({best.artifact.backend})"]
+    # speed is never awarded to a cell whose speed is its kernel path's
+    for r in in_process:
+        if r.runtime.kernel not in ("dense", "native"):
+            won = _segments(best_for[f"{r.artifact.method} ({r.artifact.backend})"]).get(r.artifact.label, "")
+            assert "fastest" not in won and "served" not in won
+    # a method that wins nothing names the row that beats it, and that row really is smaller and better
+    for method, text in best_for.items():
+        if text.startswith("nothing here: "):
+            rival = text.removeprefix("nothing here: ").split(" is smaller")[0]
+            mine = [r for r in in_process if f"{r.artifact.method} ({r.artifact.backend})" == method]
+            theirs = next(r for r in in_process if f"{r.artifact.method} ({r.artifact.backend}) {r.artifact.label}"
+                          == rival)
+            top = max(mine, key=lambda r: r.quality.vs_baseline.baseline_ppl / r.quality.ppl)
+            assert theirs.artifact.disk_bytes <= top.artifact.disk_bytes
+            assert theirs.quality.ppl <= top.quality.ppl
+
+
+def _segments(text: str) -> dict[str, str]:
+    """'label: wins; label: wins' → {label: wins}."""
+    return dict(seg.split(": ", 1) for seg in text.split("; ") if not seg.startswith("nothing here"))
+
+
+def test_the_choose_table_needs_two_comparable_rows():
+    records = tables.select(read_results(REPO / "results" / "served-smollm2.jsonl"))
+    assert tables.choose_table(records).empty  # served runs only: no quality against a baseline
