@@ -273,12 +273,13 @@ def _wins(group: list[Result], served: list[Result]) -> dict[str, list[str]]:
     if others:
         award(max(others, key=_quality_pct), "highest quality")
     award(min(group, key=lambda r: r.artifact.disk_bytes), "smallest file")
-    measured = [r for r in group if r.memory]
+    measured = [r for r in group if r.memory and _own_speed(r)]  # a † cell's memory is its kernel path's
     if measured:
         award(min(measured, key=lambda r: r.memory.peak_bytes), "least memory")
-    own = [r for r in group if _own_speed(r) and _speed_at(r)]
-    if own:
-        award(max(own, key=lambda r: _speed_at(r).decode_tok_s.median), "fastest batch-1 decode, lowest $/1M")
+    own = [r for r in group if _own_speed(r) and r.speed]
+    at_one = [r for r in own if _speed_at(r, 1)]
+    if at_one:
+        award(max(at_one, key=lambda r: _speed_at(r, 1).decode_tok_s.median), "fastest batch-1 decode, lowest $/1M")
         largest = max(p.batch_size for r in own for p in r.speed)
         at_largest = [r for r in own if _speed_at(r, largest)]
         if largest > 1 and at_largest:
@@ -310,7 +311,7 @@ def choose_table(results: list[Result]) -> pd.DataFrame:
         return pd.DataFrame()
     baseline_digest = group[0].quality.vs_baseline.baseline_digest
     base = next((r for r in group if r.artifact.digest == baseline_digest), None)
-    base_speed = _speed_at(base).decode_tok_s.median if base and _speed_at(base) else None
+    base_speed = _speed_at(base, 1).decode_tok_s.median if base and _speed_at(base, 1) else None
     base_memory = base.memory.peak_bytes if base and base.memory else None
     served = [r for r in results if r.load is not None and r.load.levels and r.rig.name == group[0].rig.name
               and _own_speed(r) and r.artifact.digest in {g.artifact.digest for g in group}]
@@ -320,7 +321,7 @@ def choose_table(results: list[Result]) -> pd.DataFrame:
         methods.setdefault(_method(r), []).append(r)
     rows = []
     for method, cells in methods.items():
-        speeds = [(r, _speed_at(r).decode_tok_s.median) for r in cells if _speed_at(r)]
+        speeds = [(r, _speed_at(r, 1).decode_tok_s.median) for r in cells if _speed_at(r, 1)]
         cell_marks = sorted({marks[_cell(r)] for r in cells if not _own_speed(r)})
         mark = f" †{','.join(map(str, cell_marks))}" if cell_marks else ""
         reference = ["the reference (100 % by definition)"]
@@ -351,10 +352,10 @@ def _dominated(cells: list[Result], group: list[Result]) -> str:
     if not rivals:
         return "nothing singled out here"
     rival = max(rivals, key=_quality_pct)
-    faster = (_speed_at(rival) and _speed_at(best) and _own_speed(rival)
-              and _speed_at(rival).decode_tok_s.median >= _speed_at(best).decode_tok_s.median)
+    faster = (_speed_at(rival, 1) and _speed_at(best, 1) and _own_speed(rival)
+              and _speed_at(rival, 1).decode_tok_s.median >= _speed_at(best, 1).decode_tok_s.median)
     return (f"nothing here: {_method(rival)} {rival.artifact.label} is smaller with higher quality"
-            + (" and decodes faster" if faster else "") + f" than {best.artifact.label}")
+            + (" and decodes faster at batch 1" if faster else "") + f" than {best.artifact.label}")
 
 
 def choose_notes(results: list[Result]) -> list[str]:
@@ -366,9 +367,10 @@ def choose_notes(results: list[Result]) -> list[str]:
             "each method's schemes. 'Best for' names what a scheme is measurably best at among these cells "
             "(highest quality, smallest file, least peak memory, fastest decode at batch 1 and at the largest "
             "batch, most served throughput at the highest concurrency); a scheme that wins none but no other is "
-            "both smaller and better is marked as on the size/quality frontier. Only cells whose speed is the "
-            "format's own (kernel dense or native) compete on speed: a †-marked speed is its kernel path's. A "
-            "different model, rig or runtime can change every entry; re-run the recipe there."]
+            "both smaller and better is marked as on the size/quality frontier. Only cells whose speed and "
+            "memory are the format's own (kernel dense or native) compete on speed and memory: a †-marked "
+            "cell's are its kernel path's. A different model, rig or runtime can change every entry; re-run the "
+            "recipe there."]
 
 
 def _types(r: Result) -> str:
