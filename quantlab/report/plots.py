@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 
 from quantlab.results import Result
+from quantlab.runtimes.base import speed_is_formats_own
 
 
 def _figure():
@@ -39,7 +40,7 @@ def _label(r: Result) -> str:
 
 
 def _hollow(r: Result) -> bool:
-    return r.runtime.kernel not in ("dense", "native")
+    return not speed_is_formats_own(r.runtime.kernel)
 
 
 def _labels(ax, points: list[tuple[float, float, str]]) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from quantlab.errors import ResultsError
 from quantlab.results import Result
+from quantlab.runtimes.base import speed_is_formats_own
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def explain(rec: Recommendation, *, rig: str, min_quality: float, max_memory_gb:
                      f"tok/s, {rec.basis} at {where}), quality {w.quality_pct:.1f}%, memory "
                      f"{w.memory_bytes / 1e9:.2f} GB ({w.memory_kind}).")
         lines.append(f"Why: the cheapest of {len(rec.considered)} format(s) that meet {limits}.")
-        if w.kernel not in ("dense", "native"):
+        if not speed_is_formats_own(w.kernel):
             lines.append(f"Caution: it ran on a '{w.kernel}' kernel path here: its speed, so its price, is not "
                          "the format's own on hardware that runs it natively.")
         if rec.runner_up is not None:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from quantlab.results import Result
 from quantlab.rigs import COST_FORMULA
-from quantlab.runtimes.base import KERNEL_MEANING
+from quantlab.runtimes.base import KERNEL_MEANING, speed_is_formats_own
 
 MAIN_COLUMNS = ["method", "scheme", "size on disk MB", "peak memory MB", "prefill tok/s", "decode tok/s",
                 "% of BW limit", "$/1M", "quality %", "ppl", "Δppl %", "KLD", "top-1 %", "runtime/kernel"]
@@ -57,9 +57,12 @@ def _kld(value: float) -> str:
     return f"{value:.2e}" if value < 1e-3 else f"{value:.5f}"
 
 
+def _method(r: Result) -> str:
+    return f"{r.artifact.method} ({r.artifact.backend})"
+
+
 def _own_speed(result: Result) -> bool:
-    """Whether the speed measured is the format's own: its weights computed on directly, not expanded first."""
-    return result.runtime.kernel in ("dense", "native")
+    return speed_is_formats_own(result.runtime.kernel)
 
 
 def _cell(result: Result) -> tuple:
@@ -97,7 +100,7 @@ def main_table(results: list[Result]) -> pd.DataFrame:
         vs = r.quality.vs_baseline if r.quality else None
         mark = _kernel_mark(r, marks)
         rows.append({
-            "method": f"{r.artifact.method} ({r.artifact.backend})",
+            "method": _method(r),
             "scheme": r.artifact.label,
             "size on disk MB": _fmt(r.artifact.disk_bytes / 1e6, 1),
             "peak memory MB": (_fmt(r.memory.peak_bytes / 1e6, 0) + mark) if r.memory else "–",
@@ -123,7 +126,7 @@ def tasks_table(results: list[Result]) -> pd.DataFrame:
             continue
         for score in r.tasks.scores:
             rows.append({
-                "method": f"{r.artifact.method} ({r.artifact.backend})",
+                "method": _method(r),
                 "scheme": r.artifact.label,
                 "task": score.task,
                 "metric": score.metric + ("" if score.higher_is_better else " (lower is better)"),
@@ -168,7 +171,7 @@ def load_table(results: list[Result]) -> pd.DataFrame:
             cost = next((c for c in r.cost if c.basis == "served" and c.batch_size == lv.concurrency), None)
             gain = f"{lv.total_tok_s / base.total_tok_s:.1f}×" if base and base.total_tok_s > 0 else "–"
             rows.append({
-                "method": f"{r.artifact.method} ({r.artifact.backend})",
+                "method": _method(r),
                 "scheme": r.artifact.label,
                 "engine": f"{sweep.engine}{'' if sweep.batches else ' (not batched)'}"
                           f"{'' if sweep.engine_verified else ' (unverified)'}",
@@ -222,7 +225,7 @@ def batch_table(results: list[Result]) -> pd.DataFrame:
             cost = next((c for c in r.cost if c.batch_size == p.batch_size), None)
             mark = _kernel_mark(r, marks)
             rows.append({
-                "method": f"{r.artifact.method} ({r.artifact.backend})",
+                "method": _method(r),
                 "scheme": r.artifact.label,
                 "batch": p.batch_size,
                 "prefill tok/s": f"{p.prefill_tok_s.median:,.0f} [{p.prefill_tok_s.min:,.0f}–"
@@ -256,17 +259,12 @@ def _comparable(results: list[Result]) -> list[Result]:
     return max(groups.values(), key=len) if groups else []
 
 
-def _method(r: Result) -> str:
-    return f"{r.artifact.method} ({r.artifact.backend})"
-
-
 def _wins(group: list[Result], served: list[Result]) -> dict[str, list[str]]:
     """What each cell is measurably best at among its comparable cells; only the format's own speed competes."""
     wins: dict[str, list[str]] = {}
 
-    def award(r: Result | None, what: str) -> None:
-        if r is not None:
-            wins.setdefault(r.artifact.digest, []).append(what)
+    def award(r: Result, what: str) -> None:
+        wins.setdefault(r.artifact.digest, []).append(what)
 
     baseline = group[0].quality.vs_baseline.baseline_digest
     others = [r for r in group if r.artifact.digest != baseline]
@@ -290,7 +288,7 @@ def _wins(group: list[Result], served: list[Result]) -> dict[str, list[str]]:
         at_top = [r for r in served if any(lv.concurrency == top for lv in r.load.levels)]
         best = max(at_top, key=lambda r: next(lv.total_tok_s for lv in r.load.levels if lv.concurrency == top))
         award(best, f"most served tok/s at {top} concurrent requests ({best.load.engine})")
-    frontier = {(x, y) for x, y in _size_quality_frontier(group)}
+    frontier = set(_size_quality_frontier(group))
     for r in others:
         if r.artifact.digest not in wins and (r.artifact.disk_bytes, -_quality_pct(r)) in frontier:
             award(r, "best quality at its size (on the size/quality frontier)")
@@ -456,7 +454,7 @@ def footnotes(results: list[Result]) -> list[str]:
         notes.append(f"% of BW limit: batch-1 decode tok/s ÷ (memory bandwidth ÷ bytes read per decoded token); "
                      f"bandwidth {gb_s} GB/s on {device_name}, measured by quantlab ({method}); bytes per token "
                      "= weights as the kernel path holds them in memory + KV cache at the mean decode context:")
-    notes += [f"  {r.artifact.method} ({r.artifact.backend}) {r.artifact.label}: {r.roofline.bytes_detail}"
+    notes += [f"  {_method(r)} {r.artifact.label}: {r.roofline.bytes_detail}"
               for r in results if r.roofline]
     batching = {(r.runtime.runtime, r.runtime.batching) for r in results if r.speed}
     notes += [f"Batching in {name}: {how}." for name, how in sorted(batching)]
@@ -466,7 +464,7 @@ def footnotes(results: list[Result]) -> list[str]:
     notes += choose_notes(results)
     kernels = {r.runtime.kernel for r in results}
     notes += [f"Kernel '{kernel}': {KERNEL_MEANING[kernel]}." for kernel in sorted(kernels)]
-    details = {(f"{r.artifact.method} ({r.artifact.backend}) {r.artifact.label}", r.runtime.kernel_detail)
+    details = {(f"{_method(r)} {r.artifact.label}", r.runtime.kernel_detail)
                for r in results if r.runtime.kernel == "native"}
     notes += [f"  {name}: {detail}" for name, detail in sorted(details)]
     notes += emulated_notes(results)
@@ -476,7 +474,7 @@ def footnotes(results: list[Result]) -> list[str]:
 def emulated_notes(results: list[Result]) -> list[str]:
     """One footnote per cell whose speed (and so $/1M) is not the format's own: what ran, and what it means."""
     by_cell = {_cell(r): r for r in results}
-    return [f"†{n} {r.artifact.method} ({r.artifact.backend}) {r.artifact.label} on {r.runtime.runtime}, kernel "
+    return [f"†{n} {_method(r)} {r.artifact.label} on {r.runtime.runtime}, kernel "
             f"'{r.runtime.kernel}' ({r.runtime.compute_dtype}): {r.runtime.kernel_detail}. Its size and quality are "
             f"the format's; its speed, memory and $/1M are those of this kernel path, not of the format on hardware "
             "or a library that computes on it natively."

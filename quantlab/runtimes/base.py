@@ -33,6 +33,13 @@ KERNEL_MEANING: dict[str, str] = {
 }
 
 
+def speed_is_formats_own(kernel: str) -> bool:
+    """Whether speed and memory measured on this kernel path are the format's own (dense or native), the rule
+    behind every † mark, hollow marker and recommendation caution: on any other path they are a float model's
+    or an emulation's."""
+    return kernel in ("dense", "native")
+
+
 class RuntimeDescription(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
