@@ -28,9 +28,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/quantlab demo
 
-# Everything CI runs: lint, then every test (the slow ones on the real model included).
+# Everything CI runs: lint and format check, then every test (the slow ones on the real model included).
 test: $(STAMP)
 	$(BIN)/ruff check quantlab tests benchmarks
+	$(BIN)/ruff format --check quantlab tests benchmarks
 	$(BIN)/pytest
 
 # Only the fast tests (tiny random models), for a quick loop while editing.

@@ -15,8 +15,13 @@ import argparse
 
 from common import add_quality_args, artifact_for, calibration_from
 
-CALIBRATED = [("gptq", "llmcompressor"), ("gptq", "gptqmodel"), ("awq", "llmcompressor"), ("awq", "gptqmodel"),
-              ("awq", "autoawq")]
+CALIBRATED = [
+    ("gptq", "llmcompressor"),
+    ("gptq", "gptqmodel"),
+    ("awq", "llmcompressor"),
+    ("awq", "gptqmodel"),
+    ("awq", "autoawq"),
+]
 
 
 def main() -> None:
@@ -42,14 +47,16 @@ def main() -> None:
     for item in args.backends.split(","):
         method, backend = item.split("/")
         if get_backend(method, backend).availability().usable:
-            wanted[f"{method}-{backend}"] = MethodSpec(method=method, backend=backend, bits=4,
-                                                       group_size=args.group_size, calibration=calibration)
+            wanted[f"{method}-{backend}"] = MethodSpec(
+                method=method, backend=backend, bits=4, group_size=args.group_size, calibration=calibration
+            )
         else:
             print(f"skipping {item}: {get_backend(method, backend).availability().reason}")
     paths = {}
     for name, spec in wanted.items():
-        artifact = artifact_for(args.model, spec, work / f"{name}-g{args.group_size}-c{args.calib_samples}x"
-                                                          f"{args.calib_seq_len}")
+        artifact = artifact_for(
+            args.model, spec, work / f"{name}-g{args.group_size}-c{args.calib_samples}x{args.calib_seq_len}"
+        )
         print(f"{name}: {artifact.manifest.quantize_seconds:.0f} s to quantize", flush=True)
         paths[name] = artifact.path
     options = BenchOptions(dataset=args.dataset, ctx=args.ctx, max_tokens=args.max_tokens, speed=False)

@@ -35,8 +35,10 @@ def main() -> None:
     torch.manual_seed(0)
     weight = torch.randn(args.n, args.k)
     w8, wb = weight.to(torch.float8_e4m3fn), weight.bfloat16()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}; K={args.k} N={args.n}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}; K={args.k} N={args.n}"
+    )
     print("| M | bf16 matmul ms | _scaled_mm FP8 ms | FP8→bf16 upcast + matmul ms | _scaled_mm / bf16 |")
     print("|---:|---:|---:|---:|---:|")
     for m in (int(v) for v in args.m.split(",")):
@@ -44,14 +46,17 @@ def main() -> None:
         x8, xb = x.to(torch.float8_e4m3fn), x.bfloat16()
         scale_a, scale_b = torch.ones(m, 1), torch.ones(1, args.n)
         bf16 = _ms(lambda xb=xb: xb @ wb.t(), args.repeats)
-        fp8 = _ms(lambda x8=x8, sa=scale_a, sb=scale_b: torch._scaled_mm(x8, w8.t(), scale_a=sa, scale_b=sb,
-                                                                          out_dtype=torch.bfloat16), args.repeats)
+        fp8 = _ms(
+            lambda x8=x8, sa=scale_a, sb=scale_b: torch._scaled_mm(
+                x8, w8.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16
+            ),
+            args.repeats,
+        )
         upcast = _ms(lambda x8=x8: x8.bfloat16() @ w8.bfloat16().t(), args.repeats)
         print(f"| {m} | {bf16:.3f} | {fp8:.3f} | {upcast:.3f} | {fp8 / bf16:.1f}× |")
     x8 = torch.randn(64, args.k).to(torch.float8_e4m3fn)
     with torch.profiler.profile() as prof:
-        torch._scaled_mm(x8, w8.t(), scale_a=torch.ones(64, 1), scale_b=torch.ones(1, args.n),
-                         out_dtype=torch.bfloat16)
+        torch._scaled_mm(x8, w8.t(), scale_a=torch.ones(64, 1), scale_b=torch.ones(1, args.n), out_dtype=torch.bfloat16)
     print("ops inside _scaled_mm:", ", ".join(sorted({e.key for e in prof.key_averages()})))
 
 

@@ -21,11 +21,25 @@ import time
 from pathlib import Path
 
 SHAPES = {
-    "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                         num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0,
-                         max_position_embeddings=8192),
-    "tiny": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=49152, max_position_embeddings=2048),
+    "llama-3.1-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        rope_theta=500000.0,
+        max_position_embeddings=8192,
+    ),
+    "tiny": dict(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=49152,
+        max_position_embeddings=2048,
+    ),
 }
 
 
@@ -33,8 +47,9 @@ def build_random_model(shape: str, tokenizer: Path, out: Path, device: str) -> N
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(**SHAPES[shape], tie_word_embeddings=False, initializer_range=0.02, bos_token_id=1,
-                         eos_token_id=2)
+    config = LlamaConfig(
+        **SHAPES[shape], tie_word_embeddings=False, initializer_range=0.02, bos_token_id=1, eos_token_id=2
+    )
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
@@ -53,8 +68,12 @@ def build_random_model(shape: str, tokenizer: Path, out: Path, device: str) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.1-8b")
-    parser.add_argument("--tokenizer", type=Path, required=True, help="a tokenizer directory (any vocab ≤ the "
-                                                                      "shape's): only its ids are used")
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        required=True,
+        help="a tokenizer directory (any vocab ≤ the shape's): only its ids are used",
+    )
     parser.add_argument("--work", type=Path, required=True, help="scratch directory for the models")
     parser.add_argument("--rig", default=None, help="rig name for $/1M (default: cpu on CPU)")
     parser.add_argument("--device", default=None)
@@ -75,8 +94,11 @@ def main() -> None:
 
     device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
-        print(f"device: {torch.cuda.get_device_name(device)}, capability {torch.cuda.get_device_capability(device)}, "
-              f"torch {torch.__version__}", flush=True)
+        print(
+            f"device: {torch.cuda.get_device_name(device)}, capability {torch.cuda.get_device_capability(device)}, "
+            f"torch {torch.__version__}",
+            flush=True,
+        )
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     source = args.work / "source"
@@ -88,24 +110,45 @@ def main() -> None:
         print(f"{what}: {time.perf_counter() - started:.1f} s", flush=True)
         return value
 
-    step(f"random {args.shape} (bf16) on {device}", lambda: build_random_model(args.shape, args.tokenizer, source,
-                                                                                 device))
-    bf16 = step("quantize none bf16", lambda: quantize(str(source), MethodSpec(method="none", dtype="bf16"),
-                                                       args.work / "bf16"))
+    step(
+        f"random {args.shape} (bf16) on {device}",
+        lambda: build_random_model(args.shape, args.tokenizer, source, device),
+    )
+    bf16 = step(
+        "quantize none bf16", lambda: quantize(str(source), MethodSpec(method="none", dtype="bf16"), args.work / "bf16")
+    )
     shutil.rmtree(source)  # only the artifacts are needed from here on; keeps disk use at two models
-    fp8 = step("quantize fp8 FP8_DYNAMIC", lambda: quantize(str(bf16.path), MethodSpec(method="fp8"),
-                                                            args.work / "fp8"))
-    options = BenchOptions(dataset="embedded", quality=False, speed=True, device=device, rig=args.rig,
-                           batch_sizes=[int(b) for b in args.batch_sizes.split(",")], prompt_tokens=args.prompt,
-                           new_tokens=args.new, repeats=args.repeats)
+    fp8 = step(
+        "quantize fp8 FP8_DYNAMIC", lambda: quantize(str(bf16.path), MethodSpec(method="fp8"), args.work / "fp8")
+    )
+    options = BenchOptions(
+        dataset="embedded",
+        quality=False,
+        speed=True,
+        device=device,
+        rig=args.rig,
+        batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
+        prompt_tokens=args.prompt,
+        new_tokens=args.new,
+        repeats=args.repeats,
+    )
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    step("bench", lambda: bench([bf16.path, fp8.path], options=options, results_path=args.results,
-                                progress=lambda msg: print(f"  {msg}", flush=True)))
+    step(
+        "bench",
+        lambda: bench(
+            [bf16.path, fp8.path],
+            options=options,
+            results_path=args.results,
+            progress=lambda msg: print(f"  {msg}", flush=True),
+        ),
+    )
     results = read_results(args.results)
     print(tables.markdown(results))
     for result in results:
-        print(f"{result.artifact.method} {result.artifact.label}: kernel {result.runtime.kernel}: "
-              f"{result.runtime.kernel_detail}")
+        print(
+            f"{result.artifact.method} {result.artifact.label}: kernel {result.runtime.kernel}: "
+            f"{result.runtime.kernel_detail}"
+        )
 
 
 if __name__ == "__main__":

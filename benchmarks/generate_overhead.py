@@ -62,8 +62,13 @@ def main() -> None:
             t = session.timed_generate(prompts, args.new_tokens)
             start = time.perf_counter()
             with torch.inference_mode():
-                out = model.generate(tensor, attention_mask=torch.ones_like(tensor), max_new_tokens=args.new_tokens,
-                                     min_new_tokens=args.new_tokens, do_sample=False)
+                out = model.generate(
+                    tensor,
+                    attention_mask=torch.ones_like(tensor),
+                    max_new_tokens=args.new_tokens,
+                    min_new_tokens=args.new_tokens,
+                    do_sample=False,
+                )
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - start
@@ -74,9 +79,11 @@ def main() -> None:
         a, b = statistics.median(ours), statistics.median(theirs)
         rows.append((batch, a, b, (a / b - 1) * 100))
 
-    print(f"artifact: {artifact.path} ({artifact.manifest.format}), device {device}, "
-          f"threads {torch.get_num_threads()}, prompt {args.prompt_tokens}, new {args.new_tokens}, "
-          f"median of {args.repeats}")
+    print(
+        f"artifact: {artifact.path} ({artifact.manifest.format}), device {device}, "
+        f"threads {torch.get_num_threads()}, prompt {args.prompt_tokens}, new {args.new_tokens}, "
+        f"median of {args.repeats}"
+    )
     print("| batch | quantlab loop s | generate() s | overhead % |\n|---:|---:|---:|---:|")
     for batch, a, b, pct in rows:
         print(f"| {batch} | {a:.3f} | {b:.3f} | {pct:+.1f} |")

@@ -37,11 +37,19 @@ def main() -> None:
     calibration = calibration_from(args)
     wanted = {"none-fp32": MethodSpec(method="none", dtype="fp32")}
     wanted |= {t: MethodSpec(method="gguf", scheme=t) for t in args.types.split(",") if t}
-    wanted |= {f"{t}-imatrix": MethodSpec(method="gguf", scheme=t, calibration=calibration)
-               for t in args.imatrix_types.split(",") if t}
-    paths = {name: artifact_for(args.model, spec, work / f"{args.model.replace('/', '--')}-{name}-c"
-                                                      f"{args.calib_samples}x{args.calib_seq_len}").path
-             for name, spec in wanted.items()}
+    wanted |= {
+        f"{t}-imatrix": MethodSpec(method="gguf", scheme=t, calibration=calibration)
+        for t in args.imatrix_types.split(",")
+        if t
+    }
+    paths = {
+        name: artifact_for(
+            args.model,
+            spec,
+            work / f"{args.model.replace('/', '--')}-{name}-c{args.calib_samples}x{args.calib_seq_len}",
+        ).path
+        for name, spec in wanted.items()
+    }
     options = BenchOptions(dataset=args.dataset, ctx=args.ctx, max_tokens=args.max_tokens, speed=False)
     records = bench(list(paths.values()), baseline=paths["none-fp32"], options=options, results_path=args.results)
     print(tables.markdown(records, title="GGUF types vs the HF fp32 baseline"))
@@ -52,13 +60,17 @@ def main() -> None:
 
     if "F16" in by:
         vs = by["F16"].quality.vs_baseline
-        check(abs(vs.delta_ppl_pct) <= 0.1 and vs.kld_mean <= 1e-3,
-              f"F16 vs HF fp32: Δppl {vs.delta_ppl_pct:+.4f}% (≤ 0.1%), KLD {vs.kld_mean:.2e} (≤ 1e-3)")
+        check(
+            abs(vs.delta_ppl_pct) <= 0.1 and vs.kld_mean <= 1e-3,
+            f"F16 vs HF fp32: Δppl {vs.delta_ppl_pct:+.4f}% (≤ 0.1%), KLD {vs.kld_mean:.2e} (≤ 1e-3)",
+        )
     ladder = [t for t in LADDER.split(",") if t in by]
     sizes = [by[t].artifact.weight_bytes for t in ladder]
-    check(all(a > b for a, b in itertools.pairwise(sizes)),
-          "file sizes strictly fall along " + " > ".join(f"{t} {s / 1e6:.1f} MB" for t, s in zip(ladder, sizes,
-                                                                                              strict=True)))
+    check(
+        all(a > b for a, b in itertools.pairwise(sizes)),
+        "file sizes strictly fall along "
+        + " > ".join(f"{t} {s / 1e6:.1f} MB" for t, s in zip(ladder, sizes, strict=True)),
+    )
     if "Q4_K_M" in by and "Q4_K_M-imatrix" in by:
         plain, weighted = by["Q4_K_M"].quality.vs_baseline.kld_mean, by["Q4_K_M-imatrix"].quality.vs_baseline.kld_mean
         check(weighted <= plain, f"Q4_K_M KLD with imatrix {weighted:.5f} ≤ without {plain:.5f}")

@@ -59,16 +59,31 @@ def main() -> None:
             theirs_d.append(perf.n_eval / (perf.t_eval_ms / 1e3))
         session.close()
         med = statistics.median
-        rows.append((scheme, artifact.manifest.gguf.bits_per_weight, session.threads, med(ours_p), med(theirs_p),
-                     med(ours_d), med(theirs_d)))
-    print(f"model {args.model}; prompt {args.prompt} tokens, {args.new} new tokens, batch 1, median of "
-          f"{args.repeats}; llama-cpp-python {llama_cpp.__version__}")
-    print("| type | bits/weight | threads | prefill tok/s quantlab | prefill tok/s llama.cpp | overhead % "
-          "| decode tok/s quantlab | decode tok/s llama.cpp | overhead % |")
+        rows.append(
+            (
+                scheme,
+                artifact.manifest.gguf.bits_per_weight,
+                session.threads,
+                med(ours_p),
+                med(theirs_p),
+                med(ours_d),
+                med(theirs_d),
+            )
+        )
+    print(
+        f"model {args.model}; prompt {args.prompt} tokens, {args.new} new tokens, batch 1, median of "
+        f"{args.repeats}; llama-cpp-python {llama_cpp.__version__}"
+    )
+    print(
+        "| type | bits/weight | threads | prefill tok/s quantlab | prefill tok/s llama.cpp | overhead % "
+        "| decode tok/s quantlab | decode tok/s llama.cpp | overhead % |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for scheme, bpw, threads, op, tp, od, td in rows:
-        print(f"| {scheme} | {bpw:.2f} | {threads} | {op:,.0f} | {tp:,.0f} | {(tp / op - 1) * 100:+.1f} "
-              f"| {od:,.1f} | {td:,.1f} | {(td / od - 1) * 100:+.1f} |")
+        print(
+            f"| {scheme} | {bpw:.2f} | {threads} | {op:,.0f} | {tp:,.0f} | {(tp / op - 1) * 100:+.1f} "
+            f"| {od:,.1f} | {td:,.1f} | {(td / od - 1) * 100:+.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -35,17 +35,24 @@ def bare_llmcompressor(method: str, model_dir: str, samples: np.ndarray, group: 
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
     sym = method != "awq"
-    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
-        num_bits=4, type="int", symmetric=sym, strategy="group", group_size=group))
+    scheme = QuantizationScheme(
+        targets=["Linear"],
+        weights=QuantizationArgs(num_bits=4, type="int", symmetric=sym, strategy="group", group_size=group),
+    )
     if method == "gptq":
-        recipe = [GPTQModifier(config_groups={"g": scheme}, ignore=["lm_head"], dampening_frac=0.01,
-                               actorder="static")]
+        recipe = [GPTQModifier(config_groups={"g": scheme}, ignore=["lm_head"], dampening_frac=0.01, actorder="static")]
     else:
         recipe = [AWQModifier(n_grid=20), QuantizationModifier(config_groups={"g": scheme}, ignore=["lm_head"])]
     data = Dataset.from_dict({"input_ids": samples.tolist(), "attention_mask": np.ones_like(samples).tolist()})
     with compat.llmcompressor_on_cpu():
-        oneshot(model=model, recipe=recipe, dataset=data, num_calibration_samples=len(samples),
-                max_seq_length=samples.shape[1], shuffle_calibration_samples=False)
+        oneshot(
+            model=model,
+            recipe=recipe,
+            dataset=data,
+            num_calibration_samples=len(samples),
+            max_seq_length=samples.shape[1],
+            shuffle_calibration_samples=False,
+        )
     model.save_pretrained(out, save_compressed=True)
     AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
 
@@ -62,17 +69,38 @@ def bare_gptqmodel(method: str, model_dir: str, samples: np.ndarray, group: int,
 
         compat.gptqmodel_log_dir(Path(logs))
         if method == "gptq":
-            config = QuantizeConfig(bits=4, group_size=group, sym=True, desc_act=False, act_group_aware=True,
-                                    damp_percent=0.05, offload_to_disk=False, device="cpu")
+            config = QuantizeConfig(
+                bits=4,
+                group_size=group,
+                sym=True,
+                desc_act=False,
+                act_group_aware=True,
+                damp_percent=0.05,
+                offload_to_disk=False,
+                device="cpu",
+            )
             dtype, backend = torch.bfloat16, BACKEND.GPTQ_TORCH
         else:
-            config = QuantizeConfig(bits=4, group_size=group, sym=False, method=METHOD.AWQ, format=FORMAT.GEMM,
-                                    offload_to_disk=False, device="cpu")
+            config = QuantizeConfig(
+                bits=4,
+                group_size=group,
+                sym=False,
+                method=METHOD.AWQ,
+                format=FORMAT.GEMM,
+                offload_to_disk=False,
+                device="cpu",
+            )
             dtype, backend = torch.bfloat16, BACKEND.AWQ_TORCH
         model = GPTQModel.load(model_dir, config, dtype=dtype)
         calib = [{"input_ids": row.tolist(), "attention_mask": [1] * len(row)} for row in samples]
-        model.quantize(calib, batch_size=1, calibration_sort=None, calibration_concat_size=None,
-                       calibration_data_min_length=0, backend=backend)
+        model.quantize(
+            calib,
+            batch_size=1,
+            calibration_sort=None,
+            calibration_concat_size=None,
+            calibration_data_min_length=0,
+            backend=backend,
+        )
         with contextlib.redirect_stdout(io.StringIO()):
             model.save(str(out))
     AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
@@ -109,8 +137,9 @@ def main() -> None:
             start = time.perf_counter()
             BARE[backend](method, source.path, samples, args.group_size, out / "bare")
             bare = time.perf_counter() - start
-            spec = MethodSpec(method=method, backend=backend, bits=4, group_size=args.group_size,
-                              calibration=calibration)
+            spec = MethodSpec(
+                method=method, backend=backend, bits=4, group_size=args.group_size, calibration=calibration
+            )
             start = time.perf_counter()
             quantize(args.model, spec, out / "quantlab")
             ours = time.perf_counter() - start

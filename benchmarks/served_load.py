@@ -44,8 +44,14 @@ def main() -> None:
     for name, spec in specs.items():
         artifact = artifact_for(args.model, spec, work / name)
         print(f"{name}: serving", flush=True)
-        records.append(bench_load(artifact.path, options=options, results_path=args.results,
-                                  progress=lambda msg: print(f"  {msg}", flush=True)))
+        records.append(
+            bench_load(
+                artifact.path,
+                options=options,
+                results_path=args.results,
+                progress=lambda msg: print(f"  {msg}", flush=True),
+            )
+        )
     from quantlab.results import read_results
 
     # what `quantlab report RESULTS --out RESULTS.md` writes
@@ -59,11 +65,12 @@ def main() -> None:
         if 1 in by and 8 in by:
             gain = by[8].total_tok_s / by[1].total_tok_s
             if r.load.batches:
-                print(f"{'PASS' if gain > 1 else 'FAIL'}: {r.load.engine} batches: total tok/s at 8 = {gain:.2f}× "
-                      "at 1")
+                print(f"{'PASS' if gain > 1 else 'FAIL'}: {r.load.engine} batches: total tok/s at 8 = {gain:.2f}× at 1")
             else:
-                print(f"INFO: {r.load.engine} does not batch (labelled so in the table): total tok/s at 8 = "
-                      f"{gain:.2f}× at 1")
+                print(
+                    f"INFO: {r.load.engine} does not batch (labelled so in the table): total tok/s at 8 = "
+                    f"{gain:.2f}× at 1"
+                )
 
 
 if __name__ == "__main__":

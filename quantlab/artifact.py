@@ -100,8 +100,7 @@ class Manifest(BaseModel):
         Unset (None) fields are left out, so adding an optional field to the schema later (as `gguf` was)
         does not change the identity of artifacts made before it, and their results keep matching.
         """
-        canonical = json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True,
-                               separators=(",", ":"))
+        canonical = json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -122,8 +121,9 @@ class Artifact:
 def list_files(root: Path) -> list[FileEntry]:
     entries = []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
-        entries.append(FileEntry(path=path.relative_to(root).as_posix(), bytes=path.stat().st_size,
-                                 sha256=file_sha256(path)))
+        entries.append(
+            FileEntry(path=path.relative_to(root).as_posix(), bytes=path.stat().st_size, sha256=file_sha256(path))
+        )
     return entries
 
 
@@ -154,7 +154,7 @@ def sweep_stale(parent: Path, name: str) -> None:
     prefix = f".{name}{TMP_MARK}"
     for entry in parent.iterdir():
         if entry.name.startswith(prefix):
-            pid_text = entry.name[len(prefix):]
+            pid_text = entry.name[len(prefix) :]
             if pid_text.isdigit() and not _pid_alive(int(pid_text)):
                 shutil.rmtree(entry, ignore_errors=True)
 
@@ -208,8 +208,10 @@ def load_artifact(path: str | Path, *, check_files: bool = True) -> Artifact:
         raise ArtifactError(f"artifact {path} is not a directory")
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
-        raise ArtifactError(f"{path} has no {MANIFEST}: not a quantlab artifact (make one with "
-                            "'quantlab quantize MODEL --method none --out DIR')")
+        raise ArtifactError(
+            f"{path} has no {MANIFEST}: not a quantlab artifact (make one with "
+            "'quantlab quantize MODEL --method none --out DIR')"
+        )
     try:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -219,16 +221,19 @@ def load_artifact(path: str | Path, *, check_files: bool = True) -> Artifact:
     except ValidationError as exc:
         raise ArtifactError(f"corrupted manifest {manifest_path}: {describe_validation_error(exc)}") from exc
     if manifest.schema_version != SCHEMA_VERSION:
-        raise ArtifactError(f"{manifest_path}: schema version {manifest.schema_version} is not supported "
-                            f"(this quantlab reads {SCHEMA_VERSION})")
+        raise ArtifactError(
+            f"{manifest_path}: schema version {manifest.schema_version} is not supported "
+            f"(this quantlab reads {SCHEMA_VERSION})"
+        )
     if check_files:
         for entry in manifest.files:
             file = root / entry.path
             if not file.is_file():
                 raise ArtifactError(f"artifact {path} is incomplete: {entry.path} is missing")
             if file.stat().st_size != entry.bytes:
-                raise ArtifactError(f"artifact {path}: {entry.path} has {file.stat().st_size} bytes, "
-                                    f"the manifest says {entry.bytes}")
+                raise ArtifactError(
+                    f"artifact {path}: {entry.path} has {file.stat().st_size} bytes, the manifest says {entry.bytes}"
+                )
     return Artifact(path=root.absolute(), manifest=manifest)
 
 

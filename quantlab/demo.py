@@ -27,8 +27,20 @@ DEMO_SPECS: dict[str, MethodSpec] = {
 BASELINE = "none-fp32"
 
 
-def run_demo(*, results: Path, report_path: Path, work_dir: Path | None, dataset: str, max_tokens: int,
-             ctx: int, batch_sizes: list[int], repeats: int, fresh: bool, log: Log, rig: str | None = None) -> str:
+def run_demo(
+    *,
+    results: Path,
+    report_path: Path,
+    work_dir: Path | None,
+    dataset: str,
+    max_tokens: int,
+    ctx: int,
+    batch_sizes: list[int],
+    repeats: int,
+    fresh: bool,
+    log: Log,
+    rig: str | None = None,
+) -> str:
     work = work_dir or cache_dir() / "demo"
     log("preparing the default model (SmolLM2-135M-Instruct)")
     resolve_model("default", log=log)
@@ -41,8 +53,9 @@ def run_demo(*, results: Path, report_path: Path, work_dir: Path | None, dataset
             log(f"{name}: quantizing")
             quantize("default", spec, out, force=True, log=lambda msg, name=name: log(f"{name}: {msg}"))
         paths[name] = out
-    options = BenchOptions(dataset=dataset, ctx=ctx, max_tokens=max_tokens, batch_sizes=batch_sizes,
-                           repeats=repeats, rig=rig)
+    options = BenchOptions(
+        dataset=dataset, ctx=ctx, max_tokens=max_tokens, batch_sizes=batch_sizes, repeats=repeats, rig=rig
+    )
     bench(list(paths.values()), baseline=paths[BASELINE], options=options, results_path=results, progress=log)
     selected = tables.select(read_results(results))
     text = tables.markdown(selected, title="quantlab demo: SmolLM2-135M-Instruct on this host")

@@ -51,8 +51,9 @@ class Footprint(BaseModel):
     fits: bool | None = None
 
     def verdict(self) -> str:
-        need = (f"{self.needed_bytes / 1e9:.1f} GB (weights {self.weight_bytes / 1e9:.1f} + KV "
-                f"{self.kv_bytes / 1e9:.1f})")
+        need = (
+            f"{self.needed_bytes / 1e9:.1f} GB (weights {self.weight_bytes / 1e9:.1f} + KV {self.kv_bytes / 1e9:.1f})"
+        )
         if self.fits is None:
             return f"needs {need}"
         room = f"{self.capacity_bytes / 1e9:.1f} GB usable ({self.utilization:.0%} of {self.rig})"
@@ -71,9 +72,14 @@ def architecture(config) -> Architecture:
         model = AutoModelForCausalLM.from_config(config)
     head = model.get_output_embeddings()
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
-    return Architecture(model_type=config.model_type, n_layers=text.num_hidden_layers,
-                        n_kv_heads=getattr(text, "num_key_value_heads", None) or heads, head_dim=head_dim,
-                        n_params=sum(p.numel() for p in model.parameters()), linear_params=linear)
+    return Architecture(
+        model_type=config.model_type,
+        n_layers=text.num_hidden_layers,
+        n_kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+        head_dim=head_dim,
+        n_params=sum(p.numel() for p in model.parameters()),
+        linear_params=linear,
+    )
 
 
 def architecture_of(path: str | Path) -> Architecture:
@@ -110,34 +116,79 @@ def rig_capacity(rig: Rig) -> int:
     return psutil.virtual_memory().total  # the `cpu` rig: this host's memory
 
 
-def footprint(arch: Architecture, *, weight_bits: float = 16, other_bits: float = 16, kv_dtype: str = "bf16",
-              batch: int = 1, ctx: int = 4096, rig: Rig | None = None,
-              utilization: float = DEFAULT_UTILIZATION, measured_weight_bytes: int | None = None) -> Footprint:
+def footprint(
+    arch: Architecture,
+    *,
+    weight_bits: float = 16,
+    other_bits: float = 16,
+    kv_dtype: str = "bf16",
+    batch: int = 1,
+    ctx: int = 4096,
+    rig: Rig | None = None,
+    utilization: float = DEFAULT_UTILIZATION,
+    measured_weight_bytes: int | None = None,
+) -> Footprint:
     """`measured_weight_bytes` (an artifact's) replaces the estimate when given."""
     per_token = kv_bytes_per_token(arch, kv_dtype)
-    weights = measured_weight_bytes if measured_weight_bytes is not None else weight_bytes(arch, weight_bits,
-                                                                                           other_bits)
+    weights = (
+        measured_weight_bytes if measured_weight_bytes is not None else weight_bytes(arch, weight_bits, other_bits)
+    )
     kv = per_token * batch * ctx
-    result = Footprint(weight_bits=weight_bits, weight_bytes=weights, kv_dtype=kv_dtype, kv_bytes_per_token=per_token,
-                       batch=batch, ctx=ctx, kv_bytes=kv, needed_bytes=weights + kv)
+    result = Footprint(
+        weight_bits=weight_bits,
+        weight_bytes=weights,
+        kv_dtype=kv_dtype,
+        kv_bytes_per_token=per_token,
+        batch=batch,
+        ctx=ctx,
+        kv_bytes=kv,
+        needed_bytes=weights + kv,
+    )
     if rig is None:
         return result
     capacity = int(rig_capacity(rig) * utilization)
-    return result.model_copy(update={"rig": rig.name, "capacity_bytes": capacity, "utilization": utilization,
-                                     "fits": weights + kv <= capacity})
+    return result.model_copy(
+        update={
+            "rig": rig.name,
+            "capacity_bytes": capacity,
+            "utilization": utilization,
+            "fits": weights + kv <= capacity,
+        }
+    )
 
 
 # Bits per weight of ggml's block formats: block bytes × 8 / values per block (ggml-common.h block structs).
-GGML_TYPE_BPW = {"F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_K": 5.5, "Q5_1": 6.0,
-                 "Q5_0": 5.5, "Q4_K": 4.5, "Q4_1": 5.0, "Q4_0": 4.5, "Q3_K": 3.4375, "Q2_K": 2.625,
-                 "IQ4_XS": 4.25, "IQ4_NL": 4.5, "IQ3_S": 3.4375, "IQ3_XXS": 3.0625, "IQ2_S": 2.5, "IQ2_XS": 2.3125,
-                 "IQ2_XXS": 2.0625}
-_FP_BITS = {"FP8_DYNAMIC": (8.0, "FP8 E4M3, one scale per output channel"),
-            "FP8_BLOCK": (8.0, "FP8 E4M3, one scale per 128×128 block"),
-            "FP8_W8A16": (8.0, "FP8 E4M3, one scale per output channel"),
-            "NVFP4": (4.5, "FP4 E2M1 + one FP8 scale per 16"), "NVFP4A16": (4.5, "FP4 E2M1 + one FP8 scale per 16"),
-            "MXFP4": (4.25, "FP4 E2M1 + one E8M0 scale per 32"),
-            "MXFP4A16": (4.25, "FP4 E2M1 + one E8M0 scale per 32")}
+GGML_TYPE_BPW = {
+    "F32": 32.0,
+    "F16": 16.0,
+    "BF16": 16.0,
+    "Q8_0": 8.5,
+    "Q6_K": 6.5625,
+    "Q5_K": 5.5,
+    "Q5_1": 6.0,
+    "Q5_0": 5.5,
+    "Q4_K": 4.5,
+    "Q4_1": 5.0,
+    "Q4_0": 4.5,
+    "Q3_K": 3.4375,
+    "Q2_K": 2.625,
+    "IQ4_XS": 4.25,
+    "IQ4_NL": 4.5,
+    "IQ3_S": 3.4375,
+    "IQ3_XXS": 3.0625,
+    "IQ2_S": 2.5,
+    "IQ2_XS": 2.3125,
+    "IQ2_XXS": 2.0625,
+}
+_FP_BITS = {
+    "FP8_DYNAMIC": (8.0, "FP8 E4M3, one scale per output channel"),
+    "FP8_BLOCK": (8.0, "FP8 E4M3, one scale per 128×128 block"),
+    "FP8_W8A16": (8.0, "FP8 E4M3, one scale per output channel"),
+    "NVFP4": (4.5, "FP4 E2M1 + one FP8 scale per 16"),
+    "NVFP4A16": (4.5, "FP4 E2M1 + one FP8 scale per 16"),
+    "MXFP4": (4.25, "FP4 E2M1 + one E8M0 scale per 32"),
+    "MXFP4A16": (4.25, "FP4 E2M1 + one E8M0 scale per 32"),
+}
 
 
 def nominal_weight_bits(spec) -> tuple[float, str]:
@@ -151,9 +202,11 @@ def nominal_weight_bits(spec) -> tuple[float, str]:
 
         kind = lookup(spec.scheme)
         bpw = GGML_TYPE_BPW[kind.main]
-        return bpw, (f"{kind.main} blocks ({bpw:g} bits/weight, embeddings and head included); the {spec.scheme} "
-                     "recipe keeps some tensors at "
-                     "higher types, and tensors whose rows do not fit its blocks fall back, so files run larger")
+        return bpw, (
+            f"{kind.main} blocks ({bpw:g} bits/weight, embeddings and head included); the {spec.scheme} "
+            "recipe keeps some tensors at "
+            "higher types, and tensors whose rows do not fit its blocks fall back, so files run larger"
+        )
     if spec.method in ("fp8", "fp4"):
         return _FP_BITS[spec.scheme]
     if spec.method == "bnb":
@@ -167,5 +220,6 @@ def nominal_weight_bits(spec) -> tuple[float, str]:
     if group is None or group == -1:
         return float(spec.bits), f"int{spec.bits}, one scale per output channel"
     extra = 16 + (0 if spec.symmetric else spec.bits)
-    return spec.bits + extra / group, (f"int{spec.bits} + one 16-bit scale{'' if spec.symmetric else ' and zero'} "
-                                       f"per {group}")
+    return spec.bits + extra / group, (
+        f"int{spec.bits} + one 16-bit scale{'' if spec.symmetric else ' and zero'} per {group}"
+    )

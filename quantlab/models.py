@@ -53,8 +53,9 @@ class ModelInfo(BaseModel):
 def content_sha256(path: Path) -> str:
     """Hash of config.json plus every weight file (name and content), in a stable order."""
     digest = hashlib.sha256()
-    files = sorted(p for p in path.iterdir() if p.is_file() and (p.name == "config.json" or
-                                                                   p.suffix in WEIGHT_SUFFIXES))
+    files = sorted(
+        p for p in path.iterdir() if p.is_file() and (p.name == "config.json" or p.suffix in WEIGHT_SUFFIXES)
+    )
     for file in files:
         digest.update(file.name.encode())
         digest.update(b"\0")
@@ -80,20 +81,24 @@ def resolve_model(ref: str, *, revision: str | None = None, log=print) -> Source
         from quantlab.default_model import DEFAULT_DESCRIPTION, ensure_default_model
 
         path = ensure_default_model(log=log)
-        return SourceModel(ref=ref, kind="default", path=str(path), content_sha256=content_sha256(path),
-                           description=DEFAULT_DESCRIPTION)
+        return SourceModel(
+            ref=ref,
+            kind="default",
+            path=str(path),
+            content_sha256=content_sha256(path),
+            description=DEFAULT_DESCRIPTION,
+        )
     candidate = Path(ref).expanduser()
     if candidate.exists():
         if not candidate.is_dir():
             raise ModelNotFoundError(f"model {ref!r} is a file, not a Hugging Face model directory")
         if not (candidate / "config.json").is_file():
             raise ModelNotFoundError(f"model directory {ref!r} has no config.json: not a Hugging Face model")
-        return SourceModel(ref=ref, kind="local", path=str(candidate.resolve()),
-                           content_sha256=content_sha256(candidate))
-    if not HUB_ID.match(ref):
-        raise ModelNotFoundError(
-            f"model {ref!r} not found: no such directory, and not a hub id of the form owner/name"
+        return SourceModel(
+            ref=ref, kind="local", path=str(candidate.resolve()), content_sha256=content_sha256(candidate)
         )
+    if not HUB_ID.match(ref):
+        raise ModelNotFoundError(f"model {ref!r} not found: no such directory, and not a hub id of the form owner/name")
     return _from_hub(ref, revision)
 
 
@@ -106,15 +111,13 @@ def _from_hub(ref: str, revision: str | None) -> SourceModel:
     from huggingface_hub import snapshot_download
 
     try:
-        path = Path(snapshot_download(ref, revision=revision,
-                                      allow_patterns=_HUB_FILES))
+        path = Path(snapshot_download(ref, revision=revision, allow_patterns=_HUB_FILES))
     except Exception as exc:  # the hub client raises many types; all mean "could not get it"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotFoundError(
             f"model {ref!r}: no such local directory, and the Hugging Face hub did not provide it ({reason})"
         ) from exc
-    return SourceModel(ref=ref, kind="hub", path=str(path), revision=path.name,
-                       content_sha256=content_sha256(path))
+    return SourceModel(ref=ref, kind="hub", path=str(path), revision=path.name, content_sha256=content_sha256(path))
 
 
 def model_info(path: str | Path, *, trust_remote_code: bool = False) -> ModelInfo:
@@ -134,16 +137,25 @@ def model_info(path: str | Path, *, trust_remote_code: bool = False) -> ModelInf
                 f"{path}: architecture {getattr(config, 'architectures', None)} is not a causal LM "
                 f"transformers can build ({exc})"
             ) from exc
-    layers = [LinearLayer(name=name, in_features=mod.in_features, out_features=mod.out_features)
-              for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)]
+    layers = [
+        LinearLayer(name=name, in_features=mod.in_features, out_features=mod.out_features)
+        for name, mod in model.named_modules()
+        if isinstance(mod, torch.nn.Linear)
+    ]
     output = model.get_output_embeddings()
     lm_head = next((name for name, mod in model.named_modules() if mod is output), None)
     dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
     from quantlab.spec import dtype_short
 
     n_params = sum(p.numel() for p in model.parameters())
-    return ModelInfo(architecture=type(model).__name__, model_type=config.model_type,
-                     dtype=dtype_short(dtype), n_params=n_params, linear_layers=layers, lm_head=lm_head)
+    return ModelInfo(
+        architecture=type(model).__name__,
+        model_type=config.model_type,
+        dtype=dtype_short(dtype),
+        n_params=n_params,
+        linear_layers=layers,
+        lm_head=lm_head,
+    )
 
 
 def read_config(path: str | Path) -> dict:

@@ -32,8 +32,15 @@ def _quiet(_: str) -> None:
     return None
 
 
-def quantize(model: str, spec: MethodSpec, out: str | Path, *, force: bool = False,
-             trust_remote_code: bool = False, log: Log = _quiet) -> Artifact:
+def quantize(
+    model: str,
+    spec: MethodSpec,
+    out: str | Path,
+    *,
+    force: bool = False,
+    trust_remote_code: bool = False,
+    log: Log = _quiet,
+) -> Artifact:
     backend = methods.get_backend(spec.method, spec.backend)
     availability = backend.availability()
     if not availability.usable:
@@ -51,11 +58,20 @@ def quantize(model: str, spec: MethodSpec, out: str | Path, *, force: bool = Fal
         log("hashing files, writing manifest")
         files = list_files(tmp)
         manifest = Manifest(
-            spec=spec, format=outcome.format, loads_in=outcome.loads_in, source=source,
-            calibration=outcome.calibration, libraries=library_versions(), files=files,
-            weight_bytes=weight_bytes(files), n_params_source=info.n_params,
-            created_at=datetime.now(UTC), quantize_seconds=round(elapsed, 3), host=host_info(),
-            gguf=outcome.gguf, notes=outcome.notes,
+            spec=spec,
+            format=outcome.format,
+            loads_in=outcome.loads_in,
+            source=source,
+            calibration=outcome.calibration,
+            libraries=library_versions(),
+            files=files,
+            weight_bytes=weight_bytes(files),
+            n_params_source=info.n_params,
+            created_at=datetime.now(UTC),
+            quantize_seconds=round(elapsed, 3),
+            host=host_info(),
+            gguf=outcome.gguf,
+            notes=outcome.notes,
         )
         write_manifest(tmp, manifest)
     return load_artifact(out)

@@ -32,8 +32,11 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(description="hub id, local HF directory, or `default`")
-    config: str | None = Field(None, description="a config.json (relative to the recipe) used to plan when `id` "
-                                                 "cannot be read here (a hub id offline)")
+    config: str | None = Field(
+        None,
+        description="a config.json (relative to the recipe) used to plan when `id` "
+        "cannot be read here (a hub id offline)",
+    )
 
 
 class MethodEntry(MethodSpec):
@@ -59,8 +62,10 @@ class BenchSection(BaseModel):
     quality: bool = True
     speed: bool = True
     concurrency: list[int] | None = Field(None, description="served load levels (bench --load); none: skipped")
-    load_cells: list[str] | None = Field(None, description="the cells served under load (names); none: every "
-                                                           "cell. A sweep costs minutes per cell on a CPU")
+    load_cells: list[str] | None = Field(
+        None,
+        description="the cells served under load (names); none: every cell. A sweep costs minutes per cell on a CPU",
+    )
     requests: int | None = Field(None, ge=1)
     tasks: list[str] | None = None
     task_limit: int | None = Field(None, ge=1)
@@ -127,8 +132,9 @@ class Cell:
     is_baseline: bool
 
     def key(self) -> str:
-        payload = json.dumps({"model": self.model.id, "spec": self.spec.model_dump(mode="json", exclude_none=True)},
-                             sort_keys=True)
+        payload = json.dumps(
+            {"model": self.model.id, "spec": self.spec.model_dump(mode="json", exclude_none=True)}, sort_keys=True
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     def artifact_dir(self, root: Path) -> Path:
@@ -185,8 +191,11 @@ def cells(recipe: Recipe, path: Path) -> list[Cell]:
         except QuantlabError as exc:
             raise RecipeError(f"recipe {path}: {where} ({entry.name}): {exc}") from exc
         normalized.append((entry.name, resolved, is_baseline))
-    return [Cell(model=model, name=name, spec=spec, is_baseline=is_baseline)
-            for model in recipe.models for name, spec, is_baseline in normalized]
+    return [
+        Cell(model=model, name=name, spec=spec, is_baseline=is_baseline)
+        for model in recipe.models
+        for name, spec, is_baseline in normalized
+    ]
 
 
 @dataclass(frozen=True)
@@ -215,8 +224,10 @@ def _architecture(model: ModelEntry, path: Path):
     try:
         return memfit.architecture_of(resolve_model(model.id, log=lambda _: None).path)
     except QuantlabError as exc:
-        raise RecipeError(f"recipe {path}: models ({model.id}): {exc}; give `config:` (a config.json) to plan "
-                          "without reaching the model") from exc
+        raise RecipeError(
+            f"recipe {path}: models ({model.id}): {exc}; give `config:` (a config.json) to plan "
+            "without reaching the model"
+        ) from exc
 
 
 def fit_plan(recipe: Recipe, path: str | Path) -> list[tuple[ModelEntry, object, list[FitRow]]]:
@@ -228,8 +239,9 @@ def fit_plan(recipe: Recipe, path: str | Path) -> list[tuple[ModelEntry, object,
     known = load_rigs(rigs_file_of(recipe, path))
     rigs = [known[r.name] for r in recipe.rig_entries()]
     if recipe.fit.kv_dtype not in memfit.KV_DTYPE_BYTES:
-        raise RecipeError(f"recipe {path}: fit.kv_dtype: one of {', '.join(memfit.KV_DTYPE_BYTES)}, not "
-                          f"{recipe.fit.kv_dtype!r}")
+        raise RecipeError(
+            f"recipe {path}: fit.kv_dtype: one of {', '.join(memfit.KV_DTYPE_BYTES)}, not {recipe.fit.kv_dtype!r}"
+        )
     plan = []
     all_cells = cells(recipe, path)
     for model in recipe.models:
@@ -239,9 +251,25 @@ def fit_plan(recipe: Recipe, path: str | Path) -> list[tuple[ModelEntry, object,
             bits, note = memfit.nominal_weight_bits(cell.spec)
             # GGUF quantizes the embeddings and the output head too; other formats keep them in the dtype
             other = bits if cell.spec.method == "gguf" else 32.0 if cell.spec.dtype == "fp32" else 16.0
-            rows.append(FitRow(cell=cell, bits=bits, bits_note=note, footprints=[
-                memfit.footprint(arch, weight_bits=bits, other_bits=other, kv_dtype=recipe.fit.kv_dtype,
-                                 batch=recipe.fit.batch, ctx=recipe.fit.ctx, rig=rig,
-                                 utilization=recipe.fit.utilization) for rig in rigs]))
+            rows.append(
+                FitRow(
+                    cell=cell,
+                    bits=bits,
+                    bits_note=note,
+                    footprints=[
+                        memfit.footprint(
+                            arch,
+                            weight_bits=bits,
+                            other_bits=other,
+                            kv_dtype=recipe.fit.kv_dtype,
+                            batch=recipe.fit.batch,
+                            ctx=recipe.fit.ctx,
+                            rig=rig,
+                            utilization=recipe.fit.utilization,
+                        )
+                        for rig in rigs
+                    ],
+                )
+            )
         plan.append((model, arch, rows))
     return plan

@@ -35,24 +35,85 @@ class Rig(BaseModel):
 
 _INDICATIVE = "indicative on-demand cloud price, not a quote; override with --price-per-hour or --rigs-file"
 
-BUILTIN_RIGS: dict[str, Rig] = {rig.name: rig for rig in [
-    Rig(name="cpu", description="the CPU of the host that ran the bench", device="cpu",
-        price_per_hour=0.0893,
-        price_note="AWS c7i.large (2 vCPU Sapphire Rapids) on-demand us-east-1 list price; "
-                   "override for other CPU hosts"),
-    Rig(name="rtx4090", description="1× NVIDIA RTX 4090 24 GB", device="cuda", gpu_match="4090", n_gpus=1,
-        price_per_hour=0.69, price_note=_INDICATIVE, memory_gb=24, bandwidth_gb_s=1008),
-    Rig(name="2xrtx4090", description="2× NVIDIA RTX 4090 24 GB", device="cuda", gpu_match="4090", n_gpus=2,
-        price_per_hour=1.38, price_note=_INDICATIVE, memory_gb=48, bandwidth_gb_s=1008),
-    Rig(name="h100", description="1× NVIDIA H100 80 GB SXM", device="cuda", gpu_match="H100", n_gpus=1,
-        price_per_hour=2.99, price_note=_INDICATIVE, memory_gb=80, bandwidth_gb_s=3350),
-    Rig(name="2xh100", description="2× NVIDIA H100 80 GB SXM", device="cuda", gpu_match="H100", n_gpus=2,
-        price_per_hour=5.98, price_note=_INDICATIVE, memory_gb=160, bandwidth_gb_s=3350),
-    Rig(name="h200", description="1× NVIDIA H200 141 GB", device="cuda", gpu_match="H200", n_gpus=1,
-        price_per_hour=3.79, price_note=_INDICATIVE, memory_gb=141, bandwidth_gb_s=4800),
-    Rig(name="b200", description="1× NVIDIA B200 180 GB", device="cuda", gpu_match="B200", n_gpus=1,
-        price_per_hour=5.99, price_note=_INDICATIVE, memory_gb=180, bandwidth_gb_s=8000),
-]}
+BUILTIN_RIGS: dict[str, Rig] = {
+    rig.name: rig
+    for rig in [
+        Rig(
+            name="cpu",
+            description="the CPU of the host that ran the bench",
+            device="cpu",
+            price_per_hour=0.0893,
+            price_note="AWS c7i.large (2 vCPU Sapphire Rapids) on-demand us-east-1 list price; "
+            "override for other CPU hosts",
+        ),
+        Rig(
+            name="rtx4090",
+            description="1× NVIDIA RTX 4090 24 GB",
+            device="cuda",
+            gpu_match="4090",
+            n_gpus=1,
+            price_per_hour=0.69,
+            price_note=_INDICATIVE,
+            memory_gb=24,
+            bandwidth_gb_s=1008,
+        ),
+        Rig(
+            name="2xrtx4090",
+            description="2× NVIDIA RTX 4090 24 GB",
+            device="cuda",
+            gpu_match="4090",
+            n_gpus=2,
+            price_per_hour=1.38,
+            price_note=_INDICATIVE,
+            memory_gb=48,
+            bandwidth_gb_s=1008,
+        ),
+        Rig(
+            name="h100",
+            description="1× NVIDIA H100 80 GB SXM",
+            device="cuda",
+            gpu_match="H100",
+            n_gpus=1,
+            price_per_hour=2.99,
+            price_note=_INDICATIVE,
+            memory_gb=80,
+            bandwidth_gb_s=3350,
+        ),
+        Rig(
+            name="2xh100",
+            description="2× NVIDIA H100 80 GB SXM",
+            device="cuda",
+            gpu_match="H100",
+            n_gpus=2,
+            price_per_hour=5.98,
+            price_note=_INDICATIVE,
+            memory_gb=160,
+            bandwidth_gb_s=3350,
+        ),
+        Rig(
+            name="h200",
+            description="1× NVIDIA H200 141 GB",
+            device="cuda",
+            gpu_match="H200",
+            n_gpus=1,
+            price_per_hour=3.79,
+            price_note=_INDICATIVE,
+            memory_gb=141,
+            bandwidth_gb_s=4800,
+        ),
+        Rig(
+            name="b200",
+            description="1× NVIDIA B200 180 GB",
+            device="cuda",
+            gpu_match="B200",
+            n_gpus=1,
+            price_per_hour=5.99,
+            price_note=_INDICATIVE,
+            memory_gb=180,
+            bandwidth_gb_s=8000,
+        ),
+    ]
+}
 
 
 class RigsFile(BaseModel):
@@ -89,11 +150,15 @@ def check_matches(rig: Rig, device: str, device_name: str) -> None:
         raise RigError(f"rig {rig.name!r} is a CPU rig but the bench runs on {device} ({device_name})")
     if rig.device == "cuda":
         if not device.startswith("cuda"):
-            raise RigError(f"rig {rig.name!r} is a GPU rig ({rig.description}) but this bench runs on the CPU; "
-                           "measure on that rig, or use --rig cpu")
+            raise RigError(
+                f"rig {rig.name!r} is a GPU rig ({rig.description}) but this bench runs on the CPU; "
+                "measure on that rig, or use --rig cpu"
+            )
         if rig.gpu_match and rig.gpu_match.lower() not in device_name.lower():
-            raise RigError(f"rig {rig.name!r} expects a GPU named like {rig.gpu_match!r}, this one is "
-                           f"{device_name!r}; pick the matching rig or define one with --rigs-file")
+            raise RigError(
+                f"rig {rig.name!r} expects a GPU named like {rig.gpu_match!r}, this one is "
+                f"{device_name!r}; pick the matching rig or define one with --rigs-file"
+            )
 
 
 def usd_per_million(price_per_hour: float, tokens_per_second: float) -> float:

@@ -93,9 +93,13 @@ def host_bandwidth(device: str, device_name: str, *, refresh: bool = False) -> B
         except (ValueError, OSError):
             pass  # a corrupt cache entry is measured again
     gb_s = measure_bandwidth(device)
-    bandwidth = Bandwidth(gb_s=round(gb_s, 2), device=device.split(":")[0], device_name=device_name,
-                          method=f"torch sum over {PROBE_BYTES >> 20} MiB fp32, best of {PROBE_REPEATS} "
-                                 "(read bandwidth)", measured_at=datetime.now(UTC))
+    bandwidth = Bandwidth(
+        gb_s=round(gb_s, 2),
+        device=device.split(":")[0],
+        device_name=device_name,
+        method=f"torch sum over {PROBE_BYTES >> 20} MiB fp32, best of {PROBE_REPEATS} (read bandwidth)",
+        measured_at=datetime.now(UTC),
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(bandwidth.model_dump_json())
@@ -105,9 +109,15 @@ def host_bandwidth(device: str, device_name: str, *, refresh: bool = False) -> B
 
 def roofline(bandwidth: Bandwidth, per_token: BytesPerToken, decode_tok_s: float) -> Roofline:
     limit = bandwidth.gb_s * 1e9 / per_token.total
-    return Roofline(bandwidth_gb_s=bandwidth.gb_s, bandwidth_method=bandwidth.method,
-                    bytes_per_token=per_token.total, bytes_detail=per_token.detail, limit_tok_s=round(limit, 2),
-                    achieved_tok_s=decode_tok_s, pct_of_limit=round(100 * decode_tok_s / limit, 1))
+    return Roofline(
+        bandwidth_gb_s=bandwidth.gb_s,
+        bandwidth_method=bandwidth.method,
+        bytes_per_token=per_token.total,
+        bytes_detail=per_token.detail,
+        limit_tok_s=round(limit, 2),
+        achieved_tok_s=decode_tok_s,
+        pct_of_limit=round(100 * decode_tok_s / limit, 1),
+    )
 
 
 def kv_bytes_read(config_dir, kv_dtype: str, prompt_tokens: int, new_tokens: int) -> tuple[int, str]:

@@ -56,16 +56,23 @@ class MethodSpec(BaseModel):
     dtype: DType = Field("auto", description="dtype of tensors left unquantized (and of `none` artifacts)")
     scheme: str | None = None
     act_order: Literal["off", "static", "group"] | None = Field(
-        None, description="GPTQ column order: off; static (by activation size, no runtime cost); group (desc_act, "
-                          "stores a g_idx permutation)")
+        None,
+        description="GPTQ column order: off; static (by activation size, no runtime cost); group (desc_act, "
+        "stores a g_idx permutation)",
+    )
     damp: float | None = Field(None, gt=0, lt=1, description="GPTQ Hessian dampening, a fraction of its mean diagonal")
     n_grid: int | None = Field(None, gt=1, description="AWQ scale search: grid points per layer")
-    imatrix: bool | None = Field(None, description="GGUF: weigh rounding errors with an importance matrix "
-                                                   "computed from the calibration data")
-    double_quant: bool | None = Field(None, description="bitsandbytes 4-bit: quantize the per-block scales too "
-                                                        "(QLoRA's double quantization, ≈0.4 bit/weight less)")
+    imatrix: bool | None = Field(
+        None, description="GGUF: weigh rounding errors with an importance matrix computed from the calibration data"
+    )
+    double_quant: bool | None = Field(
+        None,
+        description="bitsandbytes 4-bit: quantize the per-block scales too "
+        "(QLoRA's double quantization, ≈0.4 bit/weight less)",
+    )
     compute_dtype: Literal["fp32", "bf16", "fp16"] | None = Field(
-        None, description="bitsandbytes: dtype the 4-bit weights are expanded to for the matmul")
+        None, description="bitsandbytes: dtype the 4-bit weights are expanded to for the matmul"
+    )
     calibration: Calibration | None = None
 
     def label(self) -> str:

@@ -19,11 +19,19 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None
-            ) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """The CLI as a user runs it: a fresh process, real exit code, real stdout/stderr."""
-    return subprocess.run([sys.executable, "-m", "quantlab.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})}, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "quantlab.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def quality_vs_baseline(artifacts: dict, baseline: str = "fp32") -> dict:
@@ -32,8 +40,11 @@ def quality_vs_baseline(artifacts: dict, baseline: str = "fp32") -> dict:
     from quantlab.bench import BenchOptions, bench
 
     names = [n for n in artifacts if n != baseline]
-    results = bench([artifacts[n].path for n in names], baseline=artifacts[baseline].path,
-                    options=BenchOptions(dataset="embedded", ctx=512, max_tokens=4096, speed=False))
+    results = bench(
+        [artifacts[n].path for n in names],
+        baseline=artifacts[baseline].path,
+        options=BenchOptions(dataset="embedded", ctx=512, max_tokens=4096, speed=False),
+    )
     return dict(zip(names, results, strict=True))
 
 
@@ -47,25 +58,48 @@ def _train_tokenizer(out: Path, vocab_size: int = 1024) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     lines = text[:400_000].splitlines()
     tok.train_from_iterator(lines, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
     fast.save_pretrained(out)
 
 
-def make_tiny_llama(out: Path, tokenizer_dir: Path, *, hidden: int = 256, intermediate: int = 512,
-                    layers: int = 2, heads: int = 4, kv_heads: int = 2, dtype: str = "float32",
-                    seed: int = 0, vocab_size: int = 1024, tied: bool = False, init_std: float = 0.02) -> Path:
+def make_tiny_llama(
+    out: Path,
+    tokenizer_dir: Path,
+    *,
+    hidden: int = 256,
+    intermediate: int = 512,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    dtype: str = "float32",
+    seed: int = 0,
+    vocab_size: int = 1024,
+    tied: bool = False,
+    init_std: float = 0.02,
+) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                         max_position_embeddings=2048, tie_word_embeddings=tied, bos_token_id=0,
-                         eos_token_id=0, pad_token_id=0, initializer_range=init_std)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=tied,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+        initializer_range=init_std,
+    )
     model = LlamaForCausalLM(config).to(getattr(torch, dtype))
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
@@ -88,8 +122,15 @@ def tiny_model(tmp_path_factory, tiny_tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def wide_model(tmp_path_factory, tiny_tokenizer) -> Path:
     """Big enough (≈60M params, ~240 MB fp32) that saving it takes long enough to be killed mid-way."""
-    return make_tiny_llama(tmp_path_factory.mktemp("wide") / "model", tiny_tokenizer, hidden=1024,
-                           intermediate=2816 // 256 * 256, layers=4, heads=8, kv_heads=8)
+    return make_tiny_llama(
+        tmp_path_factory.mktemp("wide") / "model",
+        tiny_tokenizer,
+        hidden=1024,
+        intermediate=2816 // 256 * 256,
+        layers=4,
+        heads=8,
+        kv_heads=8,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -114,5 +155,6 @@ def gguf_tiny_model(tmp_path_factory, default_model_dir) -> Path:
     llama.cpp's converter identifies tokenizers by a hash of their output, and a toy BPE trained here is not
     one it knows. Weights are drawn wider than the usual init so the logits are not flat and quantization
     error shows in the KLD."""
-    return make_tiny_llama(tmp_path_factory.mktemp("gguf-tiny") / "model", default_model_dir, vocab_size=49152,
-                           tied=True, init_std=0.08)
+    return make_tiny_llama(
+        tmp_path_factory.mktemp("gguf-tiny") / "model", default_model_dir, vocab_size=49152, tied=True, init_std=0.08
+    )

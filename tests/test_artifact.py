@@ -99,8 +99,7 @@ def _kill_when_building(cmd: list[str], parent, name: str, *, writing: bool = Fa
 @pytest.mark.parametrize("writing", [False, True], ids=["at-start", "mid-write"])
 def test_sigkill_mid_quantize_leaves_nothing(wide_model, tmp_path, writing):
     out = tmp_path / "art"
-    cmd = [sys.executable, "-m", "quantlab.cli", "quantize", str(wide_model), "--method", "none",
-           "--out", str(out)]
+    cmd = [sys.executable, "-m", "quantlab.cli", "quantize", str(wide_model), "--method", "none", "--out", str(out)]
     proc = _kill_when_building(cmd, tmp_path, "art", writing=writing)
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists(), "a killed quantize must leave nothing at --out"

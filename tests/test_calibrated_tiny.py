@@ -15,19 +15,33 @@ from quantlab.runtimes import select_runtime
 from quantlab.spec import Calibration, MethodSpec
 
 CALIB = Calibration(n_samples=16, seq_len=128)
-BACKENDS = [("gptq", "llmcompressor"), ("gptq", "gptqmodel"), ("awq", "llmcompressor"), ("awq", "gptqmodel"),
-            ("awq", "autoawq")]
-EXPECTED_FORMAT = {"llmcompressor": "compressed-tensors pack-quantized", ("gptq", "gptqmodel"): "gptq format gptq",
-                   ("awq", "gptqmodel"): "awq format gemm", "autoawq": "awq gemm"}
+BACKENDS = [
+    ("gptq", "llmcompressor"),
+    ("gptq", "gptqmodel"),
+    ("awq", "llmcompressor"),
+    ("awq", "gptqmodel"),
+    ("awq", "autoawq"),
+]
+EXPECTED_FORMAT = {
+    "llmcompressor": "compressed-tensors pack-quantized",
+    ("gptq", "gptqmodel"): "gptq format gptq",
+    ("awq", "gptqmodel"): "awq format gemm",
+    "autoawq": "awq gemm",
+}
 LIBRARY = {"llmcompressor": "llmcompressor", "gptqmodel": "gptqmodel", "autoawq": "autoawq"}
 
 
 @pytest.fixture(scope="module")
 def artifacts(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("calibrated")
-    made = {key: quantize(str(tiny_model), MethodSpec(method=key[0], backend=key[1], bits=4, group_size=64,
-                                                      calibration=CALIB), root / "-".join(key))
-            for key in BACKENDS}
+    made = {
+        key: quantize(
+            str(tiny_model),
+            MethodSpec(method=key[0], backend=key[1], bits=4, group_size=64, calibration=CALIB),
+            root / "-".join(key),
+        )
+        for key in BACKENDS
+    }
     made["rtn"] = quantize(str(tiny_model), MethodSpec(method="rtn", bits=4, group_size=64), root / "rtn")
     made["base"] = quantize(str(tiny_model), MethodSpec(method="none"), root / "base")
     return made
@@ -73,14 +87,23 @@ def test_gptq_has_less_output_error_than_rtn(artifacts, tiny_model, backend):
 
     ids = torch.as_tensor(calibration_samples(AutoTokenizer.from_pretrained(tiny_model), CALIB)[0][:4])
     base = _logits(artifacts["base"].path, ids)
-    error = {name: ((_logits(artifacts[key].path, ids) - base).norm() / base.norm()).item()
-             for name, key in (("gptq", ("gptq", backend)), ("rtn", "rtn"))}
+    error = {
+        name: ((_logits(artifacts[key].path, ids) - base).norm() / base.norm()).item()
+        for name, key in (("gptq", ("gptq", backend)), ("rtn", "rtn"))
+    }
     assert error["gptq"] < error["rtn"], error
 
 
-@pytest.mark.parametrize(("key", "kernel"), [(("gptq", "llmcompressor"), "dequantized"),
-                                             (("gptq", "gptqmodel"), "native"), (("awq", "gptqmodel"), "native"),
-                                             (("awq", "autoawq"), "native")], ids=lambda k: str(k))
+@pytest.mark.parametrize(
+    ("key", "kernel"),
+    [
+        (("gptq", "llmcompressor"), "dequantized"),
+        (("gptq", "gptqmodel"), "native"),
+        (("awq", "gptqmodel"), "native"),
+        (("awq", "autoawq"), "native"),
+    ],
+    ids=lambda k: str(k),
+)
 def test_runtime_names_the_kernel_it_ran(artifacts, key, kernel):
     artifact = artifacts[key]
     session = select_runtime(artifact).load(artifact, device="cpu")
@@ -100,13 +123,16 @@ def test_auto_gptq_is_detected_and_explained(tiny_model, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize(("spec", "needle"), [
-    ({"method": "gptq", "backend": "gptqmodel", "group_size": 48}, "one of 16, 32, 64"),
-    ({"method": "awq", "backend": "gptqmodel", "bits": 8}, "--bits 4, not 8"),
-    ({"method": "awq", "backend": "autoawq", "bits": 3}, "--bits 4, not 3"),
-    ({"method": "awq", "backend": "gptqmodel", "dtype": "fp32"}, "fp16 or bf16 only"),
-    ({"method": "gptq", "group_size": 96}, "does not divide layer"),
-])
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ({"method": "gptq", "backend": "gptqmodel", "group_size": 48}, "one of 16, 32, 64"),
+        ({"method": "awq", "backend": "gptqmodel", "bits": 8}, "--bits 4, not 8"),
+        ({"method": "awq", "backend": "autoawq", "bits": 3}, "--bits 4, not 3"),
+        ({"method": "awq", "backend": "gptqmodel", "dtype": "fp32"}, "fp16 or bf16 only"),
+        ({"method": "gptq", "group_size": 96}, "does not divide layer"),
+    ],
+)
 def test_impossible_requests_fail_before_loading(tiny_model, tmp_path, spec, needle):
     with pytest.raises(SpecError, match=needle):
         quantize(str(tiny_model), MethodSpec(**spec), tmp_path / "x")

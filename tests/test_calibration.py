@@ -19,8 +19,9 @@ def test_samples_are_distinct_windows_of_the_validation_stream(tiny_tokenizer):
     from quantlab.corpus import load_text
 
     stream = tokenize(tok, load_text("embedded", "validation")[0], None)
-    starts = [next(i for i in range(0, len(stream) - 63, 64) if np.array_equal(stream[i:i + 64], row))
-              for row in samples]
+    starts = [
+        next(i for i in range(0, len(stream) - 63, 64) if np.array_equal(stream[i : i + 64], row)) for row in samples
+    ]
     assert starts == sorted(starts), "windows come from the stream, in stream order"
     assert record.n_samples == 8 and record.seq_len == 64 and record.seed == 3
     assert "validation" in record.description
@@ -43,14 +44,17 @@ def test_too_little_calibration_text(tiny_tokenizer, tmp_path):
         calibration_samples(tok, Calibration(dataset=str(small)))
 
 
-@pytest.mark.parametrize(("method", "spec", "needle"), [
-    ("rtn", {"calibration": Calibration()}, "data-free"),
-    ("rtn", {"damp": 0.1}, "takes no --damp"),
-    ("awq", {"act_order": "group"}, "takes no --act-order"),
-    ("gptq", {"n_grid": 10}, "takes no --n-grid"),
-    ("awq", {"group_size": -1}, "positive --group-size"),
-    ("gptq", {"bits": 2}, "not 2"),
-])
+@pytest.mark.parametrize(
+    ("method", "spec", "needle"),
+    [
+        ("rtn", {"calibration": Calibration()}, "data-free"),
+        ("rtn", {"damp": 0.1}, "takes no --damp"),
+        ("awq", {"act_order": "group"}, "takes no --act-order"),
+        ("gptq", {"n_grid": 10}, "takes no --n-grid"),
+        ("awq", {"group_size": -1}, "positive --group-size"),
+        ("gptq", {"bits": 2}, "not 2"),
+    ],
+)
 def test_options_a_backend_does_not_take_are_refused(method, spec, needle):
     with pytest.raises(SpecError, match=needle):
         get_backend(method).normalize(MethodSpec(method=method, **spec))

@@ -46,9 +46,9 @@ def test_local_txt_and_jsonl(tmp_path):
     assert text == "one\n\ntwo"
 
 
-@pytest.mark.parametrize(("content", "needle"), [("not json\n", "line 1: not JSON"),
-                                                  ('{"title": "x"}\n', "'text' string"),
-                                                  ("", "empty")])
+@pytest.mark.parametrize(
+    ("content", "needle"), [("not json\n", "line 1: not JSON"), ('{"title": "x"}\n', "'text' string"), ("", "empty")]
+)
 def test_bad_local_files(tmp_path, content, needle):
     path = tmp_path / "bad.jsonl"
     path.write_text(content)

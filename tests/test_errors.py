@@ -145,8 +145,7 @@ def test_gpu_rig_on_cpu_host(tiny_artifact, tmp_path):
 
 def test_missing_dataset_path(tiny_artifact, tmp_path):
     results = tmp_path / "r.jsonl"
-    proc = run_cli("bench", str(tiny_artifact), "--dataset", str(tmp_path / "nope.txt"),
-                   "--results", str(results))
+    proc = run_cli("bench", str(tiny_artifact), "--dataset", str(tmp_path / "nope.txt"), "--results", str(results))
     _one_line_error(proc, "does not exist")
     assert not results.exists()
 
@@ -162,8 +161,7 @@ def test_missing_results_file(tmp_path):
 
 
 def test_debug_shows_traceback(tmp_path):
-    proc = run_cli("--debug", "quantize", str(tmp_path / "nope"), "--method", "none", "--out",
-                   str(tmp_path / "o"))
+    proc = run_cli("--debug", "quantize", str(tmp_path / "nope"), "--method", "none", "--out", str(tmp_path / "o"))
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr
 

@@ -35,9 +35,11 @@ def _spec(name: str) -> MethodSpec:
     if name in FP8:
         return MethodSpec(method="fp8", scheme=name)
     if name in FP4:
-        return MethodSpec(method="fp4", scheme=name,
-                          calibration=Calibration(dataset="embedded", n_samples=4, seq_len=64) if name == "NVFP4"
-                          else None)
+        return MethodSpec(
+            method="fp4",
+            scheme=name,
+            calibration=Calibration(dataset="embedded", n_samples=4, seq_len=64) if name == "NVFP4" else None,
+        )
     if name == "rtn-w4":
         return MethodSpec(method="rtn", bits=4, group_size=64)
     if name == "bf16":
@@ -49,8 +51,9 @@ def _spec(name: str) -> MethodSpec:
 @pytest.fixture(scope="module")
 def source(tmp_path_factory, tiny_tokenizer):
     """bf16, like the real default model, and drawn wide enough that quantization error shows in the KLD."""
-    return make_tiny_llama(tmp_path_factory.mktemp("formats-src") / "model", tiny_tokenizer, dtype="bfloat16",
-                           init_std=0.08)
+    return make_tiny_llama(
+        tmp_path_factory.mktemp("formats-src") / "model", tiny_tokenizer, dtype="bfloat16", init_std=0.08
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +99,18 @@ def test_bnb_manifest_and_config(made, name):
 
 def test_every_artifact_reloads_in_a_fresh_process(made):
     """As a user loads them: `from_pretrained(dir)`, dtype bf16 (what FP4 requires), one forward."""
-    code = ("import sys, torch; from transformers import AutoModelForCausalLM\n"
-            "for path in sys.argv[1:]:\n"
-            "    m = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()\n"
-            "    with torch.inference_mode(): out = m(torch.arange(1, 17)[None]).logits\n"
-            "    assert torch.isfinite(out).all(), path\n"
-            "print('ok', len(sys.argv) - 1)")
+    code = (
+        "import sys, torch; from transformers import AutoModelForCausalLM\n"
+        "for path in sys.argv[1:]:\n"
+        "    m = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()\n"
+        "    with torch.inference_mode(): out = m(torch.arange(1, 17)[None]).logits\n"
+        "    assert torch.isfinite(out).all(), path\n"
+        "print('ok', len(sys.argv) - 1)"
+    )
     paths = [str(made[n].path) for n in [*FP8, *FP4, *BNB]]
-    proc = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=600,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=600, check=False
+    )
     assert proc.returncode == 0 and f"ok {len(paths)}" in proc.stdout, proc.stderr[-3000:]
 
 
@@ -137,6 +143,7 @@ def test_kernel_label_on_cpu(made, name):
 def test_native_fp8_path_only_for_the_scheme_it_computes_exactly(made):
     """transformers' FP8 kernel path quantizes activations per token and reads one scale per row: right for
     FP8_DYNAMIC only; weight-only FP8 would silently become W8A8, block scales would be misread."""
+
     def config(name):
         return json.loads((made[name].path / "config.json").read_text())["quantization_config"]
 
@@ -173,21 +180,24 @@ def test_weight_bytes_order_fp8_below_bf16_and_4bit_below_fp8(made):
     assert size["nf4-dq"] < size["nf4"]  # double quantization stores the block scales in 8 bits
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    (MethodSpec(method="fp8", scheme="FP9"), "no scheme 'FP9'; choose one of FP8_DYNAMIC, FP8_BLOCK, FP8_W8A16"),
-    (MethodSpec(method="fp8", bits=8), "takes no --bits"),
-    (MethodSpec(method="fp8", calibration=Calibration()), "FP8_DYNAMIC is data-free"),
-    (MethodSpec(method="fp4", scheme="MXFP4", calibration=Calibration()), "MXFP4 is data-free"),
-    (MethodSpec(method="fp4", dtype="fp32"), "keeps unquantized tensors in bf16, not fp32"),
-    (MethodSpec(method="fp4", double_quant=True), "takes no --double-quant"),
-    (MethodSpec(method="bnb", scheme="nf3"), "no scheme 'nf3'; choose one of nf4, fp4, int8"),
-    (MethodSpec(method="bnb", scheme="int8", double_quant=True), "applies to 4-bit schemes"),
-    (MethodSpec(method="bnb", scheme="int8", compute_dtype="bf16"), "int8 takes no --compute-dtype"),
-    (MethodSpec(method="bnb", group_size=64), "takes no --group-size"),
-    (MethodSpec(method="bnb", calibration=Calibration()), "is data-free"),
-    (MethodSpec(method="rtn", double_quant=True), "takes no --double-quant"),
-    (MethodSpec(method="gguf", compute_dtype="fp16"), "takes no --compute-dtype"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (MethodSpec(method="fp8", scheme="FP9"), "no scheme 'FP9'; choose one of FP8_DYNAMIC, FP8_BLOCK, FP8_W8A16"),
+        (MethodSpec(method="fp8", bits=8), "takes no --bits"),
+        (MethodSpec(method="fp8", calibration=Calibration()), "FP8_DYNAMIC is data-free"),
+        (MethodSpec(method="fp4", scheme="MXFP4", calibration=Calibration()), "MXFP4 is data-free"),
+        (MethodSpec(method="fp4", dtype="fp32"), "keeps unquantized tensors in bf16, not fp32"),
+        (MethodSpec(method="fp4", double_quant=True), "takes no --double-quant"),
+        (MethodSpec(method="bnb", scheme="nf3"), "no scheme 'nf3'; choose one of nf4, fp4, int8"),
+        (MethodSpec(method="bnb", scheme="int8", double_quant=True), "applies to 4-bit schemes"),
+        (MethodSpec(method="bnb", scheme="int8", compute_dtype="bf16"), "int8 takes no --compute-dtype"),
+        (MethodSpec(method="bnb", group_size=64), "takes no --group-size"),
+        (MethodSpec(method="bnb", calibration=Calibration()), "is data-free"),
+        (MethodSpec(method="rtn", double_quant=True), "takes no --double-quant"),
+        (MethodSpec(method="gguf", compute_dtype="fp16"), "takes no --compute-dtype"),
+    ],
+)
 def test_impossible_requests_fail_before_loading(spec, message):
     with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
         get_backend(spec.method, spec.backend).normalize(spec)
@@ -204,10 +214,13 @@ def test_normalize_fills_the_defaults_it_uses():
 
 def test_group_and_block_widths_are_checked_against_the_architecture():
     def info(width):
-        layers = [LinearLayer(name="model.layers.0.mlp.down_proj", in_features=width, out_features=256),
-                  LinearLayer(name="model.layers.0.self_attn.k_proj", in_features=256, out_features=width)]
-        return ModelInfo(architecture="LlamaForCausalLM", model_type="llama", dtype="bf16", n_params=1,
-                         linear_layers=layers)
+        layers = [
+            LinearLayer(name="model.layers.0.mlp.down_proj", in_features=width, out_features=256),
+            LinearLayer(name="model.layers.0.self_attn.k_proj", in_features=256, out_features=width),
+        ]
+        return ModelInfo(
+            architecture="LlamaForCausalLM", model_type="llama", dtype="bf16", n_params=1, linear_layers=layers
+        )
 
     fp8, fp4 = get_backend("fp8"), get_backend("fp4")
     block = fp8.normalize(MethodSpec(method="fp8", scheme="FP8_BLOCK"))
@@ -222,11 +235,19 @@ def test_group_and_block_widths_are_checked_against_the_architecture():
 
 
 def test_bnb_cpu_width_rule_names_the_layer_and_what_to_do():
-    layers = [LinearLayer(name="model.layers.0.mlp.up_proj", in_features=256, out_features=512),
-              LinearLayer(name="model.layers.0.mlp.down_proj", in_features=288, out_features=256),
-              LinearLayer(name="lm_head", in_features=288, out_features=1000)]
-    info = ModelInfo(architecture="LlamaForCausalLM", model_type="llama", dtype="bf16", n_params=1,
-                     linear_layers=layers, lm_head="lm_head")
+    layers = [
+        LinearLayer(name="model.layers.0.mlp.up_proj", in_features=256, out_features=512),
+        LinearLayer(name="model.layers.0.mlp.down_proj", in_features=288, out_features=256),
+        LinearLayer(name="lm_head", in_features=288, out_features=1000),
+    ]
+    info = ModelInfo(
+        architecture="LlamaForCausalLM",
+        model_type="llama",
+        dtype="bf16",
+        n_params=1,
+        linear_layers=layers,
+        lm_head="lm_head",
+    )
     problem = cpu_width_problem(info)
     assert "model.layers.0.mlp.down_proj (in_features 288" in problem and "--scheme int8" in problem
     assert cpu_width_problem(info.model_copy(update={"linear_layers": layers[:1]})) is None

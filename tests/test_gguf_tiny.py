@@ -30,10 +30,14 @@ def made(gguf_tiny_model, tmp_path_factory):
     artifacts = {"fp32": quantize(str(gguf_tiny_model), MethodSpec(method="none", dtype="fp32"), root / "fp32")}
     for name in ["F16", *LADDER]:
         artifacts[name] = quantize(str(gguf_tiny_model), MethodSpec(method="gguf", scheme=name), root / name)
-    artifacts["Q4_K_M-imatrix"] = quantize(str(gguf_tiny_model), MethodSpec(
-        method="gguf", scheme="Q4_K_M", calibration=CALIB), root / "q4km-imatrix")
-    artifacts["IQ4_XS"] = quantize(str(gguf_tiny_model), MethodSpec(
-        method="gguf", scheme="IQ4_XS", imatrix=True, calibration=CALIB), root / "iq4xs")
+    artifacts["Q4_K_M-imatrix"] = quantize(
+        str(gguf_tiny_model), MethodSpec(method="gguf", scheme="Q4_K_M", calibration=CALIB), root / "q4km-imatrix"
+    )
+    artifacts["IQ4_XS"] = quantize(
+        str(gguf_tiny_model),
+        MethodSpec(method="gguf", scheme="IQ4_XS", imatrix=True, calibration=CALIB),
+        root / "iq4xs",
+    )
     return artifacts
 
 
@@ -83,8 +87,13 @@ def test_imatrix_is_llamacpp_format_and_changes_the_result(made, quality):
     assert m.spec.imatrix and m.calibration is not None and m.gguf.imatrix is not None
     root = tools_dir()
     imatrix_file = made["Q4_K_M-imatrix"].path / "imatrix.gguf"
-    proc = subprocess.run([sys.executable, str(GGUF_TOOL), "inspect", str(imatrix_file)], capture_output=True,
-                          text=True, env=tools_env(root), check=True)
+    proc = subprocess.run(
+        [sys.executable, str(GGUF_TOOL), "inspect", str(imatrix_file)],
+        capture_output=True,
+        text=True,
+        env=tools_env(root),
+        check=True,
+    )
     info = json.loads(proc.stdout)
     assert info["kv"]["general.type"] == "imatrix"
     assert info["kv"]["imatrix.chunk_count"] == CALIB.n_samples
@@ -141,14 +150,19 @@ def _llamacpp_reads_imatrix(path) -> dict:
         assert lib.gguf_get_kv_type(ctx, datasets) == gguf_type_array
         assert lib.gguf_get_arr_type(ctx, datasets) == gguf_type_string
         assert lib.gguf_get_kv_type(ctx, count) == gguf_type_u32 == lib.gguf_get_kv_type(ctx, size)
-        tensors = {lib.gguf_get_tensor_name(ctx, i).decode(): lib.gguf_get_tensor_type(ctx, i)
-                   for i in range(lib.gguf_get_n_tensors(ctx))}
+        tensors = {
+            lib.gguf_get_tensor_name(ctx, i).decode(): lib.gguf_get_tensor_type(ctx, i)
+            for i in range(lib.gguf_get_n_tensors(ctx))
+        }
         assert all(t == ggml_type_f32 for t in tensors.values())
         sums = {n.removesuffix(".in_sum2") for n in tensors if n.endswith(".in_sum2")}
         counts = {n.removesuffix(".counts") for n in tensors if n.endswith(".counts")}
         assert sums == counts and len(sums) * 2 == len(tensors)
-        return {"entries": sorted(sums), "chunk_count": lib.gguf_get_val_u32(ctx, count),
-                "chunk_size": lib.gguf_get_val_u32(ctx, size)}
+        return {
+            "entries": sorted(sums),
+            "chunk_count": lib.gguf_get_val_u32(ctx, count),
+            "chunk_size": lib.gguf_get_val_u32(ctx, size),
+        }
     finally:
         lib.gguf_free(ctx)
 
@@ -174,12 +188,15 @@ def test_iq_type_refuses_to_run_without_imatrix(tmp_path):
     assert not (tmp_path / "y").exists()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--scheme", "Q9_K"], "unknown GGUF type 'Q9_K'"),
-    (["--scheme", "Q8_0", "--imatrix"], "does not use an importance matrix"),
-    (["--scheme", "Q4_K_M", "--bits", "4"], "takes no --bits"),
-    (["--scheme", "Q4_K_M", "--dtype", "bf16"], "takes no --dtype"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scheme", "Q9_K"], "unknown GGUF type 'Q9_K'"),
+        (["--scheme", "Q8_0", "--imatrix"], "does not use an importance matrix"),
+        (["--scheme", "Q4_K_M", "--bits", "4"], "takes no --bits"),
+        (["--scheme", "Q4_K_M", "--dtype", "bf16"], "takes no --dtype"),
+    ],
+)
 def test_impossible_requests_fail_in_one_line(tmp_path, args, message):
     out = tmp_path / "out"
     proc = run_cli("quantize", "default", "--method", "gguf", "--out", str(out), *args)
@@ -192,8 +209,16 @@ def test_architecture_the_converter_does_not_know(tmp_path, tiny_tokenizer):
     from transformers import AutoTokenizer, OPTConfig, OPTForCausalLM
 
     model_dir = tmp_path / "opt"
-    OPTForCausalLM(OPTConfig(vocab_size=1024, hidden_size=256, ffn_dim=512, num_hidden_layers=1,
-                             num_attention_heads=4, word_embed_proj_dim=256)).save_pretrained(model_dir)
+    OPTForCausalLM(
+        OPTConfig(
+            vocab_size=1024,
+            hidden_size=256,
+            ffn_dim=512,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            word_embed_proj_dim=256,
+        )
+    ).save_pretrained(model_dir)
     AutoTokenizer.from_pretrained(tiny_tokenizer).save_pretrained(model_dir)
     proc = run_cli("quantize", str(model_dir), "--method", "gguf", "--scheme", "Q8_0", "--out", str(tmp_path / "o"))
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
@@ -212,17 +237,38 @@ def test_corrupt_gguf_fails_in_one_line(made, tmp_path, damage):
     else:
         model.write_bytes(b"\0" * 64 + data[64:])  # same size: only the content check can tell
     results = tmp_path / "r.jsonl"
-    proc = run_cli("bench", str(copy), "--dataset", "embedded", "--ctx", "128", "--max-tokens", "512",
-                   "--no-speed", "--results", str(results))
+    proc = run_cli(
+        "bench",
+        str(copy),
+        "--dataset",
+        "embedded",
+        "--ctx",
+        "128",
+        "--max-tokens",
+        "512",
+        "--no-speed",
+        "--results",
+        str(results),
+    )
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "model-Q8_0.gguf" in proc.stderr
     assert not results.exists()
 
 
 def test_speed_runs_at_batch_one_and_says_it_does_not_batch(made, tmp_path):
-    [r] = bench([made["Q4_K_M"].path], options=BenchOptions(
-        dataset="embedded", max_tokens=1024, batch_sizes=[1, 4], prompt_tokens=32, new_tokens=8, warmup=1,
-        repeats=2, quality=False))
+    [r] = bench(
+        [made["Q4_K_M"].path],
+        options=BenchOptions(
+            dataset="embedded",
+            max_tokens=1024,
+            batch_sizes=[1, 4],
+            prompt_tokens=32,
+            new_tokens=8,
+            warmup=1,
+            repeats=2,
+            quality=False,
+        ),
+    )
     assert [p.batch_size for p in r.speed] == [1]
     assert r.speed[0].decode_tok_s.median > 0 and r.memory.peak_bytes > 0
     assert "not batched" in r.runtime.batching and r.runtime.threads >= 1

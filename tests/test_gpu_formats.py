@@ -15,8 +15,10 @@ from .conftest import make_tiny_llama
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
-                       reason="needs a CUDA GPU with FP8 tensor cores (compute capability >= 8.9)"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+        reason="needs a CUDA GPU with FP8 tensor cores (compute capability >= 8.9)",
+    ),
 ]
 
 
@@ -24,8 +26,10 @@ pytestmark = [
 def fp8(tmp_path_factory, tiny_tokenizer):
     root = tmp_path_factory.mktemp("gpu-fp8")
     source = make_tiny_llama(root / "src", tiny_tokenizer, dtype="bfloat16", init_std=0.08)
-    made = {scheme: quantize(str(source), MethodSpec(method="fp8", scheme=scheme), root / scheme)
-            for scheme in ("FP8_DYNAMIC", "FP8_W8A16", "FP8_BLOCK")}
+    made = {
+        scheme: quantize(str(source), MethodSpec(method="fp8", scheme=scheme), root / scheme)
+        for scheme in ("FP8_DYNAMIC", "FP8_W8A16", "FP8_BLOCK")
+    }
     made["bf16"] = quantize(str(source), MethodSpec(method="none", dtype="bf16"), root / "bf16")
     return made
 

@@ -17,22 +17,39 @@ from .conftest import REPO
 @pytest.fixture(scope="module")
 def results_file(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("nb")
-    made = {name: quantize(str(tiny_model), spec, root / name) for name, spec in {
-        "fp32": MethodSpec(method="none", dtype="fp32"),
-        "w8": MethodSpec(method="rtn", bits=8, group_size=128),
-        "w4": MethodSpec(method="rtn", bits=4, group_size=64)}.items()}
+    made = {
+        name: quantize(str(tiny_model), spec, root / name)
+        for name, spec in {
+            "fp32": MethodSpec(method="none", dtype="fp32"),
+            "w8": MethodSpec(method="rtn", bits=8, group_size=128),
+            "w4": MethodSpec(method="rtn", bits=4, group_size=64),
+        }.items()
+    }
     results = root / "nb.jsonl"
-    bench([a.path for a in made.values()], baseline=made["fp32"].path, results_path=results,
-          options=BenchOptions(dataset="embedded", ctx=128, max_tokens=512, batch_sizes=[1], prompt_tokens=16,
-                               new_tokens=4, warmup=0, repeats=1))
+    bench(
+        [a.path for a in made.values()],
+        baseline=made["fp32"].path,
+        results_path=results,
+        options=BenchOptions(
+            dataset="embedded",
+            ctx=128,
+            max_tokens=512,
+            batch_sizes=[1],
+            prompt_tokens=16,
+            new_tokens=4,
+            warmup=0,
+            repeats=1,
+        ),
+    )
     return results
 
 
 def test_report_notebook_executes_with_tables_and_plots(results_file, monkeypatch):
     monkeypatch.setenv("QUANTLAB_RESULTS", str(results_file))
     notebook = nbformat.read(REPO / "notebooks" / "report.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}}
+    ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]

@@ -23,16 +23,20 @@ def tiny_artifacts(tiny_model, tmp_path_factory):
     return {
         "base": quantize(str(tiny_model), MethodSpec(method="none", dtype="fp32"), root / "base"),
         "w8": quantize(str(tiny_model), MethodSpec(method="rtn", bits=8, group_size=128), root / "w8"),
-        "w4": quantize(str(tiny_model), MethodSpec(method="rtn", bits=4, group_size=64, symmetric=False),
-                       root / "w4"),
+        "w4": quantize(str(tiny_model), MethodSpec(method="rtn", bits=4, group_size=64, symmetric=False), root / "w4"),
         "w4pc": quantize(str(tiny_model), MethodSpec(method="rtn", bits=4, group_size=-1), root / "w4pc"),
     }
 
 
 def test_rtn_manifest_and_format(tiny_artifacts):
     m = tiny_artifacts["w4"].manifest
-    assert (m.spec.method, m.spec.backend, m.spec.bits, m.spec.group_size, m.spec.symmetric) == \
-        ("rtn", "llmcompressor", 4, 64, False)
+    assert (m.spec.method, m.spec.backend, m.spec.bits, m.spec.group_size, m.spec.symmetric) == (
+        "rtn",
+        "llmcompressor",
+        4,
+        64,
+        False,
+    )
     assert m.format == "compressed-tensors pack-quantized"
     assert "llmcompressor" in m.libraries and "compressed-tensors" in m.libraries
     config = json.loads((tiny_artifacts["w4"].path / "config.json").read_text())
@@ -63,8 +67,16 @@ def test_rtn_reloads_unmodified_and_stays_close(tiny_artifacts, name):
 
 def test_bench_records_and_report(tiny_artifacts, tmp_path):
     results = tmp_path / "r.jsonl"
-    options = BenchOptions(dataset="embedded", ctx=128, max_tokens=512, batch_sizes=[1, 2], prompt_tokens=16,
-                           new_tokens=4, warmup=0, repeats=2)
+    options = BenchOptions(
+        dataset="embedded",
+        ctx=128,
+        max_tokens=512,
+        batch_sizes=[1, 2],
+        prompt_tokens=16,
+        new_tokens=4,
+        warmup=0,
+        repeats=2,
+    )
     arts = [tiny_artifacts[k].path for k in ("base", "w8", "w4")]
     records = bench(arts, baseline=tiny_artifacts["base"].path, options=options, results_path=results)
     assert len(records) == 3 and len(read_results(results)) == 3
@@ -91,8 +103,9 @@ def test_bench_records_and_report(tiny_artifacts, tmp_path):
         assert roof.limit_tok_s == pytest.approx(roof.bandwidth_gb_s * 1e9 / roof.bytes_per_token, rel=1e-3)
     # fp32 tiny model, untied: every parameter but the input embedding, plus the KV cache (2 layers × 2 KV heads
     # × head dim 64 × K,V × 4 bytes per position, at 16 + 4 // 2 positions)
-    n_bytes = sum(t.numel() * 4 for name, t in _state_dict(tiny_artifacts["base"].path).items()
-                  if "embed_tokens" not in name)
+    n_bytes = sum(
+        t.numel() * 4 for name, t in _state_dict(tiny_artifacts["base"].path).items() if "embed_tokens" not in name
+    )
     assert base.roofline.bytes_per_token == n_bytes + 2 * 2 * 64 * 2 * 4 * 18
     # a model decompressed at load reads float weights, not its 4-bit ones: no fewer bytes than the base
     assert w4.roofline.bytes_per_token >= base.roofline.bytes_per_token
@@ -121,14 +134,32 @@ def test_report_keeps_the_newest_record_per_configuration(tiny_artifacts, tmp_pa
 
 def test_cli_end_to_end(tiny_model, tmp_path):
     art = tmp_path / "w4"
-    proc = run_cli("quantize", str(tiny_model), "--method", "rtn", "--bits", "4", "--group-size", "128",
-                   "--out", str(art))
+    proc = run_cli(
+        "quantize", str(tiny_model), "--method", "rtn", "--bits", "4", "--group-size", "128", "--out", str(art)
+    )
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stderr
     results = tmp_path / "r.jsonl"
-    proc = run_cli("bench", str(art), "--dataset", "embedded", "--ctx", "64", "--max-tokens", "256",
-                   "--batch-sizes", "1", "--prompt-tokens", "8", "--new-tokens", "3", "--repeats", "1",
-                   "--results", str(results))
+    proc = run_cli(
+        "bench",
+        str(art),
+        "--dataset",
+        "embedded",
+        "--ctx",
+        "64",
+        "--max-tokens",
+        "256",
+        "--batch-sizes",
+        "1",
+        "--prompt-tokens",
+        "8",
+        "--new-tokens",
+        "3",
+        "--repeats",
+        "1",
+        "--results",
+        str(results),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "| rtn (llmcompressor) | w4 g128 sym" in proc.stdout
     for fmt, marker in (("md", "| method"), ("csv", "method,scheme"), ("html", "<table")):
@@ -144,17 +175,34 @@ def test_methods_and_rigs_commands():
     assert "none" in proc.stdout and "rtn" in proc.stdout and "llmcompressor" in proc.stdout
     proc = run_cli("methods", "--format", "json")
     rows = {(r["method"], r["backend"]): r for r in json.loads(proc.stdout)}
-    assert set(rows) == {("none", "transformers"), ("rtn", "llmcompressor"), ("gptq", "llmcompressor"),
-                         ("gptq", "gptqmodel"), ("gptq", "auto-gptq"), ("awq", "llmcompressor"),
-                         ("awq", "gptqmodel"), ("awq", "autoawq"), ("gguf", "llamacpp"), ("fp8", "llmcompressor"),
-                         ("fp4", "llmcompressor"), ("bnb", "bitsandbytes")}
+    assert set(rows) == {
+        ("none", "transformers"),
+        ("rtn", "llmcompressor"),
+        ("gptq", "llmcompressor"),
+        ("gptq", "gptqmodel"),
+        ("gptq", "auto-gptq"),
+        ("awq", "llmcompressor"),
+        ("awq", "gptqmodel"),
+        ("awq", "autoawq"),
+        ("gguf", "llamacpp"),
+        ("fp8", "llmcompressor"),
+        ("fp4", "llmcompressor"),
+        ("bnb", "bitsandbytes"),
+    }
     unusable = {key for key, row in rows.items() if not row["usable"]}
     assert unusable == {("gptq", "auto-gptq")}, "everything else installs with '.[all]' and runs on CPU"
     assert all(bool(row["why_not"]) != row["usable"] for row in rows.values())
     assert rows[("gptq", "auto-gptq")]["legacy"] and rows[("awq", "autoawq")]["legacy"]
     assert [key for key, row in rows.items() if row["default"]] == [
-        ("awq", "llmcompressor"), ("bnb", "bitsandbytes"), ("fp4", "llmcompressor"), ("fp8", "llmcompressor"),
-        ("gguf", "llamacpp"), ("gptq", "llmcompressor"), ("none", "transformers"), ("rtn", "llmcompressor")]
+        ("awq", "llmcompressor"),
+        ("bnb", "bitsandbytes"),
+        ("fp4", "llmcompressor"),
+        ("fp8", "llmcompressor"),
+        ("gguf", "llamacpp"),
+        ("gptq", "llmcompressor"),
+        ("none", "transformers"),
+        ("rtn", "llmcompressor"),
+    ]
     proc = run_cli("rigs")
     assert proc.returncode == 0 and "h100" in proc.stdout and "price_per_hour" in proc.stdout
 
@@ -174,8 +222,19 @@ def test_a_backend_without_its_library_says_so(monkeypatch, tiny_model, tmp_path
 
 
 def test_help_everywhere():
-    for command in ([], ["quantize"], ["bench"], ["report"], ["methods"], ["rigs"], ["demo"], ["serve"], ["fit"],
-                    ["recommend"], ["run"]):
+    for command in (
+        [],
+        ["quantize"],
+        ["bench"],
+        ["report"],
+        ["methods"],
+        ["rigs"],
+        ["demo"],
+        ["serve"],
+        ["fit"],
+        ["recommend"],
+        ["run"],
+    ):
         proc = run_cli(*command, "--help")
         assert proc.returncode == 0, command
         assert "Usage" in proc.stdout

@@ -26,8 +26,16 @@ class FixedSession(Session):
         return GenTiming(len(prompts), prompts.shape[1], new_tokens, 1.0, 1.0)
 
     def describe(self):
-        return RuntimeDescription(runtime="fake", runtime_version="0", device="cpu", device_name="cpu",
-                                  threads=1, compute_dtype="fp32", kernel="dense", kernel_detail="")
+        return RuntimeDescription(
+            runtime="fake",
+            runtime_version="0",
+            device="cpu",
+            device_name="cpu",
+            threads=1,
+            compute_dtype="fp32",
+            kernel="dense",
+            kernel_detail="",
+        )
 
 
 def test_windows_drop_the_short_tail():

@@ -74,22 +74,27 @@ def test_cell_keys_follow_the_request(tmp_path):
     assert keys_a["w4"] == keys_b["w4"] and keys_a["gptq"] != keys_b["gptq"]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (MINIMAL.replace("methods:", "methds:"), "methds: Extra inputs are not permitted"),
-    (MINIMAL + "bench: {ctx: many}\n", "bench.ctx: Input should be a valid integer"),
-    (MINIMAL + "bench: {batch_sizes: [1], tokens: 3}\n", "bench.tokens: Extra inputs"),
-    (MINIMAL.replace("method: fp8", "method: fp9"), "methods.2 (fp8): unknown method 'fp9'"),
-    (MINIMAL.replace("{name: fp8, method: fp8}", "{name: fp8, method: fp8, bits: 4}"), "methods.2 (fp8):"),
-    (MINIMAL.replace("{name: fp8, method: fp8}", "{name: g, method: gguf, scheme: Q4_K_Z}"),
-     "methods.2 (g): unknown GGUF type 'Q4_K_Z'"),
-    (MINIMAL.replace("name: fp8,", "name: w4,"), "method names must be unique; repeated: w4"),
-    (MINIMAL + "rigs: [h100, a100]\n", "rigs.1: unknown rig 'a100'"),
-    (MINIMAL + "bench: {concurrency: [1, 8], load_cells: [w4, gtpq]}\n", "bench.load_cells names no cell: gtpq"),
-    (MINIMAL + "bench: {load_cells: [w4]}\n", "bench.load_cells is set but bench.concurrency is not"),
-    (MINIMAL + "fit: {kv_dtype: int3}\n", None),
-    ("name: t\nmodels: [{id: default}\n", "not valid YAML"),
-    ("- just a list\n", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL.replace("methods:", "methds:"), "methds: Extra inputs are not permitted"),
+        (MINIMAL + "bench: {ctx: many}\n", "bench.ctx: Input should be a valid integer"),
+        (MINIMAL + "bench: {batch_sizes: [1], tokens: 3}\n", "bench.tokens: Extra inputs"),
+        (MINIMAL.replace("method: fp8", "method: fp9"), "methods.2 (fp8): unknown method 'fp9'"),
+        (MINIMAL.replace("{name: fp8, method: fp8}", "{name: fp8, method: fp8, bits: 4}"), "methods.2 (fp8):"),
+        (
+            MINIMAL.replace("{name: fp8, method: fp8}", "{name: g, method: gguf, scheme: Q4_K_Z}"),
+            "methods.2 (g): unknown GGUF type 'Q4_K_Z'",
+        ),
+        (MINIMAL.replace("name: fp8,", "name: w4,"), "method names must be unique; repeated: w4"),
+        (MINIMAL + "rigs: [h100, a100]\n", "rigs.1: unknown rig 'a100'"),
+        (MINIMAL + "bench: {concurrency: [1, 8], load_cells: [w4, gtpq]}\n", "bench.load_cells names no cell: gtpq"),
+        (MINIMAL + "bench: {load_cells: [w4]}\n", "bench.load_cells is set but bench.concurrency is not"),
+        (MINIMAL + "fit: {kv_dtype: int3}\n", None),
+        ("name: t\nmodels: [{id: default}\n", "not valid YAML"),
+        ("- just a list\n", "expected a mapping"),
+    ],
+)
 def test_mistakes_name_file_key_and_reason(tmp_path, text, expected):
     path = _write(tmp_path, text)
     with pytest.raises(RecipeError) as info:
@@ -110,13 +115,19 @@ def test_the_cli_fails_in_one_line_before_any_work(tmp_path):
 
 
 def test_nominal_bits_per_format():
-    cases = {MethodSpec(method="none", dtype="fp32"): 32, MethodSpec(method="none", dtype="bf16"): 16,
-             MethodSpec(method="rtn", bits=4, group_size=128, symmetric=True): 4.125,
-             MethodSpec(method="awq", bits=4, group_size=128, symmetric=False): 4 + 20 / 128,
-             MethodSpec(method="gptq", bits=4, group_size=-1, symmetric=True): 4,
-             MethodSpec(method="fp4", scheme="NVFP4"): 4.5, MethodSpec(method="fp4", scheme="MXFP4A16"): 4.25,
-             MethodSpec(method="fp8", scheme="FP8_W8A16"): 8, MethodSpec(method="gguf", scheme="Q8_0"): 8.5,
-             MethodSpec(method="gguf", scheme="Q6_K"): 6.5625, MethodSpec(method="bnb", scheme="nf4"): 4.5,
-             MethodSpec(method="bnb", scheme="int8"): 8}
+    cases = {
+        MethodSpec(method="none", dtype="fp32"): 32,
+        MethodSpec(method="none", dtype="bf16"): 16,
+        MethodSpec(method="rtn", bits=4, group_size=128, symmetric=True): 4.125,
+        MethodSpec(method="awq", bits=4, group_size=128, symmetric=False): 4 + 20 / 128,
+        MethodSpec(method="gptq", bits=4, group_size=-1, symmetric=True): 4,
+        MethodSpec(method="fp4", scheme="NVFP4"): 4.5,
+        MethodSpec(method="fp4", scheme="MXFP4A16"): 4.25,
+        MethodSpec(method="fp8", scheme="FP8_W8A16"): 8,
+        MethodSpec(method="gguf", scheme="Q8_0"): 8.5,
+        MethodSpec(method="gguf", scheme="Q6_K"): 6.5625,
+        MethodSpec(method="bnb", scheme="nf4"): 4.5,
+        MethodSpec(method="bnb", scheme="int8"): 8,
+    }
     for spec, bits in cases.items():
         assert memfit.nominal_weight_bits(spec)[0] == pytest.approx(bits), spec

@@ -27,13 +27,14 @@ def test_unknown_rig_and_price_override():
 
 def test_rigs_file(tmp_path):
     path = tmp_path / "rigs.yaml"
-    path.write_text("rigs:\n  - {name: cpu, description: my box, device: cpu, price_per_hour: 0.5, "
-                    "price_note: my bill}\n  - {name: l4, description: L4, device: cuda, gpu_match: L4, "
-                    "n_gpus: 1, price_per_hour: 0.8, price_note: x}\n")
+    path.write_text(
+        "rigs:\n  - {name: cpu, description: my box, device: cpu, price_per_hour: 0.5, "
+        "price_note: my bill}\n  - {name: l4, description: L4, device: cuda, gpu_match: L4, "
+        "n_gpus: 1, price_per_hour: 0.8, price_note: x}\n"
+    )
     rigs = load_rigs(path)
     assert rigs["cpu"].price_per_hour == 0.5 and "l4" in rigs and "h100" in rigs
-    path.write_text("rigs:\n  - {name: x, description: y, device: cpu, price_per_hour: 1, price_note: z, "
-                    "prise: 2}\n")
+    path.write_text("rigs:\n  - {name: x, description: y, device: cpu, price_per_hour: 1, price_note: z, prise: 2}\n")
     with pytest.raises(RigError, match="prise"):
         load_rigs(path)
 

@@ -66,8 +66,12 @@ def test_run_completes_renders_and_a_rerun_does_nothing_twice(tiny_model, tmp_pa
 
 
 def _cli_run(recipe: Path, results: Path, work: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "quantlab.cli", "run", str(recipe), "--results", str(results),
-                             "--work-dir", str(work)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "quantlab.cli", "run", str(recipe), "--results", str(results), "--work-dir", str(work)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -86,8 +90,7 @@ def test_sigkill_anywhere_then_rerun_finishes_with_every_cell_once(tiny_model, t
     proc.wait()
     before = _created(work)
     recorded = _bench_records(results) if results.is_file() and results.stat().st_size else Counter()
-    print(f"killed at {kill_at:.1f} s of {duration:.1f} s: {len(before)} artifacts, {sum(recorded.values())} "
-          "records")
+    print(f"killed at {kill_at:.1f} s of {duration:.1f} s: {len(before)} artifacts, {sum(recorded.values())} records")
     again = _cli_run(recipe, results, work)
     assert again.wait(timeout=900) == 0, again.stderr.read()[-2000:]
     assert _bench_records(results) == Counter(CELLS)  # every cell exactly once

@@ -32,8 +32,7 @@ def _processes_mentioning(text: str) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and any(text in part for part in proc.info["cmdline"]
-                                                                   or []):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and any(text in part for part in proc.info["cmdline"] or []):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -57,10 +56,12 @@ def slow_endpoint():
 
 
 def test_load_generator_measures_known_timings(slow_endpoint):
-    one = run_level(slow_endpoint.base_url, model="trivial", requests=_requests(4), concurrency=1, max_tokens=8,
-                    extra_fields={})
-    four = run_level(slow_endpoint.base_url, model="trivial", requests=_requests(8), concurrency=4,
-                     max_tokens=8, extra_fields={})
+    one = run_level(
+        slow_endpoint.base_url, model="trivial", requests=_requests(4), concurrency=1, max_tokens=8, extra_fields={}
+    )
+    four = run_level(
+        slow_endpoint.base_url, model="trivial", requests=_requests(8), concurrency=4, max_tokens=8, extra_fields={}
+    )
     for level, n in ((one, 4), (four, 8)):
         assert (level.completed, level.errors, level.requests) == (n, 0, n)
         assert level.output_tokens == 8 * n and level.prompt_tokens == 16 * n
@@ -77,8 +78,9 @@ def test_load_generator_counts_failures_instead_of_dropping_them():
     plan = trivial.plan(free_port(), fail_every=3, short_every=4)
     with ServerProcess(plan) as server:
         server.wait_ready(60)
-        level = run_level(plan.base_url, model="trivial", requests=_requests(12), concurrency=2, max_tokens=6,
-                          extra_fields={})
+        level = run_level(
+            plan.base_url, model="trivial", requests=_requests(12), concurrency=2, max_tokens=6, extra_fields={}
+        )
     # requests 3, 6, 9, 12 fail with HTTP 500; 4 and 8 end a token early (every 12th would be both)
     assert level.requests == 12 and level.errors == 6 and level.completed == 6
     assert any("HTTP 500" in e for e in level.error_examples)
@@ -88,11 +90,18 @@ def test_load_generator_counts_failures_instead_of_dropping_them():
 
 def test_server_stops_on_success_with_its_children(tmp_path):
     log = tmp_path / "server.log"
-    script = ("import subprocess, sys, time; "
-              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
-              "print('child', child.pid, flush=True); time.sleep(120)")
-    plan = LaunchPlan(command=[sys.executable, "-c", script], env=dict(os.environ), base_url="http://127.0.0.1:9",
-                      health_path="/", model="x")
+    script = (
+        "import subprocess, sys, time; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+        "print('child', child.pid, flush=True); time.sleep(120)"
+    )
+    plan = LaunchPlan(
+        command=[sys.executable, "-c", script],
+        env=dict(os.environ),
+        base_url="http://127.0.0.1:9",
+        health_path="/",
+        model="x",
+    )
     with ServerProcess(plan, log_path=log) as server:
         for _ in range(100):
             if "child" in log.read_text():
@@ -105,20 +114,33 @@ def test_server_stops_on_success_with_its_children(tmp_path):
 
 
 def test_a_server_that_dies_while_starting_is_reported_with_its_log():
-    plan = LaunchPlan(command=[sys.executable, "-c", "import sys; print('cannot load the model'); sys.exit(3)"],
-                      env=dict(os.environ), base_url=f"http://127.0.0.1:{free_port()}", health_path="/health",
-                      model="x")
-    with pytest.raises(ServeError, match=r"exited with code 3.*cannot load the model"), \
-            ServerProcess(plan, name="broken server") as server:
+    plan = LaunchPlan(
+        command=[sys.executable, "-c", "import sys; print('cannot load the model'); sys.exit(3)"],
+        env=dict(os.environ),
+        base_url=f"http://127.0.0.1:{free_port()}",
+        health_path="/health",
+        model="x",
+    )
+    with (
+        pytest.raises(ServeError, match=r"exited with code 3.*cannot load the model"),
+        ServerProcess(plan, name="broken server") as server,
+    ):
         server.wait_ready(30)
     assert _gone(server.pid)
 
 
 def test_a_server_that_never_answers_times_out_and_is_killed():
-    plan = LaunchPlan(command=[sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
-                                                     "signal.SIG_IGN); time.sleep(120)"],
-                      env=dict(os.environ), base_url=f"http://127.0.0.1:{free_port()}", health_path="/health",
-                      model="x")
+    plan = LaunchPlan(
+        command=[
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)",
+        ],
+        env=dict(os.environ),
+        base_url=f"http://127.0.0.1:{free_port()}",
+        health_path="/health",
+        model="x",
+    )
     started = time.monotonic()
     with pytest.raises(ServeError, match="did not answer"), ServerProcess(plan) as server:
         server.wait_ready(1)
@@ -128,12 +150,14 @@ def test_a_server_that_never_answers_times_out_and_is_killed():
 
 # --- real engines on a tiny model ---------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_served(tiny_model, tmp_path_factory):
     from quantlab.spec import MethodSpec
 
-    return quantize(str(tiny_model), MethodSpec(method="none", dtype="fp32"),
-                    tmp_path_factory.mktemp("served") / "tiny-none")
+    return quantize(
+        str(tiny_model), MethodSpec(method="none", dtype="fp32"), tmp_path_factory.mktemp("served") / "tiny-none"
+    )
 
 
 def test_bench_load_through_transformers_serve(tiny_served, tmp_path):
@@ -142,8 +166,11 @@ def test_bench_load_through_transformers_serve(tiny_served, tmp_path):
     from quantlab.results import read_results
 
     results = tmp_path / "served.jsonl"
-    result = bench_load(tiny_served.path, options=LoadOptions(concurrency=[1, 4], requests=4, prompt_tokens=16,
-                                                              output_tokens=8), results_path=results)
+    result = bench_load(
+        tiny_served.path,
+        options=LoadOptions(concurrency=[1, 4], requests=4, prompt_tokens=16, output_tokens=8),
+        results_path=results,
+    )
     sweep = result.load
     assert sweep.engine == "transformers" and sweep.batches
     assert result.runtime.runtime == "transformers server" and result.runtime.kernel == "dense"
@@ -161,8 +188,12 @@ def test_bench_load_through_transformers_serve(tiny_served, tmp_path):
 
 
 def _start_serve_cli(artifact: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "quantlab.cli", "serve", str(artifact), "--port", str(port)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quantlab.cli", "serve", str(artifact), "--port", str(port)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -181,8 +212,12 @@ def test_serve_cli_answers_then_stops_everything_on_a_signal(tiny_served, sig):
     try:
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "no server process under quantlab serve"
-        body = {"model": str(tiny_served.path), "prompt": "hello", "max_tokens": 3,
-                "generation_config": json.dumps({"max_new_tokens": 3, "eos_token_id": -1})}
+        body = {
+            "model": str(tiny_served.path),
+            "prompt": "hello",
+            "max_tokens": 3,
+            "generation_config": json.dumps({"max_new_tokens": 3, "eos_token_id": -1}),
+        }
         answer = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=60)
         assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 3
         proc.send_signal(sig)
@@ -226,8 +261,16 @@ def test_request_rate_spaces_arrivals_by_a_seeded_poisson_schedule(slow_endpoint
 
     rng = random.Random(0)  # run_level's seed
     gaps = [rng.expovariate(20.0) for _ in range(10)]
-    level = run_level(slow_endpoint.base_url, model="trivial", requests=_requests(10), concurrency=10,
-                      max_tokens=2, extra_fields={}, request_rate=20.0, seed=0)
+    level = run_level(
+        slow_endpoint.base_url,
+        model="trivial",
+        requests=_requests(10),
+        concurrency=10,
+        max_tokens=2,
+        extra_fields={},
+        request_rate=20.0,
+        seed=0,
+    )
     assert level.request_rate == 20.0 and level.completed == 10 and level.errors == 0
     # the last request leaves after the first nine gaps and still streams two tokens (≥ 2 × 20 ms)
     assert level.duration_s >= sum(gaps[:9]) + 0.04

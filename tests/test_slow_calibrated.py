@@ -25,19 +25,25 @@ CALIBRATED = [("gptq", "llmcompressor"), ("gptq", "gptqmodel"), ("awq", "llmcomp
 @pytest.fixture(scope="module")
 def smol(tmp_path_factory, default_model_dir):
     root = tmp_path_factory.mktemp("smol-calibrated")
-    specs = {"fp32": MethodSpec(method="none", dtype="fp32"),
-             "rtn-sym": MethodSpec(method="rtn", bits=4, group_size=64, symmetric=True),
-             "rtn-asym": MethodSpec(method="rtn", bits=4, group_size=64, symmetric=False)}
-    specs |= {f"{m}-{b}": MethodSpec(method=m, backend=b, bits=4, group_size=64, calibration=CALIB)
-              for m, b in CALIBRATED}
+    specs = {
+        "fp32": MethodSpec(method="none", dtype="fp32"),
+        "rtn-sym": MethodSpec(method="rtn", bits=4, group_size=64, symmetric=True),
+        "rtn-asym": MethodSpec(method="rtn", bits=4, group_size=64, symmetric=False),
+    }
+    specs |= {
+        f"{m}-{b}": MethodSpec(method=m, backend=b, bits=4, group_size=64, calibration=CALIB) for m, b in CALIBRATED
+    }
     return {name: quantize("default", spec, root / name) for name, spec in specs.items()}
 
 
 @pytest.fixture(scope="module")
 def quality(smol):
     names = list(smol)
-    records = bench([smol[n].path for n in names], baseline=smol["fp32"].path,
-                    options=BenchOptions(dataset="embedded", ctx=512, max_tokens=4096, speed=False))
+    records = bench(
+        [smol[n].path for n in names],
+        baseline=smol["fp32"].path,
+        options=BenchOptions(dataset="embedded", ctx=512, max_tokens=4096, speed=False),
+    )
     return {name: record.quality for name, record in zip(names, records, strict=True)}
 
 
@@ -52,9 +58,12 @@ def test_calibrated_beats_rtn(quality, smol, method, backend):
 
 @pytest.mark.parametrize("name", [f"{m}-{b}" for m, b in CALIBRATED])
 def test_reloads_in_a_fresh_process(smol, name):
-    code = ("import sys, torch; from transformers import AutoModelForCausalLM; "
-            "m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); "
-            "out = m(torch.arange(1, 33)[None]).logits; assert torch.isfinite(out).all(); print(type(m))")
-    proc = subprocess.run([sys.executable, "-c", code, str(smol[name].path)], capture_output=True, text=True,
-                          timeout=300, check=False)
+    code = (
+        "import sys, torch; from transformers import AutoModelForCausalLM; "
+        "m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); "
+        "out = m(torch.arange(1, 33)[None]).logits; assert torch.isfinite(out).all(); print(type(m))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(smol[name].path)], capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]

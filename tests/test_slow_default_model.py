@@ -59,7 +59,7 @@ def test_baseline_ppl_matches_a_plain_transformers_loop(quality, default_model_d
     losses = []
     with torch.no_grad():
         for start in range(0, EVAL_TOKENS - CTX + 1, CTX):
-            window = ids[start:start + CTX][None]
+            window = ids[start : start + CTX][None]
             losses.append(model(window, labels=window).loss.item())  # mean NLL of tokens 1..CTX-1
     reference = math.exp(sum(losses) / len(losses))
     measured = quality["fp32"].quality
@@ -83,24 +83,47 @@ def test_sizes_follow_bits(smol):
 
 @pytest.mark.parametrize("name", ["fp32", "w8", "w4"])
 def test_artifacts_reload_unmodified_in_a_fresh_process(smol, name):
-    code = ("import sys, torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
-            "p = sys.argv[1]; m = AutoModelForCausalLM.from_pretrained(p); t = AutoTokenizer.from_pretrained(p); "
-            "ids = t('The capital of France is', return_tensors='pt').input_ids; "
-            "out = m.generate(ids, max_new_tokens=5, do_sample=False); "
-            "assert out.shape[1] == ids.shape[1] + 5; print(t.decode(out[0]))")
-    proc = subprocess.run([sys.executable, "-c", code, str(smol[name].path)], capture_output=True, text=True,
-                          timeout=300, check=False)
+    code = (
+        "import sys, torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
+        "p = sys.argv[1]; m = AutoModelForCausalLM.from_pretrained(p); t = AutoTokenizer.from_pretrained(p); "
+        "ids = t('The capital of France is', return_tensors='pt').input_ids; "
+        "out = m.generate(ids, max_new_tokens=5, do_sample=False); "
+        "assert out.shape[1] == ids.shape[1] + 5; print(t.decode(out[0]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(smol[name].path)], capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_demo_command(tmp_path, default_model_dir):
     results, report = tmp_path / "demo.jsonl", tmp_path / "demo.md"
-    proc = run_cli("demo", "--work-dir", str(tmp_path / "arts"), "--results", str(results), "--report",
-                   str(report), "--max-tokens", "1024", "--batch-sizes", "1", "--repeats", "1", timeout=1200)
+    proc = run_cli(
+        "demo",
+        "--work-dir",
+        str(tmp_path / "arts"),
+        "--results",
+        str(results),
+        "--report",
+        str(report),
+        "--max-tokens",
+        "1024",
+        "--batch-sizes",
+        "1",
+        "--repeats",
+        "1",
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for label in ("| none (transformers) | fp32", "| none (transformers) | bf16", "| rtn (llmcompressor) | w8 g64 sym",
-                  "| rtn (llmcompressor) | w4 g64 sym", "| gguf (llamacpp)     | Q4_K_M",
-                  "| fp8 (llmcompressor) | FP8_DYNAMIC", "| bnb (bitsandbytes)  | nf4"):
+    for label in (
+        "| none (transformers) | fp32",
+        "| none (transformers) | bf16",
+        "| rtn (llmcompressor) | w8 g64 sym",
+        "| rtn (llmcompressor) | w4 g64 sym",
+        "| gguf (llamacpp)     | Q4_K_M",
+        "| fp8 (llmcompressor) | FP8_DYNAMIC",
+        "| bnb (bitsandbytes)  | nf4",
+    ):
         assert label in proc.stdout
         assert label in report.read_text()
     assert len(results.read_text().splitlines()) == 7

@@ -29,8 +29,11 @@ CALIB = Calibration(dataset="embedded", n_samples=16, seq_len=256)
 @pytest.fixture(scope="module")
 def smol(tmp_path_factory, default_model_dir):
     root = tmp_path_factory.mktemp("smol-formats")
-    specs = {"fp32": MethodSpec(method="none", dtype="fp32"), "bf16": MethodSpec(method="none", dtype="bf16"),
-             "rtn-w4": MethodSpec(method="rtn", bits=4, group_size=64)}
+    specs = {
+        "fp32": MethodSpec(method="none", dtype="fp32"),
+        "bf16": MethodSpec(method="none", dtype="bf16"),
+        "rtn-w4": MethodSpec(method="rtn", bits=4, group_size=64),
+    }
     specs |= {s: MethodSpec(method="fp8", scheme=s) for s in FP8}
     specs |= {s: MethodSpec(method="fp4", scheme=s, calibration=CALIB if s == "NVFP4" else None) for s in FP4}
     specs |= {f"bnb-{s}": MethodSpec(method="bnb", scheme=s) for s in ("nf4", "fp4", "int8")}
@@ -87,15 +90,18 @@ def test_bnb_artifacts_reload_and_score_close_to_the_baseline(records):
 
 
 def test_every_artifact_reloads_in_a_fresh_process(smol):
-    code = ("import sys, torch; from transformers import AutoModelForCausalLM\n"
-            "for path in sys.argv[1:]:\n"
-            "    m = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()\n"
-            "    with torch.inference_mode(): out = m(torch.arange(1, 33)[None]).logits\n"
-            "    assert torch.isfinite(out).all(), path\n"
-            "print('ok', len(sys.argv) - 1)")
+    code = (
+        "import sys, torch; from transformers import AutoModelForCausalLM\n"
+        "for path in sys.argv[1:]:\n"
+        "    m = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()\n"
+        "    with torch.inference_mode(): out = m(torch.arange(1, 33)[None]).logits\n"
+        "    assert torch.isfinite(out).all(), path\n"
+        "print('ok', len(sys.argv) - 1)"
+    )
     paths = [str(a.path) for name, a in smol.items() if name not in ("fp32", "bf16")]
-    proc = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=900,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=900, check=False
+    )
     assert proc.returncode == 0 and f"ok {len(paths)}" in proc.stdout, proc.stderr[-3000:]
 
 

@@ -27,9 +27,13 @@ def smol(tmp_path_factory, default_model_dir):
     made = {"fp32": quantize("default", MethodSpec(method="none", dtype="fp32"), root / "fp32")}
     for name in ["F16", *LADDER]:
         made[name] = quantize("default", MethodSpec(method="gguf", scheme=name), root / name)
-    made["Q4_K_M-imatrix"] = quantize("default", MethodSpec(
-        method="gguf", scheme="Q4_K_M", calibration=Calibration(dataset="embedded", n_samples=16, seq_len=256)),
-        root / "q4km-imatrix")
+    made["Q4_K_M-imatrix"] = quantize(
+        "default",
+        MethodSpec(
+            method="gguf", scheme="Q4_K_M", calibration=Calibration(dataset="embedded", n_samples=16, seq_len=256)
+        ),
+        root / "q4km-imatrix",
+    )
     return made
 
 
@@ -66,4 +70,7 @@ def test_every_broken_neighbour_pair_is_explained_in_the_report(results):
     for big, small in itertools.pairwise(ladder):
         if small.quality.vs_baseline.kld_mean < big.quality.vs_baseline.kld_mean:
             assert any(small.artifact.label in n and big.artifact.label in n and "Written:" in n for n in notes), (
-                big.artifact.label, small.artifact.label, notes)
+                big.artifact.label,
+                small.artifact.label,
+                notes,
+            )

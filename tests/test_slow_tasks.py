@@ -16,14 +16,19 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def recovery(tmp_path_factory, default_model_dir):
     root = tmp_path_factory.mktemp("smol-tasks")
-    specs = {"fp32": MethodSpec(method="none", dtype="fp32"), "bf16": MethodSpec(method="none", dtype="bf16"),
-             "fp8": MethodSpec(method="fp8", scheme="FP8_W8A16"),
-             "rtn-w4": MethodSpec(method="rtn", bits=4, group_size=64)}
+    specs = {
+        "fp32": MethodSpec(method="none", dtype="fp32"),
+        "bf16": MethodSpec(method="none", dtype="bf16"),
+        "fp8": MethodSpec(method="fp8", scheme="FP8_W8A16"),
+        "rtn-w4": MethodSpec(method="rtn", bits=4, group_size=64),
+    }
     made = {name: quantize("default", spec, root / name) for name, spec in specs.items()}
     names = [n for n in made if n != "fp32"]
-    results = bench([made[n].path for n in names], baseline=made["fp32"].path,
-                    options=BenchOptions(dataset="embedded", ctx=512, max_tokens=512, speed=False,
-                                         tasks=[BUILTIN_TASK]))
+    results = bench(
+        [made[n].path for n in names],
+        baseline=made["fp32"].path,
+        options=BenchOptions(dataset="embedded", ctx=512, max_tokens=512, speed=False, tasks=[BUILTIN_TASK]),
+    )
     return {name: {s.metric: s for s in r.tasks.scores} for name, r in zip(names, results, strict=True)}
 
 

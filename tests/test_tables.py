@@ -57,7 +57,7 @@ def test_every_cell_off_its_own_kernel_has_one_numbered_footnote(demo):
     cells = {(r.artifact.digest, r.runtime.runtime, r.runtime.kernel) for r in demo if r.runtime.kernel not in own}
     assert cells  # the demo holds dequantized and emulated cells
     notes = [n for n in tables.footnotes(demo) if re.match(r"†\d+ ", n)]
-    assert [int(n[1:n.index(" ")]) for n in notes] == list(range(1, len(cells) + 1))
+    assert [int(n[1 : n.index(" ")]) for n in notes] == list(range(1, len(cells) + 1))
     table_marks = {int(m) for m in re.findall(r"†(\d+)", report.split("## How these numbers were made")[0])}
     assert table_marks == set(range(1, len(cells) + 1))
     for r in demo:  # each such row carries its own number, in the main table and the served table
@@ -85,8 +85,10 @@ def test_which_format_to_choose_follows_the_numbers(demo):
     smallest = min(in_process, key=lambda r: r.artifact.disk_bytes)
     assert "smallest file" in best_for[f"{smallest.artifact.method} ({smallest.artifact.backend})"]
     baseline = in_process[0].quality.vs_baseline.baseline_digest
-    best = max((r for r in in_process if r.artifact.digest != baseline),
-               key=lambda r: r.quality.vs_baseline.baseline_ppl / r.quality.ppl)
+    best = max(
+        (r for r in in_process if r.artifact.digest != baseline),
+        key=lambda r: r.quality.vs_baseline.baseline_ppl / r.quality.ppl,
+    )
     assert "highest quality" in best_for[f"{best.artifact.method} ({best.artifact.backend})"]
     # speed is never awarded to a cell whose speed is its kernel path's
     for r in in_process:
@@ -98,8 +100,9 @@ def test_which_format_to_choose_follows_the_numbers(demo):
         if text.startswith("nothing here: "):
             rival = text.removeprefix("nothing here: ").split(" is smaller")[0]
             mine = [r for r in in_process if f"{r.artifact.method} ({r.artifact.backend})" == method]
-            theirs = next(r for r in in_process if f"{r.artifact.method} ({r.artifact.backend}) {r.artifact.label}"
-                          == rival)
+            theirs = next(
+                r for r in in_process if f"{r.artifact.method} ({r.artifact.backend}) {r.artifact.label}" == rival
+            )
             top = max(mine, key=lambda r: r.quality.vs_baseline.baseline_ppl / r.quality.ppl)
             assert theirs.artifact.disk_bytes <= top.artifact.disk_bytes
             assert theirs.quality.ppl <= top.quality.ppl

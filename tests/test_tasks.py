@@ -17,8 +17,10 @@ from tests.conftest import run_cli
 @pytest.fixture(scope="module")
 def tiny_pair(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("tasks")
-    return (quantize(str(tiny_model), MethodSpec(method="none", dtype="fp32"), root / "base"),
-            quantize(str(tiny_model), MethodSpec(method="rtn", bits=4, group_size=64), root / "w4"))
+    return (
+        quantize(str(tiny_model), MethodSpec(method="none", dtype="fp32"), root / "base"),
+        quantize(str(tiny_model), MethodSpec(method="rtn", bits=4, group_size=64), root / "w4"),
+    )
 
 
 def test_the_shipped_task_is_well_formed_next_word_prediction():
@@ -35,8 +37,10 @@ def test_the_shipped_task_is_well_formed_next_word_prediction():
 
 
 def test_recovery_follows_the_metric_direction():
-    scores = [TaskScore(task="t", metric="acc", value=0.45, stderr=None, higher_is_better=True, n_samples=10),
-              TaskScore(task="t", metric="ppl", value=20.0, stderr=None, higher_is_better=False, n_samples=10)]
+    scores = [
+        TaskScore(task="t", metric="acc", value=0.45, stderr=None, higher_is_better=True, n_samples=10),
+        TaskScore(task="t", metric="ppl", value=20.0, stderr=None, higher_is_better=False, n_samples=10),
+    ]
     base = [s.model_copy(update={"value": v}) for s, v in zip(scores, [0.5, 16.0], strict=True)]
     acc, ppl = with_recovery(scores, base)
     assert acc.recovery_pct == pytest.approx(90.0) and ppl.recovery_pct == pytest.approx(80.0)
@@ -53,9 +57,17 @@ def test_bench_tasks_with_recovery_and_a_local_yaml(tiny_pair, tmp_path):
         "task: tiny_counting\ndataset_path: json\n"
         f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(own / 'docs.jsonl'))}\n"
         "test_split: test\noutput_type: multiple_choice\ndoc_to_text: q\ndoc_to_choice: choices\n"
-        "doc_to_target: label\nmetric_list:\n  - metric: acc\nmetadata:\n  version: 1.0\n")
-    options = BenchOptions(dataset="embedded", ctx=128, max_tokens=512, speed=False,
-                           tasks=[BUILTIN_TASK, "tiny_counting"], task_path=str(own), task_limit=24)
+        "doc_to_target: label\nmetric_list:\n  - metric: acc\nmetadata:\n  version: 1.0\n"
+    )
+    options = BenchOptions(
+        dataset="embedded",
+        ctx=128,
+        max_tokens=512,
+        speed=False,
+        tasks=[BUILTIN_TASK, "tiny_counting"],
+        task_path=str(own),
+        task_limit=24,
+    )
     (result,) = bench([w4.path], baseline=base.path, options=options)
     scores = {(s.task, s.metric): s for s in result.tasks.scores}
     assert set(scores) == {("tiny_counting", "acc"), (BUILTIN_TASK, "acc"), (BUILTIN_TASK, "perplexity")}

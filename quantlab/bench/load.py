@@ -44,8 +44,13 @@ class Dist(BaseModel):
         if not values:
             return None
         a = np.asarray(values, dtype=np.float64)
-        return cls(mean=float(a.mean()), median=float(np.median(a)), p90=float(np.percentile(a, 90)),
-                   p99=float(np.percentile(a, 99)), n=len(values))
+        return cls(
+            mean=float(a.mean()),
+            median=float(np.median(a)),
+            p90=float(np.percentile(a, 90)),
+            p99=float(np.percentile(a, 99)),
+            n=len(values),
+        )
 
 
 class LoadLevel(BaseModel):
@@ -134,22 +139,32 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict, request: Request
     elif finish == "length":
         out.output_tokens = expected
     else:
-        out.error = (f"stream ended ({finish or 'no finish_reason'}) after {len(out.chunk_times)} chunks, "
-                     f"not at the {expected} tokens asked for")
+        out.error = (
+            f"stream ended ({finish or 'no finish_reason'}) after {len(out.chunk_times)} chunks, "
+            f"not at the {expected} tokens asked for"
+        )
         return out
     out.ok = True
     return out
 
 
-async def _level(base_url: str, body: dict, requests: list[Request], concurrency: int,
-                 request_rate: float | None, expected: int, seed: int, timeout_s: float) -> tuple[list[Outcome],
-                                                                                                    float]:
+async def _level(
+    base_url: str,
+    body: dict,
+    requests: list[Request],
+    concurrency: int,
+    request_rate: float | None,
+    expected: int,
+    seed: int,
+    timeout_s: float,
+) -> tuple[list[Outcome], float]:
     url = base_url.rstrip("/") + "/v1/completions"
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     semaphore = asyncio.Semaphore(concurrency)
     rng = random.Random(seed)
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=limits) as client:
+
         async def capped(request: Request) -> Outcome:
             async with semaphore:
                 return await _one(client, url, body, request, expected)
@@ -164,17 +179,26 @@ async def _level(base_url: str, body: dict, requests: list[Request], concurrency
         return list(outcomes), time.perf_counter() - start
 
 
-def run_level(base_url: str, *, model: str, requests: list[Request], concurrency: int, max_tokens: int,
-              extra_fields: dict, request_rate: float | None = None, seed: int = 0,
-              timeout_s: float = 600.0) -> LoadLevel:
+def run_level(
+    base_url: str,
+    *,
+    model: str,
+    requests: list[Request],
+    concurrency: int,
+    max_tokens: int,
+    extra_fields: dict,
+    request_rate: float | None = None,
+    seed: int = 0,
+    timeout_s: float = 600.0,
+) -> LoadLevel:
     body = {"model": model, "max_tokens": max_tokens, "stream": True, "temperature": 0.0, **extra_fields}
-    outcomes, duration = asyncio.run(_level(base_url, body, requests, concurrency, request_rate, max_tokens,
-                                            seed, timeout_s))
+    outcomes, duration = asyncio.run(
+        _level(base_url, body, requests, concurrency, request_rate, max_tokens, seed, timeout_s)
+    )
     return summarize(outcomes, duration, concurrency=concurrency, request_rate=request_rate)
 
 
-def summarize(outcomes: list[Outcome], duration: float, *, concurrency: int,
-              request_rate: float | None) -> LoadLevel:
+def summarize(outcomes: list[Outcome], duration: float, *, concurrency: int, request_rate: float | None) -> LoadLevel:
     done = [o for o in outcomes if o.ok]
     failed = [o for o in outcomes if not o.ok]
     examples = list(dict.fromkeys(o.error for o in failed))[:ERROR_EXAMPLES]
@@ -183,11 +207,18 @@ def summarize(outcomes: list[Outcome], duration: float, *, concurrency: int,
     counted = {o.counted_by for o in done}
     itl = [1e3 * (b - a) for o in done for a, b in zip(o.chunk_times, o.chunk_times[1:], strict=False)]
     return LoadLevel(
-        concurrency=concurrency, request_rate=request_rate, requests=len(outcomes), completed=len(done),
-        errors=len(failed), error_examples=examples, duration_s=duration, prompt_tokens=prompt,
+        concurrency=concurrency,
+        request_rate=request_rate,
+        requests=len(outcomes),
+        completed=len(done),
+        errors=len(failed),
+        error_examples=examples,
+        duration_s=duration,
+        prompt_tokens=prompt,
         output_tokens=output,
         output_tokens_counted_by=counted.pop() if len(counted) == 1 else ("mixed" if counted else "none"),
-        output_tok_s=output / duration, total_tok_s=(prompt + output) / duration,
+        output_tok_s=output / duration,
+        total_tok_s=(prompt + output) / duration,
         requests_per_s=len(done) / duration,
         ttft_ms=Dist.of([1e3 * o.ttft_s for o in done]),
         tpot_ms=Dist.of([1e3 * (o.e2e_s - o.ttft_s) / (o.output_tokens - 1) for o in done if o.output_tokens > 1]),

@@ -21,9 +21,11 @@ from pydantic import BaseModel, ConfigDict
 from quantlab.errors import BenchError
 from quantlab.runtimes.base import Session
 
-PROTOCOL = ("token-level; non-overlapping windows of ctx tokens (short last window dropped); all tokens but "
-            "the first of each window scored; ppl = exp(mean NLL); KLD = mean KL(baseline || model) per "
-            "scored token; top-1 = share of positions where both models' argmax agree")
+PROTOCOL = (
+    "token-level; non-overlapping windows of ctx tokens (short last window dropped); all tokens but "
+    "the first of each window scored; ppl = exp(mean NLL); KLD = mean KL(baseline || model) per "
+    "scored token; top-1 = share of positions where both models' argmax agree"
+)
 
 
 class BaselineComparison(BaseModel):
@@ -104,12 +106,19 @@ def windows(ids: np.ndarray, ctx: int) -> list[np.ndarray]:
     count = len(ids) // ctx
     if count == 0:
         raise BenchError(f"the token stream has {len(ids)} tokens, fewer than one window of --ctx {ctx}")
-    return [ids[i * ctx:(i + 1) * ctx] for i in range(count)]
+    return [ids[i * ctx : (i + 1) * ctx] for i in range(count)]
 
 
-def score(session: Session, ids: np.ndarray, ctx: int, *, baseline: Session | None = None,
-          baseline_digest: str = "", baseline_label: str = "",
-          on_window: Callable[[], None] | None = None) -> QualityMetrics:
+def score(
+    session: Session,
+    ids: np.ndarray,
+    ctx: int,
+    *,
+    baseline: Session | None = None,
+    baseline_digest: str = "",
+    baseline_label: str = "",
+    on_window: Callable[[], None] | None = None,
+) -> QualityMetrics:
     import torch
 
     nll_sum = 0.0
@@ -131,15 +140,21 @@ def score(session: Session, ids: np.ndarray, ctx: int, *, baseline: Session | No
         if on_window:
             on_window()
     nll = nll_sum / scored
-    metrics = QualityMetrics(ppl=math.exp(nll), nll_mean=nll, tokens_scored=scored, n_windows=len(parts),
-                             ctx=ctx, stride=ctx)
+    metrics = QualityMetrics(
+        ppl=math.exp(nll), nll_mean=nll, tokens_scored=scored, n_windows=len(parts), ctx=ctx, stride=ctx
+    )
     if baseline is not None:
         kld = torch.cat(klds).double()
         base_ppl = math.exp(base_nll_sum / scored)
         metrics.vs_baseline = BaselineComparison(
-            baseline_digest=baseline_digest, baseline_label=baseline_label, baseline_ppl=base_ppl,
-            ppl_ratio=metrics.ppl / base_ppl, delta_ppl_pct=(metrics.ppl / base_ppl - 1) * 100,
-            kld_mean=kld.mean().item(), kld_median=kld.median().item(),
-            kld_p99=torch.quantile(kld, 0.99).item(), top1_agreement=agree / scored,
+            baseline_digest=baseline_digest,
+            baseline_label=baseline_label,
+            baseline_ppl=base_ppl,
+            ppl_ratio=metrics.ppl / base_ppl,
+            delta_ppl_pct=(metrics.ppl / base_ppl - 1) * 100,
+            kld_mean=kld.mean().item(),
+            kld_median=kld.median().item(),
+            kld_p99=torch.quantile(kld, 0.99).item(),
+            top1_agreement=agree / scored,
         )
     return metrics

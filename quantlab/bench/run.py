@@ -125,8 +125,7 @@ def _tokenizer_key(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_rig(name: str | None, device: str, *, rigs_file: str | None = None,
-                price_per_hour: float | None = None):
+def resolve_rig(name: str | None, device: str, *, rigs_file: str | None = None, price_per_hour: float | None = None):
     """The rig a measurement on `device` is labelled and priced with; `cpu` by default on a CPU host."""
     name_of_device = device_name(device)
     rig_name = name or ("cpu" if device == "cpu" else None)
@@ -161,9 +160,15 @@ def device_name(device: str) -> str:
     return host_info().cpu
 
 
-def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
-          options: BenchOptions | None = None, results_path: str | Path | None = None,
-          progress: Progress = lambda _: None, cells: list | None = None) -> list[Result]:
+def bench(
+    artifacts: list[str | Path],
+    *,
+    baseline: str | Path | None = None,
+    options: BenchOptions | None = None,
+    results_path: str | Path | None = None,
+    progress: Progress = lambda _: None,
+    cells: list | None = None,
+) -> list[Result]:
     """`cells` (quantlab run): one CellRef per artifact, recorded in its Result."""
     options = options or BenchOptions()
     options.check()
@@ -185,8 +190,10 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
     for artifact, stream in zip(loaded, artifact_streams, strict=True):
         windows(stream.ids, options.ctx)
         if base_stream is not None and not np.array_equal(stream.ids, base_stream.ids):
-            raise BenchError(f"baseline {base.path} and {artifact.path} tokenize the dataset differently: "
-                             "they are not the same source model, so their logits cannot be compared")
+            raise BenchError(
+                f"baseline {base.path} and {artifact.path} tokenize the dataset differently: "
+                "they are not the same source model, so their logits cannot be compared"
+            )
     if options.tasks:
         from quantlab.bench.tasks import check_tasks
 
@@ -194,8 +201,10 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
         pairs = list(zip(loaded, runtimes, strict=True)) + ([(base, base_runtime)] if base is not None else [])
         for artifact, runtime in pairs:
             if runtime.name != "transformers":
-                raise BenchError(f"--tasks scores a transformers model; {artifact.path.name} is served by "
-                                 f"{runtime.name} (GGUF task accuracy is not supported)")
+                raise BenchError(
+                    f"--tasks scores a transformers model; {artifact.path.name} is served by "
+                    f"{runtime.name} (GGUF task accuracy is not supported)"
+                )
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
     base_session = None
@@ -217,28 +226,42 @@ def bench(artifacts: list[str | Path], *, baseline: str | Path | None = None,
                 description = session.describe()
                 total, done = len(windows(stream.ids, options.ctx)), itertools.count(1)
                 try:
-                    quality = score(session, stream.ids, options.ctx, baseline=base_session,
-                                    baseline_digest=base.digest if base else "",
-                                    baseline_label=_label(base) if base else "",
-                                    on_window=lambda name=name, done=done, total=total: progress(
-                                        f"{name}: perplexity window {next(done)}/{total}"))
+                    quality = score(
+                        session,
+                        stream.ids,
+                        options.ctx,
+                        baseline=base_session,
+                        baseline_digest=base.digest if base else "",
+                        baseline_label=_label(base) if base else "",
+                        on_window=lambda name=name, done=done, total=total: progress(
+                            f"{name}: perplexity window {next(done)}/{total}"
+                        ),
+                    )
                     if options.tasks:
                         progress(f"{name}: lm-eval tasks {', '.join(options.tasks)}")
-                        task_results = _task_results(_tasks(session, artifact, options, device), base_tasks,
-                                                     base, options)
+                        task_results = _task_results(
+                            _tasks(session, artifact, options, device), base_tasks, base, options
+                        )
                 finally:
                     session.close()
             speed: list[SpeedPoint] = []
             memory = roof = None
             if options.speed:
-                answer = _run_worker(artifact, runtime.name, device, options, stream.ids,
-                                     lambda msg, name=name: progress(f"{name}: speed, {msg}"))
+                answer = _run_worker(
+                    artifact,
+                    runtime.name,
+                    device,
+                    options,
+                    stream.ids,
+                    lambda msg, name=name: progress(f"{name}: speed, {msg}"),
+                )
                 description = RuntimeDescription.model_validate(answer["runtime"])
                 speed = [SpeedPoint.model_validate(p) for p in answer["speed"]]
                 memory = _memory(answer["memory"], device)
                 roof = _roofline(answer.get("bytes_per_token"), speed, device)
-            result = _result(run_id, artifact, description, rig, options, stream, quality, speed, memory, roof,
-                             task_results)
+            result = _result(
+                run_id, artifact, description, rig, options, stream, quality, speed, memory, roof, task_results
+            )
             if cells is not None:
                 result.cell = cells[len(out)]
             if results_path is not None:
@@ -256,9 +279,16 @@ def _tasks(session, artifact: Artifact, options: BenchOptions, device: str):
     from quantlab.bench.tasks import run_tasks
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(artifact))
-    return run_tasks(session.hf_model(), tokenizer, options.tasks, task_path=options.task_path,
-                     limit=options.task_limit, num_fewshot=options.num_fewshot,
-                     batch_size=options.task_batch_size, device=device)
+    return run_tasks(
+        session.hf_model(),
+        tokenizer,
+        options.tasks,
+        task_path=options.task_path,
+        limit=options.task_limit,
+        num_fewshot=options.num_fewshot,
+        batch_size=options.task_batch_size,
+        device=device,
+    )
 
 
 def _task_results(scores, base_scores, base: Artifact | None, options: BenchOptions):
@@ -266,10 +296,16 @@ def _task_results(scores, base_scores, base: Artifact | None, options: BenchOpti
 
     if base_scores is not None:
         scores = with_recovery(scores, base_scores)
-    return TaskResults(harness=harness_version(), tasks=options.tasks, task_path=options.task_path,
-                       limit=options.task_limit, num_fewshot=options.num_fewshot,
-                       batch_size=options.task_batch_size, baseline_digest=base.digest if base else None,
-                       scores=scores)
+    return TaskResults(
+        harness=harness_version(),
+        tasks=options.tasks,
+        task_path=options.task_path,
+        limit=options.task_limit,
+        num_fewshot=options.num_fewshot,
+        batch_size=options.task_batch_size,
+        baseline_digest=base.digest if base else None,
+        scores=scores,
+    )
 
 
 def _label(artifact: Artifact) -> str:
@@ -277,22 +313,35 @@ def _label(artifact: Artifact) -> str:
     return f"{spec.method} {spec.label()}"
 
 
-def _run_worker(artifact: Artifact, runtime: str, device: str, options: BenchOptions, ids: np.ndarray,
-                progress: Progress) -> dict:
+def _run_worker(
+    artifact: Artifact, runtime: str, device: str, options: BenchOptions, ids: np.ndarray, progress: Progress
+) -> dict:
     needed = max(options.batch_sizes) * options.prompt_tokens
-    request = {"artifact": str(artifact.path), "runtime": runtime, "device": device, "dtype": options.dtype,
-               "ids": np.resize(ids, max(needed, 1)).tolist() if len(ids) < needed else ids[:needed].tolist(),
-               "batch_sizes": options.batch_sizes, "prompt_tokens": options.prompt_tokens,
-               "new_tokens": options.new_tokens, "warmup": options.warmup, "repeats": options.repeats}
+    request = {
+        "artifact": str(artifact.path),
+        "runtime": runtime,
+        "device": device,
+        "dtype": options.dtype,
+        "ids": np.resize(ids, max(needed, 1)).tolist() if len(ids) < needed else ids[:needed].tolist(),
+        "batch_sizes": options.batch_sizes,
+        "prompt_tokens": options.prompt_tokens,
+        "new_tokens": options.new_tokens,
+        "warmup": options.warmup,
+        "repeats": options.repeats,
+    }
     with tempfile.TemporaryDirectory(prefix="quantlab-worker-") as tmp:
         req, ans, err = Path(tmp) / "request.json", Path(tmp) / "answer.json", Path(tmp) / "stderr.txt"
         req.write_text(json.dumps(request))
         # stderr goes to a file: a pipe that is read only after stdout closes deadlocks once the worker's
         # library chatter (progress bars) fills the pipe buffer.
         with open(err, "w") as err_fh:
-            proc = subprocess.Popen([sys.executable, "-m", "quantlab.bench.worker", str(req), str(ans)],
-                                    stdout=subprocess.PIPE, stderr=err_fh, text=True,
-                                    env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "quantlab.bench.worker", str(req), str(ans)],
+                stdout=subprocess.PIPE,
+                stderr=err_fh,
+                text=True,
+                env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"},
+            )
             assert proc.stdout is not None
             for line in proc.stdout:
                 progress(line.strip())
@@ -300,8 +349,10 @@ def _run_worker(artifact: Artifact, runtime: str, device: str, options: BenchOpt
         stderr = err.read_text(errors="replace")
         if proc.returncode != 0 or not ans.is_file():
             lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
-            raise BenchError(f"speed/memory measurement of {artifact.path} failed: "
-                             f"{lines[-1] if lines else f'exit code {proc.returncode}'}")
+            raise BenchError(
+                f"speed/memory measurement of {artifact.path} failed: "
+                f"{lines[-1] if lines else f'exit code {proc.returncode}'}"
+            )
         return json.loads(ans.read_text())
 
 
@@ -321,44 +372,94 @@ def _roofline(per_token: dict | None, speed: list[SpeedPoint], device: str) -> R
 
 def _memory(raw: dict, device: str) -> MemoryMetrics:
     if device.startswith("cuda"):
-        return MemoryMetrics(kind="cuda-peak-allocated", peak_bytes=raw["cuda_peak_allocated_bytes"],
-                             after_load_bytes=raw["cuda_after_load_bytes"], before_load_bytes=0,
-                             cuda_peak_reserved_bytes=raw["cuda_peak_reserved_bytes"],
-                             note="torch.cuda.max_memory_allocated over load and the speed runs, fresh process")
-    return MemoryMetrics(kind="cpu-peak-rss-fresh-process", peak_bytes=raw["peak_rss_bytes"],
-                         after_load_bytes=raw["after_load_bytes"], before_load_bytes=raw["before_load_bytes"],
-                         note=f"peak RSS ({raw['peak_rss_source']}) of a fresh process over load and the speed "
-                              "runs; includes the Python/torch runtime itself (before_load_bytes)")
+        return MemoryMetrics(
+            kind="cuda-peak-allocated",
+            peak_bytes=raw["cuda_peak_allocated_bytes"],
+            after_load_bytes=raw["cuda_after_load_bytes"],
+            before_load_bytes=0,
+            cuda_peak_reserved_bytes=raw["cuda_peak_reserved_bytes"],
+            note="torch.cuda.max_memory_allocated over load and the speed runs, fresh process",
+        )
+    return MemoryMetrics(
+        kind="cpu-peak-rss-fresh-process",
+        peak_bytes=raw["peak_rss_bytes"],
+        after_load_bytes=raw["after_load_bytes"],
+        before_load_bytes=raw["before_load_bytes"],
+        note=f"peak RSS ({raw['peak_rss_source']}) of a fresh process over load and the speed "
+        "runs; includes the Python/torch runtime itself (before_load_bytes)",
+    )
 
 
-def _result(run_id: str, artifact: Artifact, description: RuntimeDescription, rig, options: BenchOptions,
-            stream: TokenStream, quality: QualityMetrics | None, speed: list[SpeedPoint],
-            memory: MemoryMetrics | None, roof: Roofline | None, tasks=None) -> Result:
-    cost = [CostPoint(batch_size=p.batch_size, tokens_per_second=p.decode_tok_s.median,
-                      usd_per_1m_tokens=usd_per_million(rig.price_per_hour, p.decode_tok_s.median))
-            for p in speed]
+def _result(
+    run_id: str,
+    artifact: Artifact,
+    description: RuntimeDescription,
+    rig,
+    options: BenchOptions,
+    stream: TokenStream,
+    quality: QualityMetrics | None,
+    speed: list[SpeedPoint],
+    memory: MemoryMetrics | None,
+    roof: Roofline | None,
+    tasks=None,
+) -> Result:
+    cost = [
+        CostPoint(
+            batch_size=p.batch_size,
+            tokens_per_second=p.decode_tok_s.median,
+            usd_per_1m_tokens=usd_per_million(rig.price_per_hour, p.decode_tok_s.median),
+        )
+        for p in speed
+    ]
     return Result(
-        run_id=run_id, timestamp=datetime.now(UTC), quantlab_version=quantlab.__version__,
-        artifact=artifact_ref(artifact), runtime=description, rig=rig_ref(rig),
-        settings=BenchSettings(dataset=stream.source, n_tokens=len(stream.ids),
-                               token_fingerprint=token_fingerprint(stream.ids), ctx=options.ctx,
-                               batch_sizes=options.batch_sizes, prompt_tokens=options.prompt_tokens,
-                               new_tokens=options.new_tokens, warmup=options.warmup, repeats=options.repeats),
-        quality=quality, speed=speed, memory=memory, cost=cost, libraries=library_versions(), host=host_info(),
-        roofline=roof, tasks=tasks,
+        run_id=run_id,
+        timestamp=datetime.now(UTC),
+        quantlab_version=quantlab.__version__,
+        artifact=artifact_ref(artifact),
+        runtime=description,
+        rig=rig_ref(rig),
+        settings=BenchSettings(
+            dataset=stream.source,
+            n_tokens=len(stream.ids),
+            token_fingerprint=token_fingerprint(stream.ids),
+            ctx=options.ctx,
+            batch_sizes=options.batch_sizes,
+            prompt_tokens=options.prompt_tokens,
+            new_tokens=options.new_tokens,
+            warmup=options.warmup,
+            repeats=options.repeats,
+        ),
+        quality=quality,
+        speed=speed,
+        memory=memory,
+        cost=cost,
+        libraries=library_versions(),
+        host=host_info(),
+        roofline=roof,
+        tasks=tasks,
     )
 
 
 def artifact_ref(artifact: Artifact) -> ArtifactRef:
     manifest = artifact.manifest
     return ArtifactRef(
-        path=str(artifact.path), digest=artifact.digest, method=manifest.spec.method,
-        backend=manifest.spec.backend or "", label=manifest.spec.label(), format=manifest.format,
-        weight_bytes=manifest.weight_bytes, disk_bytes=artifact.disk_bytes, source_ref=manifest.source.ref,
-        source_sha256=manifest.source.content_sha256, source_description=manifest.source.description,
-        quantize_seconds=manifest.quantize_seconds, gguf=manifest.gguf)
+        path=str(artifact.path),
+        digest=artifact.digest,
+        method=manifest.spec.method,
+        backend=manifest.spec.backend or "",
+        label=manifest.spec.label(),
+        format=manifest.format,
+        weight_bytes=manifest.weight_bytes,
+        disk_bytes=artifact.disk_bytes,
+        source_ref=manifest.source.ref,
+        source_sha256=manifest.source.content_sha256,
+        source_description=manifest.source.description,
+        quantize_seconds=manifest.quantize_seconds,
+        gguf=manifest.gguf,
+    )
 
 
 def rig_ref(rig) -> RigRef:
-    return RigRef(name=rig.name, description=rig.description, price_per_hour=rig.price_per_hour,
-                  price_note=rig.price_note)
+    return RigRef(
+        name=rig.name, description=rig.description, price_per_hour=rig.price_per_hour, price_note=rig.price_note
+    )

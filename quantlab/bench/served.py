@@ -82,9 +82,11 @@ def _prompts(artifact: Artifact, options: LoadOptions) -> tuple[list[Request], n
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(artifact))
     ids = tokenize(tokenizer, text, needed * options.prompt_tokens)
     if len(ids) < needed * options.prompt_tokens:
-        raise BenchError(f"dataset {options.dataset!r} has {len(ids)} tokens; {needed} prompts of "
-                         f"{options.prompt_tokens} need {needed * options.prompt_tokens} (use fewer --requests "
-                         "or shorter --prompt-tokens)")
+        raise BenchError(
+            f"dataset {options.dataset!r} has {len(ids)} tokens; {needed} prompts of "
+            f"{options.prompt_tokens} need {needed * options.prompt_tokens} (use fewer --requests "
+            "or shorter --prompt-tokens)"
+        )
     rows = ids.reshape(needed, options.prompt_tokens)
     requests = [Request(prompt=tokenizer.decode(row.tolist()), prompt_tokens=options.prompt_tokens) for row in rows]
     return requests, ids, source
@@ -92,12 +94,22 @@ def _prompts(artifact: Artifact, options: LoadOptions) -> tuple[list[Request], n
 
 def _describe(artifact: Artifact, engine: Engine, device: str, threads: int) -> RuntimeDescription:
     """The engine as the results name it; the kernel read by loading the artifact with the same library."""
-    base = dict(runtime=f"{engine.name} server", runtime_version=engine.version(), device=device,
-                threads=threads, batching=engine.batching)
+    base = dict(
+        runtime=f"{engine.name} server",
+        runtime_version=engine.version(),
+        device=device,
+        threads=threads,
+        batching=engine.batching,
+    )
     if engine.name == "vllm":
-        return RuntimeDescription(**base, device_name=device, compute_dtype="auto", kernel="unknown",
-                                  kernel_detail="vLLM chooses its kernel at load time; quantlab does not read it "
-                                                "back (engine not verified by quantlab)")
+        return RuntimeDescription(
+            **base,
+            device_name=device,
+            compute_dtype="auto",
+            kernel="unknown",
+            kernel_detail="vLLM chooses its kernel at load time; quantlab does not read it "
+            "back (engine not verified by quantlab)",
+        )
     runtime = select_runtime(artifact, engine.same_library_runtime)
     session = runtime.load(artifact, device=device)
     try:
@@ -106,10 +118,14 @@ def _describe(artifact: Artifact, engine: Engine, device: str, threads: int) -> 
         session.close()
         del session
         gc.collect()
-    return RuntimeDescription(**base, device_name=inner.device_name, compute_dtype=inner.compute_dtype,
-                              kernel=inner.kernel,
-                              kernel_detail=f"{inner.kernel_detail} (read by loading the artifact in-process with "
-                                            f"{inner.runtime} {inner.runtime_version}, the library the server runs)")
+    return RuntimeDescription(
+        **base,
+        device_name=inner.device_name,
+        compute_dtype=inner.compute_dtype,
+        kernel=inner.kernel,
+        kernel_detail=f"{inner.kernel_detail} (read by loading the artifact in-process with "
+        f"{inner.runtime} {inner.runtime_version}, the library the server runs)",
+    )
 
 
 def _server_peak_rss(pid: int) -> int:
@@ -140,12 +156,22 @@ def _memfit(artifact: Artifact, options: LoadOptions):
         arch = memfit.architecture_of_artifact(artifact)
     except Exception:  # the fit is context for the measured peak, not a reason to fail the measurement
         return None
-    return memfit.footprint(arch, batch=max(options.concurrency), ctx=options.prompt_tokens + options.output_tokens,
-                            measured_weight_bytes=artifact.manifest.weight_bytes)
+    return memfit.footprint(
+        arch,
+        batch=max(options.concurrency),
+        ctx=options.prompt_tokens + options.output_tokens,
+        measured_weight_bytes=artifact.manifest.weight_bytes,
+    )
 
 
-def bench_load(artifact_path: str | Path, *, options: LoadOptions | None = None,
-               results_path: str | Path | None = None, progress: Progress = lambda _: None, cell=None) -> Result:
+def bench_load(
+    artifact_path: str | Path,
+    *,
+    options: LoadOptions | None = None,
+    results_path: str | Path | None = None,
+    progress: Progress = lambda _: None,
+    cell=None,
+) -> Result:
     options = options or LoadOptions()
     options.check()
     artifact = load_artifact(artifact_path)
@@ -161,14 +187,27 @@ def bench_load(artifact_path: str | Path, *, options: LoadOptions | None = None,
     progress(f"{name}: reading the kernel path")
     description = _describe(artifact, engine, device, threads)
     ctx = options.prompt_tokens + options.output_tokens + 64  # room for BOS/re-tokenization differences
-    plan = engine.plan(artifact, port=options.port or free_port(), device=device, threads=threads, ctx=ctx,
-                       max_concurrency=max(options.concurrency))
+    plan = engine.plan(
+        artifact,
+        port=options.port or free_port(),
+        device=device,
+        threads=threads,
+        ctx=ctx,
+        max_concurrency=max(options.concurrency),
+    )
     fixed = engine.fixed_length(options.output_tokens)
 
     def level(reqs: list[Request], concurrency: int) -> LoadLevel:
-        return run_level(plan.base_url, model=plan.model, requests=reqs, concurrency=concurrency,
-                         max_tokens=options.output_tokens, extra_fields=fixed, request_rate=options.request_rate,
-                         timeout_s=options.request_timeout_s)
+        return run_level(
+            plan.base_url,
+            model=plan.model,
+            requests=reqs,
+            concurrency=concurrency,
+            max_tokens=options.output_tokens,
+            extra_fields=fixed,
+            request_rate=options.request_rate,
+            timeout_s=options.request_timeout_s,
+        )
 
     def warmup() -> None:
         first = level(requests[:1], 1)
@@ -178,39 +217,83 @@ def bench_load(artifact_path: str | Path, *, options: LoadOptions | None = None,
     levels: list[LoadLevel] = []
     with ServerProcess(plan, name=f"{engine.name} server for {name}") as server:
         progress(f"{name}: starting the {engine.name} server")
-        startup = server.wait_ready(options.startup_timeout_s, warmup=warmup,
-                                    on_wait=lambda s: progress(f"{name}: waiting for the server ({s:.0f} s)"))
+        startup = server.wait_ready(
+            options.startup_timeout_s,
+            warmup=warmup,
+            on_wait=lambda s: progress(f"{name}: waiting for the server ({s:.0f} s)"),
+        )
         offset = 1
         for concurrency in options.concurrency:
             n = options.requests_at(concurrency)
             progress(f"{name}: concurrency {concurrency}, {n} requests")
-            levels.append(level(requests[offset:offset + n], concurrency))
+            levels.append(level(requests[offset : offset + n], concurrency))
             offset += n
             server.check_alive()
         peak = _server_peak_rss(server.pid)
-    memory = MemoryMetrics(kind="cpu-peak-rss-server", peak_bytes=peak, after_load_bytes=0, before_load_bytes=0,
-                           note="peak RSS (VmHWM) of the server process and its children over start-up and every "
-                                "level; includes the engine's own runtime (Python, the HTTP stack)") \
-        if device == "cpu" and peak else None
+    memory = (
+        MemoryMetrics(
+            kind="cpu-peak-rss-server",
+            peak_bytes=peak,
+            after_load_bytes=0,
+            before_load_bytes=0,
+            note="peak RSS (VmHWM) of the server process and its children over start-up and every "
+            "level; includes the engine's own runtime (Python, the HTTP stack)",
+        )
+        if device == "cpu" and peak
+        else None
+    )
     used = ids[: len(requests) * options.prompt_tokens]
-    sweep = LoadSweep(engine=engine.name, engine_version=engine.version(), engine_verified=engine.verified,
-                      batches=engine.batches, batching=engine.batching, startup_s=startup,
-                      prompt_tokens=options.prompt_tokens, output_tokens=options.output_tokens,
-                      prompts=f"{len(requests)} consecutive {options.prompt_tokens}-token slices of "
-                              f"{source.description}, decoded to text (the warm-up request is the first)",
-                      memfit=_memfit(artifact, options), levels=levels)
-    cost = [CostPoint(batch_size=lv.concurrency, tokens_per_second=lv.output_tok_s, basis="served",
-                      usd_per_1m_tokens=usd_per_million(rig.price_per_hour, lv.output_tok_s))
-            for lv in levels if lv.output_tok_s > 0]
+    sweep = LoadSweep(
+        engine=engine.name,
+        engine_version=engine.version(),
+        engine_verified=engine.verified,
+        batches=engine.batches,
+        batching=engine.batching,
+        startup_s=startup,
+        prompt_tokens=options.prompt_tokens,
+        output_tokens=options.output_tokens,
+        prompts=f"{len(requests)} consecutive {options.prompt_tokens}-token slices of "
+        f"{source.description}, decoded to text (the warm-up request is the first)",
+        memfit=_memfit(artifact, options),
+        levels=levels,
+    )
+    cost = [
+        CostPoint(
+            batch_size=lv.concurrency,
+            tokens_per_second=lv.output_tok_s,
+            basis="served",
+            usd_per_1m_tokens=usd_per_million(rig.price_per_hour, lv.output_tok_s),
+        )
+        for lv in levels
+        if lv.output_tok_s > 0
+    ]
     result = Result(
-        run_id=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6], timestamp=datetime.now(UTC),
-        quantlab_version=quantlab.__version__, artifact=artifact_ref(artifact), runtime=description,
+        run_id=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6],
+        timestamp=datetime.now(UTC),
+        quantlab_version=quantlab.__version__,
+        artifact=artifact_ref(artifact),
+        runtime=description,
         rig=rig_ref(rig),
-        settings=BenchSettings(dataset=source, n_tokens=len(used), token_fingerprint=token_fingerprint(used),
-                               ctx=ctx, batch_sizes=options.concurrency, prompt_tokens=options.prompt_tokens,
-                               new_tokens=options.output_tokens, warmup=1, repeats=1),
-        quality=None, speed=[], memory=memory, cost=cost, libraries=library_versions(), host=host_info(),
-        load=sweep, cell=cell)
+        settings=BenchSettings(
+            dataset=source,
+            n_tokens=len(used),
+            token_fingerprint=token_fingerprint(used),
+            ctx=ctx,
+            batch_sizes=options.concurrency,
+            prompt_tokens=options.prompt_tokens,
+            new_tokens=options.output_tokens,
+            warmup=1,
+            repeats=1,
+        ),
+        quality=None,
+        speed=[],
+        memory=memory,
+        cost=cost,
+        libraries=library_versions(),
+        host=host_info(),
+        load=sweep,
+        cell=cell,
+    )
     if results_path is not None:
         append_result(results_path, result)
     return result

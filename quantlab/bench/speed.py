@@ -46,7 +46,9 @@ def summarize(timings: list[GenTiming]) -> SpeedPoint:
     first = timings[0]
     steps = first.new_tokens - 1
     return SpeedPoint(
-        batch_size=first.batch_size, prompt_tokens=first.prompt_tokens, new_tokens=first.new_tokens,
+        batch_size=first.batch_size,
+        prompt_tokens=first.prompt_tokens,
+        new_tokens=first.new_tokens,
         prefill_tok_s=Spread.of([t.batch_size * t.prompt_tokens / t.prefill_s for t in timings]),
         decode_tok_s=Spread.of([t.batch_size * steps / t.decode_s for t in timings]),
         ttft_ms=Spread.of([t.prefill_s * 1e3 for t in timings]),
@@ -54,8 +56,16 @@ def summarize(timings: list[GenTiming]) -> SpeedPoint:
     )
 
 
-def measure(session: Session, ids: np.ndarray, *, batch_sizes: list[int], prompt_tokens: int,
-            new_tokens: int, warmup: int, repeats: int) -> list[SpeedPoint]:
+def measure(
+    session: Session,
+    ids: np.ndarray,
+    *,
+    batch_sizes: list[int],
+    prompt_tokens: int,
+    new_tokens: int,
+    warmup: int,
+    repeats: int,
+) -> list[SpeedPoint]:
     points = []
     for batch_size in batch_sizes:
         prompts = prompts_from(ids, batch_size, prompt_tokens)

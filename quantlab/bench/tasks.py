@@ -95,7 +95,9 @@ def builtin_task_dir() -> Path:
         "doc_to_target: \"{{' ' + target}}\"\n"
         "metric_list:\n  - metric: perplexity\n    aggregation: perplexity\n    higher_is_better: false\n"
         "  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
-        "metadata:\n  version: 1.0\n", encoding="utf-8")
+        "metadata:\n  version: 1.0\n",
+        encoding="utf-8",
+    )
     tmp.replace(yaml_path)
     return folder
 
@@ -126,20 +128,41 @@ def check_tasks(tasks: list[str], task_path: str | None) -> None:
     manager = _manager(task_path)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        raise BenchError(f"unknown lm-eval task(s) {', '.join(unknown)}; local YAMLs go in a folder given with "
-                         f"--task-path (quantlab ships {BUILTIN_TASK})")
+        raise BenchError(
+            f"unknown lm-eval task(s) {', '.join(unknown)}; local YAMLs go in a folder given with "
+            f"--task-path (quantlab ships {BUILTIN_TASK})"
+        )
 
 
-def run_tasks(model, tokenizer, tasks: list[str], *, task_path: str | None, limit: int | None,
-              num_fewshot: int | None, batch_size: int, device: str) -> list[TaskScore]:
+def run_tasks(
+    model,
+    tokenizer,
+    tasks: list[str],
+    *,
+    task_path: str | None,
+    limit: int | None,
+    num_fewshot: int | None,
+    batch_size: int,
+    device: str,
+) -> list[TaskScore]:
     """Score a loaded transformers model; one TaskScore per task × metric (stderr kept where lm-eval gives it)."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
-    out = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit,
-                                  task_manager=_manager(task_path), log_samples=False, bootstrap_iters=1000,
-                                  random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=tasks,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        task_manager=_manager(task_path),
+        log_samples=False,
+        bootstrap_iters=1000,
+        random_seed=0,
+        numpy_random_seed=0,
+        torch_random_seed=0,
+        fewshot_random_seed=0,
+    )
     scores = []
     for task in tasks:
         metrics = out["results"][task]
@@ -151,9 +174,16 @@ def run_tasks(model, tokenizer, tasks: list[str], *, task_path: str | None, limi
             if name not in better or not isinstance(value, int | float):
                 continue
             stderr = metrics.get(f"{name}_stderr,{_filter}")
-            scores.append(TaskScore(task=task, metric=name, value=float(value),
-                                    stderr=float(stderr) if isinstance(stderr, int | float) else None,
-                                    higher_is_better=bool(better.get(name, True)), n_samples=int(n)))
+            scores.append(
+                TaskScore(
+                    task=task,
+                    metric=name,
+                    value=float(value),
+                    stderr=float(stderr) if isinstance(stderr, int | float) else None,
+                    higher_is_better=bool(better.get(name, True)),
+                    n_samples=int(n),
+                )
+            )
     return scores
 
 

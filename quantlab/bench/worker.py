@@ -76,10 +76,20 @@ def main(request_path: str, answer_path: str) -> int:
             print(f"batch {batch_size}: skipped (this runtime does not batch)", flush=True)
             continue
         print(f"batch {batch_size}", flush=True)
-        points += measure(session, ids, batch_sizes=[batch_size], prompt_tokens=request["prompt_tokens"],
-                          new_tokens=request["new_tokens"], warmup=request["warmup"], repeats=request["repeats"])
-    per_token = session.bytes_per_token(request["prompt_tokens"], request["new_tokens"]) \
-        if any(p.batch_size == 1 for p in points) else None
+        points += measure(
+            session,
+            ids,
+            batch_sizes=[batch_size],
+            prompt_tokens=request["prompt_tokens"],
+            new_tokens=request["new_tokens"],
+            warmup=request["warmup"],
+            repeats=request["repeats"],
+        )
+    per_token = (
+        session.bytes_per_token(request["prompt_tokens"], request["new_tokens"])
+        if any(p.batch_size == 1 for p in points)
+        else None
+    )
     peak, peak_source = peak_rss()
     answer = {
         "bytes_per_token": per_token.model_dump(mode="json") if per_token is not None else None,

@@ -79,9 +79,15 @@ def _sha(text: str) -> str:
 def _embedded(name: str, split: Split) -> tuple[str, TextSource]:
     blob = resources.files("quantlab.corpus").joinpath("embedded", EMBEDDED_FILES[split]).read_bytes()
     text = lzma.decompress(blob).decode("utf-8")
-    source = TextSource(name=name, kind="embedded", split=split, text_sha256=_sha(text), n_chars=len(text),
-                        description=f"WikiText-2 v1 {split} split (wiki.{'test' if split == 'test' else 'valid'}"
-                                    ".tokens), shipped inside quantlab")
+    source = TextSource(
+        name=name,
+        kind="embedded",
+        split=split,
+        text_sha256=_sha(text),
+        n_chars=len(text),
+        description=f"WikiText-2 v1 {split} split (wiki.{'test' if split == 'test' else 'valid'}"
+        ".tokens), shipped inside quantlab",
+    )
     return text, source
 
 
@@ -91,12 +97,20 @@ def _hub(name: str, split: Split) -> tuple[str, TextSource]:
     try:
         dataset = load_dataset(*HUB_DATASET, split=split)
     except Exception as exc:
-        raise DatasetError(f"dataset {name!r}: could not load {HUB_DATASET[0]} from the hub ({exc}); "
-                           "use 'embedded' (shipped WikiText-2) or a local .txt/.jsonl path") from exc
+        raise DatasetError(
+            f"dataset {name!r}: could not load {HUB_DATASET[0]} from the hub ({exc}); "
+            "use 'embedded' (shipped WikiText-2) or a local .txt/.jsonl path"
+        ) from exc
     # The convention of the GPTQ/AWQ papers and llama.cpp's wikitext scripts: documents joined by blank lines.
     text = "\n\n".join(dataset["text"])
-    return text, TextSource(name=name, kind="hub", split=split, text_sha256=_sha(text), n_chars=len(text),
-                            description=f"{HUB_DATASET[0]}/{HUB_DATASET[1]} {split} split, joined with \\n\\n")
+    return text, TextSource(
+        name=name,
+        kind="hub",
+        split=split,
+        text_sha256=_sha(text),
+        n_chars=len(text),
+        description=f"{HUB_DATASET[0]}/{HUB_DATASET[1]} {split} split, joined with \\n\\n",
+    )
 
 
 def _local(name: str) -> tuple[str, TextSource]:
@@ -126,8 +140,14 @@ def _local(name: str) -> tuple[str, TextSource]:
         text, how = raw, "whole file"
     if not text.strip():
         raise DatasetError(f"dataset {name!r} is empty")
-    return text, TextSource(name=name, kind="local", split=None, text_sha256=_sha(text), n_chars=len(text),
-                            description=f"local file {path.resolve()} ({how})")
+    return text, TextSource(
+        name=name,
+        kind="local",
+        split=None,
+        text_sha256=_sha(text),
+        n_chars=len(text),
+        description=f"local file {path.resolve()} ({how})",
+    )
 
 
 def load_text(name: str = "default", split: Split = "test") -> tuple[str, TextSource]:
@@ -137,8 +157,10 @@ def load_text(name: str = "default", split: Split = "test") -> tuple[str, TextSo
         return _hub(name, split) if hub_reachable() else _embedded(name, split)
     if name == "wikitext2":
         if not hub_reachable():
-            raise DatasetError("dataset 'wikitext2' needs the Hugging Face hub, which is unreachable; use "
-                               "'embedded' (the shipped WikiText-2 v1 copy) or a local .txt/.jsonl path")
+            raise DatasetError(
+                "dataset 'wikitext2' needs the Hugging Face hub, which is unreachable; use "
+                "'embedded' (the shipped WikiText-2 v1 copy) or a local .txt/.jsonl path"
+            )
         return _hub(name, split)
     if name == "embedded":
         return _embedded(name, split)
@@ -164,8 +186,9 @@ def tokenize(tokenizer, text: str, max_tokens: int | None) -> np.ndarray:
         chars *= 2
 
 
-def token_stream(tokenizer, name: str = "default", *, split: Split = "test",
-                 max_tokens: int | None = None) -> TokenStream:
+def token_stream(
+    tokenizer, name: str = "default", *, split: Split = "test", max_tokens: int | None = None
+) -> TokenStream:
     text, source = load_text(name, split)
     ids = tokenize(tokenizer, text, max_tokens)
     return TokenStream(ids=ids, source=source, tokenizer=getattr(tokenizer, "name_or_path", "") or "")

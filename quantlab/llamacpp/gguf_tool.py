@@ -38,19 +38,28 @@ def _field_value(field):
 
 def inspect(path: str) -> dict:
     reader = gguf.GGUFReader(path, "r")
-    wanted = ("general.architecture", "general.file_type", "general.type", "general.name", "tokenizer.ggml.model",
-              "tokenizer.ggml.pre")
+    wanted = (
+        "general.architecture",
+        "general.file_type",
+        "general.type",
+        "general.name",
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.pre",
+    )
     kv = {}
     for name, field in reader.fields.items():
         if name in wanted or name.endswith(".block_count") or name.startswith(("quantize.", "imatrix.")):
             kv[name] = _field_value(field)
-    tensors = [{
-        "name": t.name,
-        "type": gguf.GGMLQuantizationType(t.tensor_type).name,
-        "shape": [int(x) for x in t.shape],  # ggml order: shape[0] is the row length
-        "n_elements": int(t.n_elements),
-        "n_bytes": int(t.n_bytes),
-    } for t in reader.tensors]
+    tensors = [
+        {
+            "name": t.name,
+            "type": gguf.GGMLQuantizationType(t.tensor_type).name,
+            "shape": [int(x) for x in t.shape],  # ggml order: shape[0] is the row length
+            "n_elements": int(t.n_elements),
+            "n_bytes": int(t.n_bytes),
+        }
+        for t in reader.tensors
+    ]
     return {"kv": kv, "tensors": tensors}
 
 
@@ -109,8 +118,12 @@ def read_imatrix(path: str, out_path: str) -> dict:
         normalised = np.where(counts[:, None] > 0, rows / np.maximum(counts[:, None], 1), 1.0)
         values[name] = np.ascontiguousarray(normalised.reshape(-1), dtype=np.float32)
     save_file(values, out_path)
-    return {"entries": len(values), "datasets": kv.get("imatrix.datasets"),
-            "chunk_count": kv.get("imatrix.chunk_count"), "chunk_size": kv.get("imatrix.chunk_size")}
+    return {
+        "entries": len(values),
+        "datasets": kv.get("imatrix.datasets"),
+        "chunk_count": kv.get("imatrix.chunk_count"),
+        "chunk_size": kv.get("imatrix.chunk_size"),
+    }
 
 
 def architectures() -> list[str]:
@@ -120,8 +133,12 @@ def architectures() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    commands = {"inspect": inspect, "write-imatrix": write_imatrix, "read-imatrix": read_imatrix,
-                "architectures": architectures}
+    commands = {
+        "inspect": inspect,
+        "write-imatrix": write_imatrix,
+        "read-imatrix": read_imatrix,
+        "architectures": architectures,
+    }
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2

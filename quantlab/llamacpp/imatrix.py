@@ -25,8 +25,7 @@ def collect(model_dir: str, samples: np.ndarray, out: Path, log, *, trust_remote
     from safetensors.numpy import save_file
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                 trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code)
     model.eval()
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -36,10 +35,14 @@ def collect(model_dir: str, samples: np.ndarray, out: Path, log, *, trust_remote
             x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).to(torch.float64)
             sums[name] = sums.get(name, 0) + (x * x).sum(dim=0)
             counts[name] = counts.get(name, 0) + x.shape[0]
+
         return record
 
-    handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules()
-               if isinstance(module, torch.nn.Linear)]
+    handles = [
+        module.register_forward_hook(hook(name))
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    ]
     try:
         with torch.inference_mode():
             for i, row in enumerate(samples):

@@ -22,16 +22,16 @@ GGUF_TOOL = Path(__file__).with_name("gguf_tool.py")
 
 
 def _last_words(proc: subprocess.CompletedProcess) -> str:
-    lines = [ln.strip() for ln in (proc.stderr or "").splitlines() + (proc.stdout or "").splitlines()
-             if ln.strip()]
+    lines = [ln.strip() for ln in (proc.stderr or "").splitlines() + (proc.stdout or "").splitlines() if ln.strip()]
     errors = [ln for ln in lines if "error" in ln.lower() or "not supported" in ln.lower()]
     return (errors or lines or ["no output"])[-1][:300]
 
 
 def _gguf_tool(*args: str, error=ArtifactError) -> dict | list:
     root = tools_dir()
-    proc = subprocess.run([sys.executable, str(GGUF_TOOL), *args], capture_output=True, text=True,
-                          env=tools_env(root), check=False)
+    proc = subprocess.run(
+        [sys.executable, str(GGUF_TOOL), *args], capture_output=True, text=True, env=tools_env(root), check=False
+    )
     if proc.returncode != 0:
         raise error(f"gguf-py {args[0]} failed: {_last_words(proc)}")
     return json.loads(proc.stdout)
@@ -68,16 +68,35 @@ def convert(model_dir: str, outfile: Path, outtype: str, log) -> None:
     root = tools_dir(log)
     log(f"converting to GGUF {outtype.upper()} with llama.cpp's convert_hf_to_gguf.py")
     proc = subprocess.run(
-        [sys.executable, str(root / "convert_hf_to_gguf.py"), model_dir, "--outfile", str(outfile),
-         "--outtype", outtype.lower()],
-        capture_output=True, text=True, env=tools_env(root), check=False)
+        [
+            sys.executable,
+            str(root / "convert_hf_to_gguf.py"),
+            model_dir,
+            "--outfile",
+            str(outfile),
+            "--outtype",
+            outtype.lower(),
+        ],
+        capture_output=True,
+        text=True,
+        env=tools_env(root),
+        check=False,
+    )
     if proc.returncode != 0 or not outfile.is_file():
         raise QuantizationError(f"llama.cpp's converter failed: {_last_words(proc)}")
 
 
 def write_imatrix(sums: Path, model_gguf: Path, out: Path, dataset: str, chunks: int, chunk_size: int) -> dict:
-    return _gguf_tool("write-imatrix", str(sums), str(model_gguf), str(out), dataset, str(chunks), str(chunk_size),
-                      error=QuantizationError)
+    return _gguf_tool(
+        "write-imatrix",
+        str(sums),
+        str(model_gguf),
+        str(out),
+        dataset,
+        str(chunks),
+        str(chunk_size),
+        error=QuantizationError,
+    )
 
 
 def read_imatrix(imatrix_gguf: Path, out: Path) -> dict:

@@ -44,7 +44,8 @@ def runtime_version() -> str:
     except importlib.metadata.PackageNotFoundError as exc:
         raise BackendUnavailableError(
             "llama-cpp-python is not installed (pip install 'quantlab[gguf]'; it builds llama.cpp from source, "
-            "≈12 min on 2 cores)") from exc
+            "≈12 min on 2 cores)"
+        ) from exc
 
 
 def tools_dir(log=print) -> Path:
@@ -75,15 +76,30 @@ def _sdist(version: str, tmp: Path, log) -> Path:
     else:
         log(f"downloading the llama-cpp-python {version} sdist from PyPI for llama.cpp's converter (77 MB, once)")
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "--disable-pip-version-check", "-d", str(tmp), f"{DISTRIBUTION}=={version}"],
-            capture_output=True, text=True, check=False)
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--disable-pip-version-check",
+                "-d",
+                str(tmp),
+                f"{DISTRIBUTION}=={version}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         found = sorted(tmp.glob("llama_cpp_python-*.tar.gz"))
         if proc.returncode != 0 or not found:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise BackendUnavailableError(
                 f"could not fetch llama.cpp's converter: 'pip download {DISTRIBUTION}=={version}' failed ({last}); "
-                "set QUANTLAB_LLAMACPP_SDIST to a local copy of that sdist")
+                "set QUANTLAB_LLAMACPP_SDIST to a local copy of that sdist"
+            )
         path = found[0]
     if not path.is_file():
         raise BackendUnavailableError(f"QUANTLAB_LLAMACPP_SDIST={path} does not exist")
@@ -102,7 +118,7 @@ def _extract(sdist: Path, target: Path, version: str) -> None:
         for member in tar.getmembers():
             if not member.name.startswith(prefix):
                 continue
-            rel = member.name[len(prefix):]
+            rel = member.name[len(prefix) :]
             if any(rel == m or (m.endswith("/") and rel.startswith(m)) for m in MEMBERS):
                 member.name = rel
                 chosen.append(member)
@@ -119,5 +135,6 @@ def tools_env(root: Path) -> dict[str, str]:
     """Environment for a subprocess that must import llama.cpp's `gguf-py`, not the PyPI `gguf`."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(root / "gguf-py"), str(root), env.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep)
+        os.pathsep
+    )
     return env

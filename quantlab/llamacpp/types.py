@@ -52,8 +52,23 @@ _TYPES = [
 GGUF_TYPES: dict[str, GGUFType] = {t.name: t for t in _TYPES}
 
 # ggml tensor types stored in 256-value super-blocks; a row length that is not a multiple of 256 cannot use them.
-SUPERBLOCK_TYPES = frozenset({"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "IQ3_S", "IQ3_XXS", "IQ2_S",
-                              "IQ2_XS", "IQ2_XXS", "IQ1_S", "IQ1_M"})
+SUPERBLOCK_TYPES = frozenset(
+    {
+        "Q2_K",
+        "Q3_K",
+        "Q4_K",
+        "Q5_K",
+        "Q6_K",
+        "IQ4_XS",
+        "IQ3_S",
+        "IQ3_XXS",
+        "IQ2_S",
+        "IQ2_XS",
+        "IQ2_XXS",
+        "IQ1_S",
+        "IQ1_M",
+    }
+)
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 
 

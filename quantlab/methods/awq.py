@@ -45,8 +45,9 @@ class AwqLlmCompressor(WeightOnlyIntBackend):
     def option_defaults(self, spec: MethodSpec) -> dict:
         return {"n_grid": spec.n_grid or DEFAULT_N_GRID}
 
-    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                 trust_remote_code: bool = False) -> QuantizeOutcome:
+    def quantize(
+        self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
+    ) -> QuantizeOutcome:
         return lc.quantize_with(_recipe, source, spec, out, log, trust_remote_code=trust_remote_code)
 
 
@@ -79,8 +80,9 @@ class AwqGptqModel(WeightOnlyIntBackend):
     def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
         return super().fit(_half_dtype(spec, info, f"{self.method}/{self.name}"), info)
 
-    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                 trust_remote_code: bool = False) -> QuantizeOutcome:
+    def quantize(
+        self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
+    ) -> QuantizeOutcome:
         return gm.quantize_with("awq", source, spec, out, log, trust_remote_code=trust_remote_code)
 
 
@@ -104,29 +106,47 @@ class AwqAutoAwq(WeightOnlyIntBackend):
     def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
         return super().fit(_half_dtype(spec, info, f"{self.method}/{self.name}"), info)
 
-    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                 trust_remote_code: bool = False) -> QuantizeOutcome:
-        tokenizer, samples, record = calibration.for_source(source.path, spec.calibration, log,
-                                                            trust_remote_code=trust_remote_code)
+    def quantize(
+        self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
+    ) -> QuantizeOutcome:
+        tokenizer, samples, record = calibration.for_source(
+            source.path, spec.calibration, log, trust_remote_code=trust_remote_code
+        )
         with compat.autoawq_quietly():
             from awq import AutoAWQForCausalLM
 
             log(f"loading {source.ref} as {spec.dtype} (AutoAWQ)")
             try:
-                model = AutoAWQForCausalLM.from_pretrained(source.path, torch_dtype=torch_dtype(spec.dtype),
-                                                           device_map="cpu", trust_remote_code=trust_remote_code)
+                model = AutoAWQForCausalLM.from_pretrained(
+                    source.path,
+                    torch_dtype=torch_dtype(spec.dtype),
+                    device_map="cpu",
+                    trust_remote_code=trust_remote_code,
+                )
                 log(f"awq {spec.label()} with AutoAWQ (calibrating)")
                 # Rows of exactly seq_len with max_calib_seq_len=seq_len: AutoAWQ concatenates and re-splits
                 # its calibration rows, which then gives back exactly our samples.
-                model.quantize(tokenizer, quant_config={"zero_point": not spec.symmetric,
-                                                        "q_group_size": spec.group_size, "w_bit": spec.bits,
-                                                        "version": "GEMM"},
-                               calib_data=samples.tolist(), max_calib_samples=len(samples),
-                               max_calib_seq_len=samples.shape[1], n_parallel_calib_samples=None)
+                model.quantize(
+                    tokenizer,
+                    quant_config={
+                        "zero_point": not spec.symmetric,
+                        "q_group_size": spec.group_size,
+                        "w_bit": spec.bits,
+                        "version": "GEMM",
+                    },
+                    calib_data=samples.tolist(),
+                    max_calib_samples=len(samples),
+                    max_calib_seq_len=samples.shape[1],
+                    n_parallel_calib_samples=None,
+                )
                 log("saving")
                 model.save_quantized(str(out))
             except Exception as exc:
                 raise QuantizationError(f"AutoAWQ failed: {exc}") from exc
         tokenizer.save_pretrained(out)
-        return QuantizeOutcome(format="awq gemm", loads_in=["transformers", "vllm"], calibration=record,
-                               notes=["AutoAWQ records no version in the checkpoint; see the manifest's libraries"])
+        return QuantizeOutcome(
+            format="awq gemm",
+            loads_in=["transformers", "vllm"],
+            calibration=record,
+            notes=["AutoAWQ records no version in the checkpoint; see the manifest's libraries"],
+        )

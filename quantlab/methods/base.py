@@ -62,6 +62,7 @@ class Backend(ABC):
         return spec if spec.dtype != "auto" else spec.model_copy(update={"dtype": info.dtype})
 
     @abstractmethod
-    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                 trust_remote_code: bool = False) -> QuantizeOutcome:
+    def quantize(
+        self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
+    ) -> QuantizeOutcome:
         """Write the engine-native files into `out` (a temp dir; the manifest is written by the caller)."""

@@ -36,10 +36,12 @@ def cpu_width_problem(info: ModelInfo) -> str | None:
         if layer.name == info.lm_head:
             continue
         if layer.in_features % CPU_4BIT_IN or layer.out_features % CPU_4BIT_OUT:
-            return (f"layer {layer.name} (in_features {layer.in_features}, out_features {layer.out_features}) does "
-                    f"not fit bitsandbytes' CPU 4-bit kernel, which this host (AVX512-BF16) would use: it needs "
-                    f"in_features % {CPU_4BIT_IN} == 0 and out_features % {CPU_4BIT_OUT} == 0. Use --scheme int8, "
-                    "or quantize and run this model on a CUDA GPU")
+            return (
+                f"layer {layer.name} (in_features {layer.in_features}, out_features {layer.out_features}) does "
+                f"not fit bitsandbytes' CPU 4-bit kernel, which this host (AVX512-BF16) would use: it needs "
+                f"in_features % {CPU_4BIT_IN} == 0 and out_features % {CPU_4BIT_OUT} == 0. Use --scheme int8, "
+                "or quantize and run this model on a CUDA GPU"
+            )
     return None
 
 
@@ -48,9 +50,12 @@ def bnb_config(spec: MethodSpec):
 
     if spec.scheme == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.scheme,
-                              bnb_4bit_use_double_quant=spec.double_quant,
-                              bnb_4bit_compute_dtype=torch_dtype(spec.compute_dtype))
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=spec.scheme,
+        bnb_4bit_use_double_quant=spec.double_quant,
+        bnb_4bit_compute_dtype=torch_dtype(spec.compute_dtype),
+    )
 
 
 @register
@@ -60,13 +65,19 @@ class BnbBitsandbytes(Backend):
     default = True
     requires = ("bitsandbytes",)
     extra = "bnb"
-    summary = ("nf4 / fp4 (± double quant) and int8 (LLM.int8) via transformers BitsAndBytesConfig; "
-               "save_pretrained with quantization_config; loads in transformers, vLLM")
+    summary = (
+        "nf4 / fp4 (± double quant) and int8 (LLM.int8) via transformers BitsAndBytesConfig; "
+        "save_pretrained with quantization_config; loads in transformers, vLLM"
+    )
 
     def normalize(self, spec: MethodSpec) -> MethodSpec:
         who = "bnb/bitsandbytes"
-        refuse_options(spec, who, ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid", "imatrix"),
-                       f"the scheme ({'|'.join(SCHEMES)}) sets the format")
+        refuse_options(
+            spec,
+            who,
+            ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid", "imatrix"),
+            f"the scheme ({'|'.join(SCHEMES)}) sets the format",
+        )
         resolve_calibration(spec, who, calibrated=False)
         scheme = (spec.scheme or "nf4").lower()
         if scheme not in SCHEMES:
@@ -75,11 +86,11 @@ class BnbBitsandbytes(Backend):
             if spec.double_quant:
                 raise SpecError(f"{who} --double-quant applies to 4-bit schemes (nf4, fp4), not int8")
             if spec.compute_dtype is not None:
-                raise SpecError(f"{who} int8 takes no --compute-dtype: LLM.int8 computes in int8 with fp16 "
-                                "outlier columns")
+                raise SpecError(
+                    f"{who} int8 takes no --compute-dtype: LLM.int8 computes in int8 with fp16 outlier columns"
+                )
             return spec.model_copy(update={"backend": self.name, "scheme": scheme})
-        return spec.model_copy(update={"backend": self.name, "scheme": scheme,
-                                       "double_quant": bool(spec.double_quant)})
+        return spec.model_copy(update={"backend": self.name, "scheme": scheme, "double_quant": bool(spec.double_quant)})
 
     def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
         spec = super().fit(spec, info)
@@ -92,14 +103,19 @@ class BnbBitsandbytes(Backend):
                 spec = spec.model_copy(update={"compute_dtype": spec.dtype})
         return spec
 
-    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                 trust_remote_code: bool = False) -> QuantizeOutcome:
+    def quantize(
+        self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
+    ) -> QuantizeOutcome:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         log(f"loading {source.ref} as {spec.dtype}, quantizing to bitsandbytes {spec.label()}")
-        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype(spec.dtype),
-                                                     quantization_config=bnb_config(spec), device_map="cpu",
-                                                     trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path,
+            dtype=torch_dtype(spec.dtype),
+            quantization_config=bnb_config(spec),
+            device_map="cpu",
+            trust_remote_code=trust_remote_code,
+        )
         log("saving")
         model.save_pretrained(out)
         AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code).save_pretrained(out)

@@ -23,8 +23,7 @@ def group_size_problem(info: ModelInfo, group_size: int, skip: set[str]) -> str 
         widths = sorted({lay.in_features for lay in info.linear_layers if lay.name not in skip})
         divisors = [g for g in (32, 64, 128, 256) if all(w % g == 0 for w in widths)]
         hint = f"use one of {', '.join(map(str, divisors))}" if divisors else "use -1 (per channel)"
-        return (f"--group-size {group_size} does not divide layer {layer.name} (in_features "
-                f"{layer.in_features}); {hint}")
+        return f"--group-size {group_size} does not divide layer {layer.name} (in_features {layer.in_features}); {hint}"
     return None
 
 
@@ -51,14 +50,28 @@ class WeightOnlyIntBackend(Backend):
             raise SpecError(f"--group-size must be positive or -1 (per channel), not {group}")
         if spec.scheme is not None:
             raise SpecError(f"{who} takes no --scheme: it is set by --bits/--group-size/--symmetric")
-        refuse_options(spec, who, tuple(o for o in ("act_order", "damp", "n_grid", "imatrix", "double_quant",
-                                                     "compute_dtype") if o not in self.accepts),
-                       f"not an option of {self.method}")
+        refuse_options(
+            spec,
+            who,
+            tuple(
+                o
+                for o in ("act_order", "damp", "n_grid", "imatrix", "double_quant", "compute_dtype")
+                if o not in self.accepts
+            ),
+            f"not an option of {self.method}",
+        )
         calibration = resolve_calibration(spec, who, calibrated=self.calibrated)
         symmetric = self.default_symmetric if spec.symmetric is None else spec.symmetric
-        return spec.model_copy(update={"backend": self.name, "bits": bits, "group_size": group,
-                                       "symmetric": symmetric, "calibration": calibration,
-                                       **self.option_defaults(spec)})
+        return spec.model_copy(
+            update={
+                "backend": self.name,
+                "bits": bits,
+                "group_size": group,
+                "symmetric": symmetric,
+                "calibration": calibration,
+                **self.option_defaults(spec),
+            }
+        )
 
     def option_defaults(self, spec: MethodSpec) -> dict:
         """Backend-specific defaults for act_order/damp/n_grid, recorded so the manifest shows them."""

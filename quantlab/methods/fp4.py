@@ -16,15 +16,23 @@ from quantlab.methods.presets import Preset, PresetBackend
 from quantlab.methods.registry import register
 
 PRESETS = {
-    "NVFP4": Preset("NVFP4", weights="FP4 E2M1, FP8 scale per 16 + FP32 scale per tensor",
-                    activations="FP4 E2M1, FP8 scale per 16 computed at run time under a calibrated FP32 scale per "
-                                "tensor", group=16, calibrated=True),
-    "NVFP4A16": Preset("NVFP4A16", weights="FP4 E2M1, FP8 scale per 16 + FP32 scale per tensor", activations=None,
-                       group=16),
-    "MXFP4": Preset("MXFP4", weights="FP4 E2M1, E8M0 (power-of-two) scale per 32",
-                    activations="FP4 E2M1, E8M0 scale per 32 computed at run time", group=32),
-    "MXFP4A16": Preset("MXFP4A16", weights="FP4 E2M1, E8M0 (power-of-two) scale per 32", activations=None,
-                       group=32),
+    "NVFP4": Preset(
+        "NVFP4",
+        weights="FP4 E2M1, FP8 scale per 16 + FP32 scale per tensor",
+        activations="FP4 E2M1, FP8 scale per 16 computed at run time under a calibrated FP32 scale per tensor",
+        group=16,
+        calibrated=True,
+    ),
+    "NVFP4A16": Preset(
+        "NVFP4A16", weights="FP4 E2M1, FP8 scale per 16 + FP32 scale per tensor", activations=None, group=16
+    ),
+    "MXFP4": Preset(
+        "MXFP4",
+        weights="FP4 E2M1, E8M0 (power-of-two) scale per 32",
+        activations="FP4 E2M1, E8M0 scale per 32 computed at run time",
+        group=32,
+    ),
+    "MXFP4A16": Preset("MXFP4A16", weights="FP4 E2M1, E8M0 (power-of-two) scale per 32", activations=None, group=32),
 }
 
 
@@ -36,5 +44,7 @@ class Fp4LlmCompressor(PresetBackend):
     presets = PRESETS
     default_scheme = "NVFP4"
     bf16_only = "compressed-tensors decompresses FP4 weights to bf16, and a model mixing dtypes fails to run"
-    summary = ("NVFP4 / MXFP4 (W4A4) and NVFP4A16 / MXFP4A16 (weight-only); compressed-tensors nvfp4/mxfp4 "
-               "pack-quantized; loads in transformers (bf16), vLLM")
+    summary = (
+        "NVFP4 / MXFP4 (W4A4) and NVFP4A16 / MXFP4A16 (weight-only); compressed-tensors nvfp4/mxfp4 "
+        "pack-quantized; loads in transformers (bf16), vLLM"
+    )

@@ -13,15 +13,23 @@ from quantlab.methods.presets import Preset, PresetBackend
 from quantlab.methods.registry import register
 
 PRESETS = {
-    "FP8_DYNAMIC": Preset("FP8_DYNAMIC", weights="FP8 E4M3, one scale per output channel",
-                          activations="FP8 E4M3, scale computed per token at run time"),
+    "FP8_DYNAMIC": Preset(
+        "FP8_DYNAMIC",
+        weights="FP8 E4M3, one scale per output channel",
+        activations="FP8 E4M3, scale computed per token at run time",
+    ),
     # The activations' 128-channel groups must tile every input width (compressed-tensors fails at the first
     # forward otherwise), and the weights' 128-row blocks every output width (as vLLM's block kernels require).
-    "FP8_BLOCK": Preset("FP8_BLOCK", weights="FP8 E4M3, one scale per 128×128 block",
-                        activations="FP8 E4M3, scale computed per 128-channel group of each token at run time",
-                        group=128, out_block=128),
-    "FP8_W8A16": Preset("FP8_DYNAMIC", weights="FP8 E4M3, one scale per output channel", activations=None,
-                        weight_only_variant=True),
+    "FP8_BLOCK": Preset(
+        "FP8_BLOCK",
+        weights="FP8 E4M3, one scale per 128×128 block",
+        activations="FP8 E4M3, scale computed per 128-channel group of each token at run time",
+        group=128,
+        out_block=128,
+    ),
+    "FP8_W8A16": Preset(
+        "FP8_DYNAMIC", weights="FP8 E4M3, one scale per output channel", activations=None, weight_only_variant=True
+    ),
 }
 
 
@@ -32,5 +40,7 @@ class Fp8LlmCompressor(PresetBackend):
     default = True
     presets = PRESETS
     default_scheme = "FP8_DYNAMIC"
-    summary = ("FP8_DYNAMIC (W8A8, per-token activations), FP8_BLOCK (128×128 blocks), FP8_W8A16 (weight-only); "
-               "compressed-tensors float-quantized; loads in transformers, vLLM")
+    summary = (
+        "FP8_DYNAMIC (W8A8, per-token activations), FP8_BLOCK (128×128 blocks), FP8_W8A16 (weight-only); "
+        "compressed-tensors float-quantized; loads in transformers, vLLM"
+    )

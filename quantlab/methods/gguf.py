@@ -36,12 +36,22 @@ def census(info: dict, file_type: str, n_params: int, file_bytes: int) -> GGUFRe
         types[tensor["type"]] += 1
         sizes[tensor["type"]] += tensor["n_bytes"]
         row = tensor["shape"][0]
-        if (aims_superblock and len(tensor["shape"]) >= 2 and row % 256 != 0
-                and tensor["type"] not in SUPERBLOCK_TYPES and tensor["type"] not in FLOAT_TYPES):
+        if (
+            aims_superblock
+            and len(tensor["shape"]) >= 2
+            and row % 256 != 0
+            and tensor["type"] not in SUPERBLOCK_TYPES
+            and tensor["type"] not in FLOAT_TYPES
+        ):
             fallbacks.append(f"{tensor['name']}: {tensor['type']} (row {row} not a multiple of 256)")
-    return GGUFRecord(file="", file_type=file_type, tensor_types=dict(types.most_common()),
-                      type_bytes=dict(sizes.most_common()), bits_per_weight=round(file_bytes * 8 / n_params, 3),
-                      fallbacks=fallbacks)
+    return GGUFRecord(
+        file="",
+        file_type=file_type,
+        tensor_types=dict(types.most_common()),
+        type_bytes=dict(sizes.most_common()),
+        bits_per_weight=round(file_bytes * 8 / n_params, 3),
+        fallbacks=fallbacks,
+    )
 
 
 @register
@@ -51,40 +61,54 @@ class GGUFLlamaCpp(Backend):
     default = True
     requires = ("llama-cpp-python",)
     extra = "gguf"
-    summary = ("GGUF F16/BF16/F32, Q8_0…Q2_K, IQ4_XS/IQ3_M/IQ2_M (imatrix from calibration) by llama.cpp's own "
-               "converter and quantizer; loads in llama.cpp, llama-cpp-python, ollama, LM Studio")
+    summary = (
+        "GGUF F16/BF16/F32, Q8_0…Q2_K, IQ4_XS/IQ3_M/IQ2_M (imatrix from calibration) by llama.cpp's own "
+        "converter and quantizer; loads in llama.cpp, llama-cpp-python, ollama, LM Studio"
+    )
 
     def normalize(self, spec: MethodSpec) -> MethodSpec:
-        refuse_options(spec, "gguf/llamacpp", ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid",
-                                               "double_quant", "compute_dtype"),
-                       f"the GGUF type (--scheme, e.g. {DEFAULT_TYPE}) sets the bits and blocks")
+        refuse_options(
+            spec,
+            "gguf/llamacpp",
+            ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid", "double_quant", "compute_dtype"),
+            f"the GGUF type (--scheme, e.g. {DEFAULT_TYPE}) sets the bits and blocks",
+        )
         if spec.dtype != "auto":
-            raise SpecError("gguf/llamacpp takes no --dtype: the GGUF type sets it (--scheme F32, F16 or BF16 "
-                            "for an unquantized file; quantized types are made from F16)")
+            raise SpecError(
+                "gguf/llamacpp takes no --dtype: the GGUF type sets it (--scheme F32, F16 or BF16 "
+                "for an unquantized file; quantized types are made from F16)"
+            )
         gtype = lookup(spec.scheme or DEFAULT_TYPE)
         imatrix = spec.imatrix if spec.imatrix is not None else spec.calibration is not None
         if imatrix and gtype.imatrix == "ignored":
-            raise SpecError(f"GGUF type {gtype.name} does not use an importance matrix; drop --imatrix and the "
-                            "calibration options")
+            raise SpecError(
+                f"GGUF type {gtype.name} does not use an importance matrix; drop --imatrix and the calibration options"
+            )
         if gtype.imatrix == "required" and not imatrix:
-            raise SpecError(f"GGUF type {gtype.name} needs an importance matrix: add --imatrix (calibrates on "
-                            "the default dataset) or --calib-dataset ...")
+            raise SpecError(
+                f"GGUF type {gtype.name} needs an importance matrix: add --imatrix (calibrates on "
+                "the default dataset) or --calib-dataset ..."
+            )
         calibration = (spec.calibration or Calibration()) if imatrix else None
-        return spec.model_copy(update={"backend": self.name, "scheme": gtype.name, "imatrix": imatrix,
-                                       "calibration": calibration})
+        return spec.model_copy(
+            update={"backend": self.name, "scheme": gtype.name, "imatrix": imatrix, "calibration": calibration}
+        )
 
     def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
         from quantlab.llamacpp.ops import supported_architectures
 
         if info.architecture not in supported_architectures():
-            raise SpecError(f"llama.cpp's converter does not support {info.architecture} (this llama.cpp knows "
-                            f"{len(supported_architectures())} architectures; see convert_hf_to_gguf.py "
-                            "--print-supported-models)")
+            raise SpecError(
+                f"llama.cpp's converter does not support {info.architecture} (this llama.cpp knows "
+                f"{len(supported_architectures())} architectures; see convert_hf_to_gguf.py "
+                "--print-supported-models)"
+            )
         # Recorded as what the file's float tensors really are: the converter output, F16 for quantized types.
         return spec.model_copy(update={"dtype": {"F32": "fp32", "BF16": "bf16"}.get(spec.scheme, "fp16")})
 
-    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                 trust_remote_code: bool = False) -> QuantizeOutcome:
+    def quantize(
+        self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
+    ) -> QuantizeOutcome:
         from quantlab import calibration as calib
         from quantlab.llamacpp import imatrix as imx
         from quantlab.llamacpp import ops
@@ -103,18 +127,28 @@ class GGUFLlamaCpp(Backend):
                 ops.convert(source.path, base, "F16", log)
                 normalised = None
                 if spec.imatrix:
-                    _, samples, record = calib.for_source(source.path, spec.calibration, log,
-                                                          trust_remote_code=trust_remote_code)
+                    _, samples, record = calib.for_source(
+                        source.path, spec.calibration, log, trust_remote_code=trust_remote_code
+                    )
                     sums = tmp / "imatrix-sums.safetensors"
                     tokens = imx.collect(source.path, samples, sums, log, trust_remote_code=trust_remote_code)
-                    written = ops.write_imatrix(sums, base, out / "imatrix.gguf", record.description,
-                                                chunks=len(samples), chunk_size=samples.shape[1])
+                    written = ops.write_imatrix(
+                        sums,
+                        base,
+                        out / "imatrix.gguf",
+                        record.description,
+                        chunks=len(samples),
+                        chunk_size=samples.shape[1],
+                    )
                     normalised = tmp / "imatrix-values.safetensors"
                     ops.read_imatrix(out / "imatrix.gguf", normalised)  # the file, not memory, feeds the quantizer
                     imatrix_record = ImatrixRecord(
-                        file="imatrix.gguf", entries=written["entries"], tokens=tokens,
+                        file="imatrix.gguf",
+                        entries=written["entries"],
+                        tokens=tokens,
                         how="sum of squared inputs per channel of every linear layer over the calibration windows "
-                            "(llama-imatrix's definition), collected from the HF model in fp32 by quantlab")
+                        "(llama-imatrix's definition), collected from the HF model in fp32 by quantlab",
+                    )
                 ops.quantize(base, model_file, gtype.ftype, log, imatrix=normalised)
         # The HF tokenizer beside the GGUF: the bench tokenizes the evaluation text with it, so the llamacpp
         # runtime scores exactly the ids the transformers runtime scores (llama.cpp never re-tokenizes them).
@@ -129,5 +163,6 @@ class GGUFLlamaCpp(Backend):
         notes = []
         if gguf.fallbacks:
             notes.append(f"{len(gguf.fallbacks)} tensors fell back from {gtype.main} (rows not a multiple of 256)")
-        return QuantizeOutcome(format=f"gguf {gtype.name}", loads_in=LOADS_IN, calibration=record, gguf=gguf,
-                               notes=notes)
+        return QuantizeOutcome(
+            format=f"gguf {gtype.name}", loads_in=LOADS_IN, calibration=record, gguf=gguf, notes=notes
+        )

@@ -27,8 +27,7 @@ def _recipe(spec: MethodSpec, scheme, head: str) -> list:
     from llmcompressor.modifiers.gptq import GPTQModifier
 
     actorder = {"off": None, "static": "static", "group": "group"}[spec.act_order]
-    return [GPTQModifier(config_groups={"group_0": scheme}, ignore=[head], dampening_frac=spec.damp,
-                         actorder=actorder)]
+    return [GPTQModifier(config_groups={"group_0": scheme}, ignore=[head], dampening_frac=spec.damp, actorder=actorder)]
 
 
 @register
@@ -46,8 +45,9 @@ class GptqLlmCompressor(WeightOnlyIntBackend):
         # llm-compressor's own defaults: static act-order (no runtime cost), 1% dampening
         return {"act_order": spec.act_order or "static", "damp": spec.damp or DEFAULT_DAMP}
 
-    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                 trust_remote_code: bool = False) -> QuantizeOutcome:
+    def quantize(
+        self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
+    ) -> QuantizeOutcome:
         return lc.quantize_with(_recipe, source, spec, out, log, trust_remote_code=trust_remote_code)
 
 
@@ -71,8 +71,9 @@ class GptqGptqModel(WeightOnlyIntBackend):
         # GPTQModel's defaults: group-aware reordering (static, no runtime cost), 5% dampening
         return {"act_order": spec.act_order or "static", "damp": spec.damp or gm.DEFAULT_DAMP}
 
-    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                 trust_remote_code: bool = False) -> QuantizeOutcome:
+    def quantize(
+        self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
+    ) -> QuantizeOutcome:
         return gm.quantize_with("gptq", source, spec, out, log, trust_remote_code=trust_remote_code)
 
 
@@ -96,14 +97,16 @@ class GptqAutoGptq(WeightOnlyIntBackend):
             import auto_gptq  # noqa: F401
         except Exception as exc:  # it fails in several ways on transformers 5
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return Availability(False, f"auto-gptq does not import here ({reason}); end-of-life upstream: "
-                                       f"{replacement}")
+            return Availability(
+                False, f"auto-gptq does not import here ({reason}); end-of-life upstream: {replacement}"
+            )
         import torch
 
         if not torch.cuda.is_available():
             return Availability(False, f"auto-gptq quantizes only on CUDA; end-of-life upstream: {replacement}")
         return Availability(False, f"end-of-life upstream and not driven by quantlab: {replacement}")
 
-    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                 trust_remote_code: bool = False) -> QuantizeOutcome:
+    def quantize(
+        self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
+    ) -> QuantizeOutcome:
         raise BackendUnavailableError(f"gptq/auto-gptq cannot run: {self.availability().reason}")

@@ -29,27 +29,36 @@ DEFAULT_DAMP = 0.05  # GPTQModel's own default (llm-compressor's is 0.01); recor
 
 def check_group_size(spec: MethodSpec, who: str) -> None:
     if spec.group_size != -1 and spec.group_size not in GROUP_SIZES:
-        raise SpecError(f"{who} takes --group-size -1 or one of {', '.join(map(str, GROUP_SIZES))}, "
-                        f"not {spec.group_size}")
+        raise SpecError(
+            f"{who} takes --group-size -1 or one of {', '.join(map(str, GROUP_SIZES))}, not {spec.group_size}"
+        )
 
 
 def quantize_config(spec: MethodSpec, kind: Literal["gptq", "awq"]):
     from gptqmodel import QuantizeConfig
     from gptqmodel.quantization import FORMAT, METHOD
 
-    common = {"bits": spec.bits, "group_size": spec.group_size, "sym": spec.symmetric,
-              "offload_to_disk": False, "device": "cpu"}
+    common = {
+        "bits": spec.bits,
+        "group_size": spec.group_size,
+        "sym": spec.symmetric,
+        "offload_to_disk": False,
+        "device": "cpu",
+    }
     if kind == "awq":
         return QuantizeConfig(method=METHOD.AWQ, format=FORMAT.GEMM, **common)
     # act_order: static = GPTQModel's group-aware reordering (GAR, no runtime cost); group = desc_act (g_idx)
-    return QuantizeConfig(desc_act=spec.act_order == "group", act_group_aware=spec.act_order == "static",
-                          damp_percent=spec.damp, **common)
+    return QuantizeConfig(
+        desc_act=spec.act_order == "group", act_group_aware=spec.act_order == "static", damp_percent=spec.damp, **common
+    )
 
 
-def quantize_with(kind: Literal["gptq", "awq"], source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                  trust_remote_code: bool) -> QuantizeOutcome:
-    tokenizer, samples, record = calibration.for_source(source.path, spec.calibration, log,
-                                                        trust_remote_code=trust_remote_code)
+def quantize_with(
+    kind: Literal["gptq", "awq"], source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool
+) -> QuantizeOutcome:
+    tokenizer, samples, record = calibration.for_source(
+        source.path, spec.calibration, log, trust_remote_code=trust_remote_code
+    )
     rows = [{"input_ids": row.tolist(), "attention_mask": [1] * len(row)} for row in samples]
     with compat.gptqmodel_quietly(), tempfile.TemporaryDirectory(prefix="quantlab-gptqmodel-logs-") as logs:
         from gptqmodel import BACKEND, GPTQModel
@@ -57,12 +66,21 @@ def quantize_with(kind: Literal["gptq", "awq"], source: SourceModel, spec: Metho
         compat.gptqmodel_log_dir(Path(logs))
         log(f"loading {source.ref} as {spec.dtype} (GPTQModel)")
         try:
-            model = GPTQModel.load(source.path, quantize_config(spec, kind), dtype=torch_dtype(spec.dtype),
-                                   trust_remote_code=trust_remote_code)
+            model = GPTQModel.load(
+                source.path,
+                quantize_config(spec, kind),
+                dtype=torch_dtype(spec.dtype),
+                trust_remote_code=trust_remote_code,
+            )
             log(f"{kind} {spec.label()} with GPTQModel (calibrating)")
-            model.quantize(rows, batch_size=1, calibration_sort=None, calibration_concat_size=None,
-                           calibration_data_min_length=0,
-                           backend=BACKEND.AWQ_TORCH if kind == "awq" else BACKEND.GPTQ_TORCH)
+            model.quantize(
+                rows,
+                batch_size=1,
+                calibration_sort=None,
+                calibration_concat_size=None,
+                calibration_data_min_length=0,
+                backend=BACKEND.AWQ_TORCH if kind == "awq" else BACKEND.GPTQ_TORCH,
+            )
             log("saving")
             with contextlib.redirect_stdout(io.StringIO()):  # save() prints the file list and the config
                 model.save(str(out))

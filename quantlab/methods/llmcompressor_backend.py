@@ -30,7 +30,9 @@ def weight_scheme(spec: MethodSpec):
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 
     weights = QuantizationArgs(
-        num_bits=spec.bits, type="int", symmetric=spec.symmetric,
+        num_bits=spec.bits,
+        type="int",
+        symmetric=spec.symmetric,
         strategy="channel" if spec.group_size == -1 else "group",
         group_size=None if spec.group_size == -1 else spec.group_size,
     )
@@ -61,8 +63,16 @@ def single_recipe(spec: MethodSpec, scheme, head: str) -> list:
     return [QuantizationModifier(config_groups={"group_0": scheme}, ignore=[head])]
 
 
-def quantize_with(recipe: RecipeBuilder, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                  trust_remote_code: bool, scheme: SchemeBuilder = weight_scheme) -> QuantizeOutcome:
+def quantize_with(
+    recipe: RecipeBuilder,
+    source: SourceModel,
+    spec: MethodSpec,
+    out: Path,
+    log: Log,
+    *,
+    trust_remote_code: bool,
+    scheme: SchemeBuilder = weight_scheme,
+) -> QuantizeOutcome:
     from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -71,13 +81,19 @@ def quantize_with(recipe: RecipeBuilder, source: SourceModel, spec: MethodSpec, 
     if spec.calibration is None:
         tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
     else:
-        tokenizer, samples, record = calibration.for_source(source.path, spec.calibration, log,
-                                                            trust_remote_code=trust_remote_code)
-        kwargs = {"dataset": _dataset(samples), "num_calibration_samples": len(samples),
-                  "max_seq_length": samples.shape[1], "shuffle_calibration_samples": False}
+        tokenizer, samples, record = calibration.for_source(
+            source.path, spec.calibration, log, trust_remote_code=trust_remote_code
+        )
+        kwargs = {
+            "dataset": _dataset(samples),
+            "num_calibration_samples": len(samples),
+            "max_seq_length": samples.shape[1],
+            "shuffle_calibration_samples": False,
+        }
     log(f"loading {source.ref} as {spec.dtype}")
-    model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype(spec.dtype),
-                                                 trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        source.path, dtype=torch_dtype(spec.dtype), trust_remote_code=trust_remote_code
+    )
     modifiers = recipe(spec, scheme(spec), output_head_name(model))
     log(f"{spec.method} {spec.label()} with llm-compressor" + (" (calibrating)" if record else " (data-free)"))
     try:

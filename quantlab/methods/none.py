@@ -20,21 +20,36 @@ class NoneTransformers(Backend):
     summary = "unquantized safetensors in fp32/bf16/fp16; loads in transformers, vLLM, llama.cpp's converter"
 
     def normalize(self, spec: MethodSpec) -> MethodSpec:
-        for field in ("bits", "group_size", "symmetric", "scheme", "calibration", "imatrix", "act_order", "damp",
-                      "n_grid", "double_quant", "compute_dtype"):
+        for field in (
+            "bits",
+            "group_size",
+            "symmetric",
+            "scheme",
+            "calibration",
+            "imatrix",
+            "act_order",
+            "damp",
+            "n_grid",
+            "double_quant",
+            "compute_dtype",
+        ):
             if getattr(spec, field) is not None:
                 raise SpecError(f"method 'none' takes no {field.replace('_', '-')} (it only saves in --dtype)")
         return spec.model_copy(update={"backend": self.name})
 
-    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                 trust_remote_code: bool = False) -> QuantizeOutcome:
+    def quantize(
+        self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
+    ) -> QuantizeOutcome:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         log(f"loading {source.ref} as {spec.dtype}")
-        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype(spec.dtype),
-                                                     trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, dtype=torch_dtype(spec.dtype), trust_remote_code=trust_remote_code
+        )
         log("saving safetensors")
         model.save_pretrained(out)
         AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code).save_pretrained(out)
-        return QuantizeOutcome(format=f"safetensors {dtype_short(model.dtype)}",
-                               loads_in=["transformers", "vllm", "llama.cpp convert_hf_to_gguf.py"])
+        return QuantizeOutcome(
+            format=f"safetensors {dtype_short(model.dtype)}",
+            loads_in=["transformers", "vllm", "llama.cpp convert_hf_to_gguf.py"],
+        )

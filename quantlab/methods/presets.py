@@ -39,8 +39,9 @@ class Preset:
 
 
 def _fits(preset: Preset, layer) -> bool:
-    return not (preset.group and layer.in_features % preset.group) and \
-        not (preset.out_block and layer.out_features % preset.out_block)
+    return not (preset.group and layer.in_features % preset.group) and not (
+        preset.out_block and layer.out_features % preset.out_block
+    )
 
 
 class PresetBackend(Backend):
@@ -52,9 +53,22 @@ class PresetBackend(Backend):
 
     def normalize(self, spec: MethodSpec) -> MethodSpec:
         who = f"{self.method}/{self.name}"
-        refuse_options(spec, who, ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid", "imatrix",
-                                   "double_quant", "compute_dtype"),
-                       f"the scheme sets bits and scales (--scheme {'|'.join(self.presets)})")
+        refuse_options(
+            spec,
+            who,
+            (
+                "bits",
+                "group_size",
+                "symmetric",
+                "act_order",
+                "damp",
+                "n_grid",
+                "imatrix",
+                "double_quant",
+                "compute_dtype",
+            ),
+            f"the scheme sets bits and scales (--scheme {'|'.join(self.presets)})",
+        )
         name = (spec.scheme or self.default_scheme).upper()
         preset = self.presets.get(name)
         if preset is None:
@@ -65,19 +79,24 @@ class PresetBackend(Backend):
             if dtype not in ("auto", "bf16"):
                 raise SpecError(f"{who} keeps unquantized tensors in bf16, not {dtype}: {self.bf16_only}")
             dtype = "bf16"
-        return spec.model_copy(update={"backend": self.name, "scheme": name, "calibration": calibration,
-                                       "dtype": dtype})
+        return spec.model_copy(
+            update={"backend": self.name, "scheme": name, "calibration": calibration, "dtype": dtype}
+        )
 
     def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
         layers = [layer for layer in info.linear_layers if layer.name != info.lm_head]
         preset = self.presets[spec.scheme]
         for layer in layers:
             if preset.group and layer.in_features % preset.group:
-                what = f"groups of {preset.group} input channels, which do not divide layer {layer.name} " \
-                       f"(in_features {layer.in_features})"
+                what = (
+                    f"groups of {preset.group} input channels, which do not divide layer {layer.name} "
+                    f"(in_features {layer.in_features})"
+                )
             elif preset.out_block and layer.out_features % preset.out_block:
-                what = f"blocks of {preset.out_block} output rows, which do not divide layer {layer.name} " \
-                       f"(out_features {layer.out_features})"
+                what = (
+                    f"blocks of {preset.out_block} output rows, which do not divide layer {layer.name} "
+                    f"(out_features {layer.out_features})"
+                )
             else:
                 continue
             fitting = [name for name, other in self.presets.items() if all(_fits(other, lay) for lay in layers)]
@@ -85,15 +104,25 @@ class PresetBackend(Backend):
             raise SpecError(f"{spec.scheme} scales {what}; {hint}")
         return super().fit(spec, info)
 
-    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                 trust_remote_code: bool = False) -> QuantizeOutcome:
+    def quantize(
+        self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
+    ) -> QuantizeOutcome:
         preset = self.presets[spec.scheme]
-        outcome = lc.quantize_with(lc.single_recipe, source, spec, out, log, trust_remote_code=trust_remote_code,
-                                   scheme=lambda _: preset.build())
+        outcome = lc.quantize_with(
+            lc.single_recipe,
+            source,
+            spec,
+            out,
+            log,
+            trust_remote_code=trust_remote_code,
+            scheme=lambda _: preset.build(),
+        )
         groups = json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]
         acts = [g.get("input_activations") for g in groups.values()]
         if any(bool(a) != bool(preset.activations) for a in acts):  # the file must say what the row claims
             raise QuantizationError(f"{spec.scheme}: the saved config does not match the scheme's activation handling")
-        outcome.notes.append(f"weights: {preset.weights}; activations: "
-                             f"{preset.activations or 'not quantized (A16: computed in ' + spec.dtype + ')'}")
+        outcome.notes.append(
+            f"weights: {preset.weights}; activations: "
+            f"{preset.activations or 'not quantized (A16: computed in ' + spec.dtype + ')'}"
+        )
         return outcome

@@ -26,6 +26,7 @@ class RtnLlmCompressor(WeightOnlyIntBackend):
     extra = lc.EXTRA
     summary = "int4/int8 weight-only, compressed-tensors pack-quantized; loads in transformers, vLLM"
 
-    def quantize(self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *,
-                 trust_remote_code: bool = False) -> QuantizeOutcome:
+    def quantize(
+        self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
+    ) -> QuantizeOutcome:
         return lc.quantize_with(lc.single_recipe, source, spec, out, log, trust_remote_code=trust_remote_code)

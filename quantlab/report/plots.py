@@ -121,8 +121,14 @@ def throughput_vs_concurrency(results: list[Result]) -> bytes | None:
     for i, r in enumerate(served):
         levels = sorted(r.load.levels, key=lambda lv: lv.concurrency)
         style = "-" if r.load.batches else ":"
-        ax.plot([lv.concurrency for lv in levels], [lv.total_tok_s for lv in levels], style, marker="o",
-                color=f"C{i % 10}", label=f"{_label(r)} ({r.load.engine}{'' if r.load.batches else ', not batched'})")
+        ax.plot(
+            [lv.concurrency for lv in levels],
+            [lv.total_tok_s for lv in levels],
+            style,
+            marker="o",
+            color=f"C{i % 10}",
+            label=f"{_label(r)} ({r.load.engine}{'' if r.load.batches else ', not batched'})",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent requests")
     ax.set_ylabel("total tok/s (prompt + output)")
@@ -131,8 +137,11 @@ def throughput_vs_concurrency(results: list[Result]) -> bytes | None:
     return _png(fig)
 
 
-PLOTS = {"quality-vs-size": quality_vs_size, "cost-vs-quality": cost_vs_quality,
-         "throughput-vs-concurrency": throughput_vs_concurrency}
+PLOTS = {
+    "quality-vs-size": quality_vs_size,
+    "cost-vs-quality": cost_vs_quality,
+    "throughput-vs-concurrency": throughput_vs_concurrency,
+}
 
 
 def render_all(results: list[Result]) -> dict[str, bytes]:

@@ -31,5 +31,4 @@ def default_device() -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-__all__ = ["KERNEL_MEANING", "RUNTIMES", "Runtime", "RuntimeDescription", "Session", "default_device",
-           "select_runtime"]
+__all__ = ["KERNEL_MEANING", "RUNTIMES", "Runtime", "RuntimeDescription", "Session", "default_device", "select_runtime"]

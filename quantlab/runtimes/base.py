@@ -23,12 +23,12 @@ KERNEL_MEANING: dict[str, str] = {
     "dense": "unquantized weights, the framework's ordinary matmul",
     "native": "a low-bit kernel computes on the packed weights",
     "mixed": "a low-bit kernel for some matmul shapes only (the detail says which, e.g. batch-1 decode) and "
-             "dequantized dense matmuls for the rest: some speed cells are those of the float model",
+    "dequantized dense matmuls for the rest: some speed cells are those of the float model",
     "dequantized": "weights are expanded to a float dtype and multiplied densely: memory and speed are "
-                   "those of the float model, not of the low-bit format",
+    "those of the float model, not of the low-bit format",
     "emulated": "the format's arithmetic (e.g. FP8/FP4 activation quantization) is simulated in software on "
-                "dequantized weights: quality is the format's, speed and memory say nothing about hardware that "
-                "runs it natively",
+    "dequantized weights: quality is the format's, speed and memory say nothing about hardware that "
+    "runs it natively",
     "unknown": "quantlab could not identify the kernel the library chose: treat speed and memory with care",
 }
 
@@ -67,6 +67,7 @@ class GenTiming:
 
 class Session(ABC):
     max_batch_size: int | None = None  # None: any batch size; else larger ones are skipped (see describe)
+
     @abstractmethod
     def logits(self, ids: np.ndarray) -> "torch.Tensor":  # noqa: F821, UP037
         """Float32 logits [len(ids), vocab] for one window of ids, no special tokens added."""

@@ -25,8 +25,7 @@ from quantlab.roofline import BytesPerToken
 from quantlab.runtimes.base import GenTiming, Runtime, RuntimeDescription, Session
 
 SPEED_CTX = 2048
-BATCHING = ("not batched: llama-cpp-python's Llama serves one sequence; batch sizes above 1 are skipped, "
-            "not emulated")
+BATCHING = "not batched: llama-cpp-python's Llama serves one sequence; batch sizes above 1 are skipped, not emulated"
 
 
 def threads() -> int:
@@ -39,8 +38,10 @@ class LlamaCppSession(Session):
 
     def __init__(self, artifact: Artifact, device: str) -> None:
         if device != "cpu":
-            raise BenchError(f"the llamacpp runtime runs on the CPU here; device {device!r} is not supported "
-                             "(a CUDA build of llama-cpp-python would offload layers: not verified by quantlab)")
+            raise BenchError(
+                f"the llamacpp runtime runs on the CPU here; device {device!r} is not supported "
+                "(a CUDA build of llama-cpp-python would offload layers: not verified by quantlab)"
+            )
         gguf = artifact.manifest.gguf
         if gguf is None:
             raise BenchError(f"{artifact.path} has no GGUF record in its manifest")
@@ -58,9 +59,18 @@ class LlamaCppSession(Session):
 
         self.close()
         try:
-            self._llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_batch=min(n_ctx, 512),
-                                        n_ubatch=min(n_ctx, 512), logits_all=logits_all, n_threads=self.threads,
-                                        n_threads_batch=self.threads, n_gpu_layers=0, seed=0, verbose=False)
+            self._llm = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=n_ctx,
+                n_batch=min(n_ctx, 512),
+                n_ubatch=min(n_ctx, 512),
+                logits_all=logits_all,
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
+                n_gpu_layers=0,
+                seed=0,
+                verbose=False,
+            )
         except (ValueError, RuntimeError) as exc:
             raise BenchError(f"llama.cpp could not load {self.path.name}: {exc}") from exc
         self._logits_all, self._n_ctx = logits_all, n_ctx
@@ -101,8 +111,9 @@ class LlamaCppSession(Session):
             llm.eval([token])
             token = next_token()
         decode = time.perf_counter() - start
-        return GenTiming(batch_size=1, prompt_tokens=prompt_len, new_tokens=new_tokens, prefill_s=prefill,
-                         decode_s=decode)
+        return GenTiming(
+            batch_size=1, prompt_tokens=prompt_len, new_tokens=new_tokens, prefill_s=prefill, decode_s=decode
+        )
 
     def describe(self) -> RuntimeDescription:
         import llama_cpp
@@ -111,12 +122,20 @@ class LlamaCppSession(Session):
         quantized = any(t not in FLOAT_TYPES for t in self.gguf.tensor_types)
         dense = "F16" if "F16" in self.gguf.tensor_types else next(iter(self.gguf.tensor_types))
         return RuntimeDescription(
-            runtime="llamacpp", runtime_version=llama_cpp.__version__, device="cpu", device_name=host_info().cpu,
-            threads=self.threads, compute_dtype=self.gguf.file_type,
+            runtime="llamacpp",
+            runtime_version=llama_cpp.__version__,
+            device="cpu",
+            device_name=host_info().cpu,
+            threads=self.threads,
+            compute_dtype=self.gguf.file_type,
             kernel="native" if quantized else "dense",
-            kernel_detail=(f"ggml CPU matmul on the GGUF's own tensor types ({types})" if quantized else
-                           f"ggml CPU {dense} matmul ({types})"),
-            batching=BATCHING)
+            kernel_detail=(
+                f"ggml CPU matmul on the GGUF's own tensor types ({types})"
+                if quantized
+                else f"ggml CPU {dense} matmul ({types})"
+            ),
+            batching=BATCHING,
+        )
 
     def bytes_per_token(self, prompt_tokens: int, new_tokens: int) -> BytesPerToken:
         """Every tensor in the file as ggml reads it (quantized blocks, not a float copy), less `token_embd`
@@ -133,8 +152,9 @@ class LlamaCppSession(Session):
         if separate_head:
             weights -= tensors.get("token_embd.weight", 0)
         kv, kv_detail = kv_bytes_read(Path(self.source_dir), "fp16", prompt_tokens, new_tokens)
-        embedding = "token_embd excluded: separate output head" if separate_head else \
-            "token_embd read as the output head"
+        embedding = (
+            "token_embd excluded: separate output head" if separate_head else "token_embd read as the output head"
+        )
         detail = f"weights {weights:,} B of GGUF tensors ({embedding}) + {kv_detail}"
         return BytesPerToken(weights=weights, kv=kv, detail=detail)
 

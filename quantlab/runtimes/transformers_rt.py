@@ -35,8 +35,9 @@ def _gptqmodel_kernel(module, dtype: str) -> tuple[Kernel, str]:
     name = type(module).__name__
     if name.startswith("TorchAten"):
         if getattr(module, "linear_mode", None) == "inference":
-            return "native", (f"gptqmodel {name}: aten::_weight_int4pack_mm_for_cpu on packed int4 weights, "
-                              "activations cast to bf16")
+            return "native", (
+                f"gptqmodel {name}: aten::_weight_int4pack_mm_for_cpu on packed int4 weights, activations cast to bf16"
+            )
         return "dequantized", f"gptqmodel {name} (training mode): weights dequantized to {dtype} every forward"
     if name in ("TorchLinear", "AwqTorchLinear", "TorchQuantLinear"):
         return "dequantized", f"gptqmodel {name}: weights dequantized to {dtype} in every forward, dense matmul"
@@ -57,9 +58,13 @@ def native_fp8_eligible(quant_config: dict | None) -> bool:
         return False
     for group in groups:
         weights, acts = group.get("weights") or {}, group.get("input_activations") or {}
-        if not (weights.get("type") == "float" and weights.get("num_bits") == 8
-                and weights.get("strategy") in ("channel", "tensor")
-                and acts.get("type") == "float" and acts.get("num_bits") == 8):
+        if not (
+            weights.get("type") == "float"
+            and weights.get("num_bits") == 8
+            and weights.get("strategy") in ("channel", "tensor")
+            and acts.get("type") == "float"
+            and acts.get("num_bits") == 8
+        ):
             return False
     return True
 
@@ -81,25 +86,33 @@ def _bnb_kernel(modules: list, device: str, ops: set[str]) -> tuple[Kernel, str]
     name = type(modules[0]).__name__
     if name == "Linear8bitLt":
         if device.startswith("cuda") or "aten::_int_mm" in ops:
-            return "native", (f"bitsandbytes LLM.int8 ({len(modules)} modules): int8 matmul on int8 weights and "
-                              "per-token int8 activations, fp16 matmul for outlier columns (|x| > 6)")
+            return "native", (
+                f"bitsandbytes LLM.int8 ({len(modules)} modules): int8 matmul on int8 weights and "
+                "per-token int8 activations, fp16 matmul for outlier columns (|x| > 6)"
+            )
         return "dequantized", f"bitsandbytes LLM.int8 ({len(modules)} modules): int8 weights dequantized, dense matmul"
     state = modules[0].weight.quant_state
     fmt = f"{getattr(state, 'quant_type', '4-bit')} weights"
     compute = dtype_short(modules[0].compute_dtype) if modules[0].compute_dtype is not None else "input dtype"
     if device == "cpu":
         if all(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in modules):
-            return "native", (f"bitsandbytes CPU 4-bit kernel (gemv_4bit, AVX512-BF16) on repacked {fmt}, bf16 "
-                              f"activations ({len(modules)} modules)")
-        return "dequantized", (f"bitsandbytes: {fmt} dequantized to {compute} on every forward, dense matmul "
-                               f"({len(modules)} modules)")
-    return "mixed", (f"bitsandbytes: fused 4-bit gemv kernel on {fmt} for single-token steps at batch 1 (decode); "
-                     f"prefill and larger batches dequantize to {compute} and multiply densely ({len(modules)} "
-                     "modules)")
+            return "native", (
+                f"bitsandbytes CPU 4-bit kernel (gemv_4bit, AVX512-BF16) on repacked {fmt}, bf16 "
+                f"activations ({len(modules)} modules)"
+            )
+        return "dequantized", (
+            f"bitsandbytes: {fmt} dequantized to {compute} on every forward, dense matmul ({len(modules)} modules)"
+        )
+    return "mixed", (
+        f"bitsandbytes: fused 4-bit gemv kernel on {fmt} for single-token steps at batch 1 (decode); "
+        f"prefill and larger batches dequantize to {compute} and multiply densely ({len(modules)} "
+        "modules)"
+    )
 
 
-def kernel_path(model, quant_config: dict | None, device: str = "cpu",
-                ops: set[str] | None = None) -> tuple[Kernel, str]:
+def kernel_path(
+    model, quant_config: dict | None, device: str = "cpu", ops: set[str] | None = None
+) -> tuple[Kernel, str]:
     """Name the matmul path from the modules actually loaded (after a forward) and the ops that forward ran,
     not from the format's name."""
     import torch
@@ -117,22 +130,31 @@ def kernel_path(model, quant_config: dict | None, device: str = "cpu",
     if method == "compressed-tensors":
         native = [m for m in linears if type(m).__name__ == "CompressedTensorsFP8Linear"]
         if native:
-            return "native", (f"transformers CompressedTensorsFP8Linear ({len(native)} modules): FP8 weights, "
-                              "activations quantized to FP8 per token, row-wise scaled FP8 matmul "
-                              "(torch scaled_mm → cuBLASLt)")
+            return "native", (
+                f"transformers CompressedTensorsFP8Linear ({len(native)} modules): FP8 weights, "
+                "activations quantized to FP8 per token, row-wise scaled FP8 matmul "
+                "(torch scaled_mm → cuBLASLt)"
+            )
         # compressed-tensors replaces `forward` on the instance with a quantize-dequantize wrapper; its
         # per-call overhead is part of what this path costs, so say it is there.
         wrapped = sum("forward" in vars(m) for m in linears)
         wrapper = f"; compressed-tensors forward wrapper on {wrapped} modules" if wrapped else ""
-        acts = {_args_text(m.quantization_scheme.input_activations) for m in linears
-                if getattr(getattr(m, "quantization_scheme", None), "input_activations", None) is not None}
+        acts = {
+            _args_text(m.quantization_scheme.input_activations)
+            for m in linears
+            if getattr(getattr(m, "quantization_scheme", None), "input_activations", None) is not None
+        }
         if acts:
-            return "emulated", (f"compressed-tensors: weights decompressed to {dtype}; activations quantized and "
-                                f"dequantized in software ({', '.join(sorted(acts))}) before a dense {dtype} "
-                                f"matmul{wrapper}")
+            return "emulated", (
+                f"compressed-tensors: weights decompressed to {dtype}; activations quantized and "
+                f"dequantized in software ({', '.join(sorted(acts))}) before a dense {dtype} "
+                f"matmul{wrapper}"
+            )
         if any(type(m).__name__ == "CompressedLinear" for m in linears):
-            return "dequantized", (f"compressed-tensors CompressedLinear: weights decompressed to {dtype} on "
-                                   f"every forward, dense matmul{wrapper}")
+            return "dequantized", (
+                f"compressed-tensors CompressedLinear: weights decompressed to {dtype} on "
+                f"every forward, dense matmul{wrapper}"
+            )
         if any("weight_packed" in name for name, _ in model.named_parameters()):
             return "dequantized", f"compressed-tensors packed weights, {dtype} matmul{wrapper}"
         return "dequantized", f"compressed-tensors weights decompressed to {dtype} at load; dense matmul{wrapper}"
@@ -162,8 +184,9 @@ class TransformersSession(Session):
 
             # A loading attribute: merged into the checkpoint's own config, the weights stay in FP8.
             extra["quantization_config"] = CompressedTensorsConfig(use_optimized_inference=True)
-        self.model = AutoModelForCausalLM.from_pretrained(artifact.path, dtype=torch_dtype(dtype),
-                                                          device_map=device, **extra)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            artifact.path, dtype=torch_dtype(dtype), device_map=device, **extra
+        )
         self.model.eval()
         # compressed-tensors decompresses packed weights, and bitsandbytes repacks 4-bit weights for its CPU
         # kernel, on the first forward: run one now, so that load time and memory include it, and record the
@@ -174,12 +197,16 @@ class TransformersSession(Session):
             self.model(input_ids=torch.zeros((1, 8), dtype=torch.long, device=device), use_cache=False)
         ops = {event.key for event in prof.key_averages()}
         kernel, detail = kernel_path(self.model, quant_config, device, ops)
-        device_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else \
-            host_info().cpu
+        device_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else host_info().cpu
         self._description = RuntimeDescription(
-            runtime="transformers", runtime_version=transformers.__version__, device=device,
-            device_name=device_name, threads=torch.get_num_threads(),
-            compute_dtype=dtype_short(self.model.dtype), kernel=kernel, kernel_detail=detail,
+            runtime="transformers",
+            runtime_version=transformers.__version__,
+            device=device,
+            device_name=device_name,
+            threads=torch.get_num_threads(),
+            compute_dtype=dtype_short(self.model.dtype),
+            kernel=kernel,
+            kernel_detail=detail,
         )
 
     def describe(self) -> RuntimeDescription:
@@ -214,8 +241,13 @@ class TransformersSession(Session):
                 token = out.logits[:, -1, :].argmax(-1, keepdim=True)
             _sync(self.device)
             decode = time.perf_counter() - start
-        return GenTiming(batch_size=batch.shape[0], prompt_tokens=batch.shape[1], new_tokens=new_tokens,
-                         prefill_s=prefill, decode_s=decode)
+        return GenTiming(
+            batch_size=batch.shape[0],
+            prompt_tokens=batch.shape[1],
+            new_tokens=new_tokens,
+            prefill_s=prefill,
+            decode_s=decode,
+        )
 
     def bytes_per_token(self, prompt_tokens: int, new_tokens: int) -> BytesPerToken:
         """Every parameter and buffer as loaded (a model decompressed to bf16 reads bf16 bytes; bitsandbytes'
@@ -225,8 +257,12 @@ class TransformersSession(Session):
 
         model = self.model
         # persistent buffers too: GPTQ kernels keep their packed weights and scales in buffers
-        buffers = [b for m in model.modules() for name, b in m._buffers.items()
-                   if b is not None and name not in m._non_persistent_buffers_set]
+        buffers = [
+            b
+            for m in model.modules()
+            for name, b in m._buffers.items()
+            if b is not None and name not in m._non_persistent_buffers_set
+        ]
         tensors = {t.data_ptr(): t.nbytes for t in [*model.parameters(), *buffers]}
         weights = sum(tensors.values())
         embedding = model.get_input_embeddings().weight
@@ -235,8 +271,9 @@ class TransformersSession(Session):
         if not tied:
             weights -= embedding.nbytes
         dtype = dtype_short(model.dtype)
-        kv, kv_detail = kv_bytes_read(self.config_dir, dtype if dtype in ("fp32", "bf16", "fp16") else "bf16",
-                                      prompt_tokens, new_tokens)
+        kv, kv_detail = kv_bytes_read(
+            self.config_dir, dtype if dtype in ("fp32", "bf16", "fp16") else "bf16", prompt_tokens, new_tokens
+        )
         embedding = "tied embedding read as the output head" if tied else "untied input embedding excluded"
         detail = f"weights {weights:,} B as loaded ({embedding}) + {kv_detail}"
         return BytesPerToken(weights=weights, kv=kv, detail=detail)

@@ -71,8 +71,9 @@ class Engine(ABC):
             return "unknown"
 
     @abstractmethod
-    def plan(self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int,
-             max_concurrency: int = 32) -> LaunchPlan: ...
+    def plan(
+        self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int, max_concurrency: int = 32
+    ) -> LaunchPlan: ...
 
     @abstractmethod
     def fixed_length(self, max_tokens: int) -> dict:
@@ -81,8 +82,7 @@ class Engine(ABC):
 
 def _env(threads: int) -> dict[str, str]:
     # Thread counts are part of what is measured: the same count for every engine on the host.
-    return {**os.environ, "OMP_NUM_THREADS": str(threads), "TRANSFORMERS_VERBOSITY": "warning",
-            "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "TRANSFORMERS_VERBOSITY": "warning", "PYTHONUNBUFFERED": "1"}
 
 
 class LlamaCppServer(Engine):
@@ -92,34 +92,62 @@ class LlamaCppServer(Engine):
     install_hint = "pip install 'llama-cpp-python[server]' (quantlab extra 'gguf')"
     batches = False
     same_library_runtime = "llamacpp"
-    batching = ("not batched: llama-cpp-python's server holds one llama context behind a lock, so concurrent "
-                "requests queue and run one at a time (llama.cpp's own llama-server batches with --parallel; "
-                "it is not what this engine runs)")
+    batching = (
+        "not batched: llama-cpp-python's server holds one llama context behind a lock, so concurrent "
+        "requests queue and run one at a time (llama.cpp's own llama-server batches with --parallel; "
+        "it is not what this engine runs)"
+    )
 
     def missing(self) -> str | None:
-        for module in ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context",
-                       "pydantic_settings"):
+        for module in ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"):
             if importlib.util.find_spec(module) is None:
                 return f"engine 'llamacpp' needs {module} ({self.install_hint})"
         return None
 
-    def plan(self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int,
-             max_concurrency: int = 32) -> LaunchPlan:
+    def plan(
+        self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int, max_concurrency: int = 32
+    ) -> LaunchPlan:
         if device != "cpu":
-            raise ServeError(f"engine 'llamacpp' runs on the CPU here; device {device!r} needs a CUDA build of "
-                             "llama-cpp-python (not verified by quantlab)")
+            raise ServeError(
+                f"engine 'llamacpp' runs on the CPU here; device {device!r} needs a CUDA build of "
+                "llama-cpp-python (not verified by quantlab)"
+            )
         gguf = artifact.manifest.gguf
         if gguf is None:
             raise ServeError(f"{artifact.path} has no GGUF record in its manifest")
         alias = artifact.path.name
-        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(artifact.path / gguf.file),
-                   "--model_alias", alias, "--host", LOOPBACK, "--port", str(port), "--n_ctx", str(ctx),
-                   "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_gpu_layers", "0",
-                   # The default (true) ends the running stream as soon as another request arrives: under
-                   # concurrency every stream but the last would be cut short.
-                   "--interrupt_requests", "false"]
-        return LaunchPlan(command=command, env=_env(threads), base_url=f"http://{LOOPBACK}:{port}",
-                          health_path="/v1/models", model=alias)
+        command = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(artifact.path / gguf.file),
+            "--model_alias",
+            alias,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(ctx),
+            "--n_threads",
+            str(threads),
+            "--n_threads_batch",
+            str(threads),
+            "--n_gpu_layers",
+            "0",
+            # The default (true) ends the running stream as soon as another request arrives: under
+            # concurrency every stream but the last would be cut short.
+            "--interrupt_requests",
+            "false",
+        ]
+        return LaunchPlan(
+            command=command,
+            env=_env(threads),
+            base_url=f"http://{LOOPBACK}:{port}",
+            health_path="/v1/models",
+            model=alias,
+        )
 
     def fixed_length(self, max_tokens: int) -> dict:
         return {"min_tokens": max_tokens}  # masks EOS until max_tokens (llama-cpp-python's MinTokens processor)
@@ -132,9 +160,11 @@ class TransformersServer(Engine):
     install_hint = "pip install 'transformers[serving]' (quantlab extra 'serve')"
     batches = True
     same_library_runtime = "transformers"
-    batching = ("continuous batching (`transformers serve --continuous-batching`: paged KV cache, requests "
-                "join and leave the running batch at every step; on the CPU the cache is sized to 2× the largest "
-                "concurrency × context)")
+    batching = (
+        "continuous batching (`transformers serve --continuous-batching`: paged KV cache, requests "
+        "join and leave the running batch at every step; on the CPU the cache is sized to 2× the largest "
+        "concurrency × context)"
+    )
 
     def missing(self) -> str | None:
         from transformers.utils.import_utils import is_serve_available
@@ -143,27 +173,49 @@ class TransformersServer(Engine):
             return f"engine 'transformers' needs its serving dependencies ({self.install_hint})"
         return None
 
-    def plan(self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int,
-             max_concurrency: int = 32) -> LaunchPlan:
+    def plan(
+        self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int, max_concurrency: int = 32
+    ) -> LaunchPlan:
         model = str(artifact.path)
-        command = [sys.executable, "-c", "from transformers.cli.transformers import main; main()", "serve",
-                   model, "--continuous-batching", "--host", LOOPBACK, "--port", str(port), "--device", device,
-                   "--dtype", "auto", "--log-level", "warning"]
+        command = [
+            sys.executable,
+            "-c",
+            "from transformers.cli.transformers import main; main()",
+            "serve",
+            model,
+            "--continuous-batching",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--device",
+            device,
+            "--dtype",
+            "auto",
+            "--log-level",
+            "warning",
+        ]
         if device == "cpu":
             # On a GPU, cache and batch size follow free device memory (like vLLM). On the CPU the same rule
             # sized the per-step token budget from host RAM: the server's peak RSS was 10.2 GB for a 135M
             # model (measured), a reservation rather than a need. Size both for the workload: the cache for 2×
             # the largest concurrency × context, steps of 2048 tokens (1.2 GB peak, measured).
             blocks = 2 * math.ceil(max_concurrency * ctx / CPU_CB_BLOCK)
-            command += ["--cb-block-size", str(CPU_CB_BLOCK), "--cb-num-blocks", str(blocks),
-                        "--cb-max-batch-tokens", str(CPU_CB_BATCH_TOKENS)]
-        return LaunchPlan(command=command, env=_env(threads), base_url=f"http://{LOOPBACK}:{port}",
-                          health_path="/health", model=model)
+            command += [
+                "--cb-block-size",
+                str(CPU_CB_BLOCK),
+                "--cb-num-blocks",
+                str(blocks),
+                "--cb-max-batch-tokens",
+                str(CPU_CB_BATCH_TOKENS),
+            ]
+        return LaunchPlan(
+            command=command, env=_env(threads), base_url=f"http://{LOOPBACK}:{port}", health_path="/health", model=model
+        )
 
     def fixed_length(self, max_tokens: int) -> dict:
         # eos_token_id -1 disables EOS in the continuous-batching scheduler; greedy like every other engine.
-        return {"generation_config": json.dumps({"max_new_tokens": max_tokens, "eos_token_id": -1,
-                                                 "do_sample": False})}
+        return {"generation_config": json.dumps({"max_new_tokens": max_tokens, "eos_token_id": -1, "do_sample": False})}
 
 
 class VllmServer(Engine):
@@ -179,22 +231,35 @@ class VllmServer(Engine):
     def supports(self, artifact: Artifact) -> bool:
         return super().supports(artifact) and artifact.manifest.spec.method != "bnb"
 
-    def plan(self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int,
-             max_concurrency: int = 32) -> LaunchPlan:
+    def plan(
+        self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int, max_concurrency: int = 32
+    ) -> LaunchPlan:
         if not device.startswith("cuda"):
             raise ServeError("engine 'vllm' is wired for CUDA rigs; on the CPU use --engine transformers")
         model = str(artifact.path)
-        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host",
-                   LOOPBACK, "--port", str(port), "--max-model-len", str(ctx), "--disable-log-requests"]
-        return LaunchPlan(command=command, env=_env(threads), base_url=f"http://{LOOPBACK}:{port}",
-                          health_path="/health", model=model)
+        command = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--max-model-len",
+            str(ctx),
+            "--disable-log-requests",
+        ]
+        return LaunchPlan(
+            command=command, env=_env(threads), base_url=f"http://{LOOPBACK}:{port}", health_path="/health", model=model
+        )
 
     def fixed_length(self, max_tokens: int) -> dict:
         return {"ignore_eos": True}
 
 
-ENGINES: dict[str, Engine] = {engine.name: engine for engine in (LlamaCppServer(), TransformersServer(),
-                                                                  VllmServer())}
+ENGINES: dict[str, Engine] = {engine.name: engine for engine in (LlamaCppServer(), TransformersServer(), VllmServer())}
 
 
 def select_engine(artifact: Artifact, name: str | None = None, *, device: str = "cpu") -> Engine:
@@ -204,14 +269,17 @@ def select_engine(artifact: Artifact, name: str | None = None, *, device: str = 
         if engine is None:
             raise ServeError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")
         if not engine.supports(artifact):
-            raise ServeError(f"engine {name!r} cannot serve {artifact.path} ({artifact.manifest.format}); "
-                             f"engines: {', '.join(e.name for e in ENGINES.values() if e.supports(artifact))}")
+            raise ServeError(
+                f"engine {name!r} cannot serve {artifact.path} ({artifact.manifest.format}); "
+                f"engines: {', '.join(e.name for e in ENGINES.values() if e.supports(artifact))}"
+            )
         reason = engine.missing()
         if reason:
             raise BackendUnavailableError(reason)
         return engine
-    candidates = [e for e in ENGINES.values() if e.supports(artifact)
-                  and (e.name != "vllm" or device.startswith("cuda"))]
+    candidates = [
+        e for e in ENGINES.values() if e.supports(artifact) and (e.name != "vllm" or device.startswith("cuda"))
+    ]
     for engine in candidates:
         if engine.missing() is None:
             return engine

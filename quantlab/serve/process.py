@@ -47,8 +47,9 @@ def check_port_free(port: int) -> None:
         try:
             sock.bind((LOOPBACK, port))
         except OSError as exc:
-            raise ServeError(f"port {port} on {LOOPBACK} is in use ({exc.strerror}); pick another with --port") \
-                from None
+            raise ServeError(
+                f"port {port} on {LOOPBACK} is in use ({exc.strerror}); pick another with --port"
+            ) from None
 
 
 def _die_with_parent() -> None:
@@ -61,6 +62,7 @@ def _die_with_parent() -> None:
 
 def exit_on_sigterm() -> None:
     """Make SIGTERM unwind like Ctrl-C does, so every `finally` (and thus every server stop) runs."""
+
     def handler(signum, frame):
         raise SystemExit(128 + signum)
 
@@ -81,8 +83,14 @@ class ServerProcess:
 
     def start(self) -> None:
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.plan.command, env=self.plan.env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(
+                self.plan.command,
+                env=self.plan.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
 
     def log_tail(self, lines: int = 3) -> str:
         """The server's own last words: the last error line if there is one (a traceback's last line names
@@ -92,8 +100,9 @@ class ServerProcess:
         except OSError:
             return ""
         kept = [ln.strip() for ln in text.splitlines() if ln.strip() and set(ln.strip()) - set("^~ ")]
-        errors = [ln for ln in kept if re.search(r"(Error|Exception|error:|what\(\))", ln)
-                  and not ln.startswith("File ")]
+        errors = [
+            ln for ln in kept if re.search(r"(Error|Exception|error:|what\(\))", ln) and not ln.startswith("File ")
+        ]
         return errors[-1] if errors else " | ".join(kept[-lines:])
 
     def check_alive(self) -> None:
@@ -101,11 +110,14 @@ class ServerProcess:
         code = self.proc.poll()
         if code is not None:
             tail = self.log_tail()
-            raise ServeError(f"{self.name} exited with code {code} while starting"
-                             + (f": {tail}" if tail else ""))
+            raise ServeError(f"{self.name} exited with code {code} while starting" + (f": {tail}" if tail else ""))
 
-    def wait_ready(self, timeout_s: float, warmup: Callable[[], None] | None = None,
-                   on_wait: Callable[[float], None] = lambda _: None) -> float:
+    def wait_ready(
+        self,
+        timeout_s: float,
+        warmup: Callable[[], None] | None = None,
+        on_wait: Callable[[float], None] = lambda _: None,
+    ) -> float:
         """Block until the server answers (and, if given, `warmup` succeeds); the seconds it took."""
         start = time.monotonic()
         url = self.plan.base_url + self.plan.health_path
@@ -114,8 +126,10 @@ class ServerProcess:
                 self.check_alive()
                 elapsed = time.monotonic() - start
                 if elapsed > timeout_s:
-                    raise ServeError(f"{self.name} did not answer {url} within {timeout_s:.0f} s"
-                                     + (f"; last log lines: {self.log_tail()}" if self.log_tail() else ""))
+                    raise ServeError(
+                        f"{self.name} did not answer {url} within {timeout_s:.0f} s"
+                        + (f"; last log lines: {self.log_tail()}" if self.log_tail() else "")
+                    )
                 try:
                     if client.get(url).status_code == 200:
                         break
@@ -128,8 +142,10 @@ class ServerProcess:
                 warmup()
             except Exception as exc:
                 self.check_alive()
-                raise ServeError(f"{self.name} answered {url} but its first request failed: {exc}"
-                                 + (f"; last log lines: {self.log_tail()}" if self.log_tail() else "")) from exc
+                raise ServeError(
+                    f"{self.name} answered {url} but its first request failed: {exc}"
+                    + (f"; last log lines: {self.log_tail()}" if self.log_tail() else "")
+                ) from exc
         return time.monotonic() - start
 
     def stop(self) -> int | None:

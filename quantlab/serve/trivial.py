@@ -20,10 +20,26 @@ from quantlab.serve.engines import LOOPBACK, LaunchPlan
 
 
 def plan(port: int, *, token_delay_ms: float = 0.0, fail_every: int = 0, short_every: int = 0) -> LaunchPlan:
-    command = [sys.executable, "-m", "quantlab.serve.trivial", "--port", str(port), "--token-delay-ms",
-               str(token_delay_ms), "--fail-every", str(fail_every), "--short-every", str(short_every)]
-    return LaunchPlan(command=command, env=dict(os.environ), base_url=f"http://{LOOPBACK}:{port}",
-                      health_path="/health", model="trivial")
+    command = [
+        sys.executable,
+        "-m",
+        "quantlab.serve.trivial",
+        "--port",
+        str(port),
+        "--token-delay-ms",
+        str(token_delay_ms),
+        "--fail-every",
+        str(fail_every),
+        "--short-every",
+        str(short_every),
+    ]
+    return LaunchPlan(
+        command=command,
+        env=dict(os.environ),
+        base_url=f"http://{LOOPBACK}:{port}",
+        health_path="/health",
+        model="trivial",
+    )
 
 
 def build_app(token_delay_s: float = 0.0, fail_every: int = 0, short_every: int = 0):
@@ -49,9 +65,15 @@ def build_app(token_delay_s: float = 0.0, fail_every: int = 0, short_every: int 
             for i in range(produced):
                 if token_delay_s:
                     await asyncio.sleep(token_delay_s)
-                chunk = {"choices": [{"text": f" t{i}", "index": 0,
-                                      "finish_reason": ("length" if produced == n else "stop")
-                                      if i == produced - 1 else None}]}
+                chunk = {
+                    "choices": [
+                        {
+                            "text": f" t{i}",
+                            "index": 0,
+                            "finish_reason": ("length" if produced == n else "stop") if i == produced - 1 else None,
+                        }
+                    ]
+                }
                 yield f"data: {json.dumps(chunk)}\n\n"
             yield "data: [DONE]\n\n"
 
