@@ -10,7 +10,8 @@ import torch
 
 from quantlab.bench.quality import score, windows
 from quantlab.errors import BenchError
-from quantlab.runtimes.base import GenTiming, RuntimeDescription, Session
+from quantlab.results import RuntimeDescription
+from quantlab.runtimes.base import GenTiming, Session
 
 
 class FixedSession(Session):

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from quantlab.bench import BenchOptions, bench
-from quantlab.bench.tasks import BUILTIN_TASK, TaskScore, builtin_task_dir, with_recovery
+from quantlab.bench.tasks import BUILTIN_TASK, builtin_task_dir, with_recovery
 from quantlab.errors import BenchError
 from quantlab.quantizer import quantize
+from quantlab.results import TaskScore
 from quantlab.spec import MethodSpec
 from tests.conftest import run_cli
 

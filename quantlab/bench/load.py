@@ -19,62 +19,12 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 import httpx
-import numpy as np
-from pydantic import BaseModel, ConfigDict
 
-from quantlab.memfit import Footprint
+from quantlab.results.metrics import Dist, LoadLevel
 
 ERROR_EXAMPLES = 3
-
-
-class Dist(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    mean: float
-    median: float
-    p90: float
-    p99: float
-    n: int
-
-    @classmethod
-    def of(cls, values: list[float]) -> Dist | None:
-        if not values:
-            return None
-        a = np.asarray(values, dtype=np.float64)
-        return cls(
-            mean=float(a.mean()),
-            median=float(np.median(a)),
-            p90=float(np.percentile(a, 90)),
-            p99=float(np.percentile(a, 99)),
-            n=len(values),
-        )
-
-
-class LoadLevel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    concurrency: int
-    request_rate: float | None  # requests/s (Poisson arrivals); None: all at once, capped by concurrency
-    requests: int
-    completed: int
-    errors: int
-    error_examples: list[str]
-    duration_s: float
-    prompt_tokens: int  # over completed requests
-    output_tokens: int
-    # usage: the server's own count; finish-length: the server said it stopped at max_tokens (EOS suppressed),
-    # so exactly max_tokens (a streamed chunk may carry several tokens, e.g. an unfinished UTF-8 character)
-    output_tokens_counted_by: Literal["usage", "finish-length", "mixed", "none"]
-    output_tok_s: float
-    total_tok_s: float
-    requests_per_s: float
-    ttft_ms: Dist | None
-    tpot_ms: Dist | None
-    itl_ms: Dist | None
-    e2e_ms: Dist | None
 
 
 @dataclass
@@ -225,21 +175,3 @@ def summarize(outcomes: list[Outcome], duration: float, *, concurrency: int, req
         itl_ms=Dist.of(itl),
         e2e_ms=Dist.of([1e3 * o.e2e_s for o in done]),
     )
-
-
-class LoadSweep(BaseModel):
-    """One served artifact measured at several concurrency levels."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    engine: str
-    engine_version: str
-    engine_verified: bool  # False: quantlab has not run this engine on a real host before
-    batches: bool
-    batching: str
-    startup_s: float  # process start → health answered and one warm-up request completed
-    prompt_tokens: int  # per request, as quantlab tokenized the prompt text (the server re-tokenizes it)
-    output_tokens: int  # per request, forced (EOS suppressed, see serve.engines)
-    prompts: str  # where the prompt texts came from
-    memfit: Footprint | None  # the arithmetic for the largest level (batch = concurrency, ctx = prompt+output)
-    levels: list[LoadLevel]

@@ -16,51 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from quantlab.errors import BenchError
+from quantlab.results.metrics import BaselineComparison, QualityMetrics
 from quantlab.runtimes.base import Session
-
-PROTOCOL = (
-    "token-level; non-overlapping windows of ctx tokens (short last window dropped); all tokens but "
-    "the first of each window scored; ppl = exp(mean NLL); KLD = mean KL(baseline || model) per "
-    "scored token; top-1 = share of positions where both models' argmax agree"
-)
-
-
-class BaselineComparison(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    baseline_digest: str
-    baseline_label: str
-    baseline_ppl: float
-    ppl_ratio: float
-    delta_ppl_pct: float
-    kld_mean: float
-    kld_median: float
-    kld_p99: float
-    top1_agreement: float
-
-
-class QualityMetrics(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    ppl: float
-    nll_mean: float
-    tokens_scored: int
-    n_windows: int
-    ctx: int
-    stride: int
-    protocol: str = PROTOCOL
-    vs_baseline: BaselineComparison | None = None
-
-    def recovery_pct(self) -> float | None:
-        """Quality as % of the baseline: 100 × baseline ppl / ppl (perplexity recovery; 100 = no loss).
-
-        The one definition every table, plot and recommendation uses for the guide's "quality % of FP16", so a
-        reader can recompute it from the ppl columns printed next to it.
-        """
-        return None if self.vs_baseline is None else 100 * self.vs_baseline.baseline_ppl / self.ppl
 
 
 class ReusedBaseline(Session):

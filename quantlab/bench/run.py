@@ -24,8 +24,7 @@ import numpy as np
 
 import quantlab
 from quantlab.artifact import Artifact, load_artifact
-from quantlab.bench.quality import QualityMetrics, ReusedBaseline, score, windows
-from quantlab.bench.speed import SpeedPoint
+from quantlab.bench.quality import ReusedBaseline, score, windows
 from quantlab.corpus import TokenStream, load_text, token_fingerprint, tokenize
 from quantlab.env import host_info, library_versions
 from quantlab.errors import BenchError, RigError
@@ -34,13 +33,16 @@ from quantlab.results import (
     BenchSettings,
     CostPoint,
     MemoryMetrics,
+    QualityMetrics,
     Result,
     RigRef,
+    RuntimeDescription,
+    SpeedPoint,
     append_result,
 )
 from quantlab.rigs import check_matches, get_rig, usd_per_million
 from quantlab.roofline import BytesPerToken, Roofline, host_bandwidth, roofline
-from quantlab.runtimes import RuntimeDescription, default_device, select_runtime
+from quantlab.runtimes import default_device, select_runtime
 
 Progress = Callable[[str], None]
 
@@ -292,7 +294,8 @@ def _tasks(session, artifact: Artifact, options: BenchOptions, device: str):
 
 
 def _task_results(scores, base_scores, base: Artifact | None, options: BenchOptions):
-    from quantlab.bench.tasks import TaskResults, harness_version, with_recovery
+    from quantlab.bench.tasks import harness_version, with_recovery
+    from quantlab.results import TaskResults
 
     if base_scores is not None:
         scores = with_recovery(scores, base_scores)

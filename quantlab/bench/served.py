@@ -25,14 +25,23 @@ import numpy as np
 
 import quantlab
 from quantlab.artifact import Artifact, load_artifact
-from quantlab.bench.load import LoadLevel, LoadSweep, Request, run_level
+from quantlab.bench.load import Request, run_level
 from quantlab.bench.run import artifact_ref, check_device, resolve_rig, rig_ref, tokenizer_dir
 from quantlab.corpus import load_text, token_fingerprint, tokenize
 from quantlab.env import host_info, library_versions
 from quantlab.errors import BenchError, ServeError
-from quantlab.results import BenchSettings, CostPoint, MemoryMetrics, Result, append_result
+from quantlab.results import (
+    BenchSettings,
+    CostPoint,
+    LoadLevel,
+    LoadSweep,
+    MemoryMetrics,
+    Result,
+    RuntimeDescription,
+    append_result,
+)
 from quantlab.rigs import usd_per_million
-from quantlab.runtimes import RuntimeDescription, default_device, select_runtime
+from quantlab.runtimes import default_device, select_runtime
 from quantlab.serve.engines import Engine, select_engine
 from quantlab.serve.process import ServerProcess, check_port_free, free_port
 

@@ -2,37 +2,10 @@
 
 from __future__ import annotations
 
-import statistics
-
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
+from quantlab.results.metrics import SpeedPoint, Spread
 from quantlab.runtimes.base import GenTiming, Session
-
-
-class Spread(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    median: float
-    min: float
-    max: float
-    n: int
-
-    @classmethod
-    def of(cls, values: list[float]) -> Spread:
-        return cls(median=statistics.median(values), min=min(values), max=max(values), n=len(values))
-
-
-class SpeedPoint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    batch_size: int
-    prompt_tokens: int
-    new_tokens: int
-    prefill_tok_s: Spread  # batch × prompt tokens / prefill seconds
-    decode_tok_s: Spread  # batch × (new tokens − 1) / decode seconds: all sequences together
-    ttft_ms: Spread  # prefill time, i.e. time to the first new token
-    tpot_ms: Spread  # decode time per step (per output token of one sequence)
 
 
 def prompts_from(ids: np.ndarray, batch_size: int, prompt_tokens: int) -> np.ndarray:

@@ -18,39 +18,12 @@ import random
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
 from quantlab.errors import BenchError
+from quantlab.results.metrics import TaskScore
 
 BUILTIN_TASK = "quantlab_wikitext_nextword"
 TASK_ITEMS = 400
 TASK_VERSION = 2
-
-
-class TaskScore(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    task: str
-    metric: str
-    value: float
-    stderr: float | None
-    higher_is_better: bool
-    n_samples: int
-    baseline: float | None = None
-    recovery_pct: float | None = None
-
-
-class TaskResults(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    harness: str  # "lm-eval <version>"
-    tasks: list[str]
-    task_path: str | None
-    limit: int | None
-    num_fewshot: int | None
-    batch_size: int
-    baseline_digest: str | None = None
-    scores: list[TaskScore]
 
 
 def builtin_task_dir() -> Path:

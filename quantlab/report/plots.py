@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import io
 
-from quantlab.results import Result
-from quantlab.runtimes.base import speed_is_formats_own
+from quantlab.results import Result, speed_is_formats_own
 
 
 def _figure():

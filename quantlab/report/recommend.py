@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from quantlab.errors import ResultsError
-from quantlab.results import Result
-from quantlab.runtimes.base import speed_is_formats_own
+from quantlab.results import Result, speed_is_formats_own
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,8 @@ from html import escape
 
 import pandas as pd
 
-from quantlab.results import Result
+from quantlab.results import KERNEL_MEANING, Result, speed_is_formats_own
 from quantlab.rigs import COST_FORMULA
-from quantlab.runtimes.base import KERNEL_MEANING, speed_is_formats_own
 
 MAIN_COLUMNS = [
     "method",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quantlab.artifact import Artifact
 from quantlab.errors import BenchError
-from quantlab.runtimes.base import KERNEL_MEANING, Runtime, RuntimeDescription, Session
+from quantlab.runtimes.base import Runtime, Session
 from quantlab.runtimes.llamacpp_rt import LlamaCppRuntime
 from quantlab.runtimes.transformers_rt import TransformersRuntime
 
@@ -31,4 +31,4 @@ def default_device() -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-__all__ = ["KERNEL_MEANING", "RUNTIMES", "Runtime", "RuntimeDescription", "Session", "default_device", "select_runtime"]
+__all__ = ["RUNTIMES", "Runtime", "Session", "default_device", "select_runtime"]

@@ -21,8 +21,9 @@ from quantlab.artifact import Artifact
 from quantlab.env import host_info
 from quantlab.errors import BenchError
 from quantlab.llamacpp.types import FLOAT_TYPES
+from quantlab.results import RuntimeDescription
 from quantlab.roofline import BytesPerToken
-from quantlab.runtimes.base import GenTiming, Runtime, RuntimeDescription, Session
+from quantlab.runtimes.base import GenTiming, Runtime, Session
 
 SPEED_CTX = 2048
 BATCHING = "not batched: llama-cpp-python's Llama serves one sequence; batch sizes above 1 are skipped, not emulated"

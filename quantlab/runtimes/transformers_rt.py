@@ -14,8 +14,9 @@ import numpy as np
 
 from quantlab.artifact import Artifact
 from quantlab.env import host_info
+from quantlab.results import Kernel, RuntimeDescription
 from quantlab.roofline import BytesPerToken
-from quantlab.runtimes.base import GenTiming, Kernel, Runtime, RuntimeDescription, Session
+from quantlab.runtimes.base import GenTiming, Runtime, Session
 from quantlab.spec import dtype_short, torch_dtype
 
 

@@ -1,0 +1,47 @@
+"""The kernel vocabulary: which computation really produced a speed or memory figure.
+
+A dense matmul on dequantized weights is not a low-bit kernel; every runtime says which path ran with one of
+these words, and every table marks the cells whose speed is not the format's own.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Kernel = Literal["dense", "native", "mixed", "dequantized", "emulated", "unknown"]
+
+KERNEL_MEANING: dict[str, str] = {
+    "dense": "unquantized weights, the framework's ordinary matmul",
+    "native": "a low-bit kernel computes on the packed weights",
+    "mixed": "a low-bit kernel for some matmul shapes only (the detail says which, e.g. batch-1 decode) and "
+    "dequantized dense matmuls for the rest: some speed cells are those of the float model",
+    "dequantized": "weights are expanded to a float dtype and multiplied densely: memory and speed are "
+    "those of the float model, not of the low-bit format",
+    "emulated": "the format's arithmetic (e.g. FP8/FP4 activation quantization) is simulated in software on "
+    "dequantized weights: quality is the format's, speed and memory say nothing about hardware that "
+    "runs it natively",
+    "unknown": "quantlab could not identify the kernel the library chose: treat speed and memory with care",
+}
+
+
+def speed_is_formats_own(kernel: str) -> bool:
+    """Whether speed and memory measured on this kernel path are the format's own (dense or native), the rule
+    behind every † mark, hollow marker and recommendation caution: on any other path they are a float model's
+    or an emulation's."""
+    return kernel in ("dense", "native")
+
+
+class RuntimeDescription(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    runtime: str
+    runtime_version: str
+    device: str  # cpu | cuda:0 ...
+    device_name: str
+    threads: int
+    compute_dtype: str
+    kernel: Kernel
+    kernel_detail: str
+    batching: str = "batched: all sequences of a batch in one forward per step"

@@ -1,0 +1,173 @@
+"""The measurements a result carries: quality, speed, served load and task scores, as records.
+
+Schema only: these classes are written by the measuring code (`quantlab.bench`) and read by the report, and
+importing them loads neither torch nor any runtime, so reading a results file stays cheap.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from quantlab.memfit import Footprint
+
+PROTOCOL = (
+    "token-level; non-overlapping windows of ctx tokens (short last window dropped); all tokens but "
+    "the first of each window scored; ppl = exp(mean NLL); KLD = mean KL(baseline || model) per "
+    "scored token; top-1 = share of positions where both models' argmax agree"
+)
+
+
+class BaselineComparison(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    baseline_digest: str
+    baseline_label: str
+    baseline_ppl: float
+    ppl_ratio: float
+    delta_ppl_pct: float
+    kld_mean: float
+    kld_median: float
+    kld_p99: float
+    top1_agreement: float
+
+
+class QualityMetrics(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ppl: float
+    nll_mean: float
+    tokens_scored: int
+    n_windows: int
+    ctx: int
+    stride: int
+    protocol: str = PROTOCOL
+    vs_baseline: BaselineComparison | None = None
+
+    def recovery_pct(self) -> float | None:
+        """Quality as % of the baseline: 100 × baseline ppl / ppl (perplexity recovery; 100 = no loss).
+
+        The one definition every table, plot and recommendation uses for the guide's "quality % of FP16", so a
+        reader can recompute it from the ppl columns printed next to it.
+        """
+        return None if self.vs_baseline is None else 100 * self.vs_baseline.baseline_ppl / self.ppl
+
+
+class Spread(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    median: float
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        return cls(median=statistics.median(values), min=min(values), max=max(values), n=len(values))
+
+
+class SpeedPoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int
+    prompt_tokens: int
+    new_tokens: int
+    prefill_tok_s: Spread  # batch × prompt tokens / prefill seconds
+    decode_tok_s: Spread  # batch × (new tokens − 1) / decode seconds: all sequences together
+    ttft_ms: Spread  # prefill time, i.e. time to the first new token
+    tpot_ms: Spread  # decode time per step (per output token of one sequence)
+
+
+class Dist(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mean: float
+    median: float
+    p90: float
+    p99: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Dist | None:
+        if not values:
+            return None
+        import numpy as np
+
+        a = np.asarray(values, dtype=np.float64)
+        return cls(
+            mean=float(a.mean()),
+            median=float(np.median(a)),
+            p90=float(np.percentile(a, 90)),
+            p99=float(np.percentile(a, 99)),
+            n=len(values),
+        )
+
+
+class LoadLevel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int
+    request_rate: float | None  # requests/s (Poisson arrivals); None: all at once, capped by concurrency
+    requests: int
+    completed: int
+    errors: int
+    error_examples: list[str]
+    duration_s: float
+    prompt_tokens: int  # over completed requests
+    output_tokens: int
+    # usage: the server's own count; finish-length: the server said it stopped at max_tokens (EOS suppressed),
+    # so exactly max_tokens (a streamed chunk may carry several tokens, e.g. an unfinished UTF-8 character)
+    output_tokens_counted_by: Literal["usage", "finish-length", "mixed", "none"]
+    output_tok_s: float
+    total_tok_s: float
+    requests_per_s: float
+    ttft_ms: Dist | None
+    tpot_ms: Dist | None
+    itl_ms: Dist | None
+    e2e_ms: Dist | None
+
+
+class LoadSweep(BaseModel):
+    """One served artifact measured at several concurrency levels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str
+    engine_version: str
+    engine_verified: bool  # False: quantlab has not run this engine on a real host before
+    batches: bool
+    batching: str
+    startup_s: float  # process start → health answered and one warm-up request completed
+    prompt_tokens: int  # per request, as quantlab tokenized the prompt text (the server re-tokenizes it)
+    output_tokens: int  # per request, forced (EOS suppressed, see serve.engines)
+    prompts: str  # where the prompt texts came from
+    memfit: Footprint | None  # the arithmetic for the largest level (batch = concurrency, ctx = prompt+output)
+    levels: list[LoadLevel]
+
+
+class TaskScore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    metric: str
+    value: float
+    stderr: float | None
+    higher_is_better: bool
+    n_samples: int
+    baseline: float | None = None
+    recovery_pct: float | None = None
+
+
+class TaskResults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    harness: str  # "lm-eval <version>"
+    tasks: list[str]
+    task_path: str | None
+    limit: int | None
+    num_fewshot: int | None
+    batch_size: int
+    baseline_digest: str | None = None
+    scores: list[TaskScore]
