@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--backends", default=",".join("/".join(k) for k in CALIBRATED))
     args = parser.parse_args()
 
-    from quantlab.bench import BenchOptions, bench
+    from quantlab.bench import BenchConfig, bench
     from quantlab.methods import get_backend
     from quantlab.paths import cache_dir
     from quantlab.report import tables
@@ -59,8 +59,8 @@ def main() -> None:
         )
         print(f"{name}: {artifact.manifest.quantize_seconds:.0f} s to quantize", flush=True)
         paths[name] = artifact.path
-    options = BenchOptions(dataset=args.dataset, ctx=args.ctx, max_tokens=args.max_tokens, speed=False)
-    records = bench(list(paths.values()), baseline=paths["none-fp32"], options=options, results_path=args.results)
+    options = BenchConfig(dataset=args.dataset, ctx=args.ctx, max_tokens=args.max_tokens, speed=False)
+    records = bench(list(paths.values()), baseline=paths["none-fp32"], config=options, results_path=args.results)
     print(tables.markdown(records, title="calibrated 4-bit vs round-to-nearest"))
     by_name = dict(zip(paths, records, strict=True))
     for name, record in by_name.items():

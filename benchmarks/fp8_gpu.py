@@ -86,7 +86,7 @@ def main() -> None:
 
     import torch
 
-    from quantlab.bench.run import BenchOptions, bench
+    from quantlab.bench import BenchConfig, bench
     from quantlab.quantizer import quantize
     from quantlab.report import tables
     from quantlab.results import read_results
@@ -121,7 +121,7 @@ def main() -> None:
     fp8 = step(
         "quantize fp8 FP8_DYNAMIC", lambda: quantize(str(bf16.path), MethodSpec(method="fp8"), args.work / "fp8")
     )
-    options = BenchOptions(
+    options = BenchConfig(
         dataset="embedded",
         quality=False,
         speed=True,
@@ -137,7 +137,7 @@ def main() -> None:
         "bench",
         lambda: bench(
             [bf16.path, fp8.path],
-            options=options,
+            config=options,
             results_path=args.results,
             progress=lambda msg: print(f"  {msg}", flush=True),
         ),

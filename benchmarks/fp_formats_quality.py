@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
 
-    from quantlab.bench import BenchOptions, bench
+    from quantlab.bench import BenchConfig, bench
     from quantlab.errors import SpecError
     from quantlab.paths import cache_dir
     from quantlab.report import tables
@@ -53,13 +53,13 @@ def main() -> None:
             paths[name] = artifact_for(args.model, spec, work / f"{tag}-{name}").path
         except SpecError as exc:  # a scheme this model's widths cannot take: say so, measure the rest
             print(f"SKIP {name}: {exc}")
-    options = BenchOptions(
+    options = BenchConfig(
         dataset=args.dataset, ctx=args.ctx, max_tokens=args.max_tokens, speed=args.speed, batch_sizes=[1]
     )
     records = bench(
         list(paths.values()),
         baseline=paths["none-fp32"],
-        options=options,
+        config=options,
         results_path=args.results,
         progress=lambda msg: print(f"  {msg}", flush=True),
     )

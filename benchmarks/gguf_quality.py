@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--imatrix-types", default=WITH_IMATRIX)
     args = parser.parse_args()
 
-    from quantlab.bench import BenchOptions, bench
+    from quantlab.bench import BenchConfig, bench
     from quantlab.paths import cache_dir
     from quantlab.report import tables
     from quantlab.spec import MethodSpec
@@ -50,8 +50,8 @@ def main() -> None:
         ).path
         for name, spec in wanted.items()
     }
-    options = BenchOptions(dataset=args.dataset, ctx=args.ctx, max_tokens=args.max_tokens, speed=False)
-    records = bench(list(paths.values()), baseline=paths["none-fp32"], options=options, results_path=args.results)
+    options = BenchConfig(dataset=args.dataset, ctx=args.ctx, max_tokens=args.max_tokens, speed=False)
+    records = bench(list(paths.values()), baseline=paths["none-fp32"], config=options, results_path=args.results)
     print(tables.markdown(records, title="GGUF types vs the HF fp32 baseline"))
     by = dict(zip(paths, records, strict=True))
 

@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--served", type=Path, default=Path("results/served-smollm2.jsonl"))
     args = parser.parse_args()
 
-    from quantlab.bench.load import Request, run_level
+    from quantlab.bench.loadgen import Request, run_level
     from quantlab.serve import trivial
     from quantlab.serve.process import ServerProcess, free_port
 

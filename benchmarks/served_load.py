@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("results/served-smollm2.jsonl"))
     args = parser.parse_args()
 
-    from quantlab.bench.served import LoadOptions, bench_load
+    from quantlab.bench import BenchConfig, bench_load
     from quantlab.report import tables
     from quantlab.spec import Calibration, MethodSpec
 
@@ -39,7 +39,7 @@ def main() -> None:
     }
     work = cache_dir() / "benchmarks" / "served"
     levels = [int(c) for c in args.concurrency.split(",")]
-    options = LoadOptions(concurrency=levels, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens)
+    options = BenchConfig(concurrency=levels, prompt_tokens=args.prompt_tokens, new_tokens=args.output_tokens)
     records = []
     for name, spec in specs.items():
         artifact = artifact_for(args.model, spec, work / name)
@@ -47,7 +47,7 @@ def main() -> None:
         records.append(
             bench_load(
                 artifact.path,
-                options=options,
+                config=options,
                 results_path=args.results,
                 progress=lambda msg: print(f"  {msg}", flush=True),
             )

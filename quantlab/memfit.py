@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from quantlab.errors import ModelNotFoundError
 from quantlab.rigs import Rig
@@ -58,6 +58,28 @@ class Footprint(BaseModel):
             return f"needs {need}"
         room = f"{self.capacity_bytes / 1e9:.1f} GB usable ({self.utilization:.0%} of {self.rig})"
         return f"{'fits' if self.fits else 'does NOT fit'}: needs {need}, {room}"
+
+
+class MemoryFitQuestion(BaseModel):
+    """The memory question, asked by `quantlab fit` and by a recipe's `memory_fit:` (its dry-run): weights + KV
+    cache at this batch and context, against this share of the rig's memory. Field descriptions are the CLI's
+    help texts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch: int = Field(1, ge=1, description="Concurrent sequences.")
+    ctx: int = Field(4096, ge=1, description="Tokens per sequence (prompt + output).")
+    kv_dtype: str = Field("bf16", description="KV cache dtype: bf16 | fp16 | fp8 | fp32.")
+    utilization: float = Field(
+        DEFAULT_UTILIZATION, gt=0, le=1, description="Share of the rig's memory the model may use."
+    )
+
+    @field_validator("kv_dtype")
+    @classmethod
+    def _known_kv_dtype(cls, value: str) -> str:
+        if value not in KV_DTYPE_BYTES:
+            raise ValueError(f"one of {', '.join(KV_DTYPE_BYTES)}, not {value!r}")
+        return value
 
 
 def architecture(config) -> Architecture:
@@ -223,3 +245,47 @@ def nominal_weight_bits(spec) -> tuple[float, str]:
     return spec.bits + extra / group, (
         f"int{spec.bits} + one 16-bit scale{'' if spec.symmetric else ' and zero'} per {group}"
     )
+
+
+def fit_table(
+    label: str,
+    arch: Architecture,
+    question: MemoryFitQuestion,
+    rigs: list[Rig],
+    *,
+    weight_bits: float,
+    measured_weight_bytes: int | None,
+):
+    """`quantlab fit`'s table (a rich Table) and the line that says where the numbers come from."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"memory fit: {label}, batch {question.batch} × ctx {question.ctx}, KV {question.kv_dtype}",
+        caption="needed = weights + KV cache; usable = rig memory × utilization",
+    )
+    for column in ("rig", "verdict", "weights GB", "KV GB", "needed GB", "usable GB"):
+        table.add_column(column)
+    for rig in rigs:
+        f = footprint(
+            arch,
+            weight_bits=weight_bits,
+            kv_dtype=question.kv_dtype,
+            batch=question.batch,
+            ctx=question.ctx,
+            rig=rig,
+            utilization=question.utilization,
+            measured_weight_bytes=measured_weight_bytes,
+        )
+        verdict = "fits" if f.fits else "[red]does not fit[/red]"
+        numbers = (f.weight_bytes / 1e9, f.kv_bytes / 1e9, f.needed_bytes / 1e9, f.capacity_bytes / 1e9)
+        table.add_row(rig.name, verdict, *(f"{n:.2f}" if i == 1 else f"{n:.1f}" for i, n in enumerate(numbers)))
+    source = (
+        "measured artifact weight bytes"
+        if measured_weight_bytes is not None
+        else f"{weight_bits:g} bits per linear weight, other parameters 16-bit"
+    )
+    note = (
+        f"{arch.n_params / 1e9:.2f}B parameters, {arch.n_layers} layers × {arch.n_kv_heads} KV heads × head dim "
+        f"{arch.head_dim}: {kv_bytes_per_token(arch, question.kv_dtype):,} KV bytes per token; weights from {source}."
+    )
+    return table, note

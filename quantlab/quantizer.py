@@ -105,3 +105,15 @@ def reusable(out: str | Path, model: str, spec: MethodSpec) -> Artifact | None:
         if mine.is_file() != theirs.is_file() or (mine.is_file() and file_sha256(mine) != file_sha256(theirs)):
             return None
     return artifact
+
+
+def obtain(model: str, spec: MethodSpec, out: str | Path, *, log: Log = _quiet) -> Artifact:
+    """The artifact at `out` if it is what `quantize(model, spec, out)` would make now (`reusable`), else a fresh
+    one in its place: the one "reuse or quantize" every sweep (recipes, the demo, the benchmarks, the tests'
+    shared artifacts) goes through."""
+    artifact = reusable(out, model, spec)
+    if artifact is not None:
+        log(f"reusing {Path(out)}")
+        return artifact
+    log("quantizing")
+    return quantize(model, spec, out, force=True, log=log)

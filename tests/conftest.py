@@ -37,13 +37,13 @@ def run_cli(
 def quality_vs_baseline(artifacts: dict, baseline: str = "fp32") -> dict:
     """Bench every artifact but the baseline against it, quality only, on the slow tests' CI settings
     (4096 tokens of the embedded WikiText-2 test split, ctx 512): name → Result."""
-    from quantlab.bench import BenchOptions, bench
+    from quantlab.bench import BenchConfig, bench
 
     names = [n for n in artifacts if n != baseline]
     results = bench(
         [artifacts[n].path for n in names],
         baseline=artifacts[baseline].path,
-        options=BenchOptions(dataset="embedded", ctx=512, max_tokens=4096, speed=False),
+        config=BenchConfig(dataset="embedded", ctx=512, max_tokens=4096, speed=False),
     )
     return dict(zip(names, results, strict=True))
 

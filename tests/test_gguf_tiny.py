@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from quantlab.bench import BenchOptions, bench
+from quantlab.bench import BenchConfig, bench
 from quantlab.errors import SpecError
 from quantlab.llamacpp.ops import GGUF_TOOL
 from quantlab.llamacpp.source import tools_dir, tools_env
@@ -21,7 +21,7 @@ from .conftest import run_cli
 
 LADDER = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
 CALIB = Calibration(dataset="embedded", n_samples=8, seq_len=128)
-OPTIONS = BenchOptions(dataset="embedded", ctx=256, max_tokens=2048, speed=False)
+OPTIONS = BenchConfig(dataset="embedded", ctx=256, max_tokens=2048, speed=False)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def made(gguf_tiny_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def quality(made):
     names = [n for n in made if n != "fp32"]
-    records = bench([made[n].path for n in names], baseline=made["fp32"].path, options=OPTIONS)
+    records = bench([made[n].path for n in names], baseline=made["fp32"].path, config=OPTIONS)
     return {name: r for name, r in zip(names, records, strict=True)}
 
 
@@ -258,7 +258,7 @@ def test_corrupt_gguf_fails_in_one_line(made, tmp_path, damage):
 def test_speed_runs_at_batch_one_and_says_it_does_not_batch(made, tmp_path):
     [r] = bench(
         [made["Q4_K_M"].path],
-        options=BenchOptions(
+        config=BenchConfig(
             dataset="embedded",
             max_tokens=1024,
             batch_sizes=[1, 4],

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from quantlab.bench import BenchOptions, bench
+from quantlab.bench import BenchConfig, bench
 from quantlab.quantizer import quantize
 from quantlab.spec import MethodSpec
 
@@ -30,7 +30,7 @@ def results_file(tiny_model, tmp_path_factory):
         [a.path for a in made.values()],
         baseline=made["fp32"].path,
         results_path=results,
-        options=BenchOptions(
+        config=BenchConfig(
             dataset="embedded",
             ctx=128,
             max_tokens=512,

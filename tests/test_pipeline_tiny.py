@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from quantlab.bench.run import BenchOptions, bench
+from quantlab.bench import BenchConfig, bench
 from quantlab.quantizer import quantize
 from quantlab.report import tables
 from quantlab.results import read_results
@@ -67,7 +67,7 @@ def test_rtn_reloads_unmodified_and_stays_close(tiny_artifacts, name):
 
 def test_bench_records_and_report(tiny_artifacts, tmp_path):
     results = tmp_path / "r.jsonl"
-    options = BenchOptions(
+    options = BenchConfig(
         dataset="embedded",
         ctx=128,
         max_tokens=512,
@@ -78,7 +78,7 @@ def test_bench_records_and_report(tiny_artifacts, tmp_path):
         repeats=2,
     )
     arts = [tiny_artifacts[k].path for k in ("base", "w8", "w4")]
-    records = bench(arts, baseline=tiny_artifacts["base"].path, options=options, results_path=results)
+    records = bench(arts, baseline=tiny_artifacts["base"].path, config=options, results_path=results)
     assert len(records) == 3 and len(read_results(results)) == 3
     base, w8, w4 = records
     assert base.quality.vs_baseline.kld_mean == pytest.approx(0, abs=1e-6)
@@ -123,9 +123,9 @@ def test_bench_records_and_report(tiny_artifacts, tmp_path):
 
 def test_report_keeps_the_newest_record_per_configuration(tiny_artifacts, tmp_path):
     results = tmp_path / "r.jsonl"
-    options = BenchOptions(dataset="embedded", ctx=128, max_tokens=256, speed=False)
-    bench([tiny_artifacts["w8"].path], options=options, results_path=results)
-    bench([tiny_artifacts["w8"].path], options=options, results_path=results)
+    options = BenchConfig(dataset="embedded", ctx=128, max_tokens=256, speed=False)
+    bench([tiny_artifacts["w8"].path], config=options, results_path=results)
+    bench([tiny_artifacts["w8"].path], config=options, results_path=results)
     every = read_results(results)
     assert len(every) == 2
     assert tables.select(every) == [max(every, key=lambda r: r.timestamp)]

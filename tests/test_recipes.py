@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from quantlab import memfit
-from quantlab.recipes import RecipeError, cells, fit_plan, load_recipe
+from quantlab.sweep.plan import memory_plan
+from quantlab.sweep.recipe import RecipeError, cells, load_recipe
 from quantlab.spec import MethodSpec
 
 from .conftest import REPO, run_cli
@@ -48,7 +49,7 @@ def test_guide_70b_dry_run_flags_fp16_on_one_h100():
 
 def test_guide_8b_plan_numbers():
     path = RECIPES / "guide-llama-3.1-8b.yaml"
-    ((_, arch, rows),) = fit_plan(load_recipe(path), path)
+    ((_, arch, rows),) = memory_plan(load_recipe(path), path)
     assert arch.n_params == 8_030_261_248  # the published architecture, as tests/test_memfit.py counts it
     by = {row.cell.name: row for row in rows}
     fp16 = by["fp16"].footprints[0]
@@ -89,8 +90,11 @@ def test_cell_keys_follow_the_request(tmp_path):
         (MINIMAL.replace("name: fp8,", "name: w4,"), "method names must be unique; repeated: w4"),
         (MINIMAL + "rigs: [h100, a100]\n", "rigs.1: unknown rig 'a100'"),
         (MINIMAL + "bench: {concurrency: [1, 8], load_cells: [w4, gtpq]}\n", "bench.load_cells names no cell: gtpq"),
-        (MINIMAL + "bench: {load_cells: [w4]}\n", "bench.load_cells is set but bench.concurrency is not"),
-        (MINIMAL + "fit: {kv_dtype: int3}\n", None),
+        (MINIMAL + "bench: {concurrency: [1, 8]}\n", "bench.concurrency is set but bench.load_cells is not"),
+        (MINIMAL + "bench: {ctx: 8192}\n", "bench: Value error, --max-tokens 4096 is shorter than one window"),
+        (MINIMAL + "bench: {rig: h100}\n", "bench.rig: Extra inputs are not permitted"),
+        (MINIMAL + "memory_fit: {kv_dtype: int3}\n", "memory_fit.kv_dtype: Value error, one of fp32, bf16, fp16, fp8"),
+        (MINIMAL + "fit: {batch: 2}\n", "`fit:` is now `memory_fit:`"),
         ("name: t\nmodels: [{id: default}\n", "not valid YAML"),
         ("- just a list\n", "expected a mapping"),
     ],
@@ -98,8 +102,7 @@ def test_cell_keys_follow_the_request(tmp_path):
 def test_mistakes_name_file_key_and_reason(tmp_path, text, expected):
     path = _write(tmp_path, text)
     with pytest.raises(RecipeError) as info:
-        recipe = load_recipe(path)
-        fit_plan(recipe, path)  # kv_dtype is checked when planning
+        load_recipe(path)
     message = str(info.value)
     assert message.startswith(f"recipe {path}: ") and "\n" not in message
     if expected:

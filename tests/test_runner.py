@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from quantlab.results import read_results
-from quantlab.runner import run_recipe
+from quantlab.sweep.runner import run_recipe
 
 CELLS = ["fp32", "w8", "w4"]
 

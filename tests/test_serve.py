@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from quantlab.bench.load import Request, run_level
+from quantlab.bench.loadgen import Request, run_level
 from quantlab.errors import ServeError
 from quantlab.quantizer import quantize
 from quantlab.serve import trivial
@@ -161,14 +161,14 @@ def tiny_served(tiny_model, tmp_path_factory):
 
 
 def test_bench_load_through_transformers_serve(tiny_served, tmp_path):
-    from quantlab.bench.served import LoadOptions, bench_load
+    from quantlab.bench import BenchConfig, bench_load
     from quantlab.report import tables
     from quantlab.results import read_results
 
     results = tmp_path / "served.jsonl"
     result = bench_load(
         tiny_served.path,
-        options=LoadOptions(concurrency=[1, 4], requests=4, prompt_tokens=16, output_tokens=8),
+        config=BenchConfig(concurrency=[1, 4], requests=4, prompt_tokens=16, new_tokens=8),
         results_path=results,
     )
     sweep = result.load

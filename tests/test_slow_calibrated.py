@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from quantlab.bench import BenchOptions, bench
+from quantlab.bench import BenchConfig, bench
 from quantlab.quantizer import quantize
 from quantlab.spec import Calibration, MethodSpec
 
@@ -42,7 +42,7 @@ def quality(smol):
     records = bench(
         [smol[n].path for n in names],
         baseline=smol["fp32"].path,
-        options=BenchOptions(dataset="embedded", ctx=512, max_tokens=4096, speed=False),
+        config=BenchConfig(dataset="embedded", ctx=512, max_tokens=4096, speed=False),
     )
     return {name: record.quality for name, record in zip(names, records, strict=True)}
 

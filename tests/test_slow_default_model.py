@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from quantlab.bench.run import BenchOptions, bench
+from quantlab.bench import BenchConfig, bench
 from quantlab.quantizer import quantize
 from quantlab.spec import MethodSpec
 from tests.conftest import SHARED_WIKITEXT, run_cli
@@ -41,8 +41,8 @@ def smol(tmp_path_factory, default_model_dir):
 
 @pytest.fixture(scope="module")
 def quality(smol, wiki_test_path):
-    options = BenchOptions(dataset=wiki_test_path, ctx=CTX, max_tokens=EVAL_TOKENS, speed=False)
-    records = bench([smol[k].path for k in ("fp32", "w8", "w4")], baseline=smol["fp32"].path, options=options)
+    options = BenchConfig(dataset=wiki_test_path, ctx=CTX, max_tokens=EVAL_TOKENS, speed=False)
+    records = bench([smol[k].path for k in ("fp32", "w8", "w4")], baseline=smol["fp32"].path, config=options)
     return dict(zip(("fp32", "w8", "w4"), records, strict=True))
 
 

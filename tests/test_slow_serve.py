@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from quantlab.bench.served import LoadOptions, bench_load
+from quantlab.bench import BenchConfig, bench_load
 from quantlab.quantizer import quantize
 from quantlab.report import tables
 from quantlab.spec import Calibration, MethodSpec
@@ -33,7 +33,7 @@ def served(tmp_path_factory, default_model_dir):
     out = {}
     for name, spec in SPECS.items():
         artifact = quantize("default", spec, root / name)
-        out[name] = bench_load(artifact.path, options=LoadOptions(concurrency=LEVELS, requests=None))
+        out[name] = bench_load(artifact.path, config=BenchConfig(concurrency=LEVELS))
     return out
 
 

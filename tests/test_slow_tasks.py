@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from quantlab.bench import BenchOptions, bench
+from quantlab.bench import BenchConfig, bench
 from quantlab.bench.tasks import BUILTIN_TASK
 from quantlab.quantizer import quantize
 from quantlab.spec import MethodSpec
@@ -27,7 +27,7 @@ def recovery(tmp_path_factory, default_model_dir):
     results = bench(
         [made[n].path for n in names],
         baseline=made["fp32"].path,
-        options=BenchOptions(dataset="embedded", ctx=512, max_tokens=512, speed=False, tasks=[BUILTIN_TASK]),
+        config=BenchConfig(dataset="embedded", ctx=512, max_tokens=512, speed=False, tasks=[BUILTIN_TASK]),
     )
     return {name: {s.metric: s for s in r.tasks.scores} for name, r in zip(names, results, strict=True)}
 

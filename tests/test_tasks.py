@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from quantlab.bench import BenchOptions, bench
+from quantlab.bench import BenchConfig, bench
 from quantlab.bench.tasks import BUILTIN_TASK, builtin_task_dir, with_recovery
 from quantlab.errors import BenchError
 from quantlab.quantizer import quantize
@@ -60,7 +60,7 @@ def test_bench_tasks_with_recovery_and_a_local_yaml(tiny_pair, tmp_path):
         "test_split: test\noutput_type: multiple_choice\ndoc_to_text: q\ndoc_to_choice: choices\n"
         "doc_to_target: label\nmetric_list:\n  - metric: acc\nmetadata:\n  version: 1.0\n"
     )
-    options = BenchOptions(
+    options = BenchConfig(
         dataset="embedded",
         ctx=128,
         max_tokens=512,
@@ -69,7 +69,7 @@ def test_bench_tasks_with_recovery_and_a_local_yaml(tiny_pair, tmp_path):
         task_path=str(own),
         task_limit=24,
     )
-    (result,) = bench([w4.path], baseline=base.path, options=options)
+    (result,) = bench([w4.path], baseline=base.path, config=options)
     scores = {(s.task, s.metric): s for s in result.tasks.scores}
     assert set(scores) == {("tiny_counting", "acc"), (BUILTIN_TASK, "acc"), (BUILTIN_TASK, "perplexity")}
     nextword = scores[(BUILTIN_TASK, "acc")]
@@ -92,7 +92,7 @@ def test_bench_tasks_with_recovery_and_a_local_yaml(tiny_pair, tmp_path):
 def test_unknown_tasks_and_misplaced_options_fail_before_loading(tiny_pair):
     _, w4 = tiny_pair
     with pytest.raises(BenchError, match="unknown lm-eval task"):
-        bench([w4.path], options=BenchOptions(tasks=["no_such_task_anywhere"], speed=False))
+        bench([w4.path], config=BenchConfig(tasks=["no_such_task_anywhere"], speed=False))
     proc = run_cli("bench", str(w4.path), "--load", "--tasks", BUILTIN_TASK)
     assert proc.returncode != 0 and "--tasks" in proc.stderr and "not --load" in proc.stderr
     proc = run_cli("bench", str(w4.path), "--tasks", BUILTIN_TASK, "--no-quality")

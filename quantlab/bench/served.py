@@ -15,9 +15,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,13 +24,16 @@ import numpy as np
 
 import quantlab
 from quantlab.artifact import Artifact, load_artifact
-from quantlab.bench.load import Request, run_level
-from quantlab.bench.run import artifact_ref, check_device, resolve_rig, rig_ref, tokenizer_dir
-from quantlab.corpus import load_text, token_fingerprint, tokenize
+from quantlab.bench import records
+from quantlab.bench.config import BenchConfig
+from quantlab.bench.loadgen import Request, run_level
+from quantlab.bench.prepare import resolve_device, resolve_rig, tokenizer_dir
+from quantlab.corpus import TextSource, load_text, token_fingerprint, tokenize
 from quantlab.env import host_info, library_versions
 from quantlab.errors import BenchError, ServeError
 from quantlab.results import (
     BenchSettings,
+    CellRef,
     CostPoint,
     LoadLevel,
     LoadSweep,
@@ -41,64 +43,38 @@ from quantlab.results import (
     append_result,
 )
 from quantlab.rigs import usd_per_million
-from quantlab.runtimes import default_device, select_runtime
-from quantlab.serve.engines import Engine, select_engine
+from quantlab.runtimes import select_runtime
+from quantlab.serve.engines import Engine, LaunchPlan, select_engine
 from quantlab.serve.process import ServerProcess, check_port_free, free_port
 
 Progress = Callable[[str], None]
+CTX_MARGIN = 64  # tokens of context beyond prompt + output: room for BOS and re-tokenization differences
 
 
 @dataclass
-class LoadOptions:
-    concurrency: list[int] = field(default_factory=lambda: [1, 8, 32])
-    requests: int | None = None  # per level; None: 2 × concurrency, at least 8
-    prompt_tokens: int = 128
-    output_tokens: int = 32
-    request_rate: float | None = None
-    dataset: str = "default"
-    engine: str | None = None
-    device: str | None = None
-    threads: int | None = None
-    port: int | None = None
-    rig: str | None = None
-    rigs_file: str | None = None
-    price_per_hour: float | None = None
-    startup_timeout_s: float = 600.0
-    request_timeout_s: float = 600.0
-
-    def check(self) -> None:
-        if not self.concurrency or any(c < 1 for c in self.concurrency):
-            raise BenchError(f"--concurrency must be positive integers, got {self.concurrency}")
-        if self.requests is not None and self.requests < 1:
-            raise BenchError(f"--requests must be ≥ 1, not {self.requests}")
-        if self.prompt_tokens < 1 or self.output_tokens < 2:
-            raise BenchError("--prompt-tokens must be ≥ 1 and --output-tokens ≥ 2 (TPOT needs two tokens)")
-        if self.request_rate is not None and self.request_rate <= 0:
-            raise BenchError(f"--request-rate must be positive, not {self.request_rate}")
-        if self.threads is not None and self.threads < 1:
-            raise BenchError(f"--threads must be ≥ 1, not {self.threads}")
-
-    def requests_at(self, concurrency: int) -> int:
-        return self.requests if self.requests is not None else max(2 * concurrency, 8)
+class Prompts:
+    requests: list[Request]  # the warm-up request first, then each level's in order
+    ids: np.ndarray
+    source: TextSource
 
 
-def _prompts(artifact: Artifact, options: LoadOptions) -> tuple[list[Request], np.ndarray, object]:
-    """Warm-up prompt first, then each level's prompts: consecutive slices of the dataset's token stream."""
+def _prompts(artifact: Artifact, config: BenchConfig) -> Prompts:
+    """Consecutive slices of the dataset's token stream, decoded to text."""
     from transformers import AutoTokenizer
 
-    needed = 1 + sum(options.requests_at(c) for c in options.concurrency)
-    text, source = load_text(options.dataset, "test")
+    needed = 1 + sum(config.requests_at(c) for c in config.concurrency)
+    text, source = load_text(config.dataset, "test")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(artifact))
-    ids = tokenize(tokenizer, text, needed * options.prompt_tokens)
-    if len(ids) < needed * options.prompt_tokens:
+    ids = tokenize(tokenizer, text, needed * config.prompt_tokens)
+    if len(ids) < needed * config.prompt_tokens:
         raise BenchError(
-            f"dataset {options.dataset!r} has {len(ids)} tokens; {needed} prompts of "
-            f"{options.prompt_tokens} need {needed * options.prompt_tokens} (use fewer --requests "
+            f"dataset {config.dataset!r} has {len(ids)} tokens; {needed} prompts of "
+            f"{config.prompt_tokens} need {needed * config.prompt_tokens} (use fewer --requests "
             "or shorter --prompt-tokens)"
         )
-    rows = ids.reshape(needed, options.prompt_tokens)
-    requests = [Request(prompt=tokenizer.decode(row.tolist()), prompt_tokens=options.prompt_tokens) for row in rows]
-    return requests, ids, source
+    rows = ids.reshape(needed, config.prompt_tokens)
+    requests = [Request(prompt=tokenizer.decode(row.tolist()), prompt_tokens=config.prompt_tokens) for row in rows]
+    return Prompts(requests=requests, ids=ids, source=source)
 
 
 def _describe(artifact: Artifact, engine: Engine, device: str, threads: int) -> RuntimeDescription:
@@ -108,7 +84,7 @@ def _describe(artifact: Artifact, engine: Engine, device: str, threads: int) -> 
         runtime_version=engine.version(),
         device=device,
         threads=threads,
-        batching=engine.batching,
+        batching=engine.batching_note,
     )
     if engine.name == "vllm":
         return RuntimeDescription(
@@ -158,7 +134,7 @@ def _server_peak_rss(pid: int) -> int:
     return total
 
 
-def _memfit(artifact: Artifact, options: LoadOptions):
+def _memfit(artifact: Artifact, config: BenchConfig):
     from quantlab import memfit
 
     try:
@@ -167,44 +143,25 @@ def _memfit(artifact: Artifact, options: LoadOptions):
         return None
     return memfit.footprint(
         arch,
-        batch=max(options.concurrency),
-        ctx=options.prompt_tokens + options.output_tokens,
+        batch=max(config.concurrency),
+        ctx=config.prompt_tokens + config.new_tokens,
         measured_weight_bytes=artifact.manifest.weight_bytes,
     )
 
 
-def bench_load(
-    artifact_path: str | Path,
+def _sweep(
+    plan: LaunchPlan,
+    engine: Engine,
+    prompts: Prompts,
+    config: BenchConfig,
+    name: str,
+    progress: Progress,
     *,
-    options: LoadOptions | None = None,
-    results_path: str | Path | None = None,
-    progress: Progress = lambda _: None,
-    cell=None,
-) -> Result:
-    options = options or LoadOptions()
-    options.check()
-    artifact = load_artifact(artifact_path)
-    device = options.device or default_device()
-    check_device(device)
-    engine = select_engine(artifact, options.engine, device=device)
-    rig = resolve_rig(options.rig, device, rigs_file=options.rigs_file, price_per_hour=options.price_per_hour)
-    if options.port is not None:
-        check_port_free(options.port)
-    threads = options.threads or os.cpu_count() or 1
-    requests, ids, source = _prompts(artifact, options)
-    name = artifact.path.name
-    progress(f"{name}: reading the kernel path")
-    description = _describe(artifact, engine, device, threads)
-    ctx = options.prompt_tokens + options.output_tokens + 64  # room for BOS/re-tokenization differences
-    plan = engine.plan(
-        artifact,
-        port=options.port or free_port(),
-        device=device,
-        threads=threads,
-        ctx=ctx,
-        max_concurrency=max(options.concurrency),
-    )
-    fixed = engine.fixed_length(options.output_tokens)
+    startup_timeout_s: float,
+    request_timeout_s: float,
+) -> tuple[float, list[LoadLevel], int]:
+    """Start the server, warm it up, run every level; (start-up seconds, levels, the server's peak RSS)."""
+    fixed = engine.fixed_length(config.new_tokens)
 
     def level(reqs: list[Request], concurrency: int) -> LoadLevel:
         return run_level(
@@ -212,14 +169,14 @@ def bench_load(
             model=plan.model,
             requests=reqs,
             concurrency=concurrency,
-            max_tokens=options.output_tokens,
+            max_tokens=config.new_tokens,
             extra_fields=fixed,
-            request_rate=options.request_rate,
-            timeout_s=options.request_timeout_s,
+            request_rate=config.request_rate,
+            timeout_s=request_timeout_s,
         )
 
     def warmup() -> None:
-        first = level(requests[:1], 1)
+        first = level(prompts.requests[:1], 1)
         if first.errors:
             raise ServeError(first.error_examples[0])
 
@@ -227,18 +184,88 @@ def bench_load(
     with ServerProcess(plan, name=f"{engine.name} server for {name}") as server:
         progress(f"{name}: starting the {engine.name} server")
         startup = server.wait_ready(
-            options.startup_timeout_s,
-            warmup=warmup,
-            on_wait=lambda s: progress(f"{name}: waiting for the server ({s:.0f} s)"),
+            startup_timeout_s, warmup=warmup, on_wait=lambda s: progress(f"{name}: waiting for the server ({s:.0f} s)")
         )
         offset = 1
-        for concurrency in options.concurrency:
-            n = options.requests_at(concurrency)
+        for concurrency in config.concurrency:
+            n = config.requests_at(concurrency)
             progress(f"{name}: concurrency {concurrency}, {n} requests")
-            levels.append(level(requests[offset : offset + n], concurrency))
+            levels.append(level(prompts.requests[offset : offset + n], concurrency))
             offset += n
             server.check_alive()
-        peak = _server_peak_rss(server.pid)
+        return startup, levels, _server_peak_rss(server.pid)
+
+
+def bench_load(
+    artifact_path: str | Path,
+    *,
+    config: BenchConfig | None = None,
+    results_path: str | Path | None = None,
+    progress: Progress = lambda _: None,
+    cell: CellRef | None = None,
+    port: int | None = None,
+    startup_timeout_s: float = 600.0,
+    request_timeout_s: float = 600.0,
+) -> Result:
+    config = config or BenchConfig()
+    artifact = load_artifact(artifact_path)
+    device = resolve_device(config)
+    engine = select_engine(artifact, config.engine, device=device)
+    rig = resolve_rig(config, device)
+    if port is not None:
+        check_port_free(port)
+    threads = config.threads or os.cpu_count() or 1
+    prompts = _prompts(artifact, config)
+    name = artifact.path.name
+    progress(f"{name}: reading the kernel path")
+    description = _describe(artifact, engine, device, threads)
+    ctx = config.prompt_tokens + config.new_tokens + CTX_MARGIN
+    plan = engine.plan(
+        artifact,
+        port=port or free_port(),
+        device=device,
+        threads=threads,
+        ctx=ctx,
+        max_concurrency=max(config.concurrency),
+    )
+    startup, levels, peak = _sweep(
+        plan,
+        engine,
+        prompts,
+        config,
+        name,
+        progress,
+        startup_timeout_s=startup_timeout_s,
+        request_timeout_s=request_timeout_s,
+    )
+    sweep = _load_sweep(engine, startup, prompts, config, _memfit(artifact, config), levels)
+    result = _served_result(artifact, description, rig, config, prompts, ctx, sweep, peak if device == "cpu" else 0)
+    result.cell = cell
+    if results_path is not None:
+        append_result(results_path, result)
+    return result
+
+
+def _load_sweep(engine: Engine, startup: float, prompts: Prompts, config: BenchConfig, memfit, levels) -> LoadSweep:
+    return LoadSweep(
+        engine=engine.name,
+        engine_version=engine.version(),
+        engine_verified=engine.verified,
+        batches=engine.batches_requests,
+        batching=engine.batching_note,
+        startup_s=startup,
+        prompt_tokens=config.prompt_tokens,
+        output_tokens=config.new_tokens,
+        prompts=f"{len(prompts.requests)} consecutive {config.prompt_tokens}-token slices of "
+        f"{prompts.source.description}, decoded to text (the warm-up request is the first)",
+        memfit=memfit,
+        levels=levels,
+    )
+
+
+def _served_result(
+    artifact, description, rig, config: BenchConfig, prompts: Prompts, ctx: int, sweep: LoadSweep, peak: int
+) -> Result:
     memory = (
         MemoryMetrics(
             kind="cpu-peak-rss-server",
@@ -248,23 +275,8 @@ def bench_load(
             note="peak RSS (VmHWM) of the server process and its children over start-up and every "
             "level; includes the engine's own runtime (Python, the HTTP stack)",
         )
-        if device == "cpu" and peak
+        if peak
         else None
-    )
-    used = ids[: len(requests) * options.prompt_tokens]
-    sweep = LoadSweep(
-        engine=engine.name,
-        engine_version=engine.version(),
-        engine_verified=engine.verified,
-        batches=engine.batches,
-        batching=engine.batching,
-        startup_s=startup,
-        prompt_tokens=options.prompt_tokens,
-        output_tokens=options.output_tokens,
-        prompts=f"{len(requests)} consecutive {options.prompt_tokens}-token slices of "
-        f"{source.description}, decoded to text (the warm-up request is the first)",
-        memfit=_memfit(artifact, options),
-        levels=levels,
     )
     cost = [
         CostPoint(
@@ -273,24 +285,25 @@ def bench_load(
             basis="served",
             usd_per_1m_tokens=usd_per_million(rig.price_per_hour, lv.output_tok_s),
         )
-        for lv in levels
+        for lv in sweep.levels
         if lv.output_tok_s > 0
     ]
-    result = Result(
-        run_id=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6],
+    used = prompts.ids[: len(prompts.requests) * config.prompt_tokens]
+    return Result(
+        run_id=records.new_run_id(),
         timestamp=datetime.now(UTC),
         quantlab_version=quantlab.__version__,
-        artifact=artifact_ref(artifact),
+        artifact=records.artifact_ref(artifact),
         runtime=description,
-        rig=rig_ref(rig),
+        rig=records.rig_ref(rig),
         settings=BenchSettings(
-            dataset=source,
+            dataset=prompts.source,
             n_tokens=len(used),
             token_fingerprint=token_fingerprint(used),
             ctx=ctx,
-            batch_sizes=options.concurrency,
-            prompt_tokens=options.prompt_tokens,
-            new_tokens=options.output_tokens,
+            batch_sizes=config.concurrency,
+            prompt_tokens=config.prompt_tokens,
+            new_tokens=config.new_tokens,
             warmup=1,
             repeats=1,
         ),
@@ -301,8 +314,4 @@ def bench_load(
         libraries=library_versions(),
         host=host_info(),
         load=sweep,
-        cell=cell,
     )
-    if results_path is not None:
-        append_result(results_path, result)
-    return result

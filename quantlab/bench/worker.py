@@ -1,8 +1,9 @@
 """Speed and memory of one artifact, measured in a fresh process.
 
 A fresh process is what makes peak RSS mean something on CPU: nothing else (no baseline model, no earlier
-artifact, no allocator cache) is in it. The parent passes a JSON request file and reads a JSON answer file;
-each line this process prints on stdout is a progress message.
+artifact, no allocator cache) is in it. The parent (`measure_in_worker`) passes a JSON request file and reads a
+JSON answer file; the lines this process prints on stdout with `PROGRESS` in front are progress messages, and
+anything else a library prints there is not relayed (it would reach the user's terminal as a step).
 
 Run as `python -m quantlab.bench.worker REQUEST.json ANSWER.json`.
 """
@@ -10,9 +11,17 @@ Run as `python -m quantlab.bench.worker REQUEST.json ANSWER.json`.
 from __future__ import annotations
 
 import json
+import os
 import resource
+import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+from quantlab.errors import BenchError
+
+PROGRESS = "quantlab-progress: "
 
 
 def _rss() -> int:
@@ -46,14 +55,66 @@ def peak_rss() -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "ru_maxrss (may include the parent's peak)"
 
 
+def _say(message: str) -> None:
+    print(PROGRESS + message, flush=True)
+
+
+def measure_in_worker(request: dict, what: str, progress: Callable[[str], None]) -> dict:
+    """Run the worker on `request` in a fresh process and return its answer; `what` names it in errors."""
+    with tempfile.TemporaryDirectory(prefix="quantlab-worker-") as tmp:
+        req, ans, err = Path(tmp) / "request.json", Path(tmp) / "answer.json", Path(tmp) / "stderr.txt"
+        req.write_text(json.dumps(request))
+        # stderr goes to a file: a pipe that is read only after stdout closes deadlocks once the worker's
+        # library chatter (progress bars, profiler lines) fills the pipe buffer.
+        with open(err, "w") as err_fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "quantlab.bench.worker", str(req), str(ans)],
+                stdout=subprocess.PIPE,
+                stderr=err_fh,
+                text=True,
+                env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"},
+            )
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith(PROGRESS):
+                    progress(line[len(PROGRESS) :].strip())
+            proc.wait()
+        if proc.returncode != 0 or not ans.is_file():
+            lines = [ln for ln in err.read_text(errors="replace").strip().splitlines() if ln.strip()]
+            raise BenchError(f"{what} failed: {lines[-1] if lines else f'exit code {proc.returncode}'}")
+        return json.loads(ans.read_text())
+
+
+def _speed_points(session, request: dict) -> list:
+    import numpy as np
+
+    from quantlab.bench.speed import measure
+
+    ids = np.asarray(request["ids"], dtype=np.int64)
+    points = []
+    for batch_size in request["batch_sizes"]:
+        if session.max_batch_size is not None and batch_size > session.max_batch_size:
+            _say(f"batch {batch_size}: skipped (this runtime does not batch)")
+            continue
+        _say(f"batch {batch_size}")
+        points += measure(
+            session,
+            ids,
+            batch_sizes=[batch_size],
+            prompt_tokens=request["prompt_tokens"],
+            new_tokens=request["new_tokens"],
+            warmup=request["warmup"],
+            repeats=request["repeats"],
+        )
+    return points
+
+
 def main(request_path: str, answer_path: str) -> int:
     request = json.loads(Path(request_path).read_text())
-    import numpy as np
     import torch
     import transformers  # noqa: F401  (imported before the reading: part of the runtime, not the model)
 
     from quantlab.artifact import load_artifact
-    from quantlab.bench.speed import measure
     from quantlab.runtimes import select_runtime
 
     device = request["device"]
@@ -64,27 +125,12 @@ def main(request_path: str, answer_path: str) -> int:
         torch.empty(0, device=device)
         torch.cuda.reset_peak_memory_stats(device)
     before = _rss()
-    print("loading", flush=True)
+    _say("loading")
     artifact = load_artifact(request["artifact"])
     session = select_runtime(artifact, request["runtime"]).load(artifact, device=device, dtype=request["dtype"])
     after = _rss()
     cuda_after = torch.cuda.memory_allocated(device) if cuda else None
-    ids = np.asarray(request["ids"], dtype=np.int64)
-    points = []
-    for batch_size in request["batch_sizes"]:
-        if session.max_batch_size is not None and batch_size > session.max_batch_size:
-            print(f"batch {batch_size}: skipped (this runtime does not batch)", flush=True)
-            continue
-        print(f"batch {batch_size}", flush=True)
-        points += measure(
-            session,
-            ids,
-            batch_sizes=[batch_size],
-            prompt_tokens=request["prompt_tokens"],
-            new_tokens=request["new_tokens"],
-            warmup=request["warmup"],
-            repeats=request["repeats"],
-        )
+    points = _speed_points(session, request)
     per_token = (
         session.bytes_per_token(request["prompt_tokens"], request["new_tokens"])
         if any(p.batch_size == 1 for p in points)

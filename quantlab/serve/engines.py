@@ -46,8 +46,8 @@ class Engine(ABC):
     distribution: ClassVar[str]  # the PyPI distribution whose version the results record
     module: ClassVar[str]  # importable when the engine is installed
     install_hint: ClassVar[str]
-    batches: ClassVar[bool]
-    batching: ClassVar[str]
+    batches_requests: ClassVar[bool]  # whether concurrent requests share forward passes
+    batching_note: ClassVar[str]  # how it batches, in the words the report prints
     verified: ClassVar[bool] = True  # False: quantlab has not run this engine on a real host
     # quantlab's in-process runtime that loads artifacts with the same library: it decides what the engine
     # can serve and reads the kernel path the server will run (a server does not report it).
@@ -90,9 +90,9 @@ class LlamaCppServer(Engine):
     distribution = "llama_cpp_python"
     module = "llama_cpp.server"
     install_hint = "pip install 'llama-cpp-python[server]' (quantlab extra 'gguf')"
-    batches = False
+    batches_requests = False
     same_library_runtime = "llamacpp"
-    batching = (
+    batching_note = (
         "not batched: llama-cpp-python's server holds one llama context behind a lock, so concurrent "
         "requests queue and run one at a time (llama.cpp's own llama-server batches with --parallel; "
         "it is not what this engine runs)"
@@ -158,9 +158,9 @@ class TransformersServer(Engine):
     distribution = "transformers"
     module = "transformers.cli.serve"
     install_hint = "pip install 'transformers[serving]' (quantlab extra 'serve')"
-    batches = True
+    batches_requests = True
     same_library_runtime = "transformers"
-    batching = (
+    batching_note = (
         "continuous batching (`transformers serve --continuous-batching`: paged KV cache, requests "
         "join and leave the running batch at every step; on the CPU the cache is sized to 2× the largest "
         "concurrency × context)"
@@ -223,8 +223,8 @@ class VllmServer(Engine):
     distribution = "vllm"
     module = "vllm"
     install_hint = "pip install vllm on a CUDA rig"
-    batches = True
-    batching = "continuous batching (vLLM's scheduler, PagedAttention)"
+    batches_requests = True
+    batching_note = "continuous batching (vLLM's scheduler, PagedAttention)"
     verified = False
     same_library_runtime = "transformers"  # what it can load; its kernels are its own (see bench.served)
 

@@ -16,10 +16,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from quantlab.errors import QuantlabError
+from quantlab.bench.config import RIG_FIELDS, BenchConfig, given
+from quantlab.errors import QuantlabError, describe_validation_error
+from quantlab.memfit import MemoryFitQuestion
 from quantlab.spec import Calibration, MethodSpec
 from quantlab.yamlfile import load_yaml_model
 
@@ -48,38 +51,27 @@ class MethodEntry(MethodSpec):
         return MethodSpec.model_validate(self.model_dump(exclude={"name"}, exclude_none=True))
 
 
-class BenchSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str = "default"
-    ctx: int = Field(512, ge=2)
-    max_tokens: int = Field(4096, ge=2)
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8], min_length=1)
-    prompt_tokens: int = Field(128, ge=1)
-    new_tokens: int = Field(32, ge=2)
-    warmup: int = Field(1, ge=0)
-    repeats: int = Field(3, ge=1)
-    quality: bool = True
-    speed: bool = True
-    concurrency: list[int] | None = Field(None, description="served load levels (bench --load); none: skipped")
-    load_cells: list[str] | None = Field(
-        None,
-        description="the cells served under load (names); none: every cell. A sweep costs minutes per cell on a CPU",
-    )
-    requests: int | None = Field(None, ge=1)
-    tasks: list[str] | None = None
-    task_limit: int | None = Field(None, ge=1)
+def _recipe_bench_fields() -> dict:
+    """Every bench setting but the rig keys (a recipe names its rigs in `rigs`), with the same type, bounds and
+    help: the section is derived from the one bench configuration, never typed again. A recipe records only the
+    keys it sets; the defaults are applied when it runs (`Recipe.bench_config`), so they live in one place."""
+    return {name: (info.annotation, info) for name, info in BenchConfig.model_fields.items() if name not in RIG_FIELDS}
 
 
-class FitSection(BaseModel):
-    """The question the dry-run answers per rig: weights + KV cache at this batch and context."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    batch: int = Field(1, ge=1)
-    ctx: int = Field(4096, ge=1)
-    kv_dtype: str = "bf16"
-    utilization: float = Field(0.9, gt=0, le=1)
+RecipeBench = create_model(
+    "RecipeBench",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="A recipe's `bench:` section: the bench settings it overrides, and the cells served under load.",
+    load_cells=(
+        list[str] | Literal["all"] | None,
+        Field(
+            None,
+            description="the cells served under load (names, or `all`); none: no served sweep. A sweep "
+            "costs minutes per cell on a CPU",
+        ),
+    ),
+    **_recipe_bench_fields(),
+)
 
 
 class RigEntry(BaseModel):
@@ -98,10 +90,17 @@ class Recipe(BaseModel):
     baseline: MethodEntry | None = Field(None, description="the reference every cell is scored against")
     methods: list[MethodEntry] = Field(min_length=1)
     calibration: Calibration | None = Field(None, description="for every method that calibrates and names none")
-    bench: BenchSection = Field(default_factory=BenchSection)
-    fit: FitSection = Field(default_factory=FitSection)
+    bench: RecipeBench = Field(default_factory=RecipeBench)
+    memory_fit: MemoryFitQuestion = Field(default_factory=MemoryFitQuestion)
     rigs: list[str | RigEntry] = Field(default_factory=lambda: ["cpu"], min_length=1)
     rigs_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "fit" in data:
+            raise ValueError("`fit:` is now `memory_fit:` (the dry-run's memory question)")
+        return data
 
     @model_validator(mode="after")
     def _unique_names(self) -> Recipe:
@@ -109,16 +108,26 @@ class Recipe(BaseModel):
         seen = {n for n in names if names.count(n) > 1}
         if seen:
             raise ValueError(f"method names must be unique; repeated: {', '.join(sorted(seen))}")
-        unknown = [n for n in self.bench.load_cells or [] if n not in names]
+        load_cells = self.bench.load_cells
+        unknown = [n for n in (load_cells if isinstance(load_cells, list) else []) if n not in names]
         if unknown:
             raise ValueError(f"bench.load_cells names no cell: {', '.join(unknown)}; cells: {', '.join(names)}")
-        if self.bench.load_cells is not None and not self.bench.concurrency:
-            raise ValueError("bench.load_cells is set but bench.concurrency is not: no load sweep would run")
+        if load_cells is None and self.bench.concurrency is not None:
+            raise ValueError(
+                "bench.concurrency is set but bench.load_cells is not: name the cells to serve under load, or `all`"
+            )
         return self
 
     def served(self, name: str) -> bool:
         """Whether the cell gets a load sweep."""
-        return bool(self.bench.concurrency) and (self.bench.load_cells is None or name in self.bench.load_cells)
+        cells = self.bench.load_cells
+        return cells == "all" or (isinstance(cells, list) and name in cells)
+
+    def bench_config(self, overrides: dict | None = None) -> BenchConfig:
+        """The recipe's settings over the defaults, under `overrides` (the command line)."""
+        section = given(self.bench)
+        section.pop("load_cells", None)
+        return BenchConfig.merged(section, overrides or {})
 
     def rig_entries(self) -> list[RigEntry]:
         return [RigEntry(name=r) if isinstance(r, str) else r for r in self.rigs]
@@ -148,6 +157,10 @@ def load_recipe(path: str | Path) -> Recipe:
     recipe = load_yaml_model(path, Recipe, RecipeError, "recipe")
     cells(recipe, path)  # methods resolve through their backends
     _check_rigs(recipe, path)
+    try:
+        recipe.bench_config()  # the section's keys together with the defaults (e.g. max_tokens ≥ ctx)
+    except ValidationError as exc:
+        raise RecipeError(f"recipe {path}: bench: {describe_validation_error(exc)}") from exc
     return recipe
 
 
@@ -166,10 +179,10 @@ def _check_rigs(recipe: Recipe, path: Path) -> None:
 
 def rigs_file_of(recipe: Recipe, path: Path) -> str | None:
     """The recipe's `rigs_file`, resolved against the recipe's folder."""
-    return _relative(path, recipe.rigs_file) if recipe.rigs_file else None
+    return relative_to_recipe(path, recipe.rigs_file) if recipe.rigs_file else None
 
 
-def _relative(recipe_path: Path, value: str) -> str:
+def relative_to_recipe(recipe_path: Path, value: str) -> str:
     candidate = Path(value).expanduser()
     return str(candidate if candidate.is_absolute() else recipe_path.parent / candidate)
 
@@ -196,80 +209,3 @@ def cells(recipe: Recipe, path: Path) -> list[Cell]:
         for model in recipe.models
         for name, spec, is_baseline in normalized
     ]
-
-
-@dataclass(frozen=True)
-class FitRow:
-    cell: Cell
-    bits: float
-    bits_note: str
-    footprints: list  # memfit.Footprint per rig, in the recipe's rig order
-
-
-def _architecture(model: ModelEntry, path: Path):
-    from quantlab import memfit
-
-    if model.config is not None:
-        from transformers import AutoConfig
-
-        file = Path(_relative(path, model.config))
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-            config = AutoConfig.for_model(data.pop("model_type"), **data)
-        except (OSError, ValueError, KeyError) as exc:
-            raise RecipeError(f"recipe {path}: models ({model.id}): config {file}: {exc}") from exc
-        return memfit.architecture(config)
-    from quantlab.models import resolve_model
-
-    try:
-        return memfit.architecture_of(resolve_model(model.id, log=lambda _: None).path)
-    except QuantlabError as exc:
-        raise RecipeError(
-            f"recipe {path}: models ({model.id}): {exc}; give `config:` (a config.json) to plan "
-            "without reaching the model"
-        ) from exc
-
-
-def fit_plan(recipe: Recipe, path: str | Path) -> list[tuple[ModelEntry, object, list[FitRow]]]:
-    """Per model: its architecture and, per cell, the nominal bits and the memory-fit verdict on every rig."""
-    from quantlab import memfit
-    from quantlab.rigs import load_rigs
-
-    path = Path(path)
-    known = load_rigs(rigs_file_of(recipe, path))
-    rigs = [known[r.name] for r in recipe.rig_entries()]
-    if recipe.fit.kv_dtype not in memfit.KV_DTYPE_BYTES:
-        raise RecipeError(
-            f"recipe {path}: fit.kv_dtype: one of {', '.join(memfit.KV_DTYPE_BYTES)}, not {recipe.fit.kv_dtype!r}"
-        )
-    plan = []
-    all_cells = cells(recipe, path)
-    for model in recipe.models:
-        arch = _architecture(model, path)
-        rows = []
-        for cell in (c for c in all_cells if c.model is model):
-            bits, note = memfit.nominal_weight_bits(cell.spec)
-            # GGUF quantizes the embeddings and the output head too; other formats keep them in the dtype
-            other = bits if cell.spec.method == "gguf" else 32.0 if cell.spec.dtype == "fp32" else 16.0
-            rows.append(
-                FitRow(
-                    cell=cell,
-                    bits=bits,
-                    bits_note=note,
-                    footprints=[
-                        memfit.footprint(
-                            arch,
-                            weight_bits=bits,
-                            other_bits=other,
-                            kv_dtype=recipe.fit.kv_dtype,
-                            batch=recipe.fit.batch,
-                            ctx=recipe.fit.ctx,
-                            rig=rig,
-                            utilization=recipe.fit.utilization,
-                        )
-                        for rig in rigs
-                    ],
-                )
-            )
-        plan.append((model, arch, rows))
-    return plan

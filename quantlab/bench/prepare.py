@@ -1,0 +1,155 @@
+"""Everything a bench checks before the first model loads: the artifacts and their runtimes, the device and the
+rig, and the one token stream each artifact is scored on.
+
+A mismatch found half-way (a baseline with another tokenizer, a task a runtime cannot score) would leave a
+results file with half a comparison in it, so every such check runs here, first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from quantlab.artifact import Artifact, load_artifact
+from quantlab.bench.config import BenchConfig
+from quantlab.bench.quality import windows
+from quantlab.corpus import TokenStream, load_text, tokenize
+from quantlab.env import host_info
+from quantlab.errors import BenchError, RigError
+from quantlab.rigs import Rig, check_matches, get_rig
+from quantlab.runtimes import Runtime, default_device, select_runtime
+
+
+def tokenizer_dir(artifact: Artifact) -> Path:
+    """The tokenizer the source model was published with: saved inside HF artifacts, else the source."""
+    if (artifact.path / "tokenizer_config.json").is_file():
+        return artifact.path
+    return Path(artifact.manifest.source.path)
+
+
+class _Streams:
+    """Tokenizes the dataset once per distinct tokenizer."""
+
+    def __init__(self, text: str, source, max_tokens: int) -> None:
+        self.text, self.source, self.max_tokens = text, source, max_tokens
+        self._cache: dict[str, TokenStream] = {}
+
+    def for_artifact(self, artifact: Artifact) -> TokenStream:
+        from transformers import AutoTokenizer
+
+        directory = tokenizer_dir(artifact)
+        key = _tokenizer_key(directory)
+        if key not in self._cache:
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            ids = tokenize(tokenizer, self.text, self.max_tokens)
+            self._cache[key] = TokenStream(ids=ids, source=self.source, tokenizer=str(directory))
+        return self._cache[key]
+
+
+def _tokenizer_key(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"):
+        file = directory / name
+        if file.is_file():
+            digest.update(name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    return host_info().cpu
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise BenchError(f"--device must be cpu or cuda[:N], not {device!r}")
+    if not torch.cuda.is_available():
+        raise BenchError(f"--device {device}: this host has no CUDA device")
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise BenchError(f"--device {device}: this host has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def resolve_device(config: BenchConfig) -> str:
+    device = config.device or default_device()
+    check_device(device)
+    return device
+
+
+def resolve_rig(config: BenchConfig, device: str) -> Rig:
+    """The rig a measurement on `device` is labelled and priced with; `cpu` by default on a CPU host."""
+    name_of_device = device_name(device)
+    rig_name = config.rig or ("cpu" if device == "cpu" else None)
+    if rig_name is None:
+        raise RigError(f"benching on {name_of_device}: name the rig with --rig (see 'quantlab rigs')")
+    rig = get_rig(rig_name, rigs_file=config.rigs_file, price_per_hour=config.price_per_hour)
+    check_matches(rig, device, name_of_device)
+    if rig.n_gpus > 1:
+        raise RigError(f"rig {rig.name!r} has {rig.n_gpus} GPUs; quantlab measures on one device")
+    return rig
+
+
+@dataclass
+class Subject:
+    """One artifact as the bench measures it: loaded manifest, runtime, token stream."""
+
+    artifact: Artifact
+    runtime: Runtime
+    stream: TokenStream
+
+
+@dataclass
+class Prepared:
+    subjects: list[Subject]
+    baseline: Subject | None
+    device: str
+    rig: Rig
+
+
+def prepare(artifacts: list[str | Path], baseline: str | Path | None, config: BenchConfig) -> Prepared:
+    loaded = [load_artifact(a) for a in artifacts]
+    if not loaded:
+        raise BenchError("no artifact to bench")
+    base = load_artifact(baseline) if baseline is not None and config.quality else None
+    device = resolve_device(config)
+    rig = resolve_rig(config, device)
+    text, source = load_text(config.dataset, "test")
+    streams = _Streams(text, source, config.max_tokens)
+
+    def subject(artifact: Artifact) -> Subject:
+        return Subject(artifact, select_runtime(artifact, config.runtime), streams.for_artifact(artifact))
+
+    subjects = [subject(a) for a in loaded]
+    base_subject = subject(base) if base is not None else None
+    for s in subjects:
+        windows(s.stream.ids, config.ctx)
+        if base_subject is not None and not np.array_equal(s.stream.ids, base_subject.stream.ids):
+            raise BenchError(
+                f"baseline {base.path} and {s.artifact.path} tokenize the dataset differently: "
+                "they are not the same source model, so their logits cannot be compared"
+            )
+    if config.tasks:
+        _check_tasks(config, [*subjects, *([base_subject] if base_subject else [])])
+    return Prepared(subjects=subjects, baseline=base_subject, device=device, rig=rig)
+
+
+def _check_tasks(config: BenchConfig, subjects: list[Subject]) -> None:
+    from quantlab.bench.tasks import check_tasks
+
+    check_tasks(config.tasks, config.task_path)
+    for s in subjects:
+        if s.runtime.name != "transformers":
+            raise BenchError(
+                f"--tasks scores a transformers model; {s.artifact.path.name} is served by "
+                f"{s.runtime.name} (GGUF task accuracy is not supported)"
+            )

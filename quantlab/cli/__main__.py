@@ -1,0 +1,3 @@
+from quantlab.cli.app import main
+
+main()

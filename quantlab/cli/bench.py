@@ -1,0 +1,83 @@
+"""`quantlab bench`: every option is a BenchConfig field (`bench_options`); this module only picks the mode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from quantlab.bench.config import BenchConfig, applies
+from quantlab.cli.app import app
+from quantlab.cli.console import console, emit, steps
+from quantlab.cli.options import build, flag, model_options
+
+PANEL = "Bench settings"
+
+
+def bench_options(into: str = "settings") -> Callable:
+    """Every bench setting as an option; shared by `bench`, `run` and `demo`."""
+    return model_options(BenchConfig, BenchConfig.model_fields, into=into, panel=PANEL)
+
+
+def _refuse_other_mode(settings: dict, load: bool) -> None:
+    """A setting of the mode that is not running is refused, never silently ignored."""
+    other = "in-process" if load else "served"
+    wrong = [flag(name) for name in settings if applies(name) == other]
+    if wrong:
+        raise typer.BadParameter(
+            f"{', '.join(wrong)} measure(s) in-process runs, not --load"
+            if load
+            else f"{', '.join(wrong)} only apply with --load"
+        )
+
+
+@app.command()
+@bench_options()
+def bench(
+    artifacts: Annotated[list[Path], typer.Argument(help="Artifact directories made by 'quantlab quantize'.")],
+    settings: dict,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            help="Artifact to compare against (KLD, top-1, Δppl), usually the 'none' artifact of the same model."
+        ),
+    ] = None,
+    results: Annotated[Path, typer.Option(help="JSONL file the results are appended to.")] = Path(
+        "results/bench.jsonl"
+    ),
+    load: Annotated[
+        bool,
+        typer.Option(
+            "--load",
+            help="Serve each artifact through a real engine (see 'quantlab serve') and drive it "
+            "with concurrent streaming requests: TTFT, TPOT, ITL, tok/s, $/1M per level.",
+        ),
+    ] = False,
+) -> None:
+    """Measure artifacts: perplexity (and KLD/top-1 vs --baseline), prefill/decode tok/s per batch size,
+    peak memory, and $/1M tokens on the rig. Appends one JSON record per artifact to --results and prints
+    the table. With --load: the served engine under concurrent load instead (the batching table)."""
+    from quantlab import report
+
+    _refuse_other_mode(settings, load)
+    if load and baseline is not None:
+        raise typer.BadParameter("--baseline measures in-process runs, not --load")
+    config = build(BenchConfig, settings)
+    if load:
+        from quantlab.bench.served import bench_load
+        from quantlab.serve.process import exit_on_sigterm
+
+        exit_on_sigterm()
+        with steps("serving") as step:
+            records = [bench_load(a, config=config, results_path=results, progress=step) for a in artifacts]
+        title = "quantlab bench --load"
+    else:
+        from quantlab.bench.run import bench as run_bench
+
+        with steps("benching") as step:
+            records = run_bench(artifacts, baseline=baseline, config=config, results_path=results, progress=step)
+        title = "quantlab bench"
+    emit(report.markdown(records, title=title))
+    console.print(f"[green]appended[/green] {len(records)} record(s) to {results}")

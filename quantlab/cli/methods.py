@@ -1,0 +1,77 @@
+"""`quantlab methods` and `quantlab rigs`: what this install can quantize with, and what it can price."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from quantlab.cli.app import app
+from quantlab.cli.console import emit, out_console
+
+
+@app.command()
+def methods(
+    format: Annotated[str, typer.Option("--format", help="table | json")] = "table",
+) -> None:
+    """Every method and backend, whether it can run on this machine, and why not."""
+    from quantlab.methods import all_backends
+
+    if format not in ("table", "json"):
+        raise typer.BadParameter(f"--format must be table or json, not {format}")
+    rows = []
+    for backend in all_backends():
+        availability = backend.availability()
+        rows.append(
+            {
+                "method": backend.method,
+                "backend": backend.name,
+                "default": backend.default,
+                "legacy": backend.legacy,
+                "usable": availability.usable,
+                "why_not": availability.reason,
+                "summary": backend.summary,
+            }
+        )
+    if format == "json":
+        emit(json.dumps(rows, indent=2))
+        return
+    table = Table(title="quantlab methods")
+    for column in ("method", "backend", "default", "usable here", "why not", "writes / loads in"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["method"],
+            row["backend"] + (" (legacy)" if row["legacy"] else ""),
+            "yes" if row["default"] else "",
+            "[green]yes[/green]" if row["usable"] else "[red]no[/red]",
+            row["why_not"],
+            row["summary"],
+        )
+    out_console.print(table)
+
+
+@app.command()
+def rigs(
+    rigs_file: Annotated[Path | None, typer.Option(help="YAML file adding or overriding rigs.")] = None,
+) -> None:
+    """The rigs a result can be labelled with, their prices per hour and where the prices come from."""
+    from quantlab.rigs import COST_FORMULA, load_rigs
+
+    table = Table(title="quantlab rigs", caption=COST_FORMULA)
+    for column in ("rig", "hardware", "device", "$/hour", "memory GB", "bandwidth GB/s", "price source"):
+        table.add_column(column)
+    for rig in load_rigs(rigs_file).values():
+        table.add_row(
+            rig.name,
+            rig.description,
+            rig.device,
+            f"{rig.price_per_hour:.4g}",
+            "host" if rig.memory_gb is None else f"{rig.memory_gb:g}",
+            "–" if rig.bandwidth_gb_s is None else f"{rig.bandwidth_gb_s:g}",
+            rig.price_note,
+        )
+    out_console.print(table)

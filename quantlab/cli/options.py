@@ -1,0 +1,143 @@
+"""Command-line options derived from the pydantic models that define them (BenchConfig, MethodSpec).
+
+A setting is declared once, in its model, with its type, bounds, default and help; `model_options` turns chosen
+fields into typer options on a command. Every generated option defaults to None, so the command receives only
+what the user typed (a dict), and the model applies its own defaults when the layers are merged: the CLI can
+never hold a second copy of a default. The help text says the model's current default.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from quantlab.errors import describe_validation_error
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _inner(annotation: Any) -> Any:
+    """`X | None` → X."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _is_list(annotation: Any) -> bool:
+    return typing.get_origin(_inner(annotation)) is list
+
+
+def _item_type(info: FieldInfo) -> type:
+    """The element type of a list field, with constraints (`PositiveInt`) stripped: int or str."""
+    item = typing.get_args(_inner(info.annotation))[0]
+    if typing.get_origin(item) is Annotated:
+        item = typing.get_args(item)[0]
+    return int if item is int else str
+
+
+def _cli_type(info: FieldInfo) -> type:
+    """What typer parses: lists are comma-separated text, bools are flags, literals and the rest their base type."""
+    inner = _inner(info.annotation)
+    if _is_list(info.annotation) or typing.get_origin(inner) is typing.Literal:
+        return str
+    if inner in (bool, int, float):
+        return inner
+    return str
+
+
+def _default_text(info: FieldInfo) -> str:
+    value = info.get_default(call_default_factory=True)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return " Default: on." if value else " Default: off."
+    if isinstance(value, list):
+        return f" Default: {','.join(map(str, value))}."
+    return f" Default: {value}."
+
+
+def parse_list(text: str, item: type, option: str) -> list:
+    try:
+        values = [item(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes comma-separated values, e.g. 1,8") from None
+    if not values:
+        raise typer.BadParameter(f"{option} is empty")
+    return values
+
+
+def model_options(
+    model: type[BaseModel],
+    names: Iterable[str],
+    *,
+    into: str,
+    panel: str,
+    flags: dict[str, str] | None = None,
+    extra_help: Callable[[str], str] = lambda _: "",
+) -> Callable:
+    """Give the decorated command one option per field in `names`; it receives the ones the user set, parsed,
+    as a dict in its parameter `into`. `flags` overrides a field's spelling (e.g. `--calib-samples`,
+    `--symmetric/--asymmetric`); `extra_help(name)` appends to a field's help (e.g. which methods take it)."""
+    names = list(names)
+    spelled = flags or {}
+
+    def decorate(func: Callable) -> Callable:
+        hints = typing.get_type_hints(func, include_extras=True)
+        parameters = inspect.signature(func).parameters.values()
+        own = [p.replace(annotation=hints[p.name]) for p in parameters if p.name != into]
+        added = []
+        for name in names:
+            info = model.model_fields[name]
+            kind = _cli_type(info)
+            spelling = spelled.get(name) or (f"{flag(name)}/--no-{flag(name)[2:]}" if kind is bool else flag(name))
+            text = (info.description or "") + _default_text(info) + extra_help(name)
+            option = typer.Option(spelling, help=text, rich_help_panel=panel, show_default=False)
+            annotation = Annotated[kind | None, option]
+            added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> Any:
+            chosen = {}
+            for name in names:
+                value = kwargs.pop(name)
+                if value is None:
+                    continue
+                info = model.model_fields[name]
+                if _is_list(info.annotation):
+                    value = parse_list(value, _item_type(info), flag(name))
+                chosen[name] = value
+            return func(**kwargs, **{into: chosen})
+
+        params = sorted([*own, *added], key=lambda p: p.kind)  # keyword-only after the positional ones
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
+def build(model: type[BaseModel], values: dict[str, Any], spelled: dict[str, str] | None = None) -> BaseModel:
+    """Validate CLI values into the model; a mistake is one usage error naming the option as typed."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise typer.BadParameter(as_flags(describe_validation_error(exc), model, spelled)) from None
+
+
+def as_flags(message: str, model: type[BaseModel], spelled: dict[str, str] | None = None) -> str:
+    """`max_tokens: ...` → `--max-tokens: ...`: the user typed flags, not field names."""
+    key, sep, rest = message.partition(":")
+    if sep and key in model.model_fields:
+        return f"{(spelled or {}).get(key, flag(key)).split('/')[0]}:{rest}"
+    return message

@@ -1,0 +1,108 @@
+"""`quantlab run` and `quantlab demo`: a recipe through the one runner (quantlab.sweep.runner). The demo is the
+shipped `recipes/demo.yaml`; both take every bench setting as an override (CLI > recipe > defaults)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from quantlab.bench.config import BenchConfig
+from quantlab.cli.app import app
+from quantlab.cli.bench import bench_options
+from quantlab.cli.console import console, emit, library_output, out_console, steps
+from quantlab.cli.options import as_flags
+
+DEMO_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo.yaml"
+
+
+def _execute(recipe: Path, results: Path | None, work_dir: Path | None, settings: dict) -> None:
+    from pydantic import ValidationError
+
+    from quantlab.errors import describe_validation_error
+    from quantlab.serve.process import exit_on_sigterm
+    from quantlab.sweep.recipe import load_recipe
+    from quantlab.sweep.runner import run_recipe
+
+    plan = load_recipe(recipe)
+    try:
+        plan.bench_config(settings)  # an override that breaks the merged settings fails before any work
+    except ValidationError as exc:
+        raise typer.BadParameter(as_flags(describe_validation_error(exc), BenchConfig)) from None
+    exit_on_sigterm()
+    with steps(f"running {plan.name}") as step:
+        path = run_recipe(recipe, results=results, work_dir=work_dir, overrides=settings, progress=step)
+    emit(path.with_suffix(".md").read_text(encoding="utf-8"))
+    console.print(
+        f"[green]results[/green] {path}  [green]report[/green] {path.with_suffix('.md')}, {path.with_suffix('.html')}"
+    )
+
+
+ResultsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Results file the records are appended to. Default: results/<recipe name>.jsonl; the report of this "
+        "run (.md, .html, .csv, plots) is written next to it."
+    ),
+]
+WorkDirOption = Annotated[
+    Path | None, typer.Option(help="Where the artifacts go. Default: <quantlab cache>/runs/<recipe name>.")
+]
+
+
+@app.command()
+@bench_options()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="A recipe YAML (see recipes/).")],
+    settings: dict,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Validate the recipe and print the plan: every cell, its nominal bits per weight, and the "
+            "memory-fit verdict on each rig. Loads no weights.",
+        ),
+    ] = False,
+    results: ResultsOption = None,
+    work_dir: WorkDirOption = None,
+) -> None:
+    """Execute a recipe (model(s) × methods × bench settings × rigs): quantize every cell (reusing finished
+    artifacts), bench each, append the results, render the report of this run. Kill it anywhere and run it
+    again: it continues where it stopped. --dry-run validates it and prints the plan instead."""
+    if not dry_run:
+        _execute(recipe, results, work_dir, settings)
+        return
+    from quantlab.sweep.plan import plan_tables
+    from quantlab.sweep.recipe import load_recipe
+
+    plan = load_recipe(recipe)
+    with library_output():
+        renderables = plan_tables(plan, recipe, settings)
+    for renderable in renderables:
+        out_console.print(renderable, highlight=False)
+
+
+@app.command()
+@bench_options()
+def demo(
+    settings: dict,
+    results: Annotated[
+        Path,
+        typer.Option(
+            help="Results file the demo's records are appended to; the report of this run is written next to it."
+        ),
+    ] = Path("results/demo.jsonl"),
+    work_dir: WorkDirOption = None,
+    recipe: Annotated[Path, typer.Option(help="The demo's recipe.")] = DEMO_RECIPE,
+) -> None:
+    """The whole pipeline on the embedded default model (SmolLM2-135M-Instruct), offline: the cells of
+    recipes/demo.yaml (`none` fp32 and bf16, `rtn` w8/w4 g64, GGUF Q4_K_M, FP8_DYNAMIC, bitsandbytes NF4) against
+    the fp32 baseline, run like any recipe (`quantlab run`): resumable, and its table is this run's."""
+    from quantlab.errors import QuantlabError
+
+    if not recipe.is_file():
+        raise QuantlabError(
+            f"the demo recipe {recipe} is missing: it ships in the repository's recipes/ folder (pass --recipe PATH)"
+        )
+    _execute(recipe, results, work_dir, settings)

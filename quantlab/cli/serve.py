@@ -1,0 +1,77 @@
+"""`quantlab serve`: one artifact behind a real OpenAI-compatible server until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from quantlab.bench.config import BenchConfig
+from quantlab.cli.app import app
+from quantlab.cli.console import console, steps
+from quantlab.cli.options import build, model_options
+
+
+@app.command()
+@model_options(BenchConfig, ["engine", "device", "threads"], into="settings", panel="Engine")
+def serve(
+    artifact: Annotated[Path, typer.Argument(help="An artifact directory made by 'quantlab quantize'.")],
+    settings: dict,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (loopback only).")] = 8000,
+    ctx: Annotated[int, typer.Option(help="Context length the server allows per request.")] = 2048,
+    max_concurrency: Annotated[
+        int, typer.Option(help="Concurrent requests the KV cache is sized for (CPU transformers engine).")
+    ] = 32,
+    startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for the server to answer.")] = 600,
+) -> None:
+    """Serve ARTIFACT behind an OpenAI-compatible API (/v1/completions, /v1/chat/completions) on 127.0.0.1
+    until Ctrl-C. quantlab starts the engine's server, waits until it answers a first request, and stops it
+    (and anything it started) on Ctrl-C, SIGTERM or failure."""
+    from quantlab.artifact import load_artifact
+    from quantlab.errors import ServeError
+    from quantlab.runtimes import default_device
+    from quantlab.serve.engines import select_engine
+    from quantlab.serve.process import ServerProcess, check_port_free, exit_on_sigterm
+
+    config = build(BenchConfig, settings)
+    exit_on_sigterm()
+    loaded = load_artifact(artifact)
+    device = config.device or default_device()
+    chosen = select_engine(loaded, config.engine, device=device)
+    check_port_free(port)
+    threads = config.threads or os.cpu_count() or 1
+    plan = chosen.plan(loaded, port=port, device=device, threads=threads, ctx=ctx, max_concurrency=max_concurrency)
+
+    def first_request() -> None:
+        import httpx
+
+        body = {"model": plan.model, "prompt": "Hello", "max_tokens": 2, **chosen.fixed_length(2)}
+        response = httpx.post(plan.base_url + "/v1/completions", json=body, timeout=startup_timeout)
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+
+    with ServerProcess(plan, name=f"{chosen.name} server") as server:
+        with steps(f"starting the {chosen.name} server") as step:
+            seconds = server.wait_ready(
+                startup_timeout,
+                warmup=first_request,
+                on_wait=lambda s: step(f"starting the {chosen.name} server ({s:.0f} s)"),
+            )
+        console.print(
+            f"[green]serving[/green] {plan.model} at {plan.base_url}/v1 with {chosen.name} "
+            f"{chosen.version()} (ready in {seconds:.1f} s; batching: {chosen.batching_note}). Ctrl-C stops it.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if not chosen.verified:
+            console.print(f"[yellow]note:[/yellow] engine {chosen.name!r} has not been verified by quantlab.")
+        try:
+            while server.proc.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.print("stopping the server")
+            return
+        raise ServeError(f"the server exited with code {server.proc.returncode}; last log lines: {server.log_tail()}")

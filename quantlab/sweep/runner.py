@@ -1,0 +1,197 @@
+"""`quantlab run RECIPE` (and `quantlab demo`): execute a recipe to completion, resumable after a crash or a kill at
+any point.
+
+What makes it resumable, step by step:
+- an artifact is built under a temporary name and renamed into place last (`artifact.building`), so a killed
+  quantization leaves nothing that looks finished; a finished one is reused while `quantizer.reusable` says it
+  is what the cell asks for (same request, same source weights, same tokenizer);
+- every measurement is appended to the results file as one fsynced line carrying its cell (recipe, cell key,
+  stage) as soon as it is made, and a resumed run skips the (cell, stage) pairs already measured *on the
+  artifact this run uses*, on this machine;
+- a line cut short by a kill mid-append is dropped before anything else is written (`results.repair_tail`).
+So a run killed anywhere and started again ends with every cell's record present exactly once.
+
+Matching on the artifact's digest is also what keeps runs apart: a results file committed from another host,
+or records of an artifact since rebuilt, are not this run's, so they are neither skipped nor shown in its
+report (`quantlab report FILE` shows every host, each row labelled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quantlab.artifact import Artifact
+from quantlab.bench.config import BenchConfig
+from quantlab.errors import RigError
+from quantlab.results import CellRef, Result, read_results, repair_tail
+from quantlab.sweep.recipe import Cell, Recipe, RecipeError, cells, load_recipe, rigs_file_of
+
+Progress = Callable[[str], None]
+
+
+def _rig_config(recipe: Recipe, path: Path, config: BenchConfig, device: str) -> BenchConfig:
+    """The config with the rig this host measures as: the command line's if it names one, else the first of the
+    recipe's rigs that matches this host's hardware."""
+    from quantlab.bench.prepare import resolve_rig
+
+    if config.rig is not None:
+        resolve_rig(config, device)
+        return config
+    tried = []
+    for entry in recipe.rig_entries():
+        candidate = config.model_copy(
+            update={
+                "rig": entry.name,
+                "rigs_file": config.rigs_file or rigs_file_of(recipe, path),
+                "price_per_hour": config.price_per_hour or entry.price_per_hour,
+            }
+        )
+        try:
+            resolve_rig(candidate, device)
+            return candidate
+        except RigError as exc:
+            tried.append(str(exc))
+    names = ", ".join(r.name for r in recipe.rig_entries())
+    raise RecipeError(
+        f"recipe {path}: rigs: none of {names} is this host ({device}): run it on such a rig, name one with --rig, "
+        f"or plan it here with --dry-run ({tried[0]})"
+    )
+
+
+@dataclass
+class _Run:
+    """One execution: its cells, their artifacts, and the records it can reuse or has made."""
+
+    recipe: Recipe
+    results: Path
+    progress: Progress
+    total: int
+    finished: int = 0
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    mine: dict[tuple[str, str], Result] = field(default_factory=dict)  # (cell key, stage) → its record
+
+    def step(self, message: str, *, count: bool = False) -> None:
+        self.finished += count
+        self.progress(f"[{self.finished}/{self.total}] {message}")
+
+    def ref(self, cell: Cell, stage: str) -> CellRef:
+        return CellRef(recipe=self.recipe.name, model=cell.model.id, name=cell.name, key=cell.key(), stage=stage)
+
+    def adopt(self, existing: list[Result], cell: Cell) -> None:
+        """Take the newest records of this cell made on its current artifact, on this machine."""
+        digest = self.artifacts[cell.name].digest
+        for r in existing:
+            ours = r.cell is not None and (r.cell.recipe, r.cell.key) == (self.recipe.name, cell.key())
+            if ours and r.artifact.digest == digest and same_machine(r):
+                self.mine[(cell.key(), r.cell.stage)] = r
+
+
+def same_machine(record: Result) -> bool:
+    from quantlab.env import host_info
+
+    here = host_info()
+    return (record.host.hostname, record.host.cpu, record.host.gpus) == (here.hostname, here.cpu, here.gpus)
+
+
+def run_recipe(
+    path: str | Path,
+    *,
+    results: str | Path | None = None,
+    work_dir: str | Path | None = None,
+    overrides: dict | None = None,
+    progress: Progress = lambda _: None,
+) -> Path:
+    """Run every cell of the recipe that has no record on its current artifact yet; write the report of this run
+    next to the results file; return the results file's path."""
+    from quantlab.bench.prepare import resolve_device
+    from quantlab.paths import cache_dir
+
+    path = Path(path)
+    recipe = load_recipe(path)
+    plan = cells(recipe, path)
+    config = recipe.bench_config(overrides)
+    config = _rig_config(recipe, path, config, resolve_device(config))
+    root = Path(work_dir) if work_dir is not None else cache_dir() / "runs" / recipe.name
+    results = Path(results) if results is not None else Path("results") / f"{recipe.name}.jsonl"
+    if repair_tail(results):
+        progress(f"dropped a record cut short in {results} (its cell runs again)")
+    existing = read_results(results) if results.is_file() and results.stat().st_size else []
+    in_process = config.quality or config.speed
+    total = len(plan) * (2 if in_process else 1) + sum(recipe.served(c.name) for c in plan)
+    run = _Run(recipe=recipe, results=results, progress=progress, total=total)
+    for model in recipe.models:
+        mine = [c for c in plan if c.model is model]
+        for cell in mine:
+            _obtain(run, cell, root)
+            run.adopt(existing, cell)
+        if in_process:
+            _bench_in_process(run, mine, config)
+        for cell in (c for c in mine if recipe.served(c.name)):
+            _bench_served(run, cell, config)
+    from quantlab.report import write_report
+
+    write_report(list(run.mine.values()), results)
+    return results
+
+
+def _obtain(run: _Run, cell: Cell, root: Path) -> None:
+    from quantlab.quantizer import obtain
+
+    run.artifacts[cell.name] = obtain(
+        cell.model.id, cell.spec, cell.artifact_dir(root), log=lambda msg: run.step(f"{cell.name}: {msg}")
+    )
+    run.step(f"{cell.name}: artifact ready", count=True)
+
+
+def _bench_in_process(run: _Run, group: list[Cell], config: BenchConfig) -> None:
+    """Bench the cells without a record, against the model's baseline; lm-eval tasks only where a transformers
+    model scores them (GGUF cells are benched without)."""
+    from quantlab.bench.run import bench
+    from quantlab.runtimes import select_runtime
+
+    pending = [c for c in group if (c.key(), "bench") not in run.mine]
+    run.finished += len(group) - len(pending)
+    baseline = next((c for c in group if c.is_baseline), None)
+
+    def scores_tasks(cell: Cell) -> bool:
+        return select_runtime(run.artifacts[cell.name]).name == "transformers"
+
+    if baseline is not None and not scores_tasks(baseline):
+        batches = [(pending, config.model_copy(update={"tasks": None}))]
+    else:
+        batches = [
+            ([c for c in pending if scores_tasks(c)], config),
+            ([c for c in pending if not scores_tasks(c)], config.model_copy(update={"tasks": None})),
+        ]
+    for batch, batch_config in batches:
+        if not batch:
+            continue
+        made = bench(
+            [run.artifacts[c.name].path for c in batch],
+            baseline=run.artifacts[baseline.name].path if baseline else None,
+            config=batch_config,
+            results_path=run.results,
+            cells=[run.ref(c, "bench") for c in batch],
+            progress=run.step,
+        )
+        run.mine.update({(c.key(), "bench"): r for c, r in zip(batch, made, strict=True)})
+        run.finished += len(batch)
+        run.step(f"benched {', '.join(c.name for c in batch)}")
+
+
+def _bench_served(run: _Run, cell: Cell, config: BenchConfig) -> None:
+    from quantlab.bench.served import bench_load
+
+    if (cell.key(), "load") in run.mine:
+        run.finished += 1
+        return
+    run.mine[(cell.key(), "load")] = bench_load(
+        run.artifacts[cell.name].path,
+        config=config,
+        results_path=run.results,
+        cell=run.ref(cell, "load"),
+        progress=run.step,
+    )
+    run.step(f"{cell.name}: served", count=True)
