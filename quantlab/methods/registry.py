@@ -4,24 +4,39 @@ from __future__ import annotations
 
 from quantlab.errors import SpecError
 from quantlab.methods.base import Backend
+from quantlab.spec import OPTION_FIELDS
 
 _BACKENDS: dict[tuple[str, str], Backend] = {}
 
 
 def register(cls: type[Backend]) -> type[Backend]:
+    """Add a backend, checking its declaration now: a wrong one would otherwise surface as a confusing refusal
+    (or none) only when someone passes that option."""
     key = (cls.method, cls.name)
     if key in _BACKENDS:
         raise RuntimeError(f"backend {key} registered twice")
+    options = getattr(cls, "options", None)
+    if options is None or not options <= set(OPTION_FIELDS) or not getattr(cls, "refusal", ""):
+        raise RuntimeError(f"backend {key} must declare `options`, a subset of {OPTION_FIELDS}, and a `refusal`")
+    if ("scheme" in cls.options) != bool(cls.schemes) or (cls.schemes and cls.default_scheme not in cls.schemes):
+        raise RuntimeError(f"backend {key}: `schemes` and `default_scheme` must be declared with the scheme option")
     _BACKENDS[key] = cls()
     return cls
 
 
+def _registered() -> dict[tuple[str, str], Backend]:
+    """The backends, after making sure every method module has registered its own (they do so on import)."""
+    import quantlab.methods  # noqa: F401
+
+    return _BACKENDS
+
+
 def all_backends() -> list[Backend]:
-    return sorted(_BACKENDS.values(), key=lambda b: (b.method, not b.default, b.name))
+    return sorted(_registered().values(), key=lambda b: (b.method, not b.default, b.name))
 
 
 def method_names() -> list[str]:
-    return sorted({method for method, _ in _BACKENDS})
+    return sorted({method for method, _ in _registered()})
 
 
 def get_backend(method: str, backend: str | None = None) -> Backend:
