@@ -1,4 +1,7 @@
-"""The explicit registry of (method, backend) pairs."""
+"""The explicit registry of (method, backend) pairs, and what the CLI help says from their declarations.
+
+Import-light on purpose (no torch, no quantization library): `quantlab quantize --help` is built from it.
+"""
 
 from __future__ import annotations
 
@@ -49,4 +52,22 @@ def get_backend(method: str, backend: str | None = None) -> Backend:
     if found is None:
         names = sorted(n for m, n in _BACKENDS if m == method)
         raise SpecError(f"method {method!r} has no backend {backend!r}; available: {', '.join(names)}")
+    return found
+
+
+def option_takers() -> dict[str, list[str]]:
+    """Option field → the `method/backend`s that take it (method order, default backend first), for an
+    option's help line ("taken by gptq, awq/llmcompressor"). Every option field is a key."""
+    backends = all_backends()
+    return {option: [f"{b.method}/{b.name}" for b in backends if option in b.options] for option in OPTION_FIELDS}
+
+
+def schemes() -> dict[str, list[str]]:
+    """Method → its scheme names, the default first, for the methods that take --scheme: the choices the CLI
+    lists, exactly those `normalize` accepts (case aside)."""
+    found: dict[str, list[str]] = {}
+    for backend in all_backends():
+        if backend.schemes:
+            names = found.setdefault(backend.method, [backend.default_scheme])
+            names += [s for s in backend.schemes if s not in names]
     return found
