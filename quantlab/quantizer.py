@@ -50,7 +50,7 @@ def quantize(
     check_out_free(out, force=force)
     source = resolve_model(model, log=log)
     info = model_info(source.path, trust_remote_code=trust_remote_code)
-    spec = backend.fit(spec, info)
+    spec = backend.for_model(spec, info)
     with building(out, force=force) as tmp:
         started = time.perf_counter()
         outcome = backend.quantize(source, spec, tmp, log, trust_remote_code=trust_remote_code)
@@ -96,7 +96,7 @@ def reusable(out: str | Path, model: str, spec: MethodSpec) -> Artifact | None:
     requested = backend.normalize(spec)
     source = resolve_model(model, log=lambda _: None)
     # A cached artifact made before a check existed must not slip past it.
-    backend.fit(requested, model_info(source.path))
+    backend.for_model(requested, model_info(source.path))
     manifest = artifact.manifest
     if not same_request(manifest.spec, requested) or manifest.source.content_sha256 != source.content_sha256:
         return None

@@ -32,48 +32,87 @@ def dtype_short(torch_dtype_obj) -> str:
 
 
 class Calibration(BaseModel):
-    """Calibration data for methods that need it (GPTQ, AWQ, imatrix); data-free methods leave it unset."""
+    """Calibration data for methods that need it (GPTQ, AWQ, imatrix); data-free methods leave it unset.
+
+    Each field's description is the `--help` text of its CLI option, so it says the default in words."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: str = "default"
-    n_samples: int = Field(64, gt=0)
-    seq_len: int = Field(512, gt=0)
-    seed: int = 0
+    dataset: str = Field(
+        "default",
+        description="Calibration text: 'default' (WikiText-2 from the hub, else the embedded copy), 'wikitext2' "
+        "(the hub only), 'embedded' (the shipped WikiText-2) or a .txt/.jsonl path.",
+    )
+    n_samples: int = Field(64, gt=0, description="Calibration samples (token windows); default 64.")
+    seq_len: int = Field(512, gt=0, description="Tokens per calibration sample; default 512.")
+    seed: int = Field(0, description="Seed that picks the calibration samples; default 0.")
 
 
 class MethodSpec(BaseModel):
     """A quantization request. Unset fields are filled in by the backend's `normalize`, so the manifest
-    always records the values that were really used, not just what the user typed."""
+    always records the values that were really used, not just what the user typed.
+
+    Each field's description is the `--help` text of its CLI option (`quantlab quantize` is generated from
+    these fields), so it is written for a user and says the default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: str
-    backend: str | None = None
-    bits: int | None = None
-    group_size: int | None = Field(None, description="weights per scale; -1 = one scale per output channel")
-    symmetric: bool | None = None
-    dtype: DType = Field("auto", description="dtype of tensors left unquantized (and of `none` artifacts)")
-    scheme: str | None = None
+    method: str = Field(description="Quantization method; `quantlab methods` lists them with their backends.")
+    backend: str | None = Field(None, description="Library that runs the method; default: the method's default.")
+    bits: int | None = Field(
+        None, description="Integer weight bits (rtn, gptq, awq; the widths depend on the backend); default 4."
+    )
+    group_size: int | None = Field(
+        None, description="Integer methods: weights per scale; -1 = one scale per output channel; default 128."
+    )
+    symmetric: bool | None = Field(
+        None,
+        description="Integer methods: a grid without a zero-point (symmetric) or with one (asymmetric); "
+        "default symmetric, asymmetric for AWQ.",
+    )
+    dtype: DType = Field(
+        "auto",
+        description="fp32|bf16|fp16: dtype of the saved model (none) or of the tensors left unquantized; "
+        "auto = the source dtype.",
+    )
+    scheme: str | None = Field(
+        None,
+        description="The named format of gguf (llama.cpp file type), fp8 and fp4 (compressed-tensors preset) "
+        "and bnb (bitsandbytes type); it sets the bits and scales.",
+    )
     act_order: Literal["off", "static", "group"] | None = Field(
         None,
-        description="GPTQ column order: off; static (by activation size, no runtime cost); group (desc_act, "
-        "stores a g_idx permutation)",
+        description="GPTQ column order: off; static (by activation size, no runtime cost; the default); group "
+        "(desc_act, stores a g_idx permutation).",
     )
-    damp: float | None = Field(None, gt=0, lt=1, description="GPTQ Hessian dampening, a fraction of its mean diagonal")
-    n_grid: int | None = Field(None, gt=1, description="AWQ scale search: grid points per layer")
+    damp: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="GPTQ Hessian dampening, a fraction of its mean diagonal; default: the backend's own "
+        "(llm-compressor 0.01, GPTQModel 0.05).",
+    )
+    n_grid: int | None = Field(None, gt=1, description="AWQ scale search: grid points per layer; default 20.")
     imatrix: bool | None = Field(
-        None, description="GGUF: weigh rounding errors with an importance matrix computed from the calibration data"
+        None,
+        description="GGUF: weigh rounding errors with an importance matrix computed from the calibration data; "
+        "on by default when calibration options are given; IQ types need it.",
     )
     double_quant: bool | None = Field(
         None,
-        description="bitsandbytes 4-bit: quantize the per-block scales too "
-        "(QLoRA's double quantization, ≈0.4 bit/weight less)",
+        description="bitsandbytes nf4/fp4: quantize the per-block scales too "
+        "(QLoRA's double quantization, ≈0.4 bit/weight less); default off.",
     )
     compute_dtype: Literal["fp32", "bf16", "fp16"] | None = Field(
-        None, description="bitsandbytes: dtype the 4-bit weights are expanded to for the matmul"
+        None,
+        description="bitsandbytes nf4/fp4: dtype the 4-bit weights are expanded to for the matmul; "
+        "default: the dtype option.",
     )
-    calibration: Calibration | None = None
+    calibration: Calibration | None = Field(
+        None,
+        description="Calibration data of the calibrated methods (gptq, awq, fp4 NVFP4, gguf imatrix); "
+        "data-free methods refuse it.",
+    )
 
     def label(self) -> str:
         """Short human label used in tables, e.g. `w4 g64 asym` or `bf16`."""
@@ -110,3 +149,18 @@ def same_request(recorded: MethodSpec, requested: MethodSpec) -> bool:
         if dataset and Path(dataset).exists():
             spec["calibration"]["dataset"] = str(Path(dataset).resolve())
     return all(have.get(key) == value for key, value in want.items())
+
+
+# The fields a backend may take or refuse: everything but the method and backend, which choose the backend.
+OPTION_FIELDS: tuple[str, ...] = tuple(name for name in MethodSpec.model_fields if name not in ("method", "backend"))
+
+
+def option_flag(option: str) -> str:
+    """An option as the CLI spells it, so an error names what the user typed. Calibration is several flags."""
+    return "--calib-*" if option == "calibration" else "--" + option.replace("_", "-")
+
+
+def option_is_set(spec: MethodSpec, option: str) -> bool:
+    """Whether the request gives this option: its value differs from the field's default (None, or `auto`
+    for dtype), which is what an unset CLI flag or recipe key leaves."""
+    return getattr(spec, option) != MethodSpec.model_fields[option].default

@@ -59,7 +59,7 @@ def test_unsupported_bits(tiny_model, tmp_path):
 def test_bits_for_none(tiny_model, tmp_path):
     out = tmp_path / "out"
     proc = run_cli("quantize", str(tiny_model), "--method", "none", "--bits", "4", "--out", str(out))
-    _one_line_error(proc, "takes no bits")
+    _one_line_error(proc, "none/transformers takes no --bits")
     assert not out.exists()
 
 

@@ -185,7 +185,7 @@ def test_weight_bytes_order_fp8_below_bf16_and_4bit_below_fp8(made):
     [
         (MethodSpec(method="fp8", scheme="FP9"), "no scheme 'FP9'; choose one of FP8_DYNAMIC, FP8_BLOCK, FP8_W8A16"),
         (MethodSpec(method="fp8", bits=8), "takes no --bits"),
-        (MethodSpec(method="fp8", calibration=Calibration()), "FP8_DYNAMIC is data-free"),
+        (MethodSpec(method="fp8", calibration=Calibration()), "every FP8 scheme is data-free"),
         (MethodSpec(method="fp4", scheme="MXFP4", calibration=Calibration()), "MXFP4 is data-free"),
         (MethodSpec(method="fp4", dtype="fp32"), "keeps unquantized tensors in bf16, not fp32"),
         (MethodSpec(method="fp4", double_quant=True), "takes no --double-quant"),
@@ -225,13 +225,13 @@ def test_group_and_block_widths_are_checked_against_the_architecture():
     fp8, fp4 = get_backend("fp8"), get_backend("fp4")
     block = fp8.normalize(MethodSpec(method="fp8", scheme="FP8_BLOCK"))
     with pytest.raises(SpecError, match=r"groups of 128 input channels.*in_features 576.*FP8_DYNAMIC or FP8_W8A16"):
-        fp8.fit(block, info(576))
-    assert fp8.fit(block, info(512)).scheme == "FP8_BLOCK"
+        fp8.for_model(block, info(576))
+    assert fp8.for_model(block, info(512)).scheme == "FP8_BLOCK"
     mxfp4 = fp4.normalize(MethodSpec(method="fp4", scheme="MXFP4"))
     with pytest.raises(SpecError, match=r"groups of 32 input channels.*in_features 272.*use --scheme NVFP4"):
-        fp4.fit(mxfp4, info(272))
+        fp4.for_model(mxfp4, info(272))
     with pytest.raises(SpecError, match="no scheme of this method fits"):
-        fp4.fit(mxfp4, info(264))
+        fp4.for_model(mxfp4, info(264))
 
 
 def test_bnb_cpu_width_rule_names_the_layer_and_what_to_do():

@@ -14,7 +14,7 @@ from quantlab.errors import QuantizationError, SpecError
 from quantlab.methods import gptqmodel_backend as gm
 from quantlab.methods import llmcompressor_backend as lc
 from quantlab.methods.base import Log, QuantizeOutcome
-from quantlab.methods.common import WeightOnlyIntBackend
+from quantlab.methods.common import INT_OPTIONS, WeightOnlyIntBackend, int_refusal
 from quantlab.methods.registry import register
 from quantlab.models import ModelInfo, SourceModel
 from quantlab.spec import MethodSpec, torch_dtype
@@ -36,10 +36,10 @@ class AwqLlmCompressor(WeightOnlyIntBackend):
     default = True
     requires = lc.REQUIRES
     extra = lc.EXTRA
-    calibrated = True
+    options = INT_OPTIONS | {"n_grid", "calibration"}
+    refusal = int_refusal("AWQ", options)
     default_symmetric = False  # AWQ's published recipe (and llm-compressor's W4A16_ASYM preset) uses zero-points
     per_channel = False
-    accepts = frozenset({"n_grid"})
     summary = "AWQ int4/int8, compressed-tensors pack-quantized; loads in transformers, vLLM"
 
     def option_defaults(self, spec: MethodSpec) -> dict:
@@ -67,18 +67,19 @@ class AwqGptqModel(WeightOnlyIntBackend):
     requires = gm.REQUIRES
     extra = gm.EXTRA
     supported_bits = (4,)  # AWQ GEMM is a 4-bit format; GPTQModel's 8-bit AWQ packs wrong codes from bf16
-    calibrated = True
+    options = INT_OPTIONS | {"calibration"}  # quantlab passes GPTQModel's AWQ no scale-search grid (--n-grid)
+    refusal = int_refusal("GPTQModel's AWQ", options)
     default_symmetric = False
     per_channel = False
     summary = "AWQ int4, AWQ GEMM checkpoint (quant_method awq); loads in transformers (+gptqmodel), vLLM, TGI"
 
-    def normalize(self, spec: MethodSpec) -> MethodSpec:
-        spec = super().normalize(spec)
+    def resolve(self, spec: MethodSpec) -> MethodSpec:
+        spec = super().resolve(spec)
         gm.check_group_size(spec, f"{self.method}/{self.name}")
         return spec
 
-    def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
-        return super().fit(_half_dtype(spec, info, f"{self.method}/{self.name}"), info)
+    def for_model(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
+        return super().for_model(_half_dtype(spec, info, f"{self.method}/{self.name}"), info)
 
     def quantize(
         self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
@@ -98,13 +99,14 @@ class AwqAutoAwq(WeightOnlyIntBackend):
     requires = ("autoawq", "gptqmodel", "optimum")  # gptqmodel + optimum: what transformers loads AWQ with
     extra = "autoawq"
     supported_bits = (4,)
-    calibrated = True
+    options = INT_OPTIONS | {"calibration"}
+    refusal = int_refusal("AutoAWQ", options)
     default_symmetric = False
     per_channel = False
     summary = "legacy (deprecated upstream): AWQ int4 GEMM checkpoint; served by transformers (+gptqmodel), vLLM"
 
-    def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
-        return super().fit(_half_dtype(spec, info, f"{self.method}/{self.name}"), info)
+    def for_model(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
+        return super().for_model(_half_dtype(spec, info, f"{self.method}/{self.name}"), info)
 
     def quantize(
         self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False

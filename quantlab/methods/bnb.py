@@ -15,7 +15,6 @@ from pathlib import Path
 
 from quantlab.errors import SpecError
 from quantlab.methods.base import Backend, Log, QuantizeOutcome
-from quantlab.methods.common import refuse_options, resolve_calibration
 from quantlab.methods.registry import register
 from quantlab.models import ModelInfo, SourceModel
 from quantlab.spec import MethodSpec, torch_dtype
@@ -69,17 +68,15 @@ class BnbBitsandbytes(Backend):
         "nf4 / fp4 (± double quant) and int8 (LLM.int8) via transformers BitsAndBytesConfig; "
         "save_pretrained with quantization_config; loads in transformers, vLLM"
     )
+    schemes = SCHEMES
+    default_scheme = "nf4"
+    # --double-quant and --compute-dtype are 4-bit settings; int8 refuses them by value in `resolve`.
+    options = frozenset({"scheme", "dtype", "double_quant", "compute_dtype"})
+    refusal = f"bitsandbytes is data-free and its scheme (--scheme {'|'.join(SCHEMES)}) sets the format"
 
-    def normalize(self, spec: MethodSpec) -> MethodSpec:
+    def resolve(self, spec: MethodSpec) -> MethodSpec:
         who = "bnb/bitsandbytes"
-        refuse_options(
-            spec,
-            who,
-            ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid", "imatrix"),
-            f"the scheme ({'|'.join(SCHEMES)}) sets the format",
-        )
-        resolve_calibration(spec, who, calibrated=False)
-        scheme = (spec.scheme or "nf4").lower()
+        scheme = (spec.scheme or self.default_scheme).lower()
         if scheme not in SCHEMES:
             raise SpecError(f"{who} has no scheme {spec.scheme!r}; choose one of {', '.join(SCHEMES)}")
         if scheme == "int8":
@@ -92,8 +89,8 @@ class BnbBitsandbytes(Backend):
             return spec.model_copy(update={"backend": self.name, "scheme": scheme})
         return spec.model_copy(update={"backend": self.name, "scheme": scheme, "double_quant": bool(spec.double_quant)})
 
-    def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
-        spec = super().fit(spec, info)
+    def for_model(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
+        spec = super().for_model(spec, info)
         if spec.scheme != "int8":
             if cpu_4bit_kernel_available():
                 problem = cpu_width_problem(info)

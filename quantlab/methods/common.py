@@ -1,5 +1,5 @@
 """What the weight-only integer methods (rtn, gptq, awq) share: bits, group size, symmetry, calibration
-defaults, and the group-size-vs-layer-width check."""
+defaults, the reason they refuse other options, and the group-size-vs-layer-width check."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import ClassVar
 from quantlab.errors import SpecError
 from quantlab.methods.base import Backend
 from quantlab.models import ModelInfo
-from quantlab.spec import Calibration, MethodSpec
+from quantlab.spec import OPTION_FIELDS, Calibration, MethodSpec, option_flag
 
 DEFAULT_GROUP_SIZE = 128
 
@@ -27,18 +27,28 @@ def group_size_problem(info: ModelInfo, group_size: int, skip: set[str]) -> str 
     return None
 
 
+# What every integer weight-only backend takes; each adds its algorithm's own options (and calibration if any).
+INT_OPTIONS = frozenset({"bits", "group_size", "symmetric", "dtype"})
+
+
+def int_refusal(algorithm: str, options: frozenset[str]) -> str:
+    """Why an integer weight-only backend refuses an option: the options it takes are its whole request. Said
+    from the declaration itself, so the reason cannot drift from what is accepted."""
+    flags = [option_flag(o) for o in OPTION_FIELDS if o in options and o not in ("dtype", "calibration")]
+    if "calibration" in options:
+        return f"{algorithm} is set by {', '.join(flags)} and its calibration data"
+    return f"{algorithm} is data-free and set by {', '.join(flags[:-1])} and {flags[-1]} alone"
+
+
 class WeightOnlyIntBackend(Backend):
     """A backend writing integer weights with per-group scales; subclasses say what they support."""
 
     supported_bits: ClassVar[tuple[int, ...]] = (4, 8)
     default_bits: ClassVar[int] = 4
     default_symmetric: ClassVar[bool] = True
-    calibrated: ClassVar[bool] = False
     per_channel: ClassVar[bool] = True  # accepts --group-size -1
-    # Options only some methods take; a value for any other is refused rather than silently ignored.
-    accepts: ClassVar[frozenset[str]] = frozenset()
 
-    def normalize(self, spec: MethodSpec) -> MethodSpec:
+    def resolve(self, spec: MethodSpec) -> MethodSpec:
         who = f"{self.method}/{self.name}"
         bits = spec.bits if spec.bits is not None else self.default_bits
         if bits not in self.supported_bits:
@@ -48,19 +58,7 @@ class WeightOnlyIntBackend(Backend):
             raise SpecError(f"{who} needs a positive --group-size (no per-channel mode)")
         if group != -1 and group <= 0:
             raise SpecError(f"--group-size must be positive or -1 (per channel), not {group}")
-        if spec.scheme is not None:
-            raise SpecError(f"{who} takes no --scheme: it is set by --bits/--group-size/--symmetric")
-        refuse_options(
-            spec,
-            who,
-            tuple(
-                o
-                for o in ("act_order", "damp", "n_grid", "imatrix", "double_quant", "compute_dtype")
-                if o not in self.accepts
-            ),
-            f"not an option of {self.method}",
-        )
-        calibration = resolve_calibration(spec, who, calibrated=self.calibrated)
+        calibration = resolve_calibration(spec, who, calibrated="calibration" in self.options)
         symmetric = self.default_symmetric if spec.symmetric is None else spec.symmetric
         return spec.model_copy(
             update={
@@ -77,18 +75,11 @@ class WeightOnlyIntBackend(Backend):
         """Backend-specific defaults for act_order/damp/n_grid, recorded so the manifest shows them."""
         return {}
 
-    def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
+    def for_model(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
         problem = group_size_problem(info, spec.group_size, {info.lm_head} if info.lm_head else set())
         if problem:
             raise SpecError(problem)
-        return super().fit(spec, info)
-
-
-def refuse_options(spec: MethodSpec, who: str, options: tuple[str, ...], why: str) -> None:
-    """An option this method has no use for is an error, never silently ignored."""
-    for option in options:
-        if getattr(spec, option) is not None:
-            raise SpecError(f"{who} takes no --{option.replace('_', '-')}: {why}")
+        return super().for_model(spec, info)
 
 
 def resolve_calibration(spec: MethodSpec, who: str, *, calibrated: bool) -> Calibration | None:

@@ -42,7 +42,10 @@ class Fp4LlmCompressor(PresetBackend):
     name = "llmcompressor"
     default = True
     presets = PRESETS
+    schemes = tuple(PRESETS)
     default_scheme = "NVFP4"
+    options = frozenset({"scheme", "dtype", "calibration"})  # NVFP4's static activation scale is calibrated
+    refusal = f"the scheme (--scheme {'|'.join(PRESETS)}) sets bits and scales"
     bf16_only = "compressed-tensors decompresses FP4 weights to bf16, and a model mixing dtypes fails to run"
     summary = (
         "NVFP4 / MXFP4 (W4A4) and NVFP4A16 / MXFP4A16 (weight-only); compressed-tensors nvfp4/mxfp4 "

@@ -39,7 +39,10 @@ class Fp8LlmCompressor(PresetBackend):
     name = "llmcompressor"
     default = True
     presets = PRESETS
+    schemes = tuple(PRESETS)
     default_scheme = "FP8_DYNAMIC"
+    options = frozenset({"scheme", "dtype"})  # no FP8 scheme is calibrated
+    refusal = f"the scheme (--scheme {'|'.join(PRESETS)}) sets bits and scales, and every FP8 scheme is data-free"
     summary = (
         "FP8_DYNAMIC (W8A8, per-token activations), FP8_BLOCK (128×128 blocks), FP8_W8A16 (weight-only); "
         "compressed-tensors float-quantized; loads in transformers, vLLM"

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from quantlab.artifact import GGUFRecord, ImatrixRecord
 from quantlab.errors import SpecError
-from quantlab.llamacpp.types import FLOAT_TYPES, SUPERBLOCK_TYPES, lookup
+from quantlab.llamacpp.types import FLOAT_TYPES, GGUF_TYPES, SUPERBLOCK_TYPES, lookup
 from quantlab.methods.base import Backend, Log, QuantizeOutcome
-from quantlab.methods.common import refuse_options
 from quantlab.methods.registry import register
 from quantlab.models import ModelInfo, SourceModel
 from quantlab.spec import Calibration, MethodSpec
@@ -66,19 +65,16 @@ class GGUFLlamaCpp(Backend):
         "converter and quantizer; loads in llama.cpp, llama-cpp-python, ollama, LM Studio"
     )
 
-    def normalize(self, spec: MethodSpec) -> MethodSpec:
-        refuse_options(
-            spec,
-            "gguf/llamacpp",
-            ("bits", "group_size", "symmetric", "act_order", "damp", "n_grid", "double_quant", "compute_dtype"),
-            f"the GGUF type (--scheme, e.g. {DEFAULT_TYPE}) sets the bits and blocks",
-        )
-        if spec.dtype != "auto":
-            raise SpecError(
-                "gguf/llamacpp takes no --dtype: the GGUF type sets it (--scheme F32, F16 or BF16 "
-                "for an unquantized file; quantized types are made from F16)"
-            )
-        gtype = lookup(spec.scheme or DEFAULT_TYPE)
+    schemes = tuple(GGUF_TYPES)
+    default_scheme = DEFAULT_TYPE
+    options = frozenset({"scheme", "imatrix", "calibration"})  # --dtype too is the GGUF type's (F32/F16/BF16)
+    refusal = (
+        f"the GGUF type (--scheme, e.g. {DEFAULT_TYPE}) sets the bits, blocks and float dtype (F32, F16 or BF16 "
+        "for an unquantized file; quantized types are made from F16)"
+    )
+
+    def resolve(self, spec: MethodSpec) -> MethodSpec:
+        gtype = lookup(spec.scheme or self.default_scheme)
         imatrix = spec.imatrix if spec.imatrix is not None else spec.calibration is not None
         if imatrix and gtype.imatrix == "ignored":
             raise SpecError(
@@ -94,7 +90,7 @@ class GGUFLlamaCpp(Backend):
             update={"backend": self.name, "scheme": gtype.name, "imatrix": imatrix, "calibration": calibration}
         )
 
-    def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
+    def for_model(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
         from quantlab.llamacpp.ops import supported_architectures
 
         if info.architecture not in supported_architectures():

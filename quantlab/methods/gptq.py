@@ -15,12 +15,13 @@ from quantlab.errors import BackendUnavailableError
 from quantlab.methods import gptqmodel_backend as gm
 from quantlab.methods import llmcompressor_backend as lc
 from quantlab.methods.base import Availability, Log, QuantizeOutcome
-from quantlab.methods.common import WeightOnlyIntBackend
+from quantlab.methods.common import INT_OPTIONS, WeightOnlyIntBackend, int_refusal
 from quantlab.methods.registry import register
 from quantlab.models import SourceModel
 from quantlab.spec import MethodSpec
 
 DEFAULT_DAMP = 0.01
+GPTQ_OPTIONS = INT_OPTIONS | {"act_order", "damp", "calibration"}
 
 
 def _recipe(spec: MethodSpec, scheme, head: str) -> list:
@@ -37,8 +38,8 @@ class GptqLlmCompressor(WeightOnlyIntBackend):
     default = True
     requires = lc.REQUIRES
     extra = lc.EXTRA
-    calibrated = True
-    accepts = frozenset({"act_order", "damp"})
+    options = GPTQ_OPTIONS
+    refusal = int_refusal("GPTQ", options)
     summary = "GPTQ int4/int8, compressed-tensors pack-quantized; loads in transformers, vLLM"
 
     def option_defaults(self, spec: MethodSpec) -> dict:
@@ -58,12 +59,12 @@ class GptqGptqModel(WeightOnlyIntBackend):
     requires = gm.REQUIRES
     extra = gm.EXTRA
     supported_bits = (3, 4, 8)
-    calibrated = True
-    accepts = frozenset({"act_order", "damp"})
+    options = GPTQ_OPTIONS
+    refusal = int_refusal("GPTQ", options)
     summary = "GPTQ int3/4/8, GPTQ checkpoint (quant_method gptq); loads in transformers (+gptqmodel), vLLM, TGI"
 
-    def normalize(self, spec: MethodSpec) -> MethodSpec:
-        spec = super().normalize(spec)
+    def resolve(self, spec: MethodSpec) -> MethodSpec:
+        spec = super().resolve(spec)
         gm.check_group_size(spec, f"{self.method}/{self.name}")
         return spec
 
@@ -86,7 +87,8 @@ class GptqAutoGptq(WeightOnlyIntBackend):
     name = "auto-gptq"
     legacy = True
     requires = ("auto-gptq",)
-    calibrated = True
+    options = INT_OPTIONS | {"calibration"}  # quantlab never drove its GPTQ options: it cannot run here
+    refusal = int_refusal("legacy auto-gptq", options)
     summary = "legacy, end-of-life upstream: replaced by --backend gptqmodel (same checkpoint format)"
 
     def availability(self) -> Availability:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantlab.errors import SpecError
 from quantlab.methods.base import Backend, Log, QuantizeOutcome
 from quantlab.methods.registry import register
 from quantlab.models import SourceModel
@@ -19,22 +18,10 @@ class NoneTransformers(Backend):
     requires = ("transformers",)
     summary = "unquantized safetensors in fp32/bf16/fp16; loads in transformers, vLLM, llama.cpp's converter"
 
-    def normalize(self, spec: MethodSpec) -> MethodSpec:
-        for field in (
-            "bits",
-            "group_size",
-            "symmetric",
-            "scheme",
-            "calibration",
-            "imatrix",
-            "act_order",
-            "damp",
-            "n_grid",
-            "double_quant",
-            "compute_dtype",
-        ):
-            if getattr(spec, field) is not None:
-                raise SpecError(f"method 'none' takes no {field.replace('_', '-')} (it only saves in --dtype)")
+    options = frozenset({"dtype"})
+    refusal = "it only saves the unquantized model in --dtype"
+
+    def resolve(self, spec: MethodSpec) -> MethodSpec:
         return spec.model_copy(update={"backend": self.name})
 
     def quantize(

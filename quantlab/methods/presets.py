@@ -1,7 +1,8 @@
 """What fp8 and fp4 share: a named compressed-tensors preset per scheme, applied by llm-compressor.
 
 The scheme name is the whole request (bits, grid, scale layout and activation handling come with it), so these
-methods take `--scheme` and nothing of the integer methods' options. Each scheme states whether activations
+methods take `--scheme` (and `--dtype`, calibration where a scheme needs it) and nothing of the integer methods'
+options. Each scheme states whether activations
 are quantized too (W8A8/W4A4) or stay in the compute dtype (A16): the two are different formats with different
 kernels and must never share a row.
 """
@@ -16,7 +17,7 @@ from typing import ClassVar
 from quantlab.errors import QuantizationError, SpecError
 from quantlab.methods import llmcompressor_backend as lc
 from quantlab.methods.base import Backend, Log, QuantizeOutcome
-from quantlab.methods.common import refuse_options, resolve_calibration
+from quantlab.methods.common import resolve_calibration
 from quantlab.models import ModelInfo, SourceModel
 from quantlab.spec import MethodSpec
 
@@ -45,30 +46,17 @@ def _fits(preset: Preset, layer) -> bool:
 
 
 class PresetBackend(Backend):
+    """A backend whose whole request is a scheme name: subclasses give `presets` (their `schemes`, in order),
+    and declare `calibration` among their options only if some preset is calibrated."""
+
     presets: ClassVar[dict[str, Preset]]
     default_scheme: ClassVar[str]
     bf16_only: ClassVar[str | None] = None  # why the unquantized tensors must be bf16, if they must
     requires = lc.REQUIRES
     extra = lc.EXTRA
 
-    def normalize(self, spec: MethodSpec) -> MethodSpec:
+    def resolve(self, spec: MethodSpec) -> MethodSpec:
         who = f"{self.method}/{self.name}"
-        refuse_options(
-            spec,
-            who,
-            (
-                "bits",
-                "group_size",
-                "symmetric",
-                "act_order",
-                "damp",
-                "n_grid",
-                "imatrix",
-                "double_quant",
-                "compute_dtype",
-            ),
-            f"the scheme sets bits and scales (--scheme {'|'.join(self.presets)})",
-        )
         name = (spec.scheme or self.default_scheme).upper()
         preset = self.presets.get(name)
         if preset is None:
@@ -83,7 +71,7 @@ class PresetBackend(Backend):
             update={"backend": self.name, "scheme": name, "calibration": calibration, "dtype": dtype}
         )
 
-    def fit(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
+    def for_model(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
         layers = [layer for layer in info.linear_layers if layer.name != info.lm_head]
         preset = self.presets[spec.scheme]
         for layer in layers:
@@ -102,7 +90,7 @@ class PresetBackend(Backend):
             fitting = [name for name, other in self.presets.items() if all(_fits(other, lay) for lay in layers)]
             hint = f"use --scheme {' or '.join(fitting)}" if fitting else "no scheme of this method fits its widths"
             raise SpecError(f"{spec.scheme} scales {what}; {hint}")
-        return super().fit(spec, info)
+        return super().for_model(spec, info)
 
     def quantize(
         self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False

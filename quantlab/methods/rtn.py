@@ -11,7 +11,7 @@ from pathlib import Path
 
 from quantlab.methods import llmcompressor_backend as lc
 from quantlab.methods.base import Log, QuantizeOutcome
-from quantlab.methods.common import WeightOnlyIntBackend
+from quantlab.methods.common import INT_OPTIONS, WeightOnlyIntBackend, int_refusal
 from quantlab.methods.registry import register
 from quantlab.models import SourceModel
 from quantlab.spec import MethodSpec
@@ -24,6 +24,8 @@ class RtnLlmCompressor(WeightOnlyIntBackend):
     default = True
     requires = lc.REQUIRES
     extra = lc.EXTRA
+    options = INT_OPTIONS
+    refusal = int_refusal("round-to-nearest", options)
     summary = "int4/int8 weight-only, compressed-tensors pack-quantized; loads in transformers, vLLM"
 
     def quantize(
