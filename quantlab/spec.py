@@ -34,7 +34,7 @@ def dtype_short(torch_dtype_obj) -> str:
 class Calibration(BaseModel):
     """Calibration data for methods that need it (GPTQ, AWQ, imatrix); data-free methods leave it unset.
 
-    Each field's description is the `--help` text of its CLI option, so it says the default in words."""
+    Each field's description is the `--help` text of its CLI option (the CLI appends the default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,9 +43,9 @@ class Calibration(BaseModel):
         description="Calibration text: 'default' (WikiText-2 from the hub, else the embedded copy), 'wikitext2' "
         "(the hub only), 'embedded' (the shipped WikiText-2) or a .txt/.jsonl path.",
     )
-    n_samples: int = Field(64, gt=0, description="Calibration samples (token windows); default 64.")
-    seq_len: int = Field(512, gt=0, description="Tokens per calibration sample; default 512.")
-    seed: int = Field(0, description="Seed that picks the calibration samples; default 0.")
+    n_samples: int = Field(64, gt=0, description="Calibration samples (token windows).")
+    seq_len: int = Field(512, gt=0, description="Tokens per calibration sample.")
+    seed: int = Field(0, description="Seed that picks the calibration samples.")
 
 
 class MethodSpec(BaseModel):
