@@ -234,7 +234,7 @@ def bench(
                         options.ctx,
                         baseline=base_session,
                         baseline_digest=base.digest if base else "",
-                        baseline_label=_label(base) if base else "",
+                        baseline_label=artifact_ref(base).display_label(backend=False) if base else "",
                         on_window=lambda name=name, done=done, total=total: progress(
                             f"{name}: perplexity window {next(done)}/{total}"
                         ),
@@ -309,11 +309,6 @@ def _task_results(scores, base_scores, base: Artifact | None, options: BenchOpti
         baseline_digest=base.digest if base else None,
         scores=scores,
     )
-
-
-def _label(artifact: Artifact) -> str:
-    spec = artifact.manifest.spec
-    return f"{spec.method} {spec.label()}"
 
 
 def _run_worker(

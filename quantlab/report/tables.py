@@ -79,10 +79,6 @@ def _kld(value: float) -> str:
     return f"{value:.2e}" if value < 1e-3 else f"{value:.5f}"
 
 
-def _method(r: Result) -> str:
-    return f"{r.artifact.method} ({r.artifact.backend})"
-
-
 def _own_speed(result: Result) -> bool:
     return speed_is_formats_own(result.runtime.kernel)
 
@@ -123,7 +119,7 @@ def main_table(results: list[Result]) -> pd.DataFrame:
         mark = _kernel_mark(r, marks)
         rows.append(
             {
-                "method": _method(r),
+                "method": r.artifact.display_label(backend=True, scheme=False),
                 "scheme": r.artifact.label,
                 "size on disk MB": _fmt(r.artifact.disk_bytes / 1e6, 1),
                 "peak memory MB": (_fmt(r.memory.peak_bytes / 1e6, 0) + mark) if r.memory else "–",
@@ -152,7 +148,7 @@ def tasks_table(results: list[Result]) -> pd.DataFrame:
         for score in r.tasks.scores:
             rows.append(
                 {
-                    "method": _method(r),
+                    "method": r.artifact.display_label(backend=True, scheme=False),
                     "scheme": r.artifact.label,
                     "task": score.task,
                     "metric": score.metric + ("" if score.higher_is_better else " (lower is better)"),
@@ -203,7 +199,7 @@ def load_table(results: list[Result]) -> pd.DataFrame:
             gain = f"{lv.total_tok_s / base.total_tok_s:.1f}×" if base and base.total_tok_s > 0 else "–"
             rows.append(
                 {
-                    "method": _method(r),
+                    "method": r.artifact.display_label(backend=True, scheme=False),
                     "scheme": r.artifact.label,
                     "engine": f"{sweep.engine}{'' if sweep.batches else ' (not batched)'}"
                     f"{'' if sweep.engine_verified else ' (unverified)'}",
@@ -265,7 +261,7 @@ def batch_table(results: list[Result]) -> pd.DataFrame:
             mark = _kernel_mark(r, marks)
             rows.append(
                 {
-                    "method": _method(r),
+                    "method": r.artifact.display_label(backend=True, scheme=False),
                     "scheme": r.artifact.label,
                     "batch": p.batch_size,
                     "prefill tok/s": f"{p.prefill_tok_s.median:,.0f} [{p.prefill_tok_s.min:,.0f}–"
@@ -367,7 +363,7 @@ def choose_table(results: list[Result]) -> pd.DataFrame:
     wins, marks = _wins(group, served), _marks(results)
     methods: dict[str, list[Result]] = {}
     for r in group:
-        methods.setdefault(_method(r), []).append(r)
+        methods.setdefault(r.artifact.display_label(backend=True, scheme=False), []).append(r)
     rows = []
     for method, cells in methods.items():
         speeds = [(r, _speed_at(r, 1).decode_tok_s.median) for r in cells if _speed_at(r, 1)]
@@ -421,7 +417,7 @@ def _dominated(cells: list[Result], group: list[Result]) -> str:
         and _speed_at(rival, 1).decode_tok_s.median >= _speed_at(best, 1).decode_tok_s.median
     )
     return (
-        f"nothing here: {_method(rival)} {rival.artifact.label} is smaller with higher quality"
+        f"nothing here: {rival.artifact.display_label(backend=True)} is smaller with higher quality"
         + (" and decodes faster at batch 1" if faster else "")
         + f" than {best.artifact.label}"
     )
@@ -562,7 +558,7 @@ def footnotes(results: list[Result]) -> list[str]:
             f"bandwidth {gb_s} GB/s on {device_name}, measured by quantlab ({method}); bytes per token "
             "= weights as the kernel path holds them in memory + KV cache at the mean decode context:"
         )
-    notes += [f"  {_method(r)} {r.artifact.label}: {r.roofline.bytes_detail}" for r in results if r.roofline]
+    notes += [f"  {r.artifact.display_label(backend=True)}: {r.roofline.bytes_detail}" for r in results if r.roofline]
     batching = {(r.runtime.runtime, r.runtime.batching) for r in results if r.speed}
     notes += [f"Batching in {name}: {how}." for name, how in sorted(batching)]
     notes += gguf_ordering_notes(results)
@@ -572,7 +568,9 @@ def footnotes(results: list[Result]) -> list[str]:
     kernels = {r.runtime.kernel for r in results}
     notes += [f"Kernel '{kernel}': {KERNEL_MEANING[kernel]}." for kernel in sorted(kernels)]
     details = {
-        (f"{_method(r)} {r.artifact.label}", r.runtime.kernel_detail) for r in results if r.runtime.kernel == "native"
+        (r.artifact.display_label(backend=True), r.runtime.kernel_detail)
+        for r in results
+        if r.runtime.kernel == "native"
     }
     notes += [f"  {name}: {detail}" for name, detail in sorted(details)]
     notes += emulated_notes(results)
@@ -583,7 +581,7 @@ def emulated_notes(results: list[Result]) -> list[str]:
     """One footnote per cell whose speed (and so $/1M) is not the format's own: what ran, and what it means."""
     by_cell = {_cell(r): r for r in results}
     return [
-        f"†{n} {_method(r)} {r.artifact.label} on {r.runtime.runtime}, kernel "
+        f"†{n} {r.artifact.display_label(backend=True)} on {r.runtime.runtime}, kernel "
         f"'{r.runtime.kernel}' ({r.runtime.compute_dtype}): {r.runtime.kernel_detail}. Its size and quality are "
         f"the format's; its speed, memory and $/1M are those of this kernel path, not of the format on hardware "
         "or a library that computes on it natively."
