@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from quantlab.bench.served import LoadOptions, bench_load
-    from quantlab.report import tables
+    from quantlab.report import markdown, select
     from quantlab.spec import Calibration, MethodSpec
 
     specs = {
@@ -55,7 +55,7 @@ def main() -> None:
     from quantlab.results import read_results
 
     # what `quantlab report RESULTS --out RESULTS.md` writes
-    text = tables.markdown(tables.select(read_results(args.results)))
+    text = markdown(select(read_results(args.results)))
     args.results.with_suffix(".md").write_text(text, encoding="utf-8")
     print(text)
     for r in records:

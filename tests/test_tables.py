@@ -8,7 +8,9 @@ import re
 
 import pytest
 
-from quantlab.report import tables
+from quantlab.report import markdown, select, tables
+from quantlab.report.choose import choose_table
+from quantlab.report.notes import footnotes
 from quantlab.results import read_results
 
 from .conftest import REPO, run_cli
@@ -19,8 +21,8 @@ DEMO_CPU = REPO / "results" / "demo-cpu.jsonl"
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(REPO / "results")))
 def test_committed_reports_regenerate_byte_for_byte(path):
-    records = tables.select(read_results(path))
-    assert tables.markdown(records) == path.with_suffix(".md").read_text(encoding="utf-8")
+    records = select(read_results(path))
+    assert markdown(records) == path.with_suffix(".md").read_text(encoding="utf-8")
 
 
 def test_the_demo_run_is_committed_and_the_cli_regenerates_it(tmp_path):
@@ -37,7 +39,7 @@ def test_the_demo_run_is_committed_and_the_cli_regenerates_it(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo():
-    return tables.select(read_results(DEMO_CPU))
+    return select(read_results(DEMO_CPU))
 
 
 def test_quality_pct_is_perplexity_recovery(demo):
@@ -52,17 +54,17 @@ def test_quality_pct_is_perplexity_recovery(demo):
 
 
 def test_every_cell_off_its_own_kernel_has_one_numbered_footnote(demo):
-    report = tables.markdown(demo)
+    report = markdown(demo)
     own = {"dense", "native"}
     cells = {(r.artifact.digest, r.runtime.runtime, r.runtime.kernel) for r in demo if r.runtime.kernel not in own}
     assert cells  # the demo holds dequantized and emulated cells
-    notes = [n for n in tables.footnotes(demo) if re.match(r"†\d+ ", n)]
+    notes = [n for n in footnotes(demo) if re.match(r"†\d+ ", n)]
     assert [int(n[1 : n.index(" ")]) for n in notes] == list(range(1, len(cells) + 1))
     table_marks = {int(m) for m in re.findall(r"†(\d+)", report.split("## How these numbers were made")[0])}
     assert table_marks == set(range(1, len(cells) + 1))
     for r in demo:  # each such row carries its own number, in the main table and the served table
         if r.runtime.kernel not in own:
-            n = tables._marks(demo)[tables._cell(r)]
+            n = tables.mark_numbers(demo)[tables.cell_key(r)]
             assert f"†{n} {r.artifact.method} ({r.artifact.backend}) {r.artifact.label}" in "\n".join(notes)
     main = tables.main_table(demo)
     for _, row in main.iterrows():
@@ -71,7 +73,7 @@ def test_every_cell_off_its_own_kernel_has_one_numbered_footnote(demo):
 
 
 def test_which_format_to_choose_follows_the_numbers(demo):
-    choose = tables.choose_table(demo)
+    choose = choose_table(demo)
     in_process = [r for r in demo if r.load is None and r.quality and r.quality.vs_baseline]
     assert set(choose["method"]) == {f"{r.artifact.method} ({r.artifact.backend})" for r in in_process}
     best_for = dict(zip(choose["method"], choose["best for (measured here)"], strict=True))
@@ -114,5 +116,5 @@ def _segments(text: str) -> dict[str, str]:
 
 
 def test_the_choose_table_needs_two_comparable_rows():
-    records = tables.select(read_results(REPO / "results" / "served-smollm2.jsonl"))
-    assert tables.choose_table(records).empty  # served runs only: no quality against a baseline
+    records = select(read_results(REPO / "results" / "served-smollm2.jsonl"))
+    assert choose_table(records).empty  # served runs only: no quality against a baseline
