@@ -5,12 +5,15 @@ format's own has its own numbered footnote, and the "which format to choose" tab
 from __future__ import annotations
 
 import re
+from collections import Counter
+from datetime import timedelta
 
 import pytest
 
 from quantlab.report import markdown, select, tables
 from quantlab.report.choose import choose_table
 from quantlab.report.notes import footnotes
+from quantlab.report.selection import host
 from quantlab.results import read_results
 
 from .conftest import REPO, run_cli
@@ -118,3 +121,61 @@ def _segments(text: str) -> dict[str, str]:
 def test_the_choose_table_needs_two_comparable_rows():
     records = select(read_results(REPO / "results" / "served-smollm2.jsonl"))
     assert choose_table(records).empty  # served runs only: no quality against a baseline
+
+
+OTHER_CPU = "AMD EPYC 9R14 96-Core Processor"
+
+
+def _elsewhere(r, *, cpu: str | None = None, gpu: str | None = None):
+    """The same record, as if another machine had made it: nothing else differs."""
+    if gpu is not None:
+        return r.model_copy(update={"runtime": r.runtime.model_copy(update={"device": "cuda:0", "device_name": gpu})})
+    return r.model_copy(update={"host": r.host.model_copy(update={"cpu": cpu})})
+
+
+def test_the_host_is_the_gpu_on_cuda_else_the_cpu(demo):
+    r = demo[0]
+    assert host(r) == r.host.cpu
+    assert host(_elsewhere(r, gpu="NVIDIA H200")) == "NVIDIA H200"
+    assert host(_elsewhere(r, cpu=OTHER_CPU)) == OTHER_CPU
+
+
+def test_select_keeps_the_same_configuration_measured_on_two_hosts(demo):
+    r = demo[0]
+    other, rerun = _elsewhere(r, cpu=OTHER_CPU), r.model_copy(update={"timestamp": r.timestamp + timedelta(hours=1)})
+    assert select([r, other]) == [r, other]
+    assert select([r, rerun]) == [rerun]  # on one host a newer record still supersedes
+
+
+@pytest.mark.parametrize(
+    "table", [tables.main_table, tables.batch_table, tables.load_table, tables.tasks_table, tables.gguf_table]
+)
+def test_rows_from_two_hosts_say_which_host(demo, table):
+    single = table(demo)
+    assert not single.empty and "host" not in single.columns  # one host: the report as it always was
+    both = select(demo + [_elsewhere(r, cpu=OTHER_CPU) for r in demo])
+    rows = table(both)
+    after = list(single.columns).index("scheme") + 1
+    assert list(rows.columns) == [*single.columns[:after], "host", *single.columns[after:]]
+    assert Counter(rows["host"]) == {host(demo[0]): len(single), OTHER_CPU: len(single)}
+
+
+def test_each_host_has_its_own_footnotes_naming_it(demo):
+    both = select(demo + [_elsewhere(r, cpu=OTHER_CPU) for r in demo])
+    assert len(tables.mark_numbers(both)) == 2 * len(tables.mark_numbers(demo))
+    notes = [n for n in footnotes(both) if re.match(r"†\d+ ", n)]
+    assert len(notes) == len(tables.mark_numbers(both))
+    assert sum(f"({OTHER_CPU}), kernel" in n for n in notes) == len(notes) // 2
+    assert sum(f"({host(demo[0])}), kernel" in n for n in notes) == len(notes) // 2
+
+
+def test_the_choose_table_compares_the_rows_of_one_host(demo):
+    in_process = [r for r in demo if r.load is None and r.quality and r.quality.vs_baseline]
+    fewer = [_elsewhere(r, cpu=OTHER_CPU) for r in in_process[:3]]  # the other host has fewer comparable rows
+    single, mixed = choose_table(demo), choose_table(select(demo + fewer))
+    assert set(mixed["host"]) == {host(demo[0])}
+    same = ["method", "schemes", "quality %", "best for (measured here)"]
+    assert mixed[same].equals(single[same])  # the other host's copies neither join nor change the ranking
+    note = next(n for n in footnotes(select(demo + fewer)) if n.startswith("Which format to choose"))
+    assert f"rig cpu, host {host(demo[0])} only" in note
+    assert "host" not in next(n for n in footnotes(demo) if n.startswith("Which format to choose"))

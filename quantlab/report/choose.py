@@ -1,7 +1,8 @@
 """The "which format to choose" table: the guide's summary, derived from the measured rows.
 
 Derived rather than written, so it can say that a method wins nothing here and which row beats it; and only
-comparable rows compete (`selection.comparable`), because a ranking across baselines or rigs means nothing.
+comparable rows compete (`selection.comparable`: one baseline, rig, host and token stream), because a ranking
+across references or machines means nothing.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import pandas as pd
 
 from quantlab.report.plots import pareto
-from quantlab.report.selection import comparable, own_speed, quality_pct, speed_at
-from quantlab.report.tables import cell_key, mark_numbers
+from quantlab.report.selection import comparable, host, own_speed, quality_pct, speed_at
+from quantlab.report.tables import cell_key, mark_numbers, with_hosts
 from quantlab.results import Result
 
 REFERENCE = "the reference (100 % by definition)"
@@ -68,7 +69,8 @@ def _size_quality_frontier(group: list[Result]) -> list[tuple[int, float]]:
 
 
 def _served(results: list[Result], group: list[Result]) -> list[Result]:
-    """The served runs that may compete with the group: same rig, same artifacts, the format's own kernel."""
+    """The served runs that may compete with the group: same rig and host, same artifacts, the format's own
+    kernel."""
     digests = {g.artifact.digest for g in group}
     return [
         r
@@ -76,6 +78,7 @@ def _served(results: list[Result], group: list[Result]) -> list[Result]:
         if r.load is not None
         and r.load.levels
         and r.rig.name == group[0].rig.name
+        and host(r) == host(group[0])
         and own_speed(r)
         and r.artifact.digest in digests
     ]
@@ -125,6 +128,7 @@ def _row(method: str, cells: list[Result], base: Result | None, mark: str, best_
     return {
         "method": method,
         "schemes": ", ".join(r.artifact.label for r in cells),
+        "host": host(cells[0]),
         "quality %": _range([quality_pct(r) for r in cells], 1),
         "decode tok/s, batch 1": (_range(speeds, 1) + mark) if speeds else "–",
         "speed vs baseline": (_range([v / base_speed for v in speeds], 2, "×") + mark)
@@ -152,4 +156,4 @@ def choose_table(results: list[Result]) -> pd.DataFrame:
         numbers = sorted({marks[cell_key(r)] for r in cells if not own_speed(r)})
         mark = f" †{','.join(map(str, numbers))}" if numbers else ""
         rows.append(_row(method, cells, base, mark, _best_for(cells, group, base, wins)))
-    return pd.DataFrame(rows)
+    return with_hosts(rows, results)

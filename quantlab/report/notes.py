@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from quantlab.report.selection import comparable
+from quantlab.report.selection import comparable, host, spans_hosts
 from quantlab.report.tables import cell_key, mark_numbers, tensor_types
 from quantlab.results import KERNEL_MEANING, Result
 from quantlab.rigs import COST_FORMULA
@@ -124,8 +124,10 @@ def _kernel_notes(results: list[Result]) -> list[str]:
 def emulated_notes(results: list[Result]) -> list[str]:
     """One footnote per cell whose speed (and so $/1M) is not the format's own: what ran, and what it means."""
     by_cell = {cell_key(r): r for r in results}
+    multi = spans_hosts(results)  # then the same cell on two hosts is two footnotes: say which is which
     return [
-        f"†{n} {r.artifact.display_label(backend=True)} on {r.runtime.runtime}, kernel "
+        f"†{n} {r.artifact.display_label(backend=True)} on {r.runtime.runtime}"
+        f"{f' ({host(r)})' if multi else ''}, kernel "
         f"'{r.runtime.kernel}' ({r.runtime.compute_dtype}): {r.runtime.kernel_detail}. Its size and quality are "
         f"the format's; its speed, memory and $/1M are those of this kernel path, not of the format on hardware "
         "or a library that computes on it natively."
@@ -227,14 +229,20 @@ def choose_notes(results: list[Result]) -> list[str]:
     group = comparable(results)
     if len(group) < 2:
         return []
+    # Named only when the report spans hosts, so a single-host report reads as it always did.
+    one_host = (
+        f", host {host(group[0])} only (the host with the most comparable rows: speed, memory and price "
+        "measured on different machines do not rank against each other)"
+        if spans_hosts(results)
+        else ""
+    )
     return [
-        "Which format to choose: derived from the rows above on rig "
-        f"{group[0].rig.name}, against the baseline {group[0].quality.vs_baseline.baseline_label}. Ranges span "
-        "each method's schemes. 'Best for' names what a scheme is measurably best at among these cells "
-        "(highest quality, smallest file, least peak memory, fastest decode at batch 1 and at the largest "
-        "batch, most served throughput at the highest concurrency); a scheme that wins none but no other is "
-        "both smaller and better is marked as on the size/quality frontier. Only cells whose speed and "
-        "memory are the format's own (kernel dense or native) compete on speed and memory: a †-marked "
-        "cell's are its kernel path's. A different model, rig or runtime can change every entry; re-run the "
-        "recipe there."
+        f"Which format to choose: derived from the rows above on rig {group[0].rig.name}{one_host}, against the "
+        f"baseline {group[0].quality.vs_baseline.baseline_label}. Ranges span each method's schemes. 'Best for' "
+        "names what a scheme is measurably best at among these cells (highest quality, smallest file, least peak "
+        "memory, fastest decode at batch 1 and at the largest batch, most served throughput at the highest "
+        "concurrency); a scheme that wins none but no other is both smaller and better is marked as on the "
+        "size/quality frontier. Only cells whose speed and memory are the format's own (kernel dense or native) "
+        "compete on speed and memory: a †-marked cell's are its kernel path's. A different model, rig or runtime "
+        "can change every entry; re-run the recipe there."
     ]

@@ -10,6 +10,19 @@ from __future__ import annotations
 from quantlab.results import Result, SpeedPoint, speed_is_formats_own
 
 
+def host(r: Result) -> str:
+    """The machine a record's speed, memory and price belong to: the GPU model on CUDA, else the CPU model.
+
+    A model, not a hostname: two machines of one model measure alike, and a hostname tells a reader nothing.
+    """
+    return r.runtime.device_name if r.runtime.device.startswith("cuda") else r.host.cpu
+
+
+def spans_hosts(results: list[Result]) -> bool:
+    """Whether rows must say which host made them; a single-host report then stays exactly as it was."""
+    return len({host(r) for r in results}) > 1
+
+
 def _key(r: Result) -> tuple:
     return (
         r.artifact.digest,
@@ -21,6 +34,7 @@ def _key(r: Result) -> tuple:
         r.settings.token_fingerprint,
         r.settings.ctx,
         r.quality.vs_baseline.baseline_digest if r.quality and r.quality.vs_baseline else None,
+        host(r),  # the same configuration on another machine is another measurement, not a re-run
     )
 
 
@@ -59,8 +73,9 @@ def quality_pct(result: Result) -> float | None:
 
 
 def comparable(results: list[Result]) -> list[Result]:
-    """The in-process records scored against one baseline on one rig with one token stream: the largest such
-    group, because rows measured against different references or on different rigs do not rank."""
+    """The in-process records scored against one baseline on one rig and one host with one token stream: the
+    largest such group, because rows measured against different references or on different machines do not
+    rank."""
     scored = [r for r in results if r.load is None and r.quality and r.quality.vs_baseline]
     groups: dict[tuple, list[Result]] = {}
     for r in scored:
@@ -69,6 +84,7 @@ def comparable(results: list[Result]) -> list[Result]:
             r.rig.name,
             r.settings.token_fingerprint,
             r.settings.ctx,
+            host(r),
         )
         groups.setdefault(key, []).append(r)
     return max(groups.values(), key=len) if groups else []

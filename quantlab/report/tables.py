@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from quantlab.report.selection import own_speed, quality_pct, speed_at
+from quantlab.report.selection import host, own_speed, quality_pct, spans_hosts, speed_at
 from quantlab.results import Result
 
 MAIN_COLUMNS = [
@@ -43,8 +43,9 @@ def _ms(dist) -> str:
 
 
 def cell_key(result: Result) -> tuple:
-    """What one † footnote is about: an artifact on one runtime and kernel path, whatever its batch sizes."""
-    return result.artifact.digest, result.runtime.runtime, result.runtime.kernel
+    """What one † footnote is about: an artifact on one runtime, kernel path and host, whatever its batch
+    sizes (another host's kernel path may be another one)."""
+    return result.artifact.digest, result.runtime.runtime, result.runtime.kernel, host(result)
 
 
 def mark_numbers(results: list[Result]) -> dict[tuple, int]:
@@ -63,6 +64,13 @@ def kernel_mark(result: Result, marks: dict[tuple, int]) -> str:
     return "" if own_speed(result) else f" †{marks[cell_key(result)]}"
 
 
+def with_hosts(rows: list[dict], results: list[Result], columns: list[str] | None = None) -> pd.DataFrame:
+    """The table, with its rows' `host` column only when the report spans hosts: speed, memory and price are a
+    machine's, so rows from two machines must say which; a single-host report stays as it always was."""
+    table = pd.DataFrame(rows, columns=columns)
+    return table if spans_hosts(results) else table.drop(columns="host", errors="ignore")
+
+
 def main_table(results: list[Result]) -> pd.DataFrame:
     """The guide's quantization tradeoff table: format, memory, speed, $/1M and quality % of the baseline."""
     rows, marks = [], mark_numbers(results)
@@ -77,6 +85,7 @@ def main_table(results: list[Result]) -> pd.DataFrame:
             {
                 "method": r.artifact.display_label(backend=True, scheme=False),
                 "scheme": r.artifact.label,
+                "host": host(r),
                 "size on disk MB": fmt(r.artifact.disk_bytes / 1e6, 1),
                 "peak memory MB": (fmt(r.memory.peak_bytes / 1e6, 0) + mark) if r.memory else "–",
                 "prefill tok/s": (fmt(point.prefill_tok_s.median, 0) + mark) if point else "–",
@@ -93,7 +102,7 @@ def main_table(results: list[Result]) -> pd.DataFrame:
                 "runtime/kernel": f"{r.runtime.runtime}/{r.runtime.kernel} {r.runtime.compute_dtype}",
             }
         )
-    return pd.DataFrame(rows, columns=MAIN_COLUMNS)
+    return with_hosts(rows, results, [*MAIN_COLUMNS[:2], "host", *MAIN_COLUMNS[2:]])
 
 
 def tasks_table(results: list[Result]) -> pd.DataFrame:
@@ -106,6 +115,7 @@ def tasks_table(results: list[Result]) -> pd.DataFrame:
                 {
                     "method": r.artifact.display_label(backend=True, scheme=False),
                     "scheme": r.artifact.label,
+                    "host": host(r),
                     "task": score.task,
                     "metric": score.metric + ("" if score.higher_is_better else " (lower is better)"),
                     "score": f"{score.value:.4f}" + (f" ± {score.stderr:.4f}" if score.stderr is not None else ""),
@@ -114,7 +124,7 @@ def tasks_table(results: list[Result]) -> pd.DataFrame:
                     "docs": score.n_samples,
                 }
             )
-    return pd.DataFrame(rows)
+    return with_hosts(rows, results)
 
 
 def load_table(results: list[Result]) -> pd.DataFrame:
@@ -132,6 +142,7 @@ def load_table(results: list[Result]) -> pd.DataFrame:
                 {
                     "method": r.artifact.display_label(backend=True, scheme=False),
                     "scheme": r.artifact.label,
+                    "host": host(r),
                     "engine": f"{sweep.engine}{'' if sweep.batches else ' (not batched)'}"
                     f"{'' if sweep.engine_verified else ' (unverified)'}",
                     "concurrency": lv.concurrency,
@@ -146,7 +157,7 @@ def load_table(results: list[Result]) -> pd.DataFrame:
                     "$/1M out": (f"{cost.usd_per_1m_tokens:.3f} ({r.rig.name})" + mark) if cost else "–",
                 }
             )
-    return pd.DataFrame(rows)
+    return with_hosts(rows, results)
 
 
 def batch_table(results: list[Result]) -> pd.DataFrame:
@@ -159,6 +170,7 @@ def batch_table(results: list[Result]) -> pd.DataFrame:
                 {
                     "method": r.artifact.display_label(backend=True, scheme=False),
                     "scheme": r.artifact.label,
+                    "host": host(r),
                     "batch": p.batch_size,
                     "prefill tok/s": f"{p.prefill_tok_s.median:,.0f} [{p.prefill_tok_s.min:,.0f}–"
                     f"{p.prefill_tok_s.max:,.0f}]{mark}",
@@ -169,7 +181,7 @@ def batch_table(results: list[Result]) -> pd.DataFrame:
                     "$/1M": (f"{cost.usd_per_1m_tokens:.3f}" + mark) if cost else "–",
                 }
             )
-    return pd.DataFrame(rows)
+    return with_hosts(rows, results)
 
 
 def tensor_types(r: Result) -> str:
@@ -187,6 +199,7 @@ def gguf_table(results: list[Result]) -> pd.DataFrame:
         rows.append(
             {
                 "scheme": r.artifact.label,
+                "host": host(r),
                 "bits/weight": f"{g.bits_per_weight:.2f}",
                 "tensor types written": tensor_types(r),
                 "fallbacks": len(g.fallbacks),
@@ -194,7 +207,7 @@ def gguf_table(results: list[Result]) -> pd.DataFrame:
                 "KLD": kld(vs.kld_mean) if vs else "–",
             }
         )
-    return pd.DataFrame(rows)
+    return with_hosts(rows, results)
 
 
 # temporary: cli/runner/demo switch to quantlab.report
