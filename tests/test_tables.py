@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from quantlab.report import markdown, select, tables
+from quantlab.report import html, markdown, plots, select, tables, write_report
 from quantlab.report.choose import choose_table
 from quantlab.report.notes import footnotes
 from quantlab.report.selection import host
@@ -36,8 +36,23 @@ def test_the_demo_run_is_committed_and_the_cli_regenerates_it(tmp_path):
     assert out.read_bytes() == DEMO_CPU.with_suffix(".md").read_bytes()
     for plot in ("quality-vs-size", "cost-vs-quality", "throughput-vs-concurrency"):
         assert (REPO / "results" / f"demo-cpu-{plot}.png").is_file()
-    html = DEMO_CPU.with_suffix(".html").read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 3 and "Which format to choose" in html
+    page = DEMO_CPU.with_suffix(".html").read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 3 and "Which format to choose" in page
+
+
+def test_write_report_writes_the_report_next_to_the_results(tmp_path):
+    records = select(read_results(DEMO_CPU))
+    written = write_report(records, tmp_path / DEMO_CPU.name)
+    images = plots.render_all(records)
+    assert list(images) == ["quality-vs-size", "cost-vs-quality", "throughput-vs-concurrency"]
+    names = ["demo-cpu.md", "demo-cpu.html", "demo-cpu.csv"] + [f"demo-cpu-{name}.png" for name in images]
+    assert [p.name for p in written] == names
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # and no temporary file
+    for name in ("demo-cpu.md", "demo-cpu.csv"):  # what `quantlab run` committed
+        assert (tmp_path / name).read_bytes() == (DEMO_CPU.parent / name).read_bytes(), name
+    assert (tmp_path / "demo-cpu.html").read_text(encoding="utf-8") == html(records)
+    for name, png in images.items():
+        assert (tmp_path / f"demo-cpu-{name}.png").read_bytes() == png
 
 
 @pytest.fixture(scope="module")
