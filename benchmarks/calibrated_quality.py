@@ -31,10 +31,10 @@ def main() -> None:
     parser.add_argument("--backends", default=",".join("/".join(k) for k in CALIBRATED))
     args = parser.parse_args()
 
+    from quantlab import report
     from quantlab.bench import BenchConfig, bench
     from quantlab.methods import get_backend
     from quantlab.paths import cache_dir
-    from quantlab.report import tables
     from quantlab.spec import MethodSpec
 
     work = args.work_dir or cache_dir() / "benchmarks" / "calibrated"
@@ -61,7 +61,7 @@ def main() -> None:
         paths[name] = artifact.path
     options = BenchConfig(dataset=args.dataset, ctx=args.ctx, max_tokens=args.max_tokens, speed=False)
     records = bench(list(paths.values()), baseline=paths["none-fp32"], config=options, results_path=args.results)
-    print(tables.markdown(records, title="calibrated 4-bit vs round-to-nearest"))
+    print(report.markdown(records, title="calibrated 4-bit vs round-to-nearest"))
     by_name = dict(zip(paths, records, strict=True))
     for name, record in by_name.items():
         if not name.startswith(("gptq", "awq")):

@@ -88,7 +88,7 @@ def main() -> None:
 
     from quantlab.bench import BenchConfig, bench
     from quantlab.quantizer import quantize
-    from quantlab.report import tables
+    from quantlab.report import markdown
     from quantlab.results import read_results
     from quantlab.spec import MethodSpec
 
@@ -143,7 +143,7 @@ def main() -> None:
         ),
     )
     results = read_results(args.results)
-    print(tables.markdown(results))
+    print(markdown(results))
     for result in results:
         print(
             f"{result.artifact.method} {result.artifact.label}: kernel {result.runtime.kernel}: "

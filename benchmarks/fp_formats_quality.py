@@ -32,7 +32,7 @@ def main() -> None:
     from quantlab.bench import BenchConfig, bench
     from quantlab.errors import SpecError
     from quantlab.paths import cache_dir
-    from quantlab.report import tables
+    from quantlab.report import markdown
     from quantlab.spec import MethodSpec
 
     work = args.work_dir or cache_dir() / "benchmarks" / "fp-formats"
@@ -63,7 +63,7 @@ def main() -> None:
         results_path=args.results,
         progress=lambda msg: print(f"  {msg}", flush=True),
     )
-    print(tables.markdown(records, title="FP8, FP4 and bitsandbytes vs the fp32 baseline"))
+    print(markdown(records, title="FP8, FP4 and bitsandbytes vs the fp32 baseline"))
     by = dict(zip(paths, records, strict=True))
 
     def kld(name: str) -> float:

@@ -28,9 +28,9 @@ def main() -> None:
     parser.add_argument("--imatrix-types", default=WITH_IMATRIX)
     args = parser.parse_args()
 
+    from quantlab import report
     from quantlab.bench import BenchConfig, bench
     from quantlab.paths import cache_dir
-    from quantlab.report import tables
     from quantlab.spec import MethodSpec
 
     work = args.work_dir or cache_dir() / "benchmarks" / "gguf"
@@ -52,7 +52,7 @@ def main() -> None:
     }
     options = BenchConfig(dataset=args.dataset, ctx=args.ctx, max_tokens=args.max_tokens, speed=False)
     records = bench(list(paths.values()), baseline=paths["none-fp32"], config=options, results_path=args.results)
-    print(tables.markdown(records, title="GGUF types vs the HF fp32 baseline"))
+    print(report.markdown(records, title="GGUF types vs the HF fp32 baseline"))
     by = dict(zip(paths, records, strict=True))
 
     def check(ok: bool, text: str) -> None:

@@ -28,8 +28,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("results/served-smollm2.jsonl"))
     args = parser.parse_args()
 
+    from quantlab import report
     from quantlab.bench import BenchConfig, bench_load
-    from quantlab.report import tables
     from quantlab.spec import Calibration, MethodSpec
 
     specs = {
@@ -55,7 +55,7 @@ def main() -> None:
     from quantlab.results import read_results
 
     # what `quantlab report RESULTS --out RESULTS.md` writes
-    text = tables.markdown(tables.select(read_results(args.results)))
+    text = report.markdown(report.select(read_results(args.results)))
     args.results.with_suffix(".md").write_text(text, encoding="utf-8")
     print(text)
     for r in records:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from quantlab.env import HostInfo
 from quantlab.errors import ArtifactError, describe_validation_error
+from quantlab.fsutil import write_atomic
 from quantlab.models import WEIGHT_SUFFIXES, SourceModel, file_sha256
 from quantlab.spec import MethodSpec
 
@@ -132,9 +133,7 @@ def weight_bytes(files: list[FileEntry]) -> int:
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, root / MANIFEST)
+    write_atomic(root / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
 
 
 def _pid_alive(pid: int) -> bool:

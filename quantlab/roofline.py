@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from quantlab.fsutil import write_atomic
 from quantlab.paths import cache_dir
 
 PROBE_BYTES = 1 << 30
@@ -100,10 +101,7 @@ def host_bandwidth(device: str, device_name: str, *, refresh: bool = False) -> B
         method=f"torch sum over {PROBE_BYTES >> 20} MiB fp32, best of {PROBE_REPEATS} (read bandwidth)",
         measured_at=datetime.now(UTC),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(bandwidth.model_dump_json())
-    tmp.replace(path)
+    write_atomic(path, bandwidth.model_dump_json())
     return bandwidth
 
 

@@ -275,7 +275,7 @@ def test_speed_runs_at_batch_one_and_says_it_does_not_batch(made, tmp_path):
 
 
 def test_report_shows_the_census(quality, tmp_path):
-    from quantlab.report.tables import markdown
+    from quantlab.report import markdown
 
     text = markdown(list(quality.values()))
     assert "GGUF: tensor types as written" in text and "Q4_K×" in text

@@ -18,7 +18,7 @@ def _imports(code: str) -> list[str]:
     return [m for m in proc.stdout.strip().split(",") if m]
 
 
-@pytest.mark.parametrize("module", ["quantlab.results", "quantlab.report.tables"])
+@pytest.mark.parametrize("module", ["quantlab.results", "quantlab.report", "quantlab.fsutil"])
 def test_reading_results_imports_no_measuring_code(module):
     assert _imports(f"import {module}") == []
 

@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM
 
 from quantlab.bench import BenchConfig, bench
 from quantlab.quantizer import quantize
-from quantlab.report import tables
+from quantlab.report import csv, html, markdown, select
+from quantlab.report.tables import MAIN_COLUMNS
 from quantlab.results import read_results
 from quantlab.spec import MethodSpec
 from tests.conftest import run_cli
@@ -110,15 +111,15 @@ def test_bench_records_and_report(tiny_artifacts, tmp_path):
     # a model decompressed at load reads float weights, not its 4-bit ones: no fewer bytes than the base
     assert w4.roofline.bytes_per_token >= base.roofline.bytes_per_token
 
-    md = tables.markdown(tables.select(read_results(results)))
-    for column in tables.MAIN_COLUMNS:
+    md = markdown(select(read_results(results)))
+    for column in MAIN_COLUMNS:
         assert column in md
     assert "$/1M tokens = price_per_hour / (tokens_per_second × 3600) × 1e6" in md
     assert "Kernel 'dequantized'" in md
     assert re.search(r"^- †1 rtn \(llmcompressor\) w\d .* on transformers, kernel 'dequantized'", md, re.M)
-    csv = tables.csv(records)
-    assert csv.splitlines()[0].startswith("method,scheme,size on disk MB")
-    assert "<table" in tables.html(records)
+    table = csv(records)
+    assert table.splitlines()[0].startswith("method,scheme,size on disk MB")
+    assert "<table" in html(records)
 
 
 def test_report_keeps_the_newest_record_per_configuration(tiny_artifacts, tmp_path):
@@ -128,8 +129,8 @@ def test_report_keeps_the_newest_record_per_configuration(tiny_artifacts, tmp_pa
     bench([tiny_artifacts["w8"].path], config=options, results_path=results)
     every = read_results(results)
     assert len(every) == 2
-    assert tables.select(every) == [max(every, key=lambda r: r.timestamp)]
-    assert len(tables.select(every, latest_only=False)) == 2
+    assert select(every) == [max(every, key=lambda r: r.timestamp)]
+    assert len(select(every, latest_only=False)) == 2
 
 
 def test_cli_end_to_end(tiny_model, tmp_path):

@@ -3,14 +3,14 @@ results give the same bytes."""
 
 from __future__ import annotations
 
-from quantlab.report import plots, tables
+from quantlab.report import html, plots, select
 from quantlab.results import read_results
 
 from .conftest import REPO
 
 
 def _records(name: str):
-    return tables.select(read_results(REPO / "results" / f"{name}.jsonl"))
+    return select(read_results(REPO / "results" / f"{name}.jsonl"))
 
 
 def test_pareto_keeps_only_undominated_points():
@@ -29,7 +29,7 @@ def test_quality_and_cost_plots_from_measured_formats():
 def test_throughput_plot_and_html_embedding():
     records = _records("fp-formats-smollm2") + _records("served-smollm2")
     assert "throughput-vs-concurrency" in plots.render_all(records)
-    page = tables.html(records)
+    page = html(records)
     assert page.count("data:image/png;base64,") == 3 and "<h2>Plots</h2>" in page
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from quantlab import memfit
+from quantlab.spec import MethodSpec
 from quantlab.sweep.plan import memory_plan
 from quantlab.sweep.recipe import RecipeError, cells, load_recipe
-from quantlab.spec import MethodSpec
 
 from .conftest import REPO, run_cli
 

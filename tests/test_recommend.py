@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from quantlab.errors import ResultsError
-from quantlab.report import tables
+from quantlab.report import select
 from quantlab.report.recommend import recommend
 from quantlab.results import read_results
 
@@ -17,7 +17,7 @@ FORMATS = REPO / "results" / "fp-formats-smollm2.jsonl"
 
 @pytest.fixture(scope="module")
 def records():
-    return tables.select(read_results(FORMATS))
+    return select(read_results(FORMATS))
 
 
 def test_the_winner_is_the_cheapest_that_meets_the_constraints(records):
@@ -39,7 +39,7 @@ def test_impossible_constraints_and_wrong_rigs(records):
     assert recommend(records, rig="cpu", min_quality=101).winner is None
     with pytest.raises(ResultsError, match="no results measured on rig 'h100'"):
         recommend(records, rig="h100")
-    served = tables.select(read_results(REPO / "results" / "served-smollm2.jsonl"))
+    served = select(read_results(REPO / "results" / "served-smollm2.jsonl"))
     rec = recommend(served, rig="cpu", basis="served", at=8)
     assert rec.winner is None and all(reason == "no quality record against a baseline" for _, reason in rec.excluded)
 

@@ -161,8 +161,8 @@ def tiny_served(tiny_model, tmp_path_factory):
 
 
 def test_bench_load_through_transformers_serve(tiny_served, tmp_path):
+    from quantlab import report
     from quantlab.bench import BenchConfig, bench_load
-    from quantlab.report import tables
     from quantlab.results import read_results
 
     results = tmp_path / "served.jsonl"
@@ -182,7 +182,7 @@ def test_bench_load_through_transformers_serve(tiny_served, tmp_path):
     assert result.memory.kind == "cpu-peak-rss-server" and result.memory.peak_bytes > 100e6
     assert sweep.memfit.batch == 4 and sweep.memfit.ctx == 24
     assert read_results(results)[0].load == sweep
-    text = tables.markdown([result])
+    text = report.markdown([result])
     assert "Served under load" in text and "transformers" in text and "Served cost" in text
     assert not _processes_mentioning(str(tiny_served.path))
 

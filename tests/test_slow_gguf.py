@@ -11,7 +11,7 @@ import itertools
 import pytest
 
 from quantlab.quantizer import quantize
-from quantlab.report.tables import gguf_ordering_notes
+from quantlab.report.notes import gguf_ordering_notes
 from quantlab.spec import Calibration, MethodSpec
 
 from .conftest import quality_vs_baseline

@@ -5,10 +5,15 @@ format's own has its own numbered footnote, and the "which format to choose" tab
 from __future__ import annotations
 
 import re
+from collections import Counter
+from datetime import timedelta
 
 import pytest
 
-from quantlab.report import tables
+from quantlab.report import html, markdown, plots, select, tables, write_report
+from quantlab.report.choose import choose_table
+from quantlab.report.notes import footnotes
+from quantlab.report.selection import host
 from quantlab.results import read_results
 
 from .conftest import REPO, run_cli
@@ -19,8 +24,8 @@ DEMO_CPU = REPO / "results" / "demo-cpu.jsonl"
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(REPO / "results")))
 def test_committed_reports_regenerate_byte_for_byte(path):
-    records = tables.select(read_results(path))
-    assert tables.markdown(records) == path.with_suffix(".md").read_text(encoding="utf-8")
+    records = select(read_results(path))
+    assert markdown(records) == path.with_suffix(".md").read_text(encoding="utf-8")
 
 
 def test_the_demo_run_is_committed_and_the_cli_regenerates_it(tmp_path):
@@ -31,13 +36,28 @@ def test_the_demo_run_is_committed_and_the_cli_regenerates_it(tmp_path):
     assert out.read_bytes() == DEMO_CPU.with_suffix(".md").read_bytes()
     for plot in ("quality-vs-size", "cost-vs-quality", "throughput-vs-concurrency"):
         assert (REPO / "results" / f"demo-cpu-{plot}.png").is_file()
-    html = DEMO_CPU.with_suffix(".html").read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 3 and "Which format to choose" in html
+    page = DEMO_CPU.with_suffix(".html").read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 3 and "Which format to choose" in page
+
+
+def test_write_report_writes_the_report_next_to_the_results(tmp_path):
+    records = select(read_results(DEMO_CPU))
+    written = write_report(records, tmp_path / DEMO_CPU.name)
+    images = plots.render_all(records)
+    assert list(images) == ["quality-vs-size", "cost-vs-quality", "throughput-vs-concurrency"]
+    names = ["demo-cpu.md", "demo-cpu.html", "demo-cpu.csv"] + [f"demo-cpu-{name}.png" for name in images]
+    assert [p.name for p in written] == names
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # and no temporary file
+    for name in ("demo-cpu.md", "demo-cpu.csv"):  # what `quantlab run` committed
+        assert (tmp_path / name).read_bytes() == (DEMO_CPU.parent / name).read_bytes(), name
+    assert (tmp_path / "demo-cpu.html").read_text(encoding="utf-8") == html(records)
+    for name, png in images.items():
+        assert (tmp_path / f"demo-cpu-{name}.png").read_bytes() == png
 
 
 @pytest.fixture(scope="module")
 def demo():
-    return tables.select(read_results(DEMO_CPU))
+    return select(read_results(DEMO_CPU))
 
 
 def test_quality_pct_is_perplexity_recovery(demo):
@@ -52,17 +72,17 @@ def test_quality_pct_is_perplexity_recovery(demo):
 
 
 def test_every_cell_off_its_own_kernel_has_one_numbered_footnote(demo):
-    report = tables.markdown(demo)
+    report = markdown(demo)
     own = {"dense", "native"}
     cells = {(r.artifact.digest, r.runtime.runtime, r.runtime.kernel) for r in demo if r.runtime.kernel not in own}
     assert cells  # the demo holds dequantized and emulated cells
-    notes = [n for n in tables.footnotes(demo) if re.match(r"†\d+ ", n)]
+    notes = [n for n in footnotes(demo) if re.match(r"†\d+ ", n)]
     assert [int(n[1 : n.index(" ")]) for n in notes] == list(range(1, len(cells) + 1))
     table_marks = {int(m) for m in re.findall(r"†(\d+)", report.split("## How these numbers were made")[0])}
     assert table_marks == set(range(1, len(cells) + 1))
     for r in demo:  # each such row carries its own number, in the main table and the served table
         if r.runtime.kernel not in own:
-            n = tables._marks(demo)[tables._cell(r)]
+            n = tables.mark_numbers(demo)[tables.cell_key(r)]
             assert f"†{n} {r.artifact.method} ({r.artifact.backend}) {r.artifact.label}" in "\n".join(notes)
     main = tables.main_table(demo)
     for _, row in main.iterrows():
@@ -71,7 +91,7 @@ def test_every_cell_off_its_own_kernel_has_one_numbered_footnote(demo):
 
 
 def test_which_format_to_choose_follows_the_numbers(demo):
-    choose = tables.choose_table(demo)
+    choose = choose_table(demo)
     in_process = [r for r in demo if r.load is None and r.quality and r.quality.vs_baseline]
     assert set(choose["method"]) == {f"{r.artifact.method} ({r.artifact.backend})" for r in in_process}
     best_for = dict(zip(choose["method"], choose["best for (measured here)"], strict=True))
@@ -114,5 +134,63 @@ def _segments(text: str) -> dict[str, str]:
 
 
 def test_the_choose_table_needs_two_comparable_rows():
-    records = tables.select(read_results(REPO / "results" / "served-smollm2.jsonl"))
-    assert tables.choose_table(records).empty  # served runs only: no quality against a baseline
+    records = select(read_results(REPO / "results" / "served-smollm2.jsonl"))
+    assert choose_table(records).empty  # served runs only: no quality against a baseline
+
+
+OTHER_CPU = "AMD EPYC 9R14 96-Core Processor"
+
+
+def _elsewhere(r, *, cpu: str | None = None, gpu: str | None = None):
+    """The same record, as if another machine had made it: nothing else differs."""
+    if gpu is not None:
+        return r.model_copy(update={"runtime": r.runtime.model_copy(update={"device": "cuda:0", "device_name": gpu})})
+    return r.model_copy(update={"host": r.host.model_copy(update={"cpu": cpu})})
+
+
+def test_the_host_is_the_gpu_on_cuda_else_the_cpu(demo):
+    r = demo[0]
+    assert host(r) == r.host.cpu
+    assert host(_elsewhere(r, gpu="NVIDIA H200")) == "NVIDIA H200"
+    assert host(_elsewhere(r, cpu=OTHER_CPU)) == OTHER_CPU
+
+
+def test_select_keeps_the_same_configuration_measured_on_two_hosts(demo):
+    r = demo[0]
+    other, rerun = _elsewhere(r, cpu=OTHER_CPU), r.model_copy(update={"timestamp": r.timestamp + timedelta(hours=1)})
+    assert select([r, other]) == [r, other]
+    assert select([r, rerun]) == [rerun]  # on one host a newer record still supersedes
+
+
+@pytest.mark.parametrize(
+    "table", [tables.main_table, tables.batch_table, tables.load_table, tables.tasks_table, tables.gguf_table]
+)
+def test_rows_from_two_hosts_say_which_host(demo, table):
+    single = table(demo)
+    assert not single.empty and "host" not in single.columns  # one host: the report as it always was
+    both = select(demo + [_elsewhere(r, cpu=OTHER_CPU) for r in demo])
+    rows = table(both)
+    after = list(single.columns).index("scheme") + 1
+    assert list(rows.columns) == [*single.columns[:after], "host", *single.columns[after:]]
+    assert Counter(rows["host"]) == {host(demo[0]): len(single), OTHER_CPU: len(single)}
+
+
+def test_each_host_has_its_own_footnotes_naming_it(demo):
+    both = select(demo + [_elsewhere(r, cpu=OTHER_CPU) for r in demo])
+    assert len(tables.mark_numbers(both)) == 2 * len(tables.mark_numbers(demo))
+    notes = [n for n in footnotes(both) if re.match(r"†\d+ ", n)]
+    assert len(notes) == len(tables.mark_numbers(both))
+    assert sum(f"({OTHER_CPU}), kernel" in n for n in notes) == len(notes) // 2
+    assert sum(f"({host(demo[0])}), kernel" in n for n in notes) == len(notes) // 2
+
+
+def test_the_choose_table_compares_the_rows_of_one_host(demo):
+    in_process = [r for r in demo if r.load is None and r.quality and r.quality.vs_baseline]
+    fewer = [_elsewhere(r, cpu=OTHER_CPU) for r in in_process[:3]]  # the other host has fewer comparable rows
+    single, mixed = choose_table(demo), choose_table(select(demo + fewer))
+    assert set(mixed["host"]) == {host(demo[0])}
+    same = ["method", "schemes", "quality %", "best for (measured here)"]
+    assert mixed[same].equals(single[same])  # the other host's copies neither join nor change the ranking
+    note = next(n for n in footnotes(select(demo + fewer)) if n.startswith("Which format to choose"))
+    assert f"rig cpu, host {host(demo[0])} only" in note
+    assert "host" not in next(n for n in footnotes(demo) if n.startswith("Which format to choose"))

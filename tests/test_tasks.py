@@ -83,9 +83,9 @@ def test_bench_tasks_with_recovery_and_a_local_yaml(tiny_pair, tmp_path):
             assert score.recovery_pct == pytest.approx(100 * ratio)
     assert result.tasks.baseline_digest == base.digest and result.tasks.harness.startswith("lm-eval")
 
-    from quantlab.report import tables
+    from quantlab.report import markdown
 
-    text = tables.markdown([result])
+    text = markdown([result])
     assert "Task accuracy (lm-eval) and recovery" in text and "Recovery = score / baseline" in text
 
 

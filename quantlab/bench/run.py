@@ -78,7 +78,7 @@ def _measure(
                 config.ctx,
                 baseline=base_session,
                 baseline_digest=base.digest if base else "",
-                baseline_label=_label(base) if base else "",
+                baseline_label=records.artifact_ref(base).display_label(backend=False) if base else "",
                 on_window=lambda: progress(f"{name}: perplexity window {next(done)}/{total}"),
             )
             if config.tasks:
@@ -165,8 +165,3 @@ def _task_results(scores, base_scores, base: Artifact | None, config: BenchConfi
         baseline_digest=base.digest if base else None,
         scores=scores,
     )
-
-
-def _label(artifact: Artifact) -> str:
-    spec = artifact.manifest.spec
-    return f"{spec.method} {spec.label()}"

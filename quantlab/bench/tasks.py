@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from quantlab.errors import BenchError
+from quantlab.fsutil import write_atomic
 from quantlab.results.metrics import TaskScore
 
 BUILTIN_TASK = "quantlab_wikitext_nextword"
@@ -50,11 +51,11 @@ def builtin_task_dir() -> Path:
             items.append({"context": " ".join(words[:cut]), "target": words[cut]})
         if len(items) == TASK_ITEMS:
             break
-    folder.mkdir(parents=True, exist_ok=True)
     data = folder / "nextword.jsonl"
-    data.write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
-    tmp = yaml_path.with_suffix(".tmp")
-    tmp.write_text(
+    write_atomic(data, "".join(json.dumps(item) + "\n" for item in items))
+    # the YAML last: its presence is what says the task is complete
+    write_atomic(
+        yaml_path,
         f"# Built by quantlab from {source.description} (sha256 {source.text_sha256[:16]}); see "
         "quantlab/bench/tasks.py.\n"
         f"task: {BUILTIN_TASK}\n"
@@ -69,9 +70,7 @@ def builtin_task_dir() -> Path:
         "metric_list:\n  - metric: perplexity\n    aggregation: perplexity\n    higher_is_better: false\n"
         "  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
         "metadata:\n  version: 1.0\n",
-        encoding="utf-8",
     )
-    tmp.replace(yaml_path)
     return folder
 
 

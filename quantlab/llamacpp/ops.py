@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from quantlab.errors import ArtifactError, QuantizationError
+from quantlab.fsutil import write_atomic
 from quantlab.llamacpp.source import tools_dir, tools_env
 from quantlab.paths import cache_dir
 
@@ -48,9 +49,7 @@ def supported_architectures() -> frozenset[str]:
         return frozenset(json.loads(stored.read_text()))
     names = _gguf_tool("architectures", error=QuantizationError)
     if ours:
-        tmp = stored.with_suffix(f".tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(names))
-        os.replace(tmp, stored)
+        write_atomic(stored, json.dumps(names))
     return frozenset(names)
 
 

@@ -4,7 +4,8 @@ report can embed them and `quantlab run` can write them next to the results.
 
 Quality is the mean KL divergence from the baseline (log scale: near-lossless formats sit at 1e-4, 4-bit ones
 near 1). Size is bytes on disk. Cells from `dequantized`/`emulated` kernel paths are drawn hollow: their size
-and quality are the format's, their speed and cost are not.
+and quality are the format's, their speed and cost are not. Points are named without the backend
+(`ArtifactRef.display_label(backend=False)`): the labels crowd the axes as it is.
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ def _png(fig) -> bytes:
     fig.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
-
-
-def _label(r: Result) -> str:
-    return f"{r.artifact.method} {r.artifact.label}"
 
 
 def _hollow(r: Result) -> bool:
@@ -87,7 +84,13 @@ def quality_vs_size(results: list[Result]) -> bytes | None:
     ax.set_yscale("log")
     ax.set_title("Quality vs size (lower left is better)")
     ax.legend(fontsize=8)
-    _labels(ax, [(r.artifact.disk_bytes / 1e6, r.quality.vs_baseline.kld_mean, _label(r)) for r in scored])
+    _labels(
+        ax,
+        [
+            (r.artifact.disk_bytes / 1e6, r.quality.vs_baseline.kld_mean, r.artifact.display_label(backend=False))
+            for r in scored
+        ],
+    )
     return _png(fig)
 
 
@@ -108,7 +111,7 @@ def cost_vs_quality(results: list[Result]) -> bytes | None:
     ax.set_xlabel("mean KL divergence from the baseline (log)")
     ax.set_ylabel(f"$ per 1M tokens, batch-1 decode ({rows[0][0].rig.name} rig)")
     ax.set_title("Cost vs quality (hollow: dequantized/emulated speed)")
-    _labels(ax, [(r.quality.vs_baseline.kld_mean, usd, _label(r)) for r, usd in rows])
+    _labels(ax, [(r.quality.vs_baseline.kld_mean, usd, r.artifact.display_label(backend=False)) for r, usd in rows])
     return _png(fig)
 
 
@@ -118,6 +121,7 @@ def throughput_vs_concurrency(results: list[Result]) -> bytes | None:
         return None
     fig, ax = _figure()
     for i, r in enumerate(served):
+        name = r.artifact.display_label(backend=False)
         levels = sorted(r.load.levels, key=lambda lv: lv.concurrency)
         style = "-" if r.load.batches else ":"
         ax.plot(
@@ -126,7 +130,7 @@ def throughput_vs_concurrency(results: list[Result]) -> bytes | None:
             style,
             marker="o",
             color=f"C{i % 10}",
-            label=f"{_label(r)} ({r.load.engine}{'' if r.load.batches else ', not batched'})",
+            label=f"{name} ({r.load.engine}{'' if r.load.batches else ', not batched'})",
         )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent requests")

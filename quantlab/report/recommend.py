@@ -40,10 +40,6 @@ class Recommendation:
     basis: str
 
 
-def _label(r: Result) -> str:
-    return f"{r.artifact.method} ({r.artifact.backend}) {r.artifact.label}"
-
-
 def recommend(
     results: list[Result],
     *,
@@ -64,22 +60,23 @@ def recommend(
     priced = [r for r in on_rig if (r.load is not None) == (basis == "served")]
     considered, excluded = [], []
     for r in priced:
+        label = r.artifact.display_label(backend=True)
         cost = next((c for c in r.cost if c.basis == basis and c.batch_size == at), None)
         scored = quality.get(r.artifact.digest)
         if cost is None:
             excluded.append(
-                (_label(r), f"no {basis} measurement at {'concurrency' if basis == 'served' else 'batch'} {at}")
+                (label, f"no {basis} measurement at {'concurrency' if basis == 'served' else 'batch'} {at}")
             )
             continue
         if scored is None:
-            excluded.append((_label(r), "no quality record against a baseline"))
+            excluded.append((label, "no quality record against a baseline"))
             continue
         pct = scored.quality.recovery_pct()
         measured = scored.memory or r.memory
         memory = measured.peak_bytes if measured else r.artifact.weight_bytes
         kind = measured.kind if measured else "weight bytes (no measured peak)"
         candidate = Candidate(
-            label=_label(r),
+            label=label,
             digest=r.artifact.digest,
             quality_pct=pct,
             memory_bytes=memory,

@@ -39,6 +39,17 @@ class ArtifactRef(BaseModel):
     quantize_seconds: float
     gguf: GGUFRecord | None = None  # what llama.cpp really wrote (tensor types, fallbacks), for the report
 
+    def display_label(self, *, backend: bool, scheme: bool = True) -> str:
+        """How a result is named to a reader: "method (backend) scheme", "method scheme" or "method (backend)".
+
+        One spelling everywhere, so a row of a table, a point of a plot, a footnote, a recommendation and the
+        baseline label stored in results can be matched by eye. The backend tells apart one method made by two
+        libraries; plots leave it out for room, and stored baseline labels leave it out because committed
+        results already hold them that way.
+        """
+        name = f"{self.method} ({self.backend})" if backend else self.method
+        return f"{name} {self.label}" if scheme else name
+
 
 class BenchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -130,9 +130,9 @@ def run_recipe(
             _bench_in_process(run, mine, config)
         for cell in (c for c in mine if recipe.served(c.name)):
             _bench_served(run, cell, config)
-    from quantlab.report import write_report
+    from quantlab.report import select, write_report
 
-    write_report(list(run.mine.values()), results)
+    write_report(select(list(run.mine.values())), results)
     return results
 
 
