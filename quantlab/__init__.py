@@ -22,5 +22,5 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-# Benching: `from quantlab.bench import bench, BenchOptions` (`quantlab.bench` is the measuring subpackage).
+# Benching: `from quantlab.bench import bench, BenchConfig` (`quantlab.bench` is the measuring subpackage).
 __all__ = ["MethodSpec", "__version__", "quantize"]

@@ -59,7 +59,8 @@ def describe_validation_error(exc) -> str:
     # unknown one is the useful half.
     extra = [e for e in errors if e["type"] == "extra_forbidden"]
     first = extra[0] if extra else errors[0]
-    message = f"{_where(first)}: {first['msg']}"
+    text = first["msg"].removeprefix("Value error, ")  # a validator's own sentence needs no pydantic prefix
+    message = f"{_where(first)}: {text}" if first["loc"] else text
     missing = [_where(e) for e in errors if e["type"] == "missing"]
     if extra and missing:
         message += f" (and missing: {', '.join(missing)})"

@@ -1,8 +1,10 @@
-"""Bad input → one clear line on stderr, a non-zero exit code, and nothing written."""
+"""Bad input → one clear line on stderr, a non-zero exit code, and nothing written. (Off a terminal, a command
+also prints its steps on stderr, one timestamped line each, before the error: those are not part of it.)"""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -10,10 +12,12 @@ import pytest
 
 from tests.conftest import run_cli
 
+STEP = re.compile(r"^\d\d:\d\d:\d\d ")
+
 
 def _one_line_error(proc, *needles: str) -> None:
     assert proc.returncode != 0, proc.stdout + proc.stderr
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip() and not STEP.match(ln)]
     assert len(lines) == 1, f"expected one line, got:\n{proc.stderr}"
     assert lines[0].startswith("error:"), lines[0]
     assert "Traceback" not in proc.stderr

@@ -12,6 +12,7 @@ from quantlab.bench.config import BenchConfig, applies
 from quantlab.cli.app import app
 from quantlab.cli.console import console, emit, steps
 from quantlab.cli.options import build, flag, model_options
+from quantlab.errors import BenchError
 
 PANEL = "Bench settings"
 
@@ -64,7 +65,7 @@ def bench(
     _refuse_other_mode(settings, load)
     if load and baseline is not None:
         raise typer.BadParameter("--baseline measures in-process runs, not --load")
-    config = build(BenchConfig, settings)
+    config = build(BenchConfig, settings, BenchError)
     if load:
         from quantlab.bench.served import bench_load
         from quantlab.serve.process import exit_on_sigterm

@@ -44,7 +44,7 @@ def fit(
     from quantlab.models import resolve_model
     from quantlab.rigs import load_rigs
 
-    asked = build(MemoryFitQuestion, question)
+    asked = build(MemoryFitQuestion, question, SpecError)
     if weight_bits <= 0:
         raise SpecError("--weight-bits must be > 0")
     rigs = load_rigs(rigs_file)

@@ -19,7 +19,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from quantlab.errors import describe_validation_error
+from quantlab.errors import QuantlabError, describe_validation_error
 
 
 def flag(name: str) -> str:
@@ -27,10 +27,12 @@ def flag(name: str) -> str:
 
 
 def _inner(annotation: Any) -> Any:
-    """`X | None` → X."""
+    """`X | None` → X, and `Annotated[X, constraints]` (e.g. PositiveInt) → X."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0] if len(args) == 1 else annotation
+        annotation = args[0] if len(args) == 1 else annotation
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
     return annotation
 
 
@@ -40,9 +42,7 @@ def _is_list(annotation: Any) -> bool:
 
 def _item_type(info: FieldInfo) -> type:
     """The element type of a list field, with constraints (`PositiveInt`) stripped: int or str."""
-    item = typing.get_args(_inner(info.annotation))[0]
-    if typing.get_origin(item) is Annotated:
-        item = typing.get_args(item)[0]
+    item = _inner(typing.get_args(_inner(info.annotation))[0])
     return int if item is int else str
 
 
@@ -127,12 +127,14 @@ def model_options(
     return decorate
 
 
-def build(model: type[BaseModel], values: dict[str, Any], spelled: dict[str, str] | None = None) -> BaseModel:
-    """Validate CLI values into the model; a mistake is one usage error naming the option as typed."""
+def build(
+    model: type[BaseModel], values: dict[str, Any], error: type[QuantlabError], spelled: dict[str, str] | None = None
+) -> BaseModel:
+    """Validate CLI values into the model; a mistake is one line (`error`) naming the option as typed."""
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise typer.BadParameter(as_flags(describe_validation_error(exc), model, spelled)) from None
+        raise error(f"invalid option {as_flags(describe_validation_error(exc), model, spelled)}") from None
 
 
 def as_flags(message: str, model: type[BaseModel], spelled: dict[str, str] | None = None) -> str:

@@ -11,6 +11,7 @@ import typer
 from quantlab.cli.app import app
 from quantlab.cli.console import console, steps
 from quantlab.cli.options import build, model_options
+from quantlab.errors import SpecError
 from quantlab.spec import Calibration, MethodSpec
 
 METHOD_FIELDS = [n for n in MethodSpec.model_fields if n not in ("method", "calibration")]
@@ -72,8 +73,8 @@ def quantize(
     from quantlab.quantizer import quantize as run_quantize
 
     if calib:
-        options["calibration"] = build(Calibration, calib, CALIB_FLAGS)
-    spec = build(MethodSpec, {"method": method, **options}, FLAGS)
+        options["calibration"] = build(Calibration, calib, SpecError, CALIB_FLAGS)
+    spec = build(MethodSpec, {"method": method, **options}, SpecError, FLAGS)
     with steps(f"quantizing {model} with {method}") as report:
         artifact = run_quantize(model, spec, out, force=force, trust_remote_code=trust_remote_code, log=report)
     m = artifact.manifest

@@ -20,7 +20,7 @@ DEMO_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo.yaml"
 def _execute(recipe: Path, results: Path | None, work_dir: Path | None, settings: dict) -> None:
     from pydantic import ValidationError
 
-    from quantlab.errors import describe_validation_error
+    from quantlab.errors import BenchError, describe_validation_error
     from quantlab.serve.process import exit_on_sigterm
     from quantlab.sweep.recipe import load_recipe
     from quantlab.sweep.runner import run_recipe
@@ -29,7 +29,7 @@ def _execute(recipe: Path, results: Path | None, work_dir: Path | None, settings
     try:
         plan.bench_config(settings)  # an override that breaks the merged settings fails before any work
     except ValidationError as exc:
-        raise typer.BadParameter(as_flags(describe_validation_error(exc), BenchConfig)) from None
+        raise BenchError(f"invalid option {as_flags(describe_validation_error(exc), BenchConfig)}") from None
     exit_on_sigterm()
     with steps(f"running {plan.name}") as step:
         path = run_recipe(recipe, results=results, work_dir=work_dir, overrides=settings, progress=step)

@@ -13,6 +13,7 @@ from quantlab.bench.config import BenchConfig
 from quantlab.cli.app import app
 from quantlab.cli.console import console, steps
 from quantlab.cli.options import build, model_options
+from quantlab.errors import BenchError
 
 
 @app.command()
@@ -36,7 +37,7 @@ def serve(
     from quantlab.serve.engines import select_engine
     from quantlab.serve.process import ServerProcess, check_port_free, exit_on_sigterm
 
-    config = build(BenchConfig, settings)
+    config = build(BenchConfig, settings, BenchError)
     exit_on_sigterm()
     loaded = load_artifact(artifact)
     device = config.device or default_device()

@@ -112,7 +112,7 @@ class Recipe(BaseModel):
         unknown = [n for n in (load_cells if isinstance(load_cells, list) else []) if n not in names]
         if unknown:
             raise ValueError(f"bench.load_cells names no cell: {', '.join(unknown)}; cells: {', '.join(names)}")
-        if load_cells is None and self.bench.concurrency is not None:
+        if load_cells is None and "concurrency" in self.bench.model_fields_set:
             raise ValueError(
                 "bench.concurrency is set but bench.load_cells is not: name the cells to serve under load, or `all`"
             )
