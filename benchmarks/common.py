@@ -1,38 +1,44 @@
-"""What the quality benchmarks share: their common options (model, calibration, evaluation text, work dir,
-results file), and making an artifact once and re-using it while its spec still matches."""
+"""What the sweeping benchmarks share: each is a recipe in benchmarks/recipes/ run by quantlab's one runner
+(`quantlab.sweep.runner.run_recipe`, the same as `quantlab run`), followed by the benchmark's own checks printed
+as PASS/FAIL/INFO lines. Options: --results, --work-dir, --recipe (another recipe with the same cell names) and
+--set KEY=VALUE (a bench setting over the recipe's, as `quantlab run --KEY VALUE` would)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import yaml
 
-def add_quality_args(parser: argparse.ArgumentParser, *, results: str) -> None:
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--calib-dataset", default="default", help="calibration text (validation split)")
-    parser.add_argument("--calib-samples", type=int, default=64)
-    parser.add_argument("--calib-seq-len", type=int, default=512)
-    parser.add_argument("--dataset", default="default", help="evaluation text (test split)")
-    parser.add_argument("--max-tokens", type=int, default=16384)
-    parser.add_argument("--ctx", type=int, default=512)
-    parser.add_argument("--work-dir", type=Path, default=None)
+HERE = Path(__file__).resolve().parent
+
+
+def run(recipe: str, results: str, doc: str):
+    """Parse the common options, run the recipe, print its report; cell name → this run's in-process record (and
+    the served ones under `name@load`)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", type=Path, default=HERE / "recipes" / f"{recipe}.yaml")
     parser.add_argument("--results", type=Path, default=Path(results))
+    parser.add_argument("--work-dir", type=Path, default=None, help="default: <quantlab cache>/runs/<recipe name>")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a bench setting override")
+    args = parser.parse_args()
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key.replace("-", "_")] = yaml.safe_load(value)
+
+    from quantlab.sweep.runner import run_recipe
+
+    done = run_recipe(
+        args.recipe,
+        results=args.results,
+        work_dir=args.work_dir,
+        overrides=overrides,
+        progress=lambda msg: print(f"  {msg}", flush=True),
+    )
+    print(done.results.with_suffix(".md").read_text(encoding="utf-8"))
+    return {name if stage == "bench" else f"{name}@{stage}": r for (_, name, stage), r in done.records.items()}
 
 
-def calibration_from(args: argparse.Namespace):
-    from quantlab.spec import Calibration
-
-    return Calibration(dataset=args.calib_dataset, n_samples=args.calib_samples, seq_len=args.calib_seq_len)
-
-
-def artifact_for(model: str, spec, out: Path):
-    """The artifact at `out` if it was made from the same request, else a fresh one (replacing it)."""
-    from quantlab.quantizer import quantize, reusable
-
-    artifact = reusable(out, model, spec)
-    if artifact is not None:
-        return artifact
-    print(f"quantizing {out.name} ...", flush=True)
-    artifact = quantize(model, spec, out, force=True)
-    print(f"{out.name}: {artifact.manifest.quantize_seconds:.0f} s to quantize", flush=True)
-    return artifact
+def check(ok: bool | None, text: str) -> None:
+    print(f"{'INFO' if ok is None else 'PASS' if ok else 'FAIL'} {text}")

@@ -87,8 +87,6 @@ class BenchConfig(BaseModel):
     def _consistent(self) -> BenchConfig:
         if self.max_tokens < self.ctx:
             raise ValueError(f"--max-tokens {self.max_tokens} is shorter than one window of --ctx {self.ctx}")
-        if not (self.quality or self.speed):
-            raise ValueError("nothing to measure: --no-quality and --no-speed together")
         if self.tasks and not self.quality:
             raise ValueError("--tasks runs with the quality pass; drop --no-quality")
         return self

@@ -19,6 +19,7 @@ from quantlab.bench.config import BenchConfig
 from quantlab.bench.prepare import Prepared, Subject, device_name, prepare, tokenizer_dir
 from quantlab.bench.quality import ReusedBaseline, score, windows
 from quantlab.bench.worker import measure_in_worker
+from quantlab.errors import BenchError
 from quantlab.results import CellRef, Result, RuntimeDescription, SpeedPoint, append_result
 
 Progress = Callable[[str], None]
@@ -35,6 +36,8 @@ def bench(
 ) -> list[Result]:
     """`cells` (quantlab run): one CellRef per artifact, recorded in its Result."""
     config = config or BenchConfig()
+    if not (config.quality or config.speed):
+        raise BenchError("nothing to measure: --no-quality and --no-speed together")
     plan = prepare(artifacts, baseline, config)
     run_id = records.new_run_id()
     base_session = base_tasks = None

@@ -32,7 +32,7 @@ def _execute(recipe: Path, results: Path | None, work_dir: Path | None, settings
         raise BenchError(f"invalid option {as_flags(describe_validation_error(exc), BenchConfig)}") from None
     exit_on_sigterm()
     with steps(f"running {plan.name}") as step:
-        path = run_recipe(recipe, results=results, work_dir=work_dir, overrides=settings, progress=step)
+        path = run_recipe(recipe, results=results, work_dir=work_dir, overrides=settings, progress=step).results
     emit(path.with_suffix(".md").read_text(encoding="utf-8"))
     console.print(
         f"[green]results[/green] {path}  [green]report[/green] {path.with_suffix('.md')}, {path.with_suffix('.html')}"

@@ -129,10 +129,14 @@ def _would_run(recipe: Recipe, n_models: int, n_cells: int, overrides: dict | No
     b = recipe.bench_config(overrides)
     would = [
         f"quantize {n_cells} cell(s) per model ({n_models} model(s)), each cached by a hash of model + spec "
-        "(calibration included)",
-        f"bench in-process: {b.dataset}, ctx {b.ctx}, {b.max_tokens} tokens, batch sizes {b.batch_sizes}, "
-        f"prompts {b.prompt_tokens} + {b.new_tokens} new tokens" + (f", tasks {', '.join(b.tasks)}" if b.tasks else ""),
+        "(calibration included)"
     ]
+    if b.quality or b.speed:
+        would.append(
+            f"bench in-process: {b.dataset}, ctx {b.ctx}, {b.max_tokens} tokens, batch sizes {b.batch_sizes}, "
+            f"prompts {b.prompt_tokens} + {b.new_tokens} new tokens"
+            + (f", tasks {', '.join(b.tasks)}" if b.tasks else "")
+        )
     names = ([recipe.baseline.name] if recipe.baseline else []) + [m.name for m in recipe.methods]
     served = [name for name in names if recipe.served(name)]
     if served:

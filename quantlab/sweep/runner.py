@@ -95,6 +95,16 @@ def same_machine(record: Result) -> bool:
     return (record.host.hostname, record.host.cpu, record.host.gpus) == (here.hostname, here.cpu, here.gpus)
 
 
+@dataclass
+class RecipeRun:
+    results: Path  # the results file; the report of this run is next to it (.md, .html, .csv, plots)
+    records: dict[tuple[str, str, str], Result]  # (model id, cell name, stage) → the record this run made or reused
+
+    def of(self, name: str, stage: str = "bench") -> dict[str, Result]:
+        """Model id → the cell's record of that stage."""
+        return {model: r for (model, cell, kind), r in self.records.items() if (cell, kind) == (name, stage)}
+
+
 def run_recipe(
     path: str | Path,
     *,
@@ -102,9 +112,9 @@ def run_recipe(
     work_dir: str | Path | None = None,
     overrides: dict | None = None,
     progress: Progress = lambda _: None,
-) -> Path:
-    """Run every cell of the recipe that has no record on its current artifact yet; write the report of this run
-    next to the results file; return the results file's path."""
+) -> RecipeRun:
+    """Run every cell of the recipe that has no record on its current artifact yet, and write the report of this
+    run next to the results file."""
     from quantlab.bench.prepare import resolve_device
     from quantlab.paths import cache_dir
 
@@ -133,7 +143,9 @@ def run_recipe(
     from quantlab.report import select, write_report
 
     write_report(select(list(run.mine.values())), results)
-    return results
+    by_key = {c.key(): c for c in plan}
+    made = {(by_key[key].model.id, by_key[key].name, stage): r for (key, stage), r in run.mine.items()}
+    return RecipeRun(results=results, records=made)
 
 
 def _obtain(run: _Run, cell: Cell, root: Path) -> None:
