@@ -4,6 +4,7 @@ real embedded default model for the slow tests."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,14 @@ SHARED_WIKITEXT = Path(os.environ.get("QUANTLAB_SHARED_DATA", REPO.parent / "sha
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+STEP = re.compile(r"^\d\d:\d\d:\d\d ")  # a progress line: off a terminal a command prints one per step
+
+
+def error_lines(stderr: str) -> list[str]:
+    """What a failed command said beyond its timestamped progress lines (which precede the error)."""
+    return [ln for ln in stderr.strip().splitlines() if ln.strip() and not STEP.match(ln)]
 
 
 def run_cli(
@@ -34,18 +43,49 @@ def run_cli(
     )
 
 
-def quality_vs_baseline(artifacts: dict, baseline: str = "fp32") -> dict:
-    """Bench every artifact but the baseline against it, quality only, on the slow tests' CI settings
-    (4096 tokens of the embedded WikiText-2 test split, ctx 512): name → Result."""
-    from quantlab.bench import BenchConfig, bench
+# The slow tests' evaluation: the first 4096 tokens of the embedded WikiText-2 test split at ctx 512, quality only.
+CI_QUALITY = {"dataset": "embedded", "ctx": 512, "max_tokens": 4096, "speed": False}
 
-    names = [n for n in artifacts if n != baseline]
-    results = bench(
-        [artifacts[n].path for n in names],
-        baseline=artifacts[baseline].path,
-        config=BenchConfig(dataset="embedded", ctx=512, max_tokens=4096, speed=False),
-    )
-    return dict(zip(names, results, strict=True))
+
+class SmolCache:
+    """One session cache of artifacts of the real default model, shared by every slow test: each request (a
+    normalized MethodSpec) is quantized once per session through quantlab's own reuse-or-quantize
+    (`quantizer.obtain`), and each artifact's quality against the fp32 baseline on the CI settings is scored
+    once. A test asks for artifacts by request, never by folder, so two tests asking for the same format share
+    it and a test never sees another's different request under its name."""
+
+    BASELINE = None  # set below: the fp32 `none` request every quality score is against
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._scores: dict[str, object] = {}  # artifact digest → Result
+
+    def artifact(self, spec):
+        import hashlib
+
+        from quantlab.methods import get_backend
+        from quantlab.quantizer import obtain
+
+        normalized = get_backend(spec.method, spec.backend).normalize(spec)
+        key = hashlib.sha256(normalized.model_dump_json(exclude_none=True).encode()).hexdigest()[:12]
+        return obtain("default", spec, self.root / f"{spec.method}-{key}")
+
+    def artifacts(self, specs: dict) -> dict:
+        return {name: self.artifact(spec) for name, spec in specs.items()}
+
+    def quality(self, specs: dict) -> dict:
+        """name → its Result against the fp32 baseline (CI_QUALITY), scored once per artifact per session."""
+        from quantlab.bench import BenchConfig, bench
+
+        made = self.artifacts(specs)
+        missing = {a.digest: a for a in made.values() if a.digest not in self._scores}
+        if missing:
+            baseline = self.artifact(self.BASELINE)
+            results = bench(
+                [a.path for a in missing.values()], baseline=baseline.path, config=BenchConfig(**CI_QUALITY)
+            )
+            self._scores.update(zip(missing, results, strict=True))
+        return {name: self._scores[a.digest] for name, a in made.items()}
 
 
 def _train_tokenizer(out: Path, vocab_size: int = 1024) -> None:
@@ -131,6 +171,15 @@ def wide_model(tmp_path_factory, tiny_tokenizer) -> Path:
         heads=8,
         kv_heads=8,
     )
+
+
+@pytest.fixture(scope="session")
+def smol(tmp_path_factory, default_model_dir) -> SmolCache:
+    """The session's artifacts of the real default model (SmolCache)."""
+    from quantlab.spec import MethodSpec
+
+    SmolCache.BASELINE = MethodSpec(method="none", dtype="fp32")
+    return SmolCache(tmp_path_factory.mktemp("smol-cache"))
 
 
 @pytest.fixture(scope="session")

@@ -4,20 +4,17 @@ also prints its steps on stderr, one timestamped line each, before the error: th
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
-
-STEP = re.compile(r"^\d\d:\d\d:\d\d ")
+from tests.conftest import error_lines, run_cli
 
 
 def _one_line_error(proc, *needles: str) -> None:
     assert proc.returncode != 0, proc.stdout + proc.stderr
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip() and not STEP.match(ln)]
+    lines = error_lines(proc.stderr)
     assert len(lines) == 1, f"expected one line, got:\n{proc.stderr}"
     assert lines[0].startswith("error:"), lines[0]
     assert "Traceback" not in proc.stderr

@@ -17,7 +17,7 @@ from quantlab.llamacpp.source import tools_dir, tools_env
 from quantlab.quantizer import quantize
 from quantlab.spec import Calibration, MethodSpec
 
-from .conftest import run_cli
+from .conftest import error_lines, run_cli
 
 LADDER = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
 CALIB = Calibration(dataset="embedded", n_samples=8, seq_len=128)
@@ -183,7 +183,7 @@ def test_iq_type_refuses_to_run_without_imatrix(tmp_path):
     with pytest.raises(SpecError, match="needs an importance matrix"):
         quantize("default", MethodSpec(method="gguf", scheme="IQ3_M"), tmp_path / "x")
     proc = run_cli("quantize", "default", "--method", "gguf", "--scheme", "IQ2_M", "--out", str(tmp_path / "y"))
-    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert proc.returncode == 1 and len(error_lines(proc.stderr)) == 1, proc.stderr
     assert "needs an importance matrix" in proc.stderr
     assert not (tmp_path / "y").exists()
 
@@ -201,7 +201,7 @@ def test_impossible_requests_fail_in_one_line(tmp_path, args, message):
     out = tmp_path / "out"
     proc = run_cli("quantize", "default", "--method", "gguf", "--out", str(out), *args)
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr, proc.stderr
+    assert len(error_lines(proc.stderr)) == 1 and message in proc.stderr, proc.stderr
     assert not out.exists()
 
 
@@ -221,7 +221,7 @@ def test_architecture_the_converter_does_not_know(tmp_path, tiny_tokenizer):
     ).save_pretrained(model_dir)
     AutoTokenizer.from_pretrained(tiny_tokenizer).save_pretrained(model_dir)
     proc = run_cli("quantize", str(model_dir), "--method", "gguf", "--scheme", "Q8_0", "--out", str(tmp_path / "o"))
-    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert proc.returncode == 1 and len(error_lines(proc.stderr)) == 1, proc.stderr
     assert "does not support OPTForCausalLM" in proc.stderr
     assert not (tmp_path / "o").exists()
 
@@ -250,7 +250,7 @@ def test_corrupt_gguf_fails_in_one_line(made, tmp_path, damage):
         "--results",
         str(results),
     )
-    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert proc.returncode == 1 and len(error_lines(proc.stderr)) == 1, proc.stderr
     assert "model-Q8_0.gguf" in proc.stderr
     assert not results.exists()
 

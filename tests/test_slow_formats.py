@@ -1,8 +1,9 @@
 """FP8, FP4 and bitsandbytes on the real default model: the quality and size orderings the formats issue
 names, every artifact served by the bench with its kernel label, reloaded in a fresh process.
 
-CI evaluates 4096 tokens (NVFP4 calibrated on 16 × 256); `benchmarks/fp_formats_quality.py` runs the issue's
-full settings (16384 tokens, 64 × 512) and its results are committed under results/.
+CI evaluates 4096 tokens (NVFP4 calibrated on 16 × 256), through the session cache of artifacts
+(conftest.SmolCache); `benchmarks/fp_formats_quality.py` runs the issue's full settings (16384 tokens, 64 × 512)
+and its results are committed under results/.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import sys
 
 import pytest
 
-from quantlab.quantizer import quantize
 from quantlab.spec import Calibration, MethodSpec
 
-from .conftest import quality_vs_baseline, run_cli
+from .conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -26,23 +26,24 @@ FOUR_BIT = [*FP4, *BNB4, "rtn-w4"]
 CALIB = Calibration(dataset="embedded", n_samples=16, seq_len=256)
 
 
+SPECS = {
+    "fp32": MethodSpec(method="none", dtype="fp32"),
+    "bf16": MethodSpec(method="none", dtype="bf16"),
+    "rtn-w4": MethodSpec(method="rtn", bits=4, group_size=64),
+    **{s: MethodSpec(method="fp8", scheme=s) for s in FP8},
+    **{s: MethodSpec(method="fp4", scheme=s, calibration=CALIB if s == "NVFP4" else None) for s in FP4},
+    **{f"bnb-{s}": MethodSpec(method="bnb", scheme=s) for s in ("nf4", "fp4", "int8")},
+}
+
+
 @pytest.fixture(scope="module")
-def smol(tmp_path_factory, default_model_dir):
-    root = tmp_path_factory.mktemp("smol-formats")
-    specs = {
-        "fp32": MethodSpec(method="none", dtype="fp32"),
-        "bf16": MethodSpec(method="none", dtype="bf16"),
-        "rtn-w4": MethodSpec(method="rtn", bits=4, group_size=64),
-    }
-    specs |= {s: MethodSpec(method="fp8", scheme=s) for s in FP8}
-    specs |= {s: MethodSpec(method="fp4", scheme=s, calibration=CALIB if s == "NVFP4" else None) for s in FP4}
-    specs |= {f"bnb-{s}": MethodSpec(method="bnb", scheme=s) for s in ("nf4", "fp4", "int8")}
-    return {name: quantize("default", spec, root / name) for name, spec in specs.items()}
+def made(smol):
+    return smol.artifacts(SPECS)
 
 
 @pytest.fixture(scope="module")
 def records(smol):
-    return quality_vs_baseline(smol)
+    return smol.quality(SPECS)
 
 
 def _kld(records, name):
@@ -66,8 +67,8 @@ def test_activation_quantization_costs_more_than_weight_only(records):
         assert _kld(records, w4a4) > _kld(records, a16), (w4a4, _kld(records, w4a4), _kld(records, a16))
 
 
-def test_weight_bytes_fp8_below_bf16_and_4bit_below_fp8(smol):
-    size = {name: artifact.manifest.weight_bytes for name, artifact in smol.items()}
+def test_weight_bytes_fp8_below_bf16_and_4bit_below_fp8(made):
+    size = {name: artifact.manifest.weight_bytes for name, artifact in made.items()}
     assert max(size[n] for n in FP8) < size["bf16"], size
     assert max(size[n] for n in [*FP4, *BNB4]) < min(size[n] for n in FP8), size
 
@@ -89,7 +90,7 @@ def test_bnb_artifacts_reload_and_score_close_to_the_baseline(records):
     assert _kld(records, "bnb-int8") < _kld(records, "bnb-nf4")
 
 
-def test_every_artifact_reloads_in_a_fresh_process(smol):
+def test_every_artifact_reloads_in_a_fresh_process(made):
     code = (
         "import sys, torch; from transformers import AutoModelForCausalLM\n"
         "for path in sys.argv[1:]:\n"
@@ -98,7 +99,7 @@ def test_every_artifact_reloads_in_a_fresh_process(smol):
         "    assert torch.isfinite(out).all(), path\n"
         "print('ok', len(sys.argv) - 1)"
     )
-    paths = [str(a.path) for name, a in smol.items() if name not in ("fp32", "bf16")]
+    paths = [str(a.path) for name, a in made.items() if name not in ("fp32", "bf16")]
     proc = subprocess.run(
         [sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=900, check=False
     )

@@ -1,7 +1,8 @@
 """GGUF on the real default model (SmolLM2-135M, hidden 576: k-quants fall back per tensor here).
 
 Evaluation: the first 4096 tokens of WikiText-2 test at ctx 512, identical ids for both runtimes; the imatrix
-uses 16 × 256 calibration tokens of WikiText-2 valid.
+uses 16 × 256 calibration tokens of WikiText-2 valid. Artifacts and scores come from the session cache
+(conftest.SmolCache).
 """
 
 from __future__ import annotations
@@ -10,36 +11,31 @@ import itertools
 
 import pytest
 
-from quantlab.quantizer import quantize
 from quantlab.report.notes import gguf_ordering_notes
 from quantlab.spec import Calibration, MethodSpec
-
-from .conftest import quality_vs_baseline
 
 pytestmark = pytest.mark.slow
 
 LADDER = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
 
 
+SPECS = {
+    "fp32": MethodSpec(method="none", dtype="fp32"),
+    **{name: MethodSpec(method="gguf", scheme=name) for name in ["F16", *LADDER]},
+    "Q4_K_M-imatrix": MethodSpec(
+        method="gguf", scheme="Q4_K_M", calibration=Calibration(dataset="embedded", n_samples=16, seq_len=256)
+    ),
+}
+
+
 @pytest.fixture(scope="module")
-def smol(tmp_path_factory, default_model_dir):
-    root = tmp_path_factory.mktemp("smol-gguf")
-    made = {"fp32": quantize("default", MethodSpec(method="none", dtype="fp32"), root / "fp32")}
-    for name in ["F16", *LADDER]:
-        made[name] = quantize("default", MethodSpec(method="gguf", scheme=name), root / name)
-    made["Q4_K_M-imatrix"] = quantize(
-        "default",
-        MethodSpec(
-            method="gguf", scheme="Q4_K_M", calibration=Calibration(dataset="embedded", n_samples=16, seq_len=256)
-        ),
-        root / "q4km-imatrix",
-    )
-    return made
+def made(smol):
+    return smol.artifacts(SPECS)
 
 
 @pytest.fixture(scope="module")
 def results(smol):
-    return quality_vs_baseline(smol)
+    return smol.quality(SPECS)
 
 
 def test_f16_gguf_equals_hf_fp32_on_identical_ids(results):
@@ -48,13 +44,13 @@ def test_f16_gguf_equals_hf_fp32_on_identical_ids(results):
     assert vs.kld_mean <= 1e-3, vs
 
 
-def test_file_sizes_strictly_fall_along_the_ladder(smol):
-    sizes = [smol[name].manifest.weight_bytes for name in LADDER]
+def test_file_sizes_strictly_fall_along_the_ladder(made):
+    sizes = [made[name].manifest.weight_bytes for name in LADDER]
     assert all(a > b for a, b in itertools.pairwise(sizes)), dict(zip(LADDER, sizes, strict=True))
 
 
-def test_fallbacks_on_hidden_576_are_recorded(smol):
-    g = smol["Q4_K_M"].manifest.gguf
+def test_fallbacks_on_hidden_576_are_recorded(made):
+    g = made["Q4_K_M"].manifest.gguf
     assert g.fallbacks, "hidden 576 is not a multiple of 256: llama.cpp must have fallen back somewhere"
     assert any("not a multiple of 256" in f for f in g.fallbacks)
 

@@ -2,8 +2,9 @@
 GGUF Q4_K_M, each served by its engine and swept at concurrency 1/8/32 with zero errors; engines that batch
 deliver more total tok/s at 8 than at 1, and the one that does not batch is labelled so in the table.
 
-CI settings: 128-token prompts, 32 output tokens, max(concurrency, 8) requests per level; the committed
-results (`benchmarks/served_load.py`) use 2 × concurrency.
+CI settings: 64-token prompts, 16 output tokens, 2 × concurrency requests per level (at least 8), artifacts from
+the session cache (conftest.SmolCache); the committed results (`benchmarks/served_load.py`) use 128-token prompts
+and 32 output tokens.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from quantlab.bench import BenchConfig, bench_load
-from quantlab.quantizer import quantize
 from quantlab.report import tables
 from quantlab.spec import Calibration, MethodSpec
 
@@ -25,16 +25,13 @@ SPECS = {
     "gguf-q4_k_m": MethodSpec(method="gguf", scheme="Q4_K_M"),
 }
 LEVELS = [1, 8, 32]
+OUTPUT_TOKENS = 16
+CONFIG = BenchConfig(concurrency=LEVELS, prompt_tokens=64, new_tokens=OUTPUT_TOKENS)
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, default_model_dir):
-    root = tmp_path_factory.mktemp("smol-served")
-    out = {}
-    for name, spec in SPECS.items():
-        artifact = quantize("default", spec, root / name)
-        out[name] = bench_load(artifact.path, config=BenchConfig(concurrency=LEVELS))
-    return out
+def served(smol):
+    return {name: bench_load(artifact.path, config=CONFIG) for name, artifact in smol.artifacts(SPECS).items()}
 
 
 def test_gguf_from_the_default_model_has_a_byte_level_vocab(served):
@@ -52,7 +49,7 @@ def test_every_level_completes_without_errors(served, name):
     assert [lv.concurrency for lv in sweep.levels] == LEVELS
     for level in sweep.levels:
         assert level.errors == 0, level.error_examples
-        assert level.completed == level.requests and level.output_tokens == 32 * level.requests
+        assert level.completed == level.requests and level.output_tokens == OUTPUT_TOKENS * level.requests
 
 
 @pytest.mark.parametrize("name", list(SPECS))

@@ -7,22 +7,20 @@ import pytest
 
 from quantlab.bench import BenchConfig, bench
 from quantlab.bench.tasks import BUILTIN_TASK
-from quantlab.quantizer import quantize
 from quantlab.spec import MethodSpec
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def recovery(tmp_path_factory, default_model_dir):
-    root = tmp_path_factory.mktemp("smol-tasks")
+def recovery(smol):
     specs = {
         "fp32": MethodSpec(method="none", dtype="fp32"),
         "bf16": MethodSpec(method="none", dtype="bf16"),
         "fp8": MethodSpec(method="fp8", scheme="FP8_W8A16"),
         "rtn-w4": MethodSpec(method="rtn", bits=4, group_size=64),
     }
-    made = {name: quantize("default", spec, root / name) for name, spec in specs.items()}
+    made = smol.artifacts(specs)
     names = [n for n in made if n != "fp32"]
     results = bench(
         [made[n].path for n in names],

@@ -103,8 +103,10 @@ def steps(first: str) -> Iterator[Callable[[str], None]]:
         last[0] = message
 
     with bar, library_output():
+        # The first line shows on the live bar only: off a terminal, a request refused before any work (every
+        # check runs first) prints its one-line error and nothing else.
         task = bar.add_task(first, total=None)
-        report(first)
+        last[0] = first
         yield report
 
 

@@ -140,6 +140,8 @@ def build(
 def as_flags(message: str, model: type[BaseModel], spelled: dict[str, str] | None = None) -> str:
     """`max_tokens: ...` → `--max-tokens: ...`: the user typed flags, not field names."""
     key, sep, rest = message.partition(":")
-    if sep and key in model.model_fields:
-        return f"{(spelled or {}).get(key, flag(key)).split('/')[0]}:{rest}"
+    field, _, index = key.partition(".")  # `concurrency.0`: the first item of a list option
+    if sep and field in model.model_fields:
+        where = f" (item {int(index) + 1})" if index.isdigit() else ""
+        return f"{(spelled or {}).get(field, flag(field)).split('/')[0]}{where}:{rest}"
     return message

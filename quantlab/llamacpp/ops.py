@@ -85,6 +85,39 @@ def convert(model_dir: str, outfile: Path, outtype: str, log) -> None:
         raise QuantizationError(f"llama.cpp's converter failed: {_last_words(proc)}")
 
 
+_F16: dict[tuple, Path] = {}  # the last source converted in this process → its F16 GGUF
+
+
+def converted_f16(model_dir: str, log) -> Path:
+    """The source model as an F16 GGUF, converted once per process and source: every quantized type of a ladder
+    or a recipe starts from it. One conversion is kept at a time (the newest source's, in a temporary folder
+    removed at exit), so a sweep holds no more disk than a single quantization did."""
+    folder = Path(model_dir)
+    key = (str(folder.resolve()), *sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir()))
+    kept = _F16.get(key)
+    if kept is not None and kept.is_file():
+        log("reusing this process's F16 conversion of the source")
+        return kept
+    for old in _F16.values():
+        old.unlink(missing_ok=True)
+    _F16.clear()
+    out = _scratch() / "model-F16.gguf"
+    convert(model_dir, out, "F16", log)
+    _F16[key] = out
+    return out
+
+
+@cache
+def _scratch() -> Path:
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="quantlab-gguf-f16-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def write_imatrix(sums: Path, model_gguf: Path, out: Path, dataset: str, chunks: int, chunk_size: int) -> dict:
     return _gguf_tool(
         "write-imatrix",

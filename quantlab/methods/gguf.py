@@ -119,8 +119,7 @@ class GGUFLlamaCpp(Backend):
             if gtype.ftype is None:
                 ops.convert(source.path, model_file, gtype.name, log)
             else:
-                base = tmp / "model-F16.gguf"
-                ops.convert(source.path, base, "F16", log)
+                base = ops.converted_f16(source.path, log)
                 normalised = None
                 if spec.imatrix:
                     _, samples, record = calib.for_source(
