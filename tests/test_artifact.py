@@ -96,6 +96,7 @@ def _kill_when_building(cmd: list[str], parent, name: str, *, writing: bool = Fa
     return proc
 
 
+@pytest.mark.slow  # a whole quantization killed in a fresh process, twice
 @pytest.mark.parametrize("writing", [False, True], ids=["at-start", "mid-write"])
 def test_sigkill_mid_quantize_leaves_nothing(wide_model, tmp_path, writing):
     out = tmp_path / "art"

@@ -19,6 +19,9 @@ from quantlab.spec import Calibration, MethodSpec
 
 from .conftest import error_lines, run_cli
 
+# Uses the real default model: its tokenizer (gguf_tiny_model) and, for the refusals, the model itself.
+pytestmark = pytest.mark.slow
+
 LADDER = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
 CALIB = Calibration(dataset="embedded", n_samples=8, seq_len=128)
 OPTIONS = BenchConfig(dataset="embedded", ctx=256, max_tokens=2048, speed=False)
@@ -279,3 +282,19 @@ def test_report_shows_the_census(quality, tmp_path):
 
     text = markdown(list(quality.values()))
     assert "GGUF: tensor types as written" in text and "Q4_K×" in text
+
+
+def test_types_of_one_source_share_one_f16_conversion(made, gguf_tiny_model, tmp_path):
+    from quantlab.llamacpp import ops
+
+    said: list[str] = []
+    first = ops.converted_f16(str(gguf_tiny_model), said.append)
+    assert ops.converted_f16(str(gguf_tiny_model), said.append) == first and first.is_file()
+    assert said[-1] == "reusing this process's F16 conversion of the source"
+    changed = tmp_path / "model"
+    shutil.copytree(gguf_tiny_model, changed)
+    (changed / "config.json").write_text((changed / "config.json").read_text() + "\n")
+    said.clear()
+    again = ops.converted_f16(str(changed), said.append)
+    assert said == ["converting to GGUF F16 with llama.cpp's convert_hf_to_gguf.py"]  # a changed source converts
+    assert again.is_file() and list(again.parent.glob("*.gguf")) == [again]  # one conversion kept at a time

@@ -74,14 +74,22 @@ def _cli_run(recipe: Path, results: Path, work: Path) -> subprocess.Popen:
     )
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_sigkill_anywhere_then_rerun_finishes_with_every_cell_once(tiny_model, tmp_path, seed):
-    recipe = _recipe(tmp_path, tiny_model)
-    # how long an uninterrupted run takes here, so the kill lands inside one
+@pytest.fixture(scope="module")
+def full_run_seconds(tiny_model, tmp_path_factory) -> float:
+    """How long an uninterrupted run of the recipe takes here, so a kill lands inside one."""
+    tmp = tmp_path_factory.mktemp("full-run")
+    recipe = _recipe(tmp, tiny_model)
     started = time.monotonic()
-    full = _cli_run(recipe, tmp_path / "full.jsonl", tmp_path / "full-work")
+    full = _cli_run(recipe, tmp / "full.jsonl", tmp / "full-work")
     assert full.wait(timeout=900) == 0, full.stderr.read()[-2000:]
-    duration = time.monotonic() - started
+    return time.monotonic() - started
+
+
+@pytest.mark.slow  # three whole runs per case: minutes on 2 cores
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sigkill_anywhere_then_rerun_finishes_with_every_cell_once(tiny_model, tmp_path, seed, full_run_seconds):
+    recipe = _recipe(tmp_path, tiny_model)
+    duration = full_run_seconds
     kill_at = random.Random(seed).uniform(0.15, 0.95) * duration
     results, work = tmp_path / "r.jsonl", tmp_path / "work"
     proc = _cli_run(recipe, results, work)

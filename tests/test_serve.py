@@ -203,6 +203,7 @@ def _start_serve_cli(artifact: Path, port: int) -> subprocess.Popen:
     raise AssertionError(f"quantlab serve exited ({proc.wait()}) before serving")
 
 
+@pytest.mark.slow  # a real server started and signalled, twice
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_cli_answers_then_stops_everything_on_a_signal(tiny_served, sig):
     import httpx

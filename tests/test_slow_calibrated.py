@@ -1,6 +1,6 @@
 """GPTQ and AWQ on the real default model beat round-to-nearest, for the default and the GPTQModel backends.
 
-CI settings are reduced (16 × 256 calibration tokens, 4096 evaluation tokens) and the artifacts come from the
+CI settings are reduced (16 × 256 calibration tokens, 2048 evaluation tokens) and the artifacts come from the
 session cache (conftest.SmolCache; the fp32 baseline and RTN w4 sym are shared with other slow tests, GPTQ with
 llm-compressor with tests/test_slow_serve.py); the issue's full settings (64 × 512, 16384 tokens) are run by
 `benchmarks/calibrated_quality.py` and committed under results/. GPTQModel's AWQ is most of this file's time

@@ -1,7 +1,7 @@
 """Integration tests on the real embedded default model (SmolLM2-135M-Instruct): real properties, real numbers.
 
 Minutes on 2 CPU cores; marked slow, run in CI. Artifacts and their quality come from the session cache
-(conftest.SmolCache): the first 4096 tokens of the embedded WikiText-2 test split, ctx 512 (the same text and
+(conftest.SmolCache): the first 2048 tokens of the embedded WikiText-2 test split, ctx 512 (the same text and
 tokens as the shared wiki.test.tokens, which tests/test_corpus.py checks).
 """
 
@@ -84,7 +84,7 @@ def test_artifacts_reload_unmodified_in_a_fresh_process(smol):
     assert proc.returncode == 0 and f"ok {len(paths)}" in proc.stdout, proc.stderr[-2000:]
 
 
-def test_demo_command(tmp_path, default_model_dir):
+def test_demo_command(tmp_path, smol):
     """`quantlab demo` runs recipes/demo.yaml through the runner: its 7 cells in the table it prints and writes,
     one record each, each below its bandwidth limit; a bench default changed once in BenchConfig (prompt_tokens,
     here 64) reaches every record of the demo's run, and a command-line setting overrides the recipe. The results
@@ -95,7 +95,7 @@ def test_demo_command(tmp_path, default_model_dir):
     results.write_text(committed)
     proc = run_with_default(
         "prompt_tokens", 64,
-        "demo", "--work-dir", str(tmp_path / "arts"), "--results", str(results),
+        "demo", "--work-dir", str(smol.root), "--results", str(results),
         "--max-tokens", "1024", "--batch-sizes", "1", "--repeats", "1", "--new-tokens", "8",
         timeout=1500,
     )  # fmt: skip

@@ -1,6 +1,6 @@
 """GGUF on the real default model (SmolLM2-135M, hidden 576: k-quants fall back per tensor here).
 
-Evaluation: the first 4096 tokens of WikiText-2 test at ctx 512, identical ids for both runtimes; the imatrix
+Evaluation: the first 2048 tokens of WikiText-2 test at ctx 512, identical ids for both runtimes; the imatrix
 uses 16 × 256 calibration tokens of WikiText-2 valid. Artifacts and scores come from the session cache
 (conftest.SmolCache).
 """
