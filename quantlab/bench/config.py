@@ -1,7 +1,7 @@
 """THE bench settings: every in-process and served measurement setting, with its default, bounds and help, once.
 
 `quantlab bench`, `quantlab run` and `quantlab demo` derive their options from this model (quantlab.cli.options),
-a recipe's `bench:` section is this model less the rig keys (quantlab.recipes.RecipeBench), and the library's
+a recipe's `bench:` section is this model less the rig keys (quantlab.sweep.recipe.RecipeBench), and the library's
 `bench()` / `bench_load()` take it. Layers merge with one rule, CLI > recipe > these defaults (`merged`), and only
 what a layer really sets is passed on, so no default is written anywhere else.
 

@@ -102,7 +102,7 @@ class CellRef(BaseModel):
     recipe: str
     model: str
     name: str
-    key: str  # hash of model + normalized spec (quantlab.recipes.Cell.key)
+    key: str  # hash of model + normalized spec (quantlab.sweep.recipe.Cell.key)
     stage: Literal["bench", "load"]
 
 
