@@ -60,12 +60,12 @@ class SmolCache:
     cells where a request is one of them: `quantlab demo --work-dir <root>` then reuses what the other tests
     made, and they reuse what the demo made."""
 
-    BASELINE = None  # set below: the fp32 `none` request every quality score is against
-
     def __init__(self, root: Path) -> None:
+        from quantlab.spec import MethodSpec
         from quantlab.sweep.recipe import cells, load_recipe
 
         self.root = root
+        self.baseline = MethodSpec(method="none", dtype="fp32")  # every quality score is against it
         self._scores: dict[str, object] = {}  # artifact digest → Result
         demo = REPO / "recipes" / "demo.yaml"
         self._names = {c.key(): c.name for c in cells(load_recipe(demo), demo)}
@@ -90,7 +90,7 @@ class SmolCache:
         made = self.artifacts(specs)
         missing = {a.digest: a for a in made.values() if a.digest not in self._scores}
         if missing:
-            baseline = self.artifact(self.BASELINE)
+            baseline = self.artifact(self.baseline)
             results = bench(
                 [a.path for a in missing.values()], baseline=baseline.path, config=BenchConfig(**CI_QUALITY)
             )
@@ -186,9 +186,6 @@ def wide_model(tmp_path_factory, tiny_tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def smol(tmp_path_factory, default_model_dir) -> SmolCache:
     """The session's artifacts of the real default model (SmolCache)."""
-    from quantlab.spec import MethodSpec
-
-    SmolCache.BASELINE = MethodSpec(method="none", dtype="fp32")
     return SmolCache(tmp_path_factory.mktemp("smol-cache"))
 
 
