@@ -184,6 +184,37 @@ def wide_model(tmp_path_factory, tiny_tokenizer) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_benched(tiny_model, tmp_path_factory) -> tuple[dict, Path, list]:
+    """The tiny model as fp32 `none`, rtn w8 g128 and rtn w4 g64 asym, benched once against the fp32 one with
+    quality and speed at batch 1 and 2 (2 repeats): (artifacts by name, the results file, its records). The
+    pipeline test checks the records; the notebook test renders the file."""
+    from quantlab.bench import BenchConfig, bench
+    from quantlab.quantizer import quantize
+    from quantlab.spec import MethodSpec
+
+    root = tmp_path_factory.mktemp("tiny-benched")
+    specs = {
+        "base": MethodSpec(method="none", dtype="fp32"),
+        "w8": MethodSpec(method="rtn", bits=8, group_size=128),
+        "w4": MethodSpec(method="rtn", bits=4, group_size=64, symmetric=False),
+    }
+    made = {name: quantize(str(tiny_model), spec, root / name) for name, spec in specs.items()}
+    config = BenchConfig(
+        dataset="embedded",
+        ctx=128,
+        max_tokens=512,
+        batch_sizes=[1, 2],
+        prompt_tokens=16,
+        new_tokens=4,
+        warmup=0,
+        repeats=2,
+    )
+    results = root / "tiny.jsonl"
+    records = bench([a.path for a in made.values()], baseline=made["base"].path, config=config, results_path=results)
+    return made, results, records
+
+
+@pytest.fixture(scope="session")
 def smol(tmp_path_factory, default_model_dir) -> SmolCache:
     """The session's artifacts of the real default model (SmolCache)."""
     return SmolCache(tmp_path_factory.mktemp("smol-cache"))

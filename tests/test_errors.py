@@ -168,13 +168,15 @@ def test_debug_shows_traceback(tmp_path):
 
 
 def test_baseline_of_another_model_is_refused_before_any_work(tiny_artifact, tmp_path):
+    from quantlab.quantizer import quantize
+    from quantlab.spec import MethodSpec
     from tests.conftest import _train_tokenizer, make_tiny_llama
 
     other_tok = tmp_path / "tok"
     _train_tokenizer(other_tok, vocab_size=768)
     other = make_tiny_llama(tmp_path / "other", other_tok)
     other_art = tmp_path / "other-art"
-    assert run_cli("quantize", str(other), "--method", "none", "--out", str(other_art)).returncode == 0
+    quantize(str(other), MethodSpec(method="none"), other_art)
     results = tmp_path / "r.jsonl"
     proc = run_cli("bench", str(tiny_artifact), "--baseline", str(other_art), "--results", str(results))
     _one_line_error(proc, "tokenize the dataset differently")

@@ -19,14 +19,9 @@ from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def tiny_artifacts(tiny_model, tmp_path_factory):
-    root = tmp_path_factory.mktemp("arts")
-    return {
-        "base": quantize(str(tiny_model), MethodSpec(method="none", dtype="fp32"), root / "base"),
-        "w8": quantize(str(tiny_model), MethodSpec(method="rtn", bits=8, group_size=128), root / "w8"),
-        "w4": quantize(str(tiny_model), MethodSpec(method="rtn", bits=4, group_size=64, symmetric=False), root / "w4"),
-        "w4pc": quantize(str(tiny_model), MethodSpec(method="rtn", bits=4, group_size=-1), root / "w4pc"),
-    }
+def tiny_artifacts(tiny_model, tiny_benched, tmp_path_factory):
+    per_channel = MethodSpec(method="rtn", bits=4, group_size=-1)
+    return {**tiny_benched[0], "w4pc": quantize(str(tiny_model), per_channel, tmp_path_factory.mktemp("arts") / "w4pc")}
 
 
 def test_rtn_manifest_and_format(tiny_artifacts):
@@ -66,20 +61,8 @@ def test_rtn_reloads_unmodified_and_stays_close(tiny_artifacts, name):
     assert 0 < err < (0.05 if name == "w8" else 0.3)
 
 
-def test_bench_records_and_report(tiny_artifacts, tmp_path):
-    results = tmp_path / "r.jsonl"
-    options = BenchConfig(
-        dataset="embedded",
-        ctx=128,
-        max_tokens=512,
-        batch_sizes=[1, 2],
-        prompt_tokens=16,
-        new_tokens=4,
-        warmup=0,
-        repeats=2,
-    )
-    arts = [tiny_artifacts[k].path for k in ("base", "w8", "w4")]
-    records = bench(arts, baseline=tiny_artifacts["base"].path, config=options, results_path=results)
+def test_bench_records_and_report(tiny_benched):
+    made, results, records = tiny_benched
     assert len(records) == 3 and len(read_results(results)) == 3
     base, w8, w4 = records
     assert base.quality.vs_baseline.kld_mean == pytest.approx(0, abs=1e-6)
@@ -104,9 +87,7 @@ def test_bench_records_and_report(tiny_artifacts, tmp_path):
         assert roof.limit_tok_s == pytest.approx(roof.bandwidth_gb_s * 1e9 / roof.bytes_per_token, rel=1e-3)
     # fp32 tiny model, untied: every parameter but the input embedding, plus the KV cache (2 layers × 2 KV heads
     # × head dim 64 × K,V × 4 bytes per position, at 16 + 4 // 2 positions)
-    n_bytes = sum(
-        t.numel() * 4 for name, t in _state_dict(tiny_artifacts["base"].path).items() if "embed_tokens" not in name
-    )
+    n_bytes = sum(t.numel() * 4 for name, t in _state_dict(made["base"].path).items() if "embed_tokens" not in name)
     assert base.roofline.bytes_per_token == n_bytes + 2 * 2 * 64 * 2 * 4 * 18
     # a model decompressed at load reads float weights, not its 4-bit ones: no fewer bytes than the base
     assert w4.roofline.bytes_per_token >= base.roofline.bytes_per_token
