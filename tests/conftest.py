@@ -3,6 +3,7 @@ real embedded default model for the slow tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -76,9 +77,9 @@ class SmolCache:
         from quantlab.sweep.recipe import Cell, ModelEntry
 
         normalized = get_backend(spec.method, spec.backend).normalize(spec)
-        cell = Cell(model=ModelEntry(id="default"), name="", spec=normalized, is_baseline=False)
-        name = self._names.get(cell.key(), spec.method)
-        return obtain("default", spec, Cell(cell.model, name, normalized, False).artifact_dir(self.root))
+        cell = Cell(model=ModelEntry(id="default"), name=spec.method, spec=normalized, is_baseline=False)
+        cell = dataclasses.replace(cell, name=self._names.get(cell.key(), cell.name))  # the key ignores the name
+        return obtain("default", spec, cell.artifact_dir(self.root))
 
     def artifacts(self, specs: dict) -> dict:
         return {name: self.artifact(spec) for name, spec in specs.items()}
