@@ -4,13 +4,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.quantlab-installed
-# llama-cpp-python (extra gguf) compiles llama.cpp for this CPU. On x86_64 its AMX kernels are compiled out:
-# hosts that advertise AMX without enabling it (the Firecracker VMs this project is built on) die with SIGILL
-# on the first quantized matmul, and AMX only speeds up some prefill on Sapphire Rapids and newer.
-ifeq ($(shell uname -m),x86_64)
-LLAMA_CFLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
-endif
-
 # glibc's malloc asks for transparent huge pages for its large blocks where the kernel offers them (THP in
 # madvise mode): torch on a CPU allocates ~150 MB temporaries in loops (GPTQModel's AWQ clip search), and on 4 KiB
 # pages the kernel spent ~40% of that time faulting in zeroed pages (measured: AWQ on 4 layers 91 s -> 69 s,
@@ -24,10 +17,17 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# llama-cpp-python is built from source here (≈8 min on 2 cores); its multimodal library is not used by
-	# quantlab, so it is not built. For a CUDA build add -DGGML_CUDA=on to CMAKE_ARGS.
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" CFLAGS="$(LLAMA_CFLAGS) $$CFLAGS" CXXFLAGS="$(LLAMA_CFLAGS) $$CXXFLAGS" \
-		$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	# llama-cpp-python's Python package alone (-DLLAMA_BUILD=OFF: seconds, no compiler): quantlab builds llama.cpp
+	# once, its tools and the library together, and points llama-cpp-python at that library (see
+	# quantlab/llamacpp/build.py). --no-cache-dir keeps this library-less wheel out of pip's wheel cache, where
+	# another install of the same version elsewhere would pick it up.
+	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" \
+		$(BIN)/python -m pip install --quiet --no-cache-dir -c constraints.txt llama-cpp-python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	# llama.cpp's llama-server, llama-bench, llama-perplexity, llama-imatrix, llama-quantize and libllama, from
+	# the installed llama-cpp-python's llama.cpp tree (≈5 min on 2 cores; once per quantlab cache; CUDA when nvcc
+	# and a GPU are found).
+	$(BIN)/quantlab llamacpp build
 	touch $(STAMP)
 
 # The main job on the embedded default model: quantize, bench, write results/demo.{jsonl,md}, print the table.

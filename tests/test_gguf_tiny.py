@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 
 from quantlab.bench import BenchConfig, bench
@@ -85,9 +88,10 @@ def test_kld_grows_down_the_ladder(quality):
     assert all(quality[name].runtime.kernel == "native" for name in LADDER)
 
 
-def test_imatrix_is_llamacpp_format_and_changes_the_result(made, quality):
+def test_imatrix_is_llama_imatrix_over_the_calibration_windows(made, quality):
     m = made["Q4_K_M-imatrix"].manifest
     assert m.spec.imatrix and m.calibration is not None and m.gguf.imatrix is not None
+    assert m.gguf.imatrix.how.startswith("llama-imatrix (llama.cpp ")
     root = tools_dir()
     imatrix_file = made["Q4_K_M-imatrix"].path / "imatrix.gguf"
     proc = subprocess.run(
@@ -99,13 +103,13 @@ def test_imatrix_is_llamacpp_format_and_changes_the_result(made, quality):
     )
     info = json.loads(proc.stdout)
     assert info["kv"]["general.type"] == "imatrix"
+    # one chunk per calibration window, every token of every window counted
     assert info["kv"]["imatrix.chunk_count"] == CALIB.n_samples
     assert info["kv"]["imatrix.chunk_size"] == CALIB.seq_len
     names = {t["name"] for t in info["tensors"]}
     model_tensors = {"blk.0.attn_q.weight", "blk.0.ffn_down.weight", "blk.1.attn_output.weight"}
     assert {n + ".in_sum2" for n in model_tensors} <= names and {n + ".counts" for n in model_tensors} <= names
-    counts = next(t for t in info["tensors"] if t["name"] == "blk.0.attn_q.weight.counts")
-    assert counts["n_elements"] == 1 and m.gguf.imatrix.tokens == CALIB.n_samples * CALIB.seq_len
+    assert m.gguf.imatrix.tokens == CALIB.n_samples * CALIB.seq_len
     assert m.gguf.imatrix.entries == 2 * 7  # 2 layers × q k v o gate up down (tied output: no entry)
     plain = made["Q4_K_M"].path / "model-Q4_K_M.gguf"
     weighted = made["Q4_K_M-imatrix"].path / "model-Q4_K_M.gguf"
@@ -113,67 +117,25 @@ def test_imatrix_is_llamacpp_format_and_changes_the_result(made, quality):
     assert quality["Q4_K_M-imatrix"].quality.vs_baseline.kld_mean <= quality["Q4_K_M"].quality.vs_baseline.kld_mean
 
 
-def _llamacpp_reads_imatrix(path) -> dict:
-    """Open an imatrix file with llama.cpp's own C GGUF parser (libggml-base, shipped with llama-cpp-python) and
-    apply the checks of llama.cpp's imatrix loader (common/imatrix-loader.cpp): the three metadata keys with
-    their types, and every `.in_sum2` paired with a `.counts`, both F32."""
-    import ctypes
-    from pathlib import Path
+def test_llama_imatrix_reads_exactly_the_calibration_ids(made, gguf_tiny_model):
+    """The text llama-imatrix reads tokenizes, with llama.cpp's own tokenizer, back to the windows' ids; a
+    text that would not is refused rather than re-tokenized."""
+    from transformers import AutoTokenizer
 
-    import llama_cpp
+    from quantlab.calibration import calibration_samples
+    from quantlab.errors import QuantizationError
+    from quantlab.llamacpp import imatrix
 
-    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
-
-    class InitParams(ctypes.Structure):
-        _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
-
-    lib.gguf_init_from_file.restype = ctypes.c_void_p
-    lib.gguf_init_from_file.argtypes = [ctypes.c_char_p, InitParams]
-    lib.gguf_find_key.restype = ctypes.c_int64
-    lib.gguf_find_key.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-    for name in ("gguf_get_kv_type", "gguf_get_arr_type", "gguf_get_tensor_type"):
-        getattr(lib, name).restype = ctypes.c_int
-        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_int64]
-    lib.gguf_get_val_u32.restype = ctypes.c_uint32
-    lib.gguf_get_val_u32.argtypes = [ctypes.c_void_p, ctypes.c_int64]
-    lib.gguf_get_n_tensors.restype = ctypes.c_int64
-    lib.gguf_get_n_tensors.argtypes = [ctypes.c_void_p]
-    lib.gguf_get_tensor_name.restype = ctypes.c_char_p
-    lib.gguf_get_tensor_name.argtypes = [ctypes.c_void_p, ctypes.c_int64]
-    lib.gguf_free.argtypes = [ctypes.c_void_p]
-    gguf_type_u32, gguf_type_string, gguf_type_array, ggml_type_f32 = 4, 8, 9, 0
-
-    ctx = lib.gguf_init_from_file(str(path).encode(), InitParams(True, None))
-    assert ctx, "llama.cpp's GGUF parser rejected the file"
-    try:
-        datasets = lib.gguf_find_key(ctx, b"imatrix.datasets")
-        count = lib.gguf_find_key(ctx, b"imatrix.chunk_count")
-        size = lib.gguf_find_key(ctx, b"imatrix.chunk_size")
-        assert min(datasets, count, size) >= 0, "missing imatrix metadata"
-        assert lib.gguf_get_kv_type(ctx, datasets) == gguf_type_array
-        assert lib.gguf_get_arr_type(ctx, datasets) == gguf_type_string
-        assert lib.gguf_get_kv_type(ctx, count) == gguf_type_u32 == lib.gguf_get_kv_type(ctx, size)
-        tensors = {
-            lib.gguf_get_tensor_name(ctx, i).decode(): lib.gguf_get_tensor_type(ctx, i)
-            for i in range(lib.gguf_get_n_tensors(ctx))
-        }
-        assert all(t == ggml_type_f32 for t in tensors.values())
-        sums = {n.removesuffix(".in_sum2") for n in tensors if n.endswith(".in_sum2")}
-        counts = {n.removesuffix(".counts") for n in tensors if n.endswith(".counts")}
-        assert sums == counts and len(sums) * 2 == len(tensors)
-        return {
-            "entries": sorted(sums),
-            "chunk_count": lib.gguf_get_val_u32(ctx, count),
-            "chunk_size": lib.gguf_get_val_u32(ctx, size),
-        }
-    finally:
-        lib.gguf_free(ctx)
-
-
-def test_llamacpp_own_parser_accepts_the_imatrix(made):
-    read = _llamacpp_reads_imatrix(made["Q4_K_M-imatrix"].path / "imatrix.gguf")
-    assert (read["chunk_count"], read["chunk_size"]) == (CALIB.n_samples, CALIB.seq_len)
-    assert "blk.1.ffn_down.weight" in read["entries"] and len(read["entries"]) == 14
+    tokenizer = AutoTokenizer.from_pretrained(gguf_tiny_model)
+    samples, _ = calibration_samples(tokenizer, CALIB)
+    f16 = made["F16"].path / "model-F16.gguf"
+    text = "".join(tokenizer.decode(row.tolist(), clean_up_tokenization_spaces=False) for row in samples)
+    ids, adds_bos = imatrix.llama_tokens(f16, text)
+    assert not adds_bos and ids == samples.reshape(-1).tolist()
+    letters = np.array([tokenizer.convert_tokens_to_ids(list("hello")) * 2] * 2)  # BPE merges "hello" back
+    spelled = "".join(tokenizer.decode(row.tolist()) for row in letters)
+    with pytest.raises(QuantizationError, match="tokenizes the calibration text differently"):
+        imatrix._check_round_trip(f16, spelled, letters)
 
 
 def test_iq_type_with_imatrix(made, quality):
@@ -298,3 +260,77 @@ def test_types_of_one_source_share_one_f16_conversion(made, gguf_tiny_model, tmp
     again = ops.converted_f16(str(changed), said.append)
     assert said == ["converting to GGUF F16 with llama.cpp's convert_hf_to_gguf.py"]  # a changed source converts
     assert again.is_file() and list(again.parent.glob("*.gguf")) == [again]  # one conversion kept at a time
+
+
+def _llama_servers() -> list:
+    from tests.test_serve import _processes_mentioning
+
+    return [p for p in _processes_mentioning("llama-server") if p.name() == "llama-server"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_llama_server_batches_answers_and_never_outlives_quantlab(made, sig):
+    """`quantlab serve` of a GGUF runs llama.cpp's llama-server; Ctrl-C, SIGTERM, or quantlab killed outright
+    (a crash: no Python cleanup runs) all leave no llama-server behind."""
+    import httpx
+    import psutil
+
+    from quantlab.serve.process import free_port
+    from tests.test_serve import _gone, _start_serve_cli
+
+    port = free_port()
+    proc = _start_serve_cli(made["Q4_K_M"].path, port)
+    try:
+        [server] = [c for c in psutil.Process(proc.pid).children(recursive=True) if c.name() == "llama-server"]
+        args = server.cmdline()
+        slots, ctx = int(args[args.index("--parallel") + 1]), int(args[args.index("--ctx-size") + 1])
+        assert (slots, ctx) == (32, 32 * 2048)  # `serve`'s defaults: a slot per request, 2048 tokens each
+        body = {"model": "Q4_K_M", "prompt": "hello", "max_tokens": 3, "ignore_eos": True}
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=60)
+        assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 3
+        proc.send_signal(sig)
+        code = proc.wait(timeout=60)
+        deadline = time.monotonic() + 15  # after SIGKILL the kernel delivers PDEATHSIG to the server
+        while not _gone(server.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == {signal.SIGINT: 0, signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGKILL: -signal.SIGKILL}[sig]
+    assert _gone(server.pid) and not _llama_servers()
+
+
+def test_llama_server_errors_are_one_line(made, tmp_path):
+    import socket
+
+    from quantlab.serve.process import free_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        proc = run_cli("serve", str(made["Q4_K_M"].path), "--port", str(busy.getsockname()[1]))
+    assert proc.returncode == 1 and len(error_lines(proc.stderr)) == 1 and "in use" in proc.stderr
+    broken = tmp_path / "broken"
+    shutil.copytree(made["Q4_K_M"].path, broken)
+    gguf = broken / "model-Q4_K_M.gguf"
+    gguf.write_bytes(b"\x00" * gguf.stat().st_size)  # same size: the manifest's size check passes
+    proc = run_cli("serve", str(broken), "--port", str(free_port()), "--startup-timeout", "60")
+    assert proc.returncode == 1 and len(error_lines(proc.stderr)) == 1, proc.stderr
+    assert "llamacpp server" in proc.stderr and not _llama_servers()
+    gguf.unlink()
+    proc = run_cli("serve", str(broken), "--port", str(free_port()))
+    assert proc.returncode == 1 and len(error_lines(proc.stderr)) == 1 and "model-Q4_K_M.gguf" in proc.stderr
+
+
+def test_a_failed_llama_cpp_build_is_one_line_and_leaves_no_build(tmp_path):
+    """A tree whose CMake configuration fails: one error line naming the step and CMake's reason, no build."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "convert_hf_to_gguf.py").write_text("")
+    (tree / "CMakeLists.txt").write_text('cmake_minimum_required(VERSION 3.14)\nmessage(FATAL_ERROR "no compiler")\n')
+    env = {"QUANTLAB_LLAMACPP_DIR": str(tree), "QUANTLAB_CACHE": str(tmp_path / "cache")}
+    proc = run_cli("llamacpp", "build", "--backend", "cpu", env=env)
+    assert proc.returncode == 1 and len(error_lines(proc.stderr)) == 1, proc.stderr
+    assert "failed at configure" in proc.stderr and "no compiler" in proc.stderr
+    builds = list((tmp_path / "cache").glob("llama.cpp/*/build-*"))
+    assert [b.suffix for b in builds] == [".log"]  # only the log of the failed build

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,7 +157,8 @@ def test_methods_and_rigs_commands():
     assert proc.returncode == 0
     assert "none" in proc.stdout and "rtn" in proc.stdout and "llmcompressor" in proc.stdout
     proc = run_cli("methods", "--format", "json")
-    rows = {(r["method"], r["backend"]): r for r in json.loads(proc.stdout)}
+    data = json.loads(proc.stdout)
+    rows = {(r["method"], r["backend"]): r for r in data["methods"]}
     assert set(rows) == {
         ("none", "transformers"),
         ("rtn", "llmcompressor"),
@@ -173,6 +175,16 @@ def test_methods_and_rigs_commands():
     }
     unusable = {key for key, row in rows.items() if not row["usable"]}
     assert unusable == {("gptq", "auto-gptq")}, "everything else installs with '.[all]' and runs on CPU"
+    # make setup builds llama.cpp's tools; methods says where, from which commit (the runtime's), for which backend
+    from quantlab.llamacpp import build, source
+
+    tools = {t["tool"]: t for t in data["llamacpp_tools"]}
+    assert set(tools) == set(build.TOOLS)
+    commit = source.tree_commit(source.runtime_version())
+    assert commit not in ("", "unknown")
+    for row in tools.values():
+        assert row["built"] and Path(row["path"]).is_file(), row
+        assert (row["commit"], row["backend"]) == (commit, build.backend())
     assert all(bool(row["why_not"]) != row["usable"] for row in rows.values())
     assert rows[("gptq", "auto-gptq")]["legacy"] and rows[("awq", "autoawq")]["legacy"]
     assert [key for key, row in rows.items() if row["default"]] == [

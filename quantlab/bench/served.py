@@ -238,7 +238,7 @@ def bench_load(
         startup_timeout_s=startup_timeout_s,
         request_timeout_s=request_timeout_s,
     )
-    sweep = _load_sweep(engine, startup, prompts, config, _memfit(artifact, config), levels)
+    sweep = _load_sweep(engine, plan, startup, prompts, config, _memfit(artifact, config), levels)
     result = _served_result(artifact, description, rig, config, prompts, ctx, sweep, peak if device == "cpu" else 0)
     result.cell = cell
     if results_path is not None:
@@ -246,13 +246,16 @@ def bench_load(
     return result
 
 
-def _load_sweep(engine: Engine, startup: float, prompts: Prompts, config: BenchConfig, memfit, levels) -> LoadSweep:
+def _load_sweep(
+    engine: Engine, plan: LaunchPlan, startup: float, prompts: Prompts, config: BenchConfig, memfit, levels
+) -> LoadSweep:
     return LoadSweep(
         engine=engine.name,
         engine_version=engine.version(),
         engine_verified=engine.verified,
         batches=engine.batches_requests,
         batching=engine.batching_note,
+        launch=plan.flags,
         startup_s=startup,
         prompt_tokens=config.prompt_tokens,
         output_tokens=config.new_tokens,

@@ -17,7 +17,7 @@ from quantlab.cli.console import emit, out_console
 def methods(
     format: Annotated[str, typer.Option("--format", help="table | json")] = "table",
 ) -> None:
-    """Every method and backend, whether it can run on this machine, and why not."""
+    """Every method and backend, whether it can run on this machine and why not; which llama.cpp tools are built."""
     from quantlab.methods import all_backends
 
     if format not in ("table", "json"):
@@ -36,8 +36,11 @@ def methods(
                 "summary": backend.summary,
             }
         )
+    from quantlab.cli.llamacpp import tools_rows
+
+    tools = tools_rows()
     if format == "json":
-        emit(json.dumps(rows, indent=2))
+        emit(json.dumps({"methods": rows, "llamacpp_tools": tools}, indent=2))
         return
     table = Table(title="quantlab methods")
     for column in ("method", "backend", "default", "usable here", "why not", "writes / loads in"):
@@ -52,6 +55,13 @@ def methods(
             row["summary"],
         )
     out_console.print(table)
+    built = Table(title="llama.cpp tools (built from the installed llama-cpp-python's tree)")
+    for column in ("tool", "built", "commit", "backend", "where / why not"):
+        built.add_column(column)
+    for row in tools:
+        mark = "[green]yes[/green]" if row["built"] else "[red]no[/red]"
+        built.add_row(row["tool"], mark, row["commit"], row["backend"], row["path"] or row["why_not"])
+    out_console.print(built)
 
 
 @app.command()

@@ -24,7 +24,11 @@ def serve(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (loopback only).")] = 8000,
     ctx: Annotated[int, typer.Option(help="Context length the server allows per request.")] = 2048,
     max_concurrency: Annotated[
-        int, typer.Option(help="Concurrent requests the KV cache is sized for (CPU transformers engine).")
+        int,
+        typer.Option(
+            help="Concurrent requests the server is sized for: llama-server's slots (each with --ctx tokens), "
+            "the CPU transformers engine's KV cache."
+        ),
     ] = 32,
     startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for the server to answer.")] = 600,
 ) -> None:

@@ -1,17 +1,16 @@
-"""GGUF reading and imatrix writing with llama.cpp's own `gguf-py`, run as a separate process.
+"""GGUF and imatrix reading with llama.cpp's own `gguf-py`, run as a separate process.
 
 This file is executed as a script with the `gguf-py` of the installed llama.cpp first on PYTHONPATH (see
 `source.tools_env`), so it must import nothing from quantlab. It talks JSON on stdout.
 
     python gguf_tool.py inspect MODEL.gguf
-    python gguf_tool.py write-imatrix SUMS.safetensors MODEL.gguf OUT.gguf DATASET CHUNKS CHUNK_SIZE
-    python gguf_tool.py read-imatrix IMATRIX.gguf OUT.safetensors
+    python gguf_tool.py read-imatrix IMATRIX.gguf
     python gguf_tool.py architectures          (HF architectures the converter next to gguf-py supports)
 
 The imatrix file is llama.cpp's GGUF imatrix format, as `llama-imatrix` writes it (tools/imatrix/imatrix.cpp):
 `general.type = imatrix`, `imatrix.datasets`, `imatrix.chunk_count`, `imatrix.chunk_size`, and per weight
 tensor `<name>.in_sum2` (sum over tokens of each input channel's squared activation) and `<name>.counts` (the
-number of tokens). `read-imatrix` normalises like llama-quantize's loader: in_sum2 / counts.
+number of tokens). `read-imatrix` summarises it: entries, chunks, and the token counts summed over.
 """
 
 from __future__ import annotations
@@ -63,66 +62,23 @@ def inspect(path: str) -> dict:
     return {"kv": kv, "tensors": tensors}
 
 
-def _name_map(model_path: str):
-    info = inspect(model_path)
-    arch_name = info["kv"]["general.architecture"]
-    arch = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch_name]
-    blocks = int(info["kv"][f"{arch_name}.block_count"])
-    shapes = {t["name"]: t["shape"] for t in info["tensors"]}
-    return gguf.get_tensor_name_map(arch, blocks), shapes
-
-
-def write_imatrix(sums_path: str, model_path: str, out_path: str, dataset: str, chunks: str, chunk_size: str) -> dict:
-    from safetensors.numpy import load_file
-
-    sums = load_file(sums_path)
-    name_map, shapes = _name_map(model_path)
-    writer = gguf.GGUFWriter(out_path, arch="")  # arch "" → no general.architecture, like llama-imatrix
-    writer.add_type(gguf.GGUFType.IMATRIX)
-    writer.add_array(gguf.Keys.IMatrix.DATASETS, [dataset])
-    writer.add_uint32(gguf.Keys.IMatrix.CHUNK_COUNT, int(chunks))
-    writer.add_uint32(gguf.Keys.IMatrix.CHUNK_SIZE, int(chunk_size))
-    written, skipped = [], []
-    for key in sorted(k for k in sums if k.endswith(".in_sum2")):
-        hf_name = key[: -len(".in_sum2")]
-        name = name_map.get_name(hf_name + ".weight", try_suffixes=(".weight",))
-        values = sums[key].astype(np.float32)
-        if name is None or name not in shapes or shapes[name][0] != values.shape[-1]:
-            skipped.append(hf_name)
-            continue
-        writer.add_tensor(f"{name}.in_sum2", values.reshape(1, -1))
-        writer.add_tensor(f"{name}.counts", sums[hf_name + ".counts"].astype(np.float32).reshape(1, 1))
-        written.append(name)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return {"entries": len(written), "skipped": skipped}
-
-
-def read_imatrix(path: str, out_path: str) -> dict:
-    from safetensors.numpy import save_file
-
+def read_imatrix(path: str) -> dict:
+    """What an imatrix GGUF covers: its entries, chunks and the token counts it summed over."""
     reader = gguf.GGUFReader(path, "r")
     kv = {name: _field_value(field) for name, field in reader.fields.items()}
     if kv.get("general.type") != "imatrix":
         raise SystemExit(f"{path} is not an imatrix GGUF (general.type={kv.get('general.type')!r})")
-    tensors = {t.name: np.array(t.data, dtype=np.float32) for t in reader.tensors}
-    values = {}
-    for key, in_sum2 in tensors.items():
-        if not key.endswith(".in_sum2"):
-            continue
-        name = key[: -len(".in_sum2")]
-        counts = tensors[name + ".counts"].reshape(-1)
-        rows = in_sum2.reshape(len(counts), -1)
-        normalised = np.where(counts[:, None] > 0, rows / np.maximum(counts[:, None], 1), 1.0)
-        values[name] = np.ascontiguousarray(normalised.reshape(-1), dtype=np.float32)
-    save_file(values, out_path)
+    counts = {
+        t.name[: -len(".counts")]: float(np.array(t.data, dtype=np.float32).reshape(-1).max())
+        for t in reader.tensors
+        if t.name.endswith(".counts")
+    }
     return {
-        "entries": len(values),
+        "entries": len(counts),
         "datasets": kv.get("imatrix.datasets"),
         "chunk_count": kv.get("imatrix.chunk_count"),
         "chunk_size": kv.get("imatrix.chunk_size"),
+        "counts": sorted(set(counts.values())),
     }
 
 
@@ -135,7 +91,6 @@ def architectures() -> list[str]:
 def main(argv: list[str]) -> int:
     commands = {
         "inspect": inspect,
-        "write-imatrix": write_imatrix,
         "read-imatrix": read_imatrix,
         "architectures": architectures,
     }

@@ -1,59 +1,102 @@
-"""The importance matrix llama.cpp's k-quants and IQ types weigh their rounding error with.
+"""The importance matrix llama.cpp's k-quants and IQ types weigh their rounding error with, computed by llama.cpp's
+own `llama-imatrix` on the F16 GGUF, over the calibration windows every other calibrated backend gets.
 
-Definition (llama.cpp tools/imatrix/imatrix.cpp, `IMatrixCollector::collect_imatrix`): for every weight matrix
-W that multiplies activations x (`ggml_mul_mat(W, x)`), in_sum2[j] = Σ over all evaluated tokens of x[j]²,
-and counts = the number of tokens; llama-quantize uses in_sum2 / counts. We collect exactly that with forward
-hooks on the source model's `nn.Linear` inputs over the calibration windows, rather than running
-`llama-imatrix`, because llama-cpp-python ships only the library, not llama.cpp's tools. The result is
-written in llama.cpp's GGUF imatrix format by `gguf_tool.py`, named with llama.cpp's tensor names through
-gguf-py's own name map, and is read back through the same format before quantizing.
-
-Differences from llama-imatrix, stated: activations come from the HF model in fp32 (llama-imatrix sees the
-F16 GGUF's), and the token embedding lookup is not a matmul in either, so it gets no entry in either.
+llama-imatrix reads text (`-f`), tokenizes it with the model's vocabulary and cuts the token stream into chunks
+of `-c` tokens (each chunk a fresh context). quantlab writes the windows one after the other, each decoded by the
+HF tokenizer, and first checks with llama.cpp's own tokenizer (the libllama of the same build, through
+llama-cpp-python) that this text tokenizes back to exactly the windows' ids: then chunk i *is* window i.
+A text that does not round-trip is refused with the first window that differs, never silently re-tokenized.
+A vocabulary that adds BOS (Llama 3, ...) makes llama.cpp start the stream and every chunk with BOS; the
+windows are then the chunks' tokens after it, and the record says so.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
+from quantlab.artifact import ImatrixRecord
+from quantlab.errors import QuantizationError
+from quantlab.llamacpp import build
 
-def collect(model_dir: str, samples: np.ndarray, out: Path, log, *, trust_remote_code: bool = False) -> int:
-    """Write `<module>.in_sum2` / `<module>.counts` for every Linear into `out` (safetensors); return tokens seen."""
-    import torch
-    from safetensors.numpy import save_file
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code)
-    model.eval()
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-
-    def hook(name):
-        def record(_module, inputs, _output):
-            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).to(torch.float64)
-            sums[name] = sums.get(name, 0) + (x * x).sum(dim=0)
-            counts[name] = counts.get(name, 0) + x.shape[0]
-
-        return record
-
-    handles = [
-        module.register_forward_hook(hook(name))
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear)
-    ]
+def llama_tokens(model_gguf: Path, text: str) -> tuple[list[int], bool]:
+    """`text` as llama-imatrix tokenizes it (`common_tokenize(..., add_special=true, parse_special=false)`),
+    and whether the vocabulary adds BOS."""
+    llama_cpp = build.llama_cpp()
+    llm = llama_cpp.Llama(model_path=str(model_gguf), vocab_only=True, verbose=False)
     try:
-        with torch.inference_mode():
-            for i, row in enumerate(samples):
-                log(f"imatrix: calibration window {i + 1}/{len(samples)}")
-                model(torch.as_tensor(row[None], dtype=torch.long))
+        return llm.tokenize(text.encode(), add_bos=True, special=False), bool(llm._model.add_bos_token())
     finally:
-        for handle in handles:
-            handle.remove()
-    tensors = {}
-    for name, total in sums.items():
-        tensors[f"{name}.in_sum2"] = total.to(torch.float32).numpy()
-        tensors[f"{name}.counts"] = np.array([counts[name]], dtype=np.float32)
-    save_file(tensors, str(out))
-    return int(samples.size)
+        llm.close()
+
+
+def _check_round_trip(model_gguf: Path, text: str, samples: np.ndarray) -> bool:
+    """Raise unless llama.cpp's tokens of `text` are the windows' ids (after BOS where it adds one)."""
+    ids, adds_bos = llama_tokens(model_gguf, text)
+    got = np.asarray(ids[1:] if adds_bos else ids, dtype=np.int64)
+    want = samples.reshape(-1)
+    if got.shape == want.shape and (got == want).all():
+        return adds_bos
+    n = min(len(got), len(want))
+    first = int(np.argmax(got[:n] != want[:n])) if (got[:n] != want[:n]).any() else n
+    window, offset = divmod(first, samples.shape[1])
+    raise QuantizationError(
+        f"llama.cpp tokenizes the calibration text differently from the HF tokenizer (window {window}, token "
+        f"{offset}: {len(got)} vs {len(want)} tokens), so llama-imatrix would not see the calibration windows; "
+        "try another calibration seed or dataset"
+    )
+
+
+def compute(model_gguf: Path, tokenizer, samples: np.ndarray, out: Path, log) -> ImatrixRecord:
+    """Run llama-imatrix over the windows; `out` is the imatrix GGUF llama-quantize reads."""
+    n_samples, seq_len = samples.shape
+    if n_samples < 2:
+        raise QuantizationError("llama-imatrix needs at least 2 calibration windows (--calib-samples ≥ 2)")
+    text = "".join(tokenizer.decode(row.tolist(), clean_up_tokenization_spaces=False) for row in samples)
+    tools = build.ensure(log)
+    adds_bos = _check_round_trip(model_gguf, text, samples)
+    text_file = out.with_suffix(".txt")
+    text_file.write_text(text)
+    threads = str(os.cpu_count() or 1)
+    command = [
+        str(tools.tool("llama-imatrix")),
+        "--model", str(model_gguf),
+        "--file", str(text_file),
+        "--output-file", str(out),
+        "--ctx-size", str(seq_len),
+        "--batch-size", str(seq_len),
+        "--chunks", str(n_samples),
+        "--threads", str(threads),
+        "--no-ppl",
+        "--output-frequency", str(n_samples),
+    ]  # fmt: skip
+    log(f"importance matrix: llama-imatrix over {n_samples} windows of {seq_len} tokens")
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    finally:
+        text_file.unlink(missing_ok=True)
+    if proc.returncode != 0 or not out.is_file():
+        raise QuantizationError(f"llama-imatrix failed: {last_error(proc.stderr + proc.stdout)}")
+    bos = (
+        ", each chunk starting with the BOS llama.cpp adds (the window's last token then falls outside)"
+        if adds_bos
+        else ""
+    )
+    return ImatrixRecord(
+        file=out.name,
+        entries=0,  # filled in from the file by the caller
+        tokens=n_samples * seq_len,
+        how=f"llama-imatrix ({tools.label}) on the F16 GGUF over the {n_samples} calibration windows of "
+        f"{seq_len} tokens, one chunk per window; llama.cpp's tokenizer checked to give back the windows' "
+        f"ids{bos}",
+    )
+
+
+def last_error(output: str) -> str:
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() or "failed" in ln.lower()]
+    return (errors or lines or ["no output"])[-1][:300]

@@ -1,5 +1,5 @@
 """The llama.cpp steps quantlab runs, each in a subprocess: convert (llama.cpp's converter), inspect and
-imatrix I/O (llama.cpp's gguf-py), quantize (llama.cpp's quantizer via llama-cpp-python).
+imatrix reading (llama.cpp's gguf-py), quantize (`llama-quantize`, built by `build.py`).
 
 Each failure becomes one line naming the step and the tool's own last words (its last line that mentions an
 error). The rest of the tool's output is not kept: rerun the step by hand to see it.
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from quantlab.errors import ArtifactError, QuantizationError
 from quantlab.fsutil import write_atomic
+from quantlab.llamacpp import build
 from quantlab.llamacpp.source import tools_dir, tools_env
 from quantlab.paths import cache_dir
 
@@ -118,30 +119,20 @@ def _scratch() -> Path:
     return folder
 
 
-def write_imatrix(sums: Path, model_gguf: Path, out: Path, dataset: str, chunks: int, chunk_size: int) -> dict:
-    return _gguf_tool(
-        "write-imatrix",
-        str(sums),
-        str(model_gguf),
-        str(out),
-        dataset,
-        str(chunks),
-        str(chunk_size),
-        error=QuantizationError,
-    )
+def read_imatrix(imatrix_gguf: Path) -> dict:
+    return _gguf_tool("read-imatrix", str(imatrix_gguf), error=QuantizationError)
 
 
-def read_imatrix(imatrix_gguf: Path, out: Path) -> dict:
-    return _gguf_tool("read-imatrix", str(imatrix_gguf), str(out), error=QuantizationError)
-
-
-def quantize(src: Path, dst: Path, ftype: str, log, *, imatrix: Path | None = None) -> str:
-    """Run llama.cpp's quantizer; return its log (per-tensor decisions, fallbacks)."""
-    log(f"quantizing with llama.cpp ({ftype.removeprefix('LLAMA_FTYPE_MOSTLY_')})")
-    args = [sys.executable, "-m", "quantlab.llamacpp.quantize", str(src), str(dst), ftype, str(os.cpu_count() or 1)]
+def quantize(src: Path, dst: Path, type_name: str, log, *, imatrix: Path | None = None) -> str:
+    """Run llama.cpp's `llama-quantize`; return its log (per-tensor decisions, fallbacks)."""
+    tools = build.ensure(log)
+    log(f"quantizing with llama-quantize ({type_name})")
+    args = [str(tools.tool("llama-quantize"))]
     if imatrix is not None:
-        args.append(str(imatrix))
+        args += ["--imatrix", str(imatrix)]
+    args += [str(src), str(dst), type_name, str(os.cpu_count() or 1)]
     proc = subprocess.run(args, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not dst.is_file():
-        raise QuantizationError(f"llama.cpp's quantizer failed ({ftype}): {_last_words(proc)}")
-    return proc.stderr
+        dst.unlink(missing_ok=True)
+        raise QuantizationError(f"llama-quantize failed ({type_name}): {_last_words(proc)}")
+    return proc.stdout + proc.stderr

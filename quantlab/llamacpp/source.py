@@ -1,11 +1,13 @@
-"""llama.cpp's own Python tools (`convert_hf_to_gguf.py`, its `conversion/` package and `gguf-py`), taken from
-the sdist of the *installed* llama-cpp-python, so converter, gguf reader and runtime are one llama.cpp commit.
+"""The llama.cpp tree of the *installed* llama-cpp-python: its converter (`convert_hf_to_gguf.py`, `conversion/`,
+`gguf-py`) and the sources `build.py` compiles the tools and the runtime library from, so converter, gguf reader,
+tools and runtime are one llama.cpp commit.
 
 Why this route: PyPI's `gguf` package lags llama.cpp (0.19.0 fails on the current converter), llama.cpp's
 own requirements pin old torch/transformers, and only PyPI is reachable. The llama-cpp-python sdist on PyPI
 vendors the exact llama.cpp tree its runtime is built from, so `pip download --no-binary :all:
 llama-cpp-python==<installed version>` gives the matching tools. They are extracted once into the user cache
-(`~/.cache/quantlab/llama.cpp/<version>/`) and run in a subprocess with that `gguf-py` first on the path, so
+(`~/.cache/quantlab/llama.cpp/<version>/tree/`, without llama.cpp's tests, examples, docs and vocab
+files: 53 of 176 MB) and the Python tools run in a subprocess with that `gguf-py` first on the path, so
 they never mix with the `gguf` package transformers imports. Nothing of llama.cpp is copied into this repo.
 
 `QUANTLAB_LLAMACPP_SDIST` may name a local sdist file (air-gapped machines); `QUANTLAB_LLAMACPP_DIR` may name a
@@ -15,7 +17,9 @@ llama.cpp checkout to use as is (the user then answers for it matching the runti
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,9 +37,9 @@ DISTRIBUTION = "llama-cpp-python"
 KNOWN_SDIST_SHA256 = {
     "0.3.36": "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
 }
-# What is taken from `vendor/llama.cpp/` inside the sdist: the converter and what it imports, plus the licence.
-MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/gguf/", "LICENSE")
-STAMP = ".quantlab-complete"
+# What is left out of `vendor/llama.cpp/` of the sdist: nothing the converter or the tools build reads.
+SKIPPED = ("models/", "docs/", "examples/", "tests/", "media/", ".github/", "benches/", "pocs/", "skills/")
+STAMP = ".quantlab-tree.json"
 
 
 def runtime_version() -> str:
@@ -48,8 +52,27 @@ def runtime_version() -> str:
         ) from exc
 
 
+def cache_root(version: str) -> Path:
+    return cache_dir() / "llama.cpp" / version
+
+
 def tools_dir(log=print) -> Path:
-    """The directory holding `convert_hf_to_gguf.py`, `conversion/` and `gguf-py/` for the installed runtime."""
+    """The llama.cpp tree (converter, `gguf-py/`, CMake sources) of the installed runtime."""
+    return tree_dir(log)
+
+
+def tree_commit(version: str) -> str:
+    """The llama.cpp commit of the tree, as llama-cpp-python's changelog for that version names it."""
+    if os.environ.get("QUANTLAB_LLAMACPP_DIR"):
+        return "user-tree"
+    try:
+        stamp = json.loads((cache_root(version) / "tree" / STAMP).read_text())
+    except (OSError, ValueError):
+        return "unknown"
+    return stamp.get("commit", "unknown")
+
+
+def tree_dir(log=print) -> Path:
     explicit = os.environ.get("QUANTLAB_LLAMACPP_DIR")
     if explicit:
         root = Path(explicit).expanduser()
@@ -57,10 +80,10 @@ def tools_dir(log=print) -> Path:
             raise BackendUnavailableError(f"QUANTLAB_LLAMACPP_DIR={root} holds no convert_hf_to_gguf.py")
         return root
     version = runtime_version()
-    target = cache_dir() / "llama.cpp" / version
+    target = cache_root(version) / "tree"
     if (target / STAMP).is_file():
         return target
-    with exclusive(target.parent / f".{version}.lock"):
+    with exclusive(target.parent / ".tree.lock"):
         if (target / STAMP).is_file():
             return target
         with tempfile.TemporaryDirectory(prefix="quantlab-llamacpp-") as tmp:
@@ -74,7 +97,7 @@ def _sdist(version: str, tmp: Path, log) -> Path:
     if local:
         path = Path(local).expanduser()
     else:
-        log(f"downloading the llama-cpp-python {version} sdist from PyPI for llama.cpp's converter (77 MB, once)")
+        log(f"downloading the llama-cpp-python {version} sdist from PyPI for its llama.cpp tree (77 MB, once)")
         proc = subprocess.run(
             [
                 sys.executable,
@@ -110,25 +133,37 @@ def _sdist(version: str, tmp: Path, log) -> Path:
 
 
 def _extract(sdist: Path, target: Path, version: str) -> None:
-    prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
+    root = f"llama_cpp_python-{version}/"
+    prefix = f"{root}vendor/llama.cpp/"
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     with tarfile.open(sdist, "r:gz") as tar:
         chosen = []
+        changelog = ""
         for member in tar.getmembers():
+            if member.name == f"{root}CHANGELOG.md":
+                changelog = tar.extractfile(member).read().decode(errors="replace")
             if not member.name.startswith(prefix):
                 continue
             rel = member.name[len(prefix) :]
-            if any(rel == m or (m.endswith("/") and rel.startswith(m)) for m in MEMBERS):
+            if rel and not any(rel.startswith(skip) for skip in SKIPPED):
                 member.name = rel
                 chosen.append(member)
         if not any(m.name == "convert_hf_to_gguf.py" for m in chosen):
             raise BackendUnavailableError(f"{sdist.name} has no vendor/llama.cpp/convert_hf_to_gguf.py")
         tar.extractall(tmp, members=chosen, filter="data")
-    (tmp / STAMP).write_text(f"{sdist.name}\n{sha256_file(sdist)}\n")
+    stamp = {"sdist": sdist.name, "sha256": sha256_file(sdist), "commit": _changelog_commit(changelog, version)}
+    (tmp / STAMP).write_text(json.dumps(stamp, indent=2))
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
+
+
+def _changelog_commit(changelog: str, version: str) -> str:
+    """llama-cpp-python's changelog names, under each release, the llama.cpp commit it vendors."""
+    section = re.search(rf"^## \[{re.escape(version)}\](.*?)(?=^## \[|\Z)", changelog, re.M | re.S)
+    found = re.search(r"llama\.cpp@([0-9a-f]{7,40})", section.group(1)) if section else None
+    return found.group(1)[:9] if found else "unknown"
 
 
 def tools_env(root: Path) -> dict[str, str]:

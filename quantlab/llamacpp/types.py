@@ -13,41 +13,41 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class GGUFType:
     name: str
-    ftype: str | None  # llama_cpp.LLAMA_FTYPE_* constant; None = written by the converter, not quantized
+    quantized: bool  # True: made by `llama-quantize <name>`; False: written by the converter as is
     main: str  # the tensor type the recipe aims for (ggml type name)
     imatrix: str  # "required" | "used" (k-quants/IQ: applied when given) | "ignored"
     note: str = ""
 
 
 _TYPES = [
-    GGUFType("F32", None, "F32", "ignored", "converter output, no quantization"),
-    GGUFType("F16", None, "F16", "ignored", "converter output, no quantization"),
-    GGUFType("BF16", None, "BF16", "ignored", "converter output, no quantization"),
-    GGUFType("Q8_0", "LLAMA_FTYPE_MOSTLY_Q8_0", "Q8_0", "ignored"),
-    GGUFType("Q6_K", "LLAMA_FTYPE_MOSTLY_Q6_K", "Q6_K", "used"),
-    GGUFType("Q5_K_M", "LLAMA_FTYPE_MOSTLY_Q5_K_M", "Q5_K", "used"),
-    GGUFType("Q5_K_S", "LLAMA_FTYPE_MOSTLY_Q5_K_S", "Q5_K", "used"),
-    GGUFType("Q5_1", "LLAMA_FTYPE_MOSTLY_Q5_1", "Q5_1", "used"),
-    GGUFType("Q5_0", "LLAMA_FTYPE_MOSTLY_Q5_0", "Q5_0", "used"),
-    GGUFType("Q4_K_M", "LLAMA_FTYPE_MOSTLY_Q4_K_M", "Q4_K", "used"),
-    GGUFType("Q4_K_S", "LLAMA_FTYPE_MOSTLY_Q4_K_S", "Q4_K", "used"),
-    GGUFType("Q4_1", "LLAMA_FTYPE_MOSTLY_Q4_1", "Q4_1", "used"),
-    GGUFType("Q4_0", "LLAMA_FTYPE_MOSTLY_Q4_0", "Q4_0", "used"),
-    GGUFType("Q3_K_L", "LLAMA_FTYPE_MOSTLY_Q3_K_L", "Q3_K", "used"),
-    GGUFType("Q3_K_M", "LLAMA_FTYPE_MOSTLY_Q3_K_M", "Q3_K", "used"),
-    GGUFType("Q3_K_S", "LLAMA_FTYPE_MOSTLY_Q3_K_S", "Q3_K", "used"),
-    GGUFType("Q2_K", "LLAMA_FTYPE_MOSTLY_Q2_K", "Q2_K", "used"),
+    GGUFType("F32", False, "F32", "ignored", "converter output, no quantization"),
+    GGUFType("F16", False, "F16", "ignored", "converter output, no quantization"),
+    GGUFType("BF16", False, "BF16", "ignored", "converter output, no quantization"),
+    GGUFType("Q8_0", True, "Q8_0", "ignored"),
+    GGUFType("Q6_K", True, "Q6_K", "used"),
+    GGUFType("Q5_K_M", True, "Q5_K", "used"),
+    GGUFType("Q5_K_S", True, "Q5_K", "used"),
+    GGUFType("Q5_1", True, "Q5_1", "used"),
+    GGUFType("Q5_0", True, "Q5_0", "used"),
+    GGUFType("Q4_K_M", True, "Q4_K", "used"),
+    GGUFType("Q4_K_S", True, "Q4_K", "used"),
+    GGUFType("Q4_1", True, "Q4_1", "used"),
+    GGUFType("Q4_0", True, "Q4_0", "used"),
+    GGUFType("Q3_K_L", True, "Q3_K", "used"),
+    GGUFType("Q3_K_M", True, "Q3_K", "used"),
+    GGUFType("Q3_K_S", True, "Q3_K", "used"),
+    GGUFType("Q2_K", True, "Q2_K", "used"),
     # IQ types: llama.cpp itself insists on an imatrix only for IQ1/IQ2 and IQ3_XXS; quantlab requires it for
     # every IQ type, because they are designed around one and are not what a user wants without it.
-    GGUFType("IQ4_XS", "LLAMA_FTYPE_MOSTLY_IQ4_XS", "IQ4_XS", "required"),
-    GGUFType("IQ4_NL", "LLAMA_FTYPE_MOSTLY_IQ4_NL", "IQ4_NL", "required"),
-    GGUFType("IQ3_M", "LLAMA_FTYPE_MOSTLY_IQ3_M", "IQ3_S", "required"),
-    GGUFType("IQ3_S", "LLAMA_FTYPE_MOSTLY_IQ3_S", "IQ3_S", "required"),
-    GGUFType("IQ3_XXS", "LLAMA_FTYPE_MOSTLY_IQ3_XXS", "IQ3_XXS", "required"),
-    GGUFType("IQ2_M", "LLAMA_FTYPE_MOSTLY_IQ2_M", "IQ2_S", "required"),
-    GGUFType("IQ2_S", "LLAMA_FTYPE_MOSTLY_IQ2_S", "IQ2_S", "required"),
-    GGUFType("IQ2_XS", "LLAMA_FTYPE_MOSTLY_IQ2_XS", "IQ2_XS", "required"),
-    GGUFType("IQ2_XXS", "LLAMA_FTYPE_MOSTLY_IQ2_XXS", "IQ2_XXS", "required"),
+    GGUFType("IQ4_XS", True, "IQ4_XS", "required"),
+    GGUFType("IQ4_NL", True, "IQ4_NL", "required"),
+    GGUFType("IQ3_M", True, "IQ3_S", "required"),
+    GGUFType("IQ3_S", True, "IQ3_S", "required"),
+    GGUFType("IQ3_XXS", True, "IQ3_XXS", "required"),
+    GGUFType("IQ2_M", True, "IQ2_S", "required"),
+    GGUFType("IQ2_S", True, "IQ2_S", "required"),
+    GGUFType("IQ2_XS", True, "IQ2_XS", "required"),
+    GGUFType("IQ2_XXS", True, "IQ2_XXS", "required"),
 ]
 GGUF_TYPES: dict[str, GGUFType] = {t.name: t for t in _TYPES}
 

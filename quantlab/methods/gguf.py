@@ -1,6 +1,7 @@
 """`gguf`: llama.cpp's own pipeline. Convert with llama.cpp's `convert_hf_to_gguf.py` (F16/BF16/F32), quantize
-with llama.cpp's quantizer (`llama_model_quantize`), optionally weighing the rounding error with an importance
-matrix computed from the calibration data; then read the file back and record which tensor got which type.
+with `llama-quantize`, optionally weighing the rounding error with an importance matrix `llama-imatrix` computed
+over the calibration windows; then read the file back and record which tensor got which type. Both tools are
+built by quantlab from the llama.cpp tree of the installed llama-cpp-python (`llamacpp/build.py`).
 
 The artifact holds `model-<TYPE>.gguf` (and `imatrix.gguf` when one was used): the files llama.cpp, ollama and
 LM Studio load as they are.
@@ -8,12 +9,11 @@ LM Studio load as they are.
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from pathlib import Path
 
-from quantlab.artifact import GGUFRecord, ImatrixRecord
-from quantlab.errors import SpecError
+from quantlab.artifact import GGUFRecord
+from quantlab.errors import QuantizationError, SpecError
 from quantlab.llamacpp.types import FLOAT_TYPES, GGUF_TYPES, SUPERBLOCK_TYPES, lookup
 from quantlab.methods.base import Backend, Log, QuantizeOutcome
 from quantlab.methods.registry import register
@@ -114,37 +114,23 @@ class GGUFLlamaCpp(Backend):
         model_file = out / f"model-{gtype.name}.gguf"
         record = None
         imatrix_record = None
-        with tempfile.TemporaryDirectory(prefix="quantlab-gguf-") as tmp:
-            tmp = Path(tmp)
-            if gtype.ftype is None:
-                ops.convert(source.path, model_file, gtype.name, log)
-            else:
-                base = ops.converted_f16(source.path, log)
-                normalised = None
-                if spec.imatrix:
-                    _, samples, record = calib.for_source(
-                        source.path, spec.calibration, log, trust_remote_code=trust_remote_code
+        if not gtype.quantized:
+            ops.convert(source.path, model_file, gtype.name, log)
+        else:
+            base = ops.converted_f16(source.path, log)
+            if spec.imatrix:
+                tokenizer, samples, record = calib.for_source(
+                    source.path, spec.calibration, log, trust_remote_code=trust_remote_code
+                )
+                imatrix_record = imx.compute(base, tokenizer, samples, out / "imatrix.gguf", log)
+                written = ops.read_imatrix(out / "imatrix.gguf")  # the file, as llama-quantize will read it
+                if written["counts"] != [float(samples.size)] or written["chunk_count"] != len(samples):
+                    raise QuantizationError(
+                        f"llama-imatrix summed {written['counts']} tokens over {written['chunk_count']} chunks; "
+                        f"the calibration has {samples.size} tokens in {len(samples)} windows"
                     )
-                    sums = tmp / "imatrix-sums.safetensors"
-                    tokens = imx.collect(source.path, samples, sums, log, trust_remote_code=trust_remote_code)
-                    written = ops.write_imatrix(
-                        sums,
-                        base,
-                        out / "imatrix.gguf",
-                        record.description,
-                        chunks=len(samples),
-                        chunk_size=samples.shape[1],
-                    )
-                    normalised = tmp / "imatrix-values.safetensors"
-                    ops.read_imatrix(out / "imatrix.gguf", normalised)  # the file, not memory, feeds the quantizer
-                    imatrix_record = ImatrixRecord(
-                        file="imatrix.gguf",
-                        entries=written["entries"],
-                        tokens=tokens,
-                        how="sum of squared inputs per channel of every linear layer over the calibration windows "
-                        "(llama-imatrix's definition), collected from the HF model in fp32 by quantlab",
-                    )
-                ops.quantize(base, model_file, gtype.ftype, log, imatrix=normalised)
+                imatrix_record = imatrix_record.model_copy(update={"entries": written["entries"]})
+            ops.quantize(base, model_file, gtype.name, log, imatrix=out / "imatrix.gguf" if spec.imatrix else None)
         # The HF tokenizer beside the GGUF: the bench tokenizes the evaluation text with it, so the llamacpp
         # runtime scores exactly the ids the transformers runtime scores (llama.cpp never re-tokenizes them).
         from transformers import AutoTokenizer

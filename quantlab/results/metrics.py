@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from quantlab.memfit import Footprint
 
@@ -139,6 +139,8 @@ class LoadSweep(BaseModel):
     engine_verified: bool  # False: quantlab has not run this engine on a real host before
     batches: bool
     batching: str
+    # the engine settings as launched (slots, context, threads, batching and cache switches), without paths
+    launch: list[str] = Field(default_factory=list)
     startup_s: float  # process start → health answered and one warm-up request completed
     prompt_tokens: int  # per request, as quantlab tokenized the prompt text (the server re-tokenizes it)
     output_tokens: int  # per request, forced (EOS suppressed, see serve.engines)

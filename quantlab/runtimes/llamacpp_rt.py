@@ -1,4 +1,5 @@
-"""The `llamacpp` runtime: a GGUF artifact served by llama.cpp through llama-cpp-python, on the CPU.
+"""The `llamacpp` runtime: a GGUF artifact served by llama.cpp through llama-cpp-python, on the CPU. The
+library it runs is quantlab's own llama.cpp build (`llamacpp/build.py`), the one `llama-server` links.
 
 Quality: the token ids the transformers runtime scores are fed as ids (`Llama.eval`), never re-tokenized,
 with `logits_all=True` so every position's logits come back. Speed: prefill = one `eval` of the prompt,
@@ -20,6 +21,7 @@ import numpy as np
 from quantlab.artifact import Artifact
 from quantlab.env import host_info
 from quantlab.errors import BenchError
+from quantlab.llamacpp import build
 from quantlab.llamacpp.types import FLOAT_TYPES
 from quantlab.results import RuntimeDescription
 from quantlab.roofline import BytesPerToken
@@ -32,6 +34,11 @@ BATCHING = "not batched: llama-cpp-python's Llama serves one sequence; batch siz
 def threads() -> int:
     """All cores unless QUANTLAB_THREADS says otherwise; the same count for prefill and decode."""
     return int(os.environ.get("QUANTLAB_THREADS", os.cpu_count() or 1))
+
+
+def _version(module) -> str:
+    found = build.find()
+    return f"{module.__version__} / {found.label}" if found else module.__version__
 
 
 class LlamaCppSession(Session):
@@ -56,8 +63,7 @@ class LlamaCppSession(Session):
         self._open(logits_all=False, n_ctx=SPEED_CTX)
 
     def _open(self, *, logits_all: bool, n_ctx: int) -> None:
-        import llama_cpp
-
+        llama_cpp = build.llama_cpp()
         self.close()
         try:
             self._llm = llama_cpp.Llama(
@@ -93,8 +99,7 @@ class LlamaCppSession(Session):
             raise BenchError(f"llamacpp runtime: {BATCHING}")
         if self._logits_all or self._n_ctx < prompt_len + new_tokens:
             self._open(logits_all=False, n_ctx=max(SPEED_CTX, prompt_len + new_tokens))
-        import llama_cpp
-
+        llama_cpp = build.llama_cpp()
         llm = self._llm
         vocab = llm.n_vocab()
 
@@ -117,14 +122,13 @@ class LlamaCppSession(Session):
         )
 
     def describe(self) -> RuntimeDescription:
-        import llama_cpp
-
+        llama_cpp = build.llama_cpp()
         types = ", ".join(f"{n}× {t}" for t, n in self.gguf.tensor_types.items())
         quantized = any(t not in FLOAT_TYPES for t in self.gguf.tensor_types)
         dense = "F16" if "F16" in self.gguf.tensor_types else next(iter(self.gguf.tensor_types))
         return RuntimeDescription(
             runtime="llamacpp",
-            runtime_version=llama_cpp.__version__,
+            runtime_version=_version(llama_cpp),
             device="cpu",
             device_name=host_info().cpu,
             threads=self.threads,

@@ -19,7 +19,7 @@ import math
 import os
 import sys
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from quantlab.artifact import Artifact
@@ -39,6 +39,7 @@ class LaunchPlan:
     base_url: str
     health_path: str
     model: str  # the `model` field requests must carry
+    flags: list[str] = field(default_factory=list)  # the engine settings the result records (no paths, no port)
 
 
 class Engine(ABC):
@@ -86,71 +87,75 @@ def _env(threads: int) -> dict[str, str]:
 
 
 class LlamaCppServer(Engine):
+    """llama.cpp's own `llama-server`, built by quantlab from the tree the `llamacpp` runtime comes from.
+
+    One slot per concurrent request of the highest level (`-np`), each with the workload's context (`-c` is
+    the total: slots × per-slot context), continuous batching on (its default, stated). Prompt caching is off
+    (`--no-cache-prompt`, `--cache-ram 0`): every prompt is distinct here, and reusing a slot's KV cache is a
+    lever measured on its own, not a hidden difference between engines."""
+
     name = "llamacpp"
-    distribution = "llama_cpp_python"
-    module = "llama_cpp.server"
-    install_hint = "pip install 'llama-cpp-python[server]' (quantlab extra 'gguf')"
-    batches_requests = False
+    distribution = "llama_cpp_python"  # the version whose llama.cpp tree the server is built from
+    module = "llama_cpp"
+    install_hint = "pip install 'quantlab[gguf]'"
+    batches_requests = True
     same_library_runtime = "llamacpp"
     batching_note = (
-        "not batched: llama-cpp-python's server holds one llama context behind a lock, so concurrent "
-        "requests queue and run one at a time (llama.cpp's own llama-server batches with --parallel; "
-        "it is not what this engine runs)"
+        "continuous batching (llama.cpp's llama-server: one slot per concurrent request, the running slots' "
+        "tokens decoded together in one batch every step; prompt caching off)"
     )
 
     def missing(self) -> str | None:
-        for module in ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"):
-            if importlib.util.find_spec(module) is None:
-                return f"engine 'llamacpp' needs {module} ({self.install_hint})"
+        if importlib.util.find_spec("llama_cpp") is None:
+            return (
+                f"engine 'llamacpp' needs llama-cpp-python, whose llama.cpp tree it is built from ({self.install_hint})"
+            )
         return None
+
+    def version(self) -> str:
+        from quantlab.llamacpp import build
+
+        found = build.find()
+        return f"{super().version()} / {found.label}" if found else super().version()
 
     def plan(
         self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int, max_concurrency: int = 32
     ) -> LaunchPlan:
-        if device != "cpu":
-            raise ServeError(
-                f"engine 'llamacpp' runs on the CPU here; device {device!r} needs a CUDA build of "
-                "llama-cpp-python (not verified by quantlab)"
-            )
+        from quantlab.llamacpp import build
+
         gguf = artifact.manifest.gguf
         if gguf is None:
             raise ServeError(f"{artifact.path} has no GGUF record in its manifest")
+        tools = build.ensure()
+        if device != "cpu" and tools.backend != "cuda":
+            raise ServeError(f"device {device!r} needs a CUDA build of llama.cpp; this one is {tools.label}")
         alias = artifact.path.name
-        command = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(artifact.path / gguf.file),
-            "--model_alias",
-            alias,
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-            "--n_ctx",
-            str(ctx),
-            "--n_threads",
-            str(threads),
-            "--n_threads_batch",
-            str(threads),
-            "--n_gpu_layers",
-            "0",
-            # The default (true) ends the running stream as soon as another request arrives: under
-            # concurrency every stream but the last would be cut short.
-            "--interrupt_requests",
-            "false",
-        ]
+        flags = [
+            "--alias", alias,
+            "--parallel", str(max_concurrency),
+            "--ctx-size", str(max_concurrency * ctx),
+            "--threads", str(threads),
+            "--threads-batch", str(threads),
+            "--n-gpu-layers", "0" if device == "cpu" else "999",
+            "--cont-batching",
+            "--no-cache-prompt",
+            "--cache-ram", "0",
+            "--no-webui",
+        ]  # fmt: skip
+        command = [str(tools.tool("llama-server")), "--model", str(artifact.path / gguf.file)]
+        command += [*flags, "--host", LOOPBACK, "--port", str(port)]
         return LaunchPlan(
             command=command,
             env=_env(threads),
             base_url=f"http://{LOOPBACK}:{port}",
-            health_path="/v1/models",
+            health_path="/health",
             model=alias,
+            flags=flags,
         )
 
     def fixed_length(self, max_tokens: int) -> dict:
-        return {"min_tokens": max_tokens}  # masks EOS until max_tokens (llama-cpp-python's MinTokens processor)
+        # ignore_eos masks EOS until n_predict (= max_tokens); cache_prompt false again per request.
+        return {"ignore_eos": True, "cache_prompt": False}
 
 
 class TransformersServer(Engine):
@@ -177,31 +182,14 @@ class TransformersServer(Engine):
         self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int, max_concurrency: int = 32
     ) -> LaunchPlan:
         model = str(artifact.path)
-        command = [
-            sys.executable,
-            "-c",
-            "from transformers.cli.transformers import main; main()",
-            "serve",
-            model,
-            "--continuous-batching",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-            "--device",
-            device,
-            "--dtype",
-            "auto",
-            "--log-level",
-            "warning",
-        ]
+        flags = ["--continuous-batching", "--device", device, "--dtype", "auto", "--log-level", "warning"]
         if device == "cpu":
             # On a GPU, cache and batch size follow free device memory (like vLLM). On the CPU the same rule
             # sized the per-step token budget from host RAM: the server's peak RSS was 10.2 GB for a 135M
             # model (measured), a reservation rather than a need. Size both for the workload: the cache for 2×
             # the largest concurrency × context, steps of 2048 tokens (1.2 GB peak, measured).
             blocks = 2 * math.ceil(max_concurrency * ctx / CPU_CB_BLOCK)
-            command += [
+            flags += [
                 "--cb-block-size",
                 str(CPU_CB_BLOCK),
                 "--cb-num-blocks",
@@ -209,8 +197,15 @@ class TransformersServer(Engine):
                 "--cb-max-batch-tokens",
                 str(CPU_CB_BATCH_TOKENS),
             ]
+        command = [sys.executable, "-c", "from transformers.cli.transformers import main; main()", "serve", model]
+        command += [*flags, "--host", LOOPBACK, "--port", str(port)]
         return LaunchPlan(
-            command=command, env=_env(threads), base_url=f"http://{LOOPBACK}:{port}", health_path="/health", model=model
+            command=command,
+            env=_env(threads),
+            base_url=f"http://{LOOPBACK}:{port}",
+            health_path="/health",
+            model=model,
+            flags=flags,
         )
 
     def fixed_length(self, max_tokens: int) -> dict:
