@@ -134,6 +134,12 @@ def _cpu_flags() -> str:
     return found.group(2).strip() if found else ""
 
 
+def _user_tree() -> str:
+    """A tree named by QUANTLAB_LLAMACPP_DIR builds apart from quantlab's own (its path is part of the key)."""
+    explicit = os.environ.get("QUANTLAB_LLAMACPP_DIR")
+    return str(Path(explicit).expanduser().resolve()) if explicit else ""
+
+
 def plan(chosen: str | None = None) -> tuple[list[str], str, str | None]:
     """The CMake arguments, the C/C++ flags and the CUDA architecture of a build for this host."""
     chosen = chosen or backend()
@@ -150,9 +156,8 @@ def plan(chosen: str | None = None) -> tuple[list[str], str, str | None]:
 
 
 def build_folder(version: str, chosen: str, args: list[str], cflags: str) -> Path:
-    key = hashlib.sha256(
-        json.dumps([version, chosen, args, cflags, platform.machine(), _cpu_flags()]).encode()
-    ).hexdigest()[:10]
+    parts = [version, chosen, args, cflags, platform.machine(), _cpu_flags()] + ([_user_tree()] if _user_tree() else [])
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:10]
     return source.cache_root(version) / f"build-{chosen}-{key}"
 
 

@@ -63,12 +63,12 @@ def tools_dir(log=print) -> Path:
 
 def tree_commit(version: str) -> str:
     """The llama.cpp commit of the tree, as llama-cpp-python's changelog for that version names it."""
-    if os.environ.get("QUANTLAB_LLAMACPP_DIR"):
-        return "user-tree"
+    explicit = os.environ.get("QUANTLAB_LLAMACPP_DIR")
+    root = Path(explicit).expanduser() if explicit else cache_root(version) / "tree"
     try:
-        stamp = json.loads((cache_root(version) / "tree" / STAMP).read_text())
+        stamp = json.loads((root / STAMP).read_text())  # a copy of quantlab's tree keeps its stamp
     except (OSError, ValueError):
-        return "unknown"
+        return "user-tree" if explicit else "unknown"
     return stamp.get("commit", "unknown")
 
 

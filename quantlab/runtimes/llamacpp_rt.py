@@ -1,5 +1,6 @@
-"""The `llamacpp` runtime: a GGUF artifact served by llama.cpp through llama-cpp-python, on the CPU. The
-library it runs is quantlab's own llama.cpp build (`llamacpp/build.py`), the one `llama-server` links.
+"""The `llamacpp` runtime: a GGUF artifact served by llama.cpp through llama-cpp-python, on the CPU (or on a
+GPU with a CUDA build, every layer offloaded). The library it runs is quantlab's own llama.cpp build
+(`llamacpp/build.py`), the one `llama-server` links.
 
 Quality: the token ids the transformers runtime scores are fed as ids (`Llama.eval`), never re-tokenized,
 with `logits_all=True` so every position's logits come back. Speed: prefill = one `eval` of the prompt,
@@ -41,15 +42,26 @@ def _version(module) -> str:
     return f"{module.__version__} / {found.label}" if found else module.__version__
 
 
+def _gpu_name() -> str:
+    import subprocess
+
+    try:
+        query = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]
+        out = subprocess.run(query, capture_output=True, text=True, check=False)
+    except OSError:
+        return "unknown GPU"
+    return (out.stdout.strip().splitlines() or ["unknown GPU"])[0]
+
+
 class LlamaCppSession(Session):
     max_batch_size = 1
 
     def __init__(self, artifact: Artifact, device: str) -> None:
-        if device != "cpu":
-            raise BenchError(
-                f"the llamacpp runtime runs on the CPU here; device {device!r} is not supported "
-                "(a CUDA build of llama-cpp-python would offload layers: not verified by quantlab)"
-            )
+        if device != "cpu" and not device.startswith("cuda"):
+            raise BenchError(f"the llamacpp runtime runs on cpu or cuda, not {device!r}")
+        if device != "cpu" and build.ensure().backend != "cuda":
+            raise BenchError(f"device {device!r} needs a CUDA build of llama.cpp; this one is {build.ensure().label}")
+        self.device = device
         gguf = artifact.manifest.gguf
         if gguf is None:
             raise BenchError(f"{artifact.path} has no GGUF record in its manifest")
@@ -74,7 +86,7 @@ class LlamaCppSession(Session):
                 logits_all=logits_all,
                 n_threads=self.threads,
                 n_threads_batch=self.threads,
-                n_gpu_layers=0,
+                n_gpu_layers=0 if self.device == "cpu" else -1,  # -1: every layer on the GPU
                 seed=0,
                 verbose=False,
             )
@@ -126,18 +138,19 @@ class LlamaCppSession(Session):
         types = ", ".join(f"{n}× {t}" for t, n in self.gguf.tensor_types.items())
         quantized = any(t not in FLOAT_TYPES for t in self.gguf.tensor_types)
         dense = "F16" if "F16" in self.gguf.tensor_types else next(iter(self.gguf.tensor_types))
+        where = "CPU" if self.device == "cpu" else "CUDA (every layer offloaded)"
         return RuntimeDescription(
             runtime="llamacpp",
             runtime_version=_version(llama_cpp),
-            device="cpu",
-            device_name=host_info().cpu,
+            device=self.device,
+            device_name=host_info().cpu if self.device == "cpu" else _gpu_name(),
             threads=self.threads,
             compute_dtype=self.gguf.file_type,
             kernel="native" if quantized else "dense",
             kernel_detail=(
-                f"ggml CPU matmul on the GGUF's own tensor types ({types})"
+                f"ggml {where} matmul on the GGUF's own tensor types ({types})"
                 if quantized
-                else f"ggml CPU {dense} matmul ({types})"
+                else f"ggml {where} {dense} matmul ({types})"
             ),
             batching=BATCHING,
         )
