@@ -1,20 +1,34 @@
-"""quantlab's llamacpp timings against llama.cpp's own, on the same GGUF files, same threads, same runs.
+"""quantlab's batch-1 GGUF decode against llama.cpp's own `llama-bench`, on the same files, threads and KV depth.
 
     python benchmarks/gguf_speed.py [--model default] [--types F16,Q8_0,Q4_K_M] [--prompt 128] [--new 64]
-                                    [--repeats 5]
+                                    [--repeats 9] [--threads N] [--results results/gguf-speed-vs-llama-bench.jsonl]
 
-For each run, quantlab's figure is the wall time of its prefill/decode loop (what `quantlab bench` reports);
-llama.cpp's figure is its own context timer (`llama_perf_context`: t_p_eval_ms / t_eval_ms), reset before the
-run. The gap is the harness overhead (Python calls, reading logits, argmax). Target: ≤ 5%.
-It also answers whether a 4-bit GGUF decodes faster than F16 on this CPU (decode is memory-bound).
+For each GGUF type, `--repeats` rounds, each one quantlab run and one llama-bench run back to back (so host
+noise hits both alike; the ratio is the median of the per-round ratios):
+- quantlab: `LlamaCppSession.timed_generate` (what `quantlab bench` reports): prefill `--prompt` ids, then
+  `--new` − 1 single-token decode steps, timed as one wall-clock span; decode tok/s = (new − 1) / decode_s.
+  Beside it, llama.cpp's own context timer for the same run (`llama_perf_context` t_eval_ms): the gap between
+  the two is quantlab's Python harness (llama-cpp-python's `eval`, reading the logits, argmax).
+- llama-bench: `-p 0 -n (new − 1) -d prompt -r 1 -t threads -ngl 0 -fa off,auto -o json`: the same number of
+  decode steps at the same KV depth, the same llama.cpp build (`quantlab.llamacpp.build`), `-fa off` being
+  the in-process runtime's setting (llama-cpp-python's flash_attn=False) and `auto` llama.cpp's default.
+Goal: quantlab / llama-bench (fa off) ≥ 0.9. One JSON record per type is appended to `--results`, and the
+markdown beside it is rendered from every record in that file.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import os
 import statistics
+import uuid
+from pathlib import Path
 
 from quantlab.paths import cache_dir
+
+GOAL = 0.9
 
 
 def artifact_for(model: str, scheme: str):
@@ -28,62 +42,146 @@ def artifact_for(model: str, scheme: str):
     return quantize(model, MethodSpec(method="gguf", scheme=scheme), out)
 
 
+def measure(artifact, args, tools) -> dict:
+    """Paired rounds on one artifact: quantlab run, then llama-bench run; the raw samples and their medians."""
+    import numpy as np
+
+    from quantlab.llamacpp import build, reference
+    from quantlab.runtimes.llamacpp_rt import LlamaCppSession
+
+    llama_cpp = build.llama_cpp()
+    prompt = (np.arange(args.prompt, dtype=np.int64) * 7919 % 30000 + 100)[None]
+    session = LlamaCppSession(artifact, "cpu")  # threads: QUANTLAB_THREADS (set from --threads), else all cores
+    threads = session.threads
+    gguf = artifact.path / artifact.manifest.gguf.file
+    ours, perf_tok_s, off, auto = [], [], [], []
+    try:
+        session.timed_generate(prompt, args.new)  # warm-up (llama-bench warms up on its own)
+        for _ in range(args.repeats):
+            llama_cpp.llama_perf_context_reset(session._llm.ctx)
+            t = session.timed_generate(prompt, args.new)
+            perf = llama_cpp.llama_perf_context(session._llm.ctx)
+            ours.append((t.new_tokens - 1) / t.decode_s)
+            perf_tok_s.append(perf.n_eval / (perf.t_eval_ms / 1e3))
+            runs = reference.llama_bench_tg(
+                gguf,
+                n_gen=args.new - 1,
+                threads=threads,
+                repeats=1,
+                depth=args.prompt,
+                flash_attn="off,auto",
+                tools_build=tools,
+            )
+            by_fa = {run.flash_attn: run.tok_s for run in runs}
+            off.append(by_fa["off"])
+            auto.append(by_fa["auto"])
+    finally:
+        session.close()
+    med = statistics.median
+    return {
+        "scheme": artifact.manifest.gguf.file_type,
+        "bits_per_weight": artifact.manifest.gguf.bits_per_weight,
+        "file": gguf.name,
+        "threads": threads,
+        "samples": {
+            "quantlab": ours,
+            "quantlab_perf_counters": perf_tok_s,
+            "llama_bench_fa_off": off,
+            "llama_bench_fa_auto": auto,
+        },
+        "quantlab_tok_s": med(ours),
+        "perf_counters_tok_s": med(perf_tok_s),
+        "llama_bench_fa_off_tok_s": med(off),
+        "llama_bench_fa_auto_tok_s": med(auto),
+        "ratio": med(o / b for o, b in zip(ours, off, strict=True)),
+        "ratio_fa_auto": med(o / b for o, b in zip(ours, auto, strict=True)),
+    }
+
+
+def render(records: list[dict], source: str) -> str:
+    """The markdown of every run in the results file, newest first, each with its host and settings."""
+    runs: dict[str, list[dict]] = {}
+    for record in records:
+        runs.setdefault(record["run_id"], []).append(record)
+    out = [
+        "# GGUF decode: quantlab's llamacpp runtime vs llama-bench",
+        "",
+        f"Generated by `python benchmarks/gguf_speed.py` from `{source}`; never typed in.",
+        f"Batch-1 decode tok/s on the same GGUF file, threads and KV depth; ratio = median over paired rounds of "
+        f"quantlab / llama-bench (`-fa off`, the runtime's setting). Goal: ratio ≥ {GOAL}.",
+    ]
+    for rows in sorted(runs.values(), key=lambda rs: rs[0]["timestamp"], reverse=True):
+        first = rows[0]
+        out += [
+            "",
+            f"## {first['timestamp']} on {first['host']['cpu']} ({first['host']['cpu_count']} cores)",
+            "",
+            f"Model {first['model']}; {first['prompt_tokens']} prompt tokens (llama-bench `-d`), "
+            f"{first['decode_steps']} decode steps (`-n`), {first['repeats']} paired rounds; quantlab "
+            f"{first['quantlab_version']}, llama-cpp-python {first['llama_cpp_python']}, {first['llama_cpp_build']}.",
+            "",
+            "| type | bits/weight | threads | quantlab tok/s | same runs, llama.cpp perf counters | "
+            "llama-bench tok/s (fa off) | ratio | llama-bench tok/s (fa auto) | ratio vs fa auto | goal |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|:--|",
+        ]
+        for r in rows:
+            out.append(
+                f"| {r['scheme']} | {r['bits_per_weight']:.2f} | {r['threads']} | {r['quantlab_tok_s']:.1f} "
+                f"| {r['perf_counters_tok_s']:.1f} | {r['llama_bench_fa_off_tok_s']:.1f} | {r['ratio']:.3f} "
+                f"| {r['llama_bench_fa_auto_tok_s']:.1f} | {r['ratio_fa_auto']:.3f} "
+                f"| {'PASS' if r['ratio'] >= GOAL else 'FAIL'} |"
+            )
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
     parser.add_argument("--types", default="F16,Q8_0,Q4_K_M")
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=None, help="default: the llamacpp runtime's (all cores)")
+    parser.add_argument("--results", type=Path, default=Path("results/gguf-speed-vs-llama-bench.jsonl"))
     args = parser.parse_args()
 
-    import llama_cpp
-    import numpy as np
+    if args.threads:
+        os.environ["QUANTLAB_THREADS"] = str(args.threads)  # the llamacpp runtime's one switch for its threads
 
-    from quantlab.runtimes.llamacpp_rt import LlamaCppSession
+    import quantlab
+    from quantlab.env import host_info
+    from quantlab.llamacpp import build, reference
 
-    prompt = (np.arange(args.prompt, dtype=np.int64) * 7919 % 30000 + 100)[None]
-    rows = []
+    tools = reference.tools()
+    llama_cpp = build.llama_cpp()
+    common = {
+        "run_id": uuid.uuid4().hex[:12],
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "host": host_info().model_dump(),
+        "quantlab_version": quantlab.__version__,
+        "llama_cpp_python": llama_cpp.__version__,
+        "llama_cpp_build": tools.label,
+        "model": args.model,
+        "prompt_tokens": args.prompt,
+        "decode_steps": args.new - 1,
+        "repeats": args.repeats,
+    }
+    records = []
     for scheme in args.types.split(","):
         artifact = artifact_for(args.model, scheme)
-        session = LlamaCppSession(artifact, "cpu")
-        ours_p, ours_d, theirs_p, theirs_d = [], [], [], []
-        session.timed_generate(prompt, args.new)  # warm-up
-        for _ in range(args.repeats):
-            llama_cpp.llama_perf_context_reset(session._llm.ctx)
-            t = session.timed_generate(prompt, args.new)
-            perf = llama_cpp.llama_perf_context(session._llm.ctx)
-            ours_p.append(t.prompt_tokens / t.prefill_s)
-            ours_d.append((t.new_tokens - 1) / t.decode_s)
-            theirs_p.append(perf.n_p_eval / (perf.t_p_eval_ms / 1e3))
-            theirs_d.append(perf.n_eval / (perf.t_eval_ms / 1e3))
-        session.close()
-        med = statistics.median
-        rows.append(
-            (
-                scheme,
-                artifact.manifest.gguf.bits_per_weight,
-                session.threads,
-                med(ours_p),
-                med(theirs_p),
-                med(ours_d),
-                med(theirs_d),
-            )
-        )
-    print(
-        f"model {args.model}; prompt {args.prompt} tokens, {args.new} new tokens, batch 1, median of "
-        f"{args.repeats}; llama-cpp-python {llama_cpp.__version__}"
-    )
-    print(
-        "| type | bits/weight | threads | prefill tok/s quantlab | prefill tok/s llama.cpp | overhead % "
-        "| decode tok/s quantlab | decode tok/s llama.cpp | overhead % |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for scheme, bpw, threads, op, tp, od, td in rows:
-        print(
-            f"| {scheme} | {bpw:.2f} | {threads} | {op:,.0f} | {tp:,.0f} | {(tp / op - 1) * 100:+.1f} "
-            f"| {od:,.1f} | {td:,.1f} | {(td / od - 1) * 100:+.1f} |"
-        )
+        print(f"measuring {scheme} ({args.repeats} paired rounds)", flush=True)
+        records.append({**common, **measure(artifact, args, tools)})
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.results, "a", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+    every = [json.loads(line) for line in args.results.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = render(every, args.results.name)
+    args.results.with_suffix(".md").write_text(text, encoding="utf-8")
+    print(text)
+    for r in records:
+        verdict = "PASS" if r["ratio"] >= GOAL else "FAIL"
+        print(f"{verdict} {r['scheme']}: quantlab / llama-bench decode = {r['ratio']:.3f} (goal ≥ {GOAL})")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ llama-imatrix reads text (`-f`), tokenizes it with the model's vocabulary and cu
 of `-c` tokens (each chunk a fresh context). quantlab writes the windows one after the other, each decoded by the
 HF tokenizer, and first checks with llama.cpp's own tokenizer (the libllama of the same build, through
 llama-cpp-python) that this text tokenizes back to exactly the windows' ids: then chunk i *is* window i.
-A text that does not round-trip is refused with the first window that differs, never silently re-tokenized.
+Where a join between two windows would tokenize differently (a word cut at a window's edge), the windows go in
+another order (the sums do not depend on it); a text that still does not round-trip is refused, never silently
+re-tokenized.
 A vocabulary that adds BOS (Llama 3, ...) makes llama.cpp start the stream and every chunk with BOS; the
 windows are then the chunks' tokens after it, and the record says so.
 """
@@ -23,15 +25,67 @@ from quantlab.errors import QuantizationError
 from quantlab.llamacpp import build
 
 
+class Vocab:
+    """llama.cpp's own tokenizer for a GGUF (vocab only, no weights): what llama-imatrix tokenizes text with."""
+
+    def __init__(self, model_gguf: Path) -> None:
+        llama_cpp = build.llama_cpp()
+        self._llm = llama_cpp.Llama(model_path=str(model_gguf), vocab_only=True, verbose=False)
+        self.adds_bos = bool(self._llm._model.add_bos_token())
+
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        """With `special`, as llama-imatrix does (`common_tokenize(..., add_special=true, parse_special=false)`)."""
+        return self._llm.tokenize(text.encode(), add_bos=special, special=False)
+
+    def close(self) -> None:
+        self._llm.close()
+
+
 def llama_tokens(model_gguf: Path, text: str) -> tuple[list[int], bool]:
-    """`text` as llama-imatrix tokenizes it (`common_tokenize(..., add_special=true, parse_special=false)`),
-    and whether the vocabulary adds BOS."""
-    llama_cpp = build.llama_cpp()
-    llm = llama_cpp.Llama(model_path=str(model_gguf), vocab_only=True, verbose=False)
+    """`text` as llama-imatrix tokenizes it, and whether the vocabulary adds BOS."""
+    vocab = Vocab(model_gguf)
     try:
-        return llm.tokenize(text.encode(), add_bos=True, special=False), bool(llm._model.add_bos_token())
+        return vocab.tokenize(text), vocab.adds_bos
     finally:
-        llm.close()
+        vocab.close()
+
+
+def order_windows(vocab: Vocab, texts: list[str], samples: np.ndarray) -> list[int]:
+    """An order of the windows in which llama.cpp tokenizes every join back to the two windows' ids.
+
+    Writing windows one after the other can merge the last token of one with the first of the next into a
+    different split (a BPE word cut at a window edge). llama-imatrix's sums do not depend on the order of its
+    chunks, so a join that does not round-trip is avoided by putting another window next; the windows stay
+    exactly the calibration windows. Depth-first, trying the calibration order first."""
+    n = len(texts)
+    checked: dict[tuple[int, int], bool] = {}
+    budget = [20 * n * n]
+
+    def joins(a: int, b: int) -> bool:
+        if (a, b) not in checked:
+            budget[0] -= 1
+            pair = vocab.tokenize(texts[a] + texts[b], special=False)
+            checked[a, b] = pair == samples[a].tolist() + samples[b].tolist()
+        return checked[a, b]
+
+    def extend(path: list[int], left: list[int]) -> list[int] | None:
+        if not left:
+            return path
+        for nxt in left:
+            if budget[0] > 0 and joins(path[-1], nxt):
+                found = extend([*path, nxt], [w for w in left if w != nxt])
+                if found:
+                    return found
+        return None
+
+    for start in range(n):
+        found = extend([start], [w for w in range(n) if w != start])
+        if found:
+            return found
+    raise QuantizationError(
+        "llama.cpp re-tokenizes the joins between calibration windows differently in every order tried, so "
+        "llama-imatrix would not see the calibration windows; try another calibration seed or dataset"
+    )
 
 
 def _check_round_trip(model_gguf: Path, text: str, samples: np.ndarray) -> bool:
@@ -56,9 +110,15 @@ def compute(model_gguf: Path, tokenizer, samples: np.ndarray, out: Path, log) ->
     n_samples, seq_len = samples.shape
     if n_samples < 2:
         raise QuantizationError("llama-imatrix needs at least 2 calibration windows (--calib-samples ≥ 2)")
-    text = "".join(tokenizer.decode(row.tolist(), clean_up_tokenization_spaces=False) for row in samples)
+    texts = [tokenizer.decode(row.tolist(), clean_up_tokenization_spaces=False) for row in samples]
     tools = build.ensure(log)
-    adds_bos = _check_round_trip(model_gguf, text, samples)
+    vocab = Vocab(model_gguf)
+    try:
+        order = order_windows(vocab, texts, samples)
+    finally:
+        vocab.close()
+    text = "".join(texts[i] for i in order)
+    adds_bos = _check_round_trip(model_gguf, text, samples[order])
     text_file = out.with_suffix(".txt")
     text_file.write_text(text)
     threads = str(os.cpu_count() or 1)
@@ -86,13 +146,18 @@ def compute(model_gguf: Path, tokenizer, samples: np.ndarray, out: Path, log) ->
         if adds_bos
         else ""
     )
+    arranged = (
+        "in calibration order"
+        if order == sorted(order)
+        else "reordered so that every join between windows tokenizes back exactly"
+    )
     return ImatrixRecord(
         file=out.name,
         entries=0,  # filled in from the file by the caller
         tokens=n_samples * seq_len,
         how=f"llama-imatrix ({tools.label}) on the F16 GGUF over the {n_samples} calibration windows of "
-        f"{seq_len} tokens, one chunk per window; llama.cpp's tokenizer checked to give back the windows' "
-        f"ids{bos}",
+        f"{seq_len} tokens, one chunk per window ({arranged}); "
+        f"llama.cpp's tokenizer checked to give back the windows' ids{bos}",
     )
 
 
