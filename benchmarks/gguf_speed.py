@@ -1,7 +1,7 @@
 """quantlab's batch-1 GGUF decode against llama.cpp's own `llama-bench`, on the same files, threads and KV depth.
 
     python benchmarks/gguf_speed.py [--model default] [--types F16,Q8_0,Q4_K_M] [--prompt 128] [--new 64]
-                                    [--repeats 9] [--threads N] [--results results/gguf-speed-vs-llama-bench.jsonl]
+                                    [--repeats 9] [--threads N] [--results results/gguf-speed-vs-llama-bench.ndjson]
 
 For each GGUF type, `--repeats` rounds, each one quantlab run and one llama-bench run back to back (so host
 noise hits both alike; the ratio is the median of the per-round ratios):
@@ -13,7 +13,9 @@ noise hits both alike; the ratio is the median of the per-round ratios):
   decode steps at the same KV depth, the same llama.cpp build (`quantlab.llamacpp.build`), `-fa off` being
   the in-process runtime's setting (llama-cpp-python's flash_attn=False) and `auto` llama.cpp's default.
 Goal: quantlab / llama-bench (fa off) ≥ 0.9. One JSON record per type is appended to `--results`, and the
-markdown beside it is rendered from every record in that file.
+markdown beside it is rendered from every record in that file. These records compare two tools, not one
+artifact's measurement, so they are not quantlab Results: the file is `.ndjson`, apart from the `.jsonl`
+Result files `quantlab report` reads.
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=None, help="default: the llamacpp runtime's (all cores)")
-    parser.add_argument("--results", type=Path, default=Path("results/gguf-speed-vs-llama-bench.jsonl"))
+    parser.add_argument("--results", type=Path, default=Path("results/gguf-speed-vs-llama-bench.ndjson"))
     args = parser.parse_args()
 
     if args.threads:
