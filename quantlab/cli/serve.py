@@ -74,9 +74,20 @@ def serve(
         if not chosen.verified:
             console.print(f"[yellow]note:[/yellow] engine {chosen.name!r} has not been verified by quantlab.")
         try:
-            while server.proc.poll() is None:
+            # Watched with psutil, not Popen.poll(): a Ctrl-C landing inside poll() can leave Popen's internal
+            # wait lock held, and stopping the server then waits on that lock forever (seen once in CI).
+            while _running(server.proc.pid):
                 time.sleep(0.5)
         except KeyboardInterrupt:
             console.print("stopping the server")
             return
-        raise ServeError(f"the server exited with code {server.proc.returncode}; last log lines: {server.log_tail()}")
+        raise ServeError(f"the server exited with code {server.proc.wait()}; last log lines: {server.log_tail()}")
+
+
+def _running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
