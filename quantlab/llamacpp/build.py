@@ -156,7 +156,8 @@ def plan(chosen: str | None = None) -> tuple[list[str], str, str | None]:
 
 
 def build_folder(version: str, chosen: str, args: list[str], cflags: str) -> Path:
-    parts = [version, chosen, args, cflags, platform.machine(), _cpu_flags()] + ([_user_tree()] if _user_tree() else [])
+    user_tree = _user_tree()
+    parts = [version, chosen, args, cflags, platform.machine(), _cpu_flags()] + ([user_tree] if user_tree else [])
     key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:10]
     return source.cache_root(version) / f"build-{chosen}-{key}"
 

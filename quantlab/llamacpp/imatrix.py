@@ -88,9 +88,9 @@ def order_windows(vocab: Vocab, texts: list[str], samples: np.ndarray) -> list[i
     )
 
 
-def _check_round_trip(model_gguf: Path, text: str, samples: np.ndarray) -> bool:
+def _check_round_trip(vocab: Vocab, text: str, samples: np.ndarray) -> bool:
     """Raise unless llama.cpp's tokens of `text` are the windows' ids (after BOS where it adds one)."""
-    ids, adds_bos = llama_tokens(model_gguf, text)
+    ids, adds_bos = vocab.tokenize(text), vocab.adds_bos
     got = np.asarray(ids[1:] if adds_bos else ids, dtype=np.int64)
     want = samples.reshape(-1)
     if got.shape == want.shape and (got == want).all():
@@ -115,10 +115,10 @@ def compute(model_gguf: Path, tokenizer, samples: np.ndarray, out: Path, log) ->
     vocab = Vocab(model_gguf)
     try:
         order = order_windows(vocab, texts, samples)
+        text = "".join(texts[i] for i in order)
+        adds_bos = _check_round_trip(vocab, text, samples[order])
     finally:
         vocab.close()
-    text = "".join(texts[i] for i in order)
-    adds_bos = _check_round_trip(model_gguf, text, samples[order])
     text_file = out.with_suffix(".txt")
     text_file.write_text(text)
     threads = str(os.cpu_count() or 1)

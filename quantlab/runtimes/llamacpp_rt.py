@@ -59,8 +59,8 @@ class LlamaCppSession(Session):
     def __init__(self, artifact: Artifact, device: str) -> None:
         if device != "cpu" and not device.startswith("cuda"):
             raise BenchError(f"the llamacpp runtime runs on cpu or cuda, not {device!r}")
-        if device != "cpu" and build.ensure().backend != "cuda":
-            raise BenchError(f"device {device!r} needs a CUDA build of llama.cpp; this one is {build.ensure().label}")
+        if device != "cpu" and (tools := build.ensure()).backend != "cuda":
+            raise BenchError(f"device {device!r} needs a CUDA build of llama.cpp; this one is {tools.label}")
         self.device = device
         gguf = artifact.manifest.gguf
         if gguf is None:

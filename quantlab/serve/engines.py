@@ -86,6 +86,18 @@ def _env(threads: int) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "TRANSFORMERS_VERBOSITY": "warning", "PYTHONUNBUFFERED": "1"}
 
 
+def _loopback_plan(program: list[str], flags: list[str], *, port: int, threads: int, model: str) -> LaunchPlan:
+    """Every engine: `program` + its settings, served on loopback at `port`, ready when /health answers."""
+    return LaunchPlan(
+        command=[*program, *flags, "--host", LOOPBACK, "--port", str(port)],
+        env=_env(threads),
+        base_url=f"http://{LOOPBACK}:{port}",
+        health_path="/health",
+        model=model,
+        flags=flags,
+    )
+
+
 class LlamaCppServer(Engine):
     """llama.cpp's own `llama-server`, built by quantlab from the tree the `llamacpp` runtime comes from.
 
@@ -142,16 +154,8 @@ class LlamaCppServer(Engine):
             "--cache-ram", "0",
             "--no-webui",
         ]  # fmt: skip
-        command = [str(tools.tool("llama-server")), "--model", str(artifact.path / gguf.file)]
-        command += [*flags, "--host", LOOPBACK, "--port", str(port)]
-        return LaunchPlan(
-            command=command,
-            env=_env(threads),
-            base_url=f"http://{LOOPBACK}:{port}",
-            health_path="/health",
-            model=alias,
-            flags=flags,
-        )
+        program = [str(tools.tool("llama-server")), "--model", str(artifact.path / gguf.file)]
+        return _loopback_plan(program, flags, port=port, threads=threads, model=alias)
 
     def fixed_length(self, max_tokens: int) -> dict:
         # ignore_eos masks EOS until n_predict (= max_tokens); cache_prompt false again per request.
@@ -197,16 +201,8 @@ class TransformersServer(Engine):
                 "--cb-max-batch-tokens",
                 str(CPU_CB_BATCH_TOKENS),
             ]
-        command = [sys.executable, "-c", "from transformers.cli.transformers import main; main()", "serve", model]
-        command += [*flags, "--host", LOOPBACK, "--port", str(port)]
-        return LaunchPlan(
-            command=command,
-            env=_env(threads),
-            base_url=f"http://{LOOPBACK}:{port}",
-            health_path="/health",
-            model=model,
-            flags=flags,
-        )
+        program = [sys.executable, "-c", "from transformers.cli.transformers import main; main()", "serve", model]
+        return _loopback_plan(program, flags, port=port, threads=threads, model=model)
 
     def fixed_length(self, max_tokens: int) -> dict:
         # eos_token_id -1 disables EOS in the continuous-batching scheduler; greedy like every other engine.
@@ -232,23 +228,9 @@ class VllmServer(Engine):
         if not device.startswith("cuda"):
             raise ServeError("engine 'vllm' is wired for CUDA rigs; on the CPU use --engine transformers")
         model = str(artifact.path)
-        command = [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            model,
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-            "--max-model-len",
-            str(ctx),
-            "--disable-log-requests",
-        ]
-        return LaunchPlan(
-            command=command, env=_env(threads), base_url=f"http://{LOOPBACK}:{port}", health_path="/health", model=model
-        )
+        program = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+        flags = ["--max-model-len", str(ctx), "--disable-log-requests"]
+        return _loopback_plan(program, flags, port=port, threads=threads, model=model)
 
     def fixed_length(self, max_tokens: int) -> dict:
         return {"ignore_eos": True}
