@@ -12,8 +12,8 @@ from quantlab.cli.console import emit, steps
 
 llamacpp_app = typer.Typer(
     no_args_is_help=True,
-    help="llama.cpp's own tools (llama-server, llama-bench, llama-perplexity, llama-imatrix, llama-quantize), "
-    "built by quantlab from the llama.cpp tree of the installed llama-cpp-python.",
+    help="llama.cpp's own tools (llama-server, llama-bench, llama-batched-bench, llama-perplexity, llama-imatrix, "
+    "llama-quantize), built by quantlab from the llama.cpp tree of the installed llama-cpp-python.",
 )
 app.add_typer(llamacpp_app, name="llamacpp")
 

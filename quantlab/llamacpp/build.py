@@ -1,11 +1,11 @@
 """llama.cpp's own tools, and the library llama-cpp-python runs, built once from one llama.cpp tree.
 
 The tree is `vendor/llama.cpp` of the sdist of the *installed* llama-cpp-python (`source.tree_dir`), so
-`llama-server`, `llama-bench`, `llama-perplexity`, `llama-imatrix`, `llama-quantize` and the in-process runtime
-are one llama.cpp commit. One CMake build makes all of them, `libllama` included, and quantlab points
-llama-cpp-python at that library (`LLAMA_CPP_LIB_PATH`, llama-cpp-python's own switch): the runtime and the
-server then run the very same machine code, and llama-cpp-python need not compile llama.cpp a second time
-(the Makefile installs it with `-DLLAMA_BUILD=OFF`, which saves that build's ≈4 min at set-up).
+`llama-server`, `llama-bench`, `llama-batched-bench`, `llama-perplexity`, `llama-imatrix`, `llama-quantize` and
+the in-process runtime are one llama.cpp commit. One CMake build makes all of them, `libllama` included, and
+quantlab points llama-cpp-python at that library (`LLAMA_CPP_LIB_PATH`, llama-cpp-python's own switch): the
+runtime and the server then run the very same machine code, and llama-cpp-python need not compile llama.cpp a
+second time (the Makefile installs it with `-DLLAMA_BUILD=OFF`, which saves that build's ≈4 min at set-up).
 
 Backends: CPU by default; CUDA when `nvcc` is found and `nvidia-smi` lists a GPU (`-DGGML_CUDA=ON`, the
 architecture of that GPU).
@@ -40,7 +40,15 @@ from quantlab.default_model import exclusive
 from quantlab.errors import BackendUnavailableError
 from quantlab.llamacpp import source
 
-TOOLS = ("llama-server", "llama-bench", "llama-perplexity", "llama-imatrix", "llama-quantize")
+# llama-batched-bench: the engine's own batching ceiling on a workload (benchmarks/gguf_batching_ceiling.py)
+TOOLS = (
+    "llama-server",
+    "llama-bench",
+    "llama-batched-bench",
+    "llama-perplexity",
+    "llama-imatrix",
+    "llama-quantize",
+)
 LIBRARY = "libllama.so"
 STAMP = "build.json"
 AMX_OFF = ("-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16")

@@ -231,3 +231,46 @@ def llama_bench_tg(
     if not runs:
         raise BenchError(f"{what}: its JSON holds no text-generation test")
     return runs
+
+
+@dataclass(frozen=True)
+class BatchedRun:
+    """One row of `llama-batched-bench`: `parallel` sequences, each `prompt` tokens prefilled then `gen` decoded
+    together (the prompts are not shared), timed by llama.cpp itself."""
+
+    prompt: int
+    gen: int
+    parallel: int
+    prefill_s: float
+    decode_s: float
+    total_s: float
+
+    @property
+    def output_tok_s(self) -> float:
+        return self.parallel * self.gen / self.total_s
+
+
+def llama_batched_bench(
+    gguf: Path, *, prompt: int, gen: int, parallel: list[int], threads: int, ctx: int, tools_build=None
+) -> list[BatchedRun]:
+    """`llama-batched-bench` on one file: what llama.cpp's engine does with `parallel` requests batched ideally
+    (all arrive at once, no HTTP, no scheduling), the ceiling a server's concurrency sweep can approach."""
+    tool = (tools_build or tools()).tool("llama-batched-bench")
+    args = ["-m", str(gguf), "-c", str(ctx), "-npp", str(prompt), "-ntg", str(gen)]
+    args += ["-npl", ",".join(map(str, parallel)), "-t", str(threads), "-tb", str(threads), "-ngl", "0"]
+    what = f"llama-batched-bench on {gguf.name}"
+    rows = [json.loads(ln) for ln in run_tool(tool, [*args, "--output-format", "jsonl"], what).splitlines()
+            if ln.startswith('{"n_kv_max"')]  # fmt: skip
+    if len(rows) != len(parallel):
+        raise BenchError(f"{what}: {len(rows)} result rows for {len(parallel)} batch sizes")
+    return [
+        BatchedRun(
+            prompt=int(r["pp"]),
+            gen=int(r["tg"]),
+            parallel=int(r["pl"]),
+            prefill_s=float(r["t_pp"]),
+            decode_s=float(r["t_tg"]),
+            total_s=float(r["t"]),
+        )
+        for r in rows
+    ]
