@@ -92,6 +92,12 @@ class ServerProcess:
                 preexec_fn=_die_with_parent,
             )
 
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
     def log_tail(self, lines: int = 3) -> str:
         """The server's own last words: the last error line if there is one (a traceback's last line names
         the failure), else its last few lines."""
@@ -154,15 +160,42 @@ class ServerProcess:
         if proc is None:
             return None
         # setsid in the child made its pid the group id; the group outlives its leader while helpers run.
+        helpers = self._helpers(proc.pid)
         self._signal_group(proc.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=STOP_GRACE_S)
         # Whatever is left of the group (the server itself after the grace period, or its children) is killed.
         self._signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
+        self._wait_dead(helpers)
         if self._own_log:
             self.log_path.unlink(missing_ok=True)
         return proc.returncode
+
+    @staticmethod
+    def _helpers(pid: int) -> list:
+        import psutil
+
+        try:
+            return psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    @staticmethod
+    def _wait_dead(procs: list, timeout_s: float = 5.0) -> None:
+        """A signal is delivered asynchronously: return once every helper has died (exited or a zombie), so
+        nothing the server started is still running when stop() returns."""
+        import psutil
+
+        deadline = time.monotonic() + timeout_s
+        for proc in procs:
+            while time.monotonic() < deadline:
+                try:
+                    if proc.status() == psutil.STATUS_ZOMBIE:
+                        break
+                except psutil.NoSuchProcess:
+                    break
+                time.sleep(0.02)
 
     @staticmethod
     def _signal_group(pgid: int, sig: int) -> None:
