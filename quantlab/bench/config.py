@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
+from quantlab.bench.slo import Slo
 from quantlab.spec import DType
 
 Applies = Literal["in-process", "served", "both"]
@@ -77,6 +78,32 @@ class BenchConfig(BaseModel):
         "served",
     )
     threads: PositiveInt | None = _setting(None, "CPU threads of the server; default: all cores.", "served")
+    kv_cache_dtype: str | None = _setting(
+        None,
+        "KV-cache type: llama.cpp f16 | q8_0 | q4_0 (K and V; a quantized V turns flash attention on), vLLM fp8. "
+        "In-process it applies to the artifacts, never the --baseline: bench an artifact against itself to get "
+        "the quantized cache's KLD. Default: the engine's (f16).",
+        "both",
+    )
+    prefix_cache: bool = _setting(
+        False,
+        "Let the server reuse the KV cache of prompt prefixes it has computed (llama-server's prompt cache, "
+        "vLLM's prefix caching). Off: every request is prefilled in full.",
+        "served",
+    )
+    shared_prefix_tokens: int = _setting(
+        0,
+        "Start every served prompt with the same N tokens (a shared system prompt) before its own "
+        "--prompt-tokens slice.",
+        "served",
+        ge=0,
+    )
+    slo: Slo | None = _setting(
+        None,
+        "Service-level objective, e.g. ttft_ms=500,tpot_ms=50[,e2e_ms=2000]: per level, the share of requests "
+        "meeting every bound and goodput (such requests/s; vLLM bench serve's definition).",
+        "served",
+    )
     rig: str | None = _setting(
         None, "Rig the measurement runs on (prices $/1M); default 'cpu' on a CPU host. See 'quantlab rigs'.", "both"
     )

@@ -10,6 +10,11 @@ It measures what a serving benchmark (vLLM's `bench serve`) measures, with the s
 Requests are sent as fast as the concurrency cap allows (a closed loop), or with Poisson arrivals at
 `request_rate` per second, still capped. Every level is run to completion; failed requests are counted and
 the first few reasons kept, never dropped silently.
+
+With an SLO (`bench.slo`), each level also counts the completed requests that met every bound and their rate
+(goodput), as vLLM's `bench serve --goodput` does. Where the engine reports its own counters with the last
+streamed chunk (llama-server's `timings`: prompt tokens computed and taken from its cache, draft tokens proposed
+and accepted), the level sums them; an engine that reports none leaves those fields empty, never zero.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from quantlab.results.metrics import Dist, LoadLevel
+from quantlab.bench.slo import Slo
+from quantlab.results.metrics import Dist, EngineCounters, LoadLevel
 
 ERROR_EXAMPLES = 3
 
@@ -43,6 +49,11 @@ class Outcome:
     output_tokens: int = 0
     prompt_tokens: int = 0
     counted_by: str = "finish-length"
+    timings: dict = field(default_factory=dict)  # the engine's own per-request counters, where it sends them
+
+    @property
+    def tpot_ms(self) -> float | None:
+        return 1e3 * (self.e2e_s - self.ttft_s) / (self.output_tokens - 1) if self.output_tokens > 1 else None
 
 
 async def _one(client: httpx.AsyncClient, url: str, body: dict, request: Request, expected: int) -> Outcome:
@@ -67,6 +78,8 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict, request: Request
                     return out
                 if chunk.get("usage"):
                     usage = chunk["usage"]
+                if isinstance(chunk.get("timings"), dict):
+                    out.timings = chunk["timings"]
                 choices = chunk.get("choices") or []
                 if choices and choices[0].get("text"):
                     out.chunk_times.append(time.perf_counter() - start)
@@ -140,15 +153,36 @@ def run_level(
     request_rate: float | None = None,
     seed: int = 0,
     timeout_s: float = 600.0,
+    slo: Slo | None = None,
 ) -> LoadLevel:
     body = {"model": model, "max_tokens": max_tokens, "stream": True, "temperature": 0.0, **extra_fields}
     outcomes, duration = asyncio.run(
         _level(base_url, body, requests, concurrency, request_rate, max_tokens, seed, timeout_s)
     )
-    return summarize(outcomes, duration, concurrency=concurrency, request_rate=request_rate)
+    return summarize(outcomes, duration, concurrency=concurrency, request_rate=request_rate, slo=slo)
 
 
-def summarize(outcomes: list[Outcome], duration: float, *, concurrency: int, request_rate: float | None) -> LoadLevel:
+def _counters(done: list[Outcome]) -> EngineCounters | None:
+    """The engine's own counters summed over the completed requests, if it sent them for every one."""
+    if not done or not all("prompt_n" in o.timings for o in done):
+        return None
+    drafted = [o for o in done if "draft_n" in o.timings]
+    return EngineCounters(
+        prompt_tokens_computed=sum(int(o.timings["prompt_n"]) for o in done),
+        prompt_tokens_cached=sum(int(o.timings.get("cache_n", 0)) for o in done),
+        draft_tokens=sum(int(o.timings["draft_n"]) for o in drafted) if drafted else None,
+        draft_tokens_accepted=sum(int(o.timings.get("draft_n_accepted", 0)) for o in drafted) if drafted else None,
+    )
+
+
+def summarize(
+    outcomes: list[Outcome],
+    duration: float,
+    *,
+    concurrency: int,
+    request_rate: float | None,
+    slo: Slo | None = None,
+) -> LoadLevel:
     done = [o for o in outcomes if o.ok]
     failed = [o for o in outcomes if not o.ok]
     examples = list(dict.fromkeys(o.error for o in failed))[:ERROR_EXAMPLES]
@@ -156,6 +190,7 @@ def summarize(outcomes: list[Outcome], duration: float, *, concurrency: int, req
     output = sum(o.output_tokens for o in done)
     counted = {o.counted_by for o in done}
     itl = [1e3 * (b - a) for o in done for a, b in zip(o.chunk_times, o.chunk_times[1:], strict=False)]
+    good = [] if slo is None else [o for o in done if slo.met(1e3 * o.ttft_s, o.tpot_ms, 1e3 * o.e2e_s)]
     return LoadLevel(
         concurrency=concurrency,
         request_rate=request_rate,
@@ -171,7 +206,10 @@ def summarize(outcomes: list[Outcome], duration: float, *, concurrency: int, req
         total_tok_s=(prompt + output) / duration,
         requests_per_s=len(done) / duration,
         ttft_ms=Dist.of([1e3 * o.ttft_s for o in done]),
-        tpot_ms=Dist.of([1e3 * (o.e2e_s - o.ttft_s) / (o.output_tokens - 1) for o in done if o.output_tokens > 1]),
+        tpot_ms=Dist.of([o.tpot_ms for o in done if o.tpot_ms is not None]),
         itl_ms=Dist.of(itl),
         e2e_ms=Dist.of([1e3 * o.e2e_s for o in done]),
+        slo_met=None if slo is None else len(good),
+        goodput_rps=None if slo is None else len(good) / duration,
+        engine_counters=_counters(done),
     )

@@ -140,7 +140,25 @@ def prepare(artifacts: list[str | Path], baseline: str | Path | None, config: Be
             )
     if config.tasks:
         _check_tasks(config, [*subjects, *([base_subject] if base_subject else [])])
+    if config.kv_cache_dtype:
+        _check_kv_cache(config.kv_cache_dtype, subjects)
     return Prepared(subjects=subjects, baseline=base_subject, device=device, rig=rig)
+
+
+def _check_kv_cache(dtype: str, subjects: list[Subject]) -> None:
+    for s in subjects:
+        if dtype not in s.runtime.kv_cache_dtypes:
+            offered = ", ".join(s.runtime.kv_cache_dtypes) or "none (a perplexity window never reads a cache back)"
+            raise BenchError(
+                f"--kv-cache-dtype {dtype}: {s.artifact.path.name} runs on the {s.runtime.name} runtime, whose "
+                f"KV-cache types are: {offered}"
+            )
+
+
+def baseline_kv_cache(config: BenchConfig, baseline: Subject) -> str | None:
+    """With --kv-cache-dtype, a baseline whose runtime has cache types gets an explicit f16 cache, so it differs
+    from the artifacts in the cache type alone (an explicit type also sets the attention path, see the runtime)."""
+    return "f16" if config.kv_cache_dtype and "f16" in baseline.runtime.kv_cache_dtypes else None
 
 
 def _check_tasks(config: BenchConfig, subjects: list[Subject]) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from quantlab.artifact import Artifact
 from quantlab.bench import records
 from quantlab.bench.config import BenchConfig
-from quantlab.bench.prepare import Prepared, Subject, device_name, prepare, tokenizer_dir
+from quantlab.bench.prepare import Prepared, Subject, baseline_kv_cache, device_name, prepare, tokenizer_dir
 from quantlab.bench.quality import ReusedBaseline, score, windows
 from quantlab.bench.worker import measure_in_worker
 from quantlab.errors import BenchError
@@ -44,7 +44,11 @@ def bench(
     if plan.baseline is not None:
         base = plan.baseline
         progress(f"loading baseline {base.artifact.path.name}")
-        base_session = ReusedBaseline(base.runtime.load(base.artifact, device=plan.device, dtype=config.dtype))
+        base_session = ReusedBaseline(
+            base.runtime.load(
+                base.artifact, device=plan.device, dtype=config.dtype, kv_cache_dtype=baseline_kv_cache(config, base)
+            )
+        )
         if config.tasks:
             progress(f"{base.artifact.path.name}: lm-eval tasks {', '.join(config.tasks)}")
             base_tasks = _tasks(base_session.inner, base.artifact, config, plan.device)
@@ -70,7 +74,9 @@ def _measure(
     quality = description = task_results = None
     if config.quality:
         progress(f"{name}: loading for quality")
-        session = subject.runtime.load(artifact, device=plan.device, dtype=config.dtype)
+        session = subject.runtime.load(
+            artifact, device=plan.device, dtype=config.dtype, kv_cache_dtype=config.kv_cache_dtype
+        )
         description = session.describe()
         total, done = len(windows(subject.stream.ids, config.ctx)), itertools.count(1)
         base = plan.baseline.artifact if plan.baseline else None
@@ -125,6 +131,7 @@ def _worker_request(subject: Subject, device: str, config: BenchConfig) -> dict:
         "runtime": subject.runtime.name,
         "device": device,
         "dtype": config.dtype,
+        "kv_cache_dtype": config.kv_cache_dtype,
         "ids": np.resize(ids, max(needed, 1)).tolist() if len(ids) < needed else ids[:needed].tolist(),
         "batch_sizes": config.batch_sizes,
         "prompt_tokens": config.prompt_tokens,

@@ -5,7 +5,8 @@ The steps, each of which can fail with one clear line and a stopped server:
 2. read the kernel label with quantlab's in-process runtime of the same library (llama.cpp, transformers),
    because a server does not say which matmul it runs;
 3. cut prompts from the same token stream every quantlab measurement uses (distinct slices per request, none
-   reused across levels, so no engine can serve a level from a prefix cache), decode them to text;
+   reused across levels, so no engine can serve a level from a prefix cache), decode them to text; with a
+   shared prefix, every prompt is the same first N tokens of the stream followed by its own slice;
 4. start the server, wait for it to answer and complete one warm-up request;
 5. run each concurrency level, read the server's peak RSS, stop the server, write one Result.
 """
@@ -35,6 +36,7 @@ from quantlab.results import (
     BenchSettings,
     CellRef,
     CostPoint,
+    KvAllocation,
     LoadLevel,
     LoadSweep,
     MemoryMetrics,
@@ -45,6 +47,7 @@ from quantlab.results import (
 from quantlab.rigs import usd_per_million
 from quantlab.runtimes import select_runtime
 from quantlab.serve.engines import Engine, LaunchPlan, select_engine
+from quantlab.serve.options import ServingOptions
 from quantlab.serve.process import ServerProcess, check_port_free, free_port
 
 Progress = Callable[[str], None]
@@ -63,17 +66,22 @@ def _prompts(artifact: Artifact, config: BenchConfig) -> Prompts:
     from transformers import AutoTokenizer
 
     needed = 1 + sum(config.requests_at(c) for c in config.concurrency)
+    shared = config.shared_prefix_tokens
     text, source = load_text(config.dataset, "test")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(artifact))
-    ids = tokenize(tokenizer, text, needed * config.prompt_tokens)
-    if len(ids) < needed * config.prompt_tokens:
+    total = shared + needed * config.prompt_tokens
+    ids = tokenize(tokenizer, text, total)
+    if len(ids) < total:
         raise BenchError(
-            f"dataset {config.dataset!r} has {len(ids)} tokens; {needed} prompts of "
-            f"{config.prompt_tokens} need {needed * config.prompt_tokens} (use fewer --requests "
-            "or shorter --prompt-tokens)"
+            f"dataset {config.dataset!r} has {len(ids)} tokens; {needed} prompts of {config.prompt_tokens}"
+            + (f" after a {shared}-token shared prefix" if shared else "")
+            + f" need {total} (use fewer --requests or shorter --prompt-tokens)"
         )
-    rows = ids.reshape(needed, config.prompt_tokens)
-    requests = [Request(prompt=tokenizer.decode(row.tolist()), prompt_tokens=config.prompt_tokens) for row in rows]
+    prefix, rows = ids[:shared].tolist(), ids[shared:].reshape(needed, config.prompt_tokens)
+    requests = [
+        Request(prompt=tokenizer.decode(prefix + row.tolist()), prompt_tokens=shared + config.prompt_tokens)
+        for row in rows
+    ]
     return Prompts(requests=requests, ids=ids, source=source)
 
 
@@ -159,9 +167,10 @@ def _sweep(
     *,
     startup_timeout_s: float,
     request_timeout_s: float,
-) -> tuple[float, list[LoadLevel], int]:
-    """Start the server, warm it up, run every level; (start-up seconds, levels, the server's peak RSS)."""
-    fixed = engine.fixed_length(config.new_tokens)
+) -> tuple[float, list[LoadLevel], int, KvAllocation | None]:
+    """Start the server, warm it up, run every level; (start-up seconds, levels, the server's peak RSS, the KV
+    cache it says it allocated)."""
+    fixed = engine.request_fields(config.new_tokens, _options(config))
 
     def level(reqs: list[Request], concurrency: int) -> LoadLevel:
         return run_level(
@@ -173,6 +182,7 @@ def _sweep(
             extra_fields=fixed,
             request_rate=config.request_rate,
             timeout_s=request_timeout_s,
+            slo=config.slo,
         )
 
     def warmup() -> None:
@@ -193,7 +203,7 @@ def _sweep(
             levels.append(level(prompts.requests[offset : offset + n], concurrency))
             offset += n
             server.check_alive()
-        return startup, levels, _server_peak_rss(server.pid)
+        return startup, levels, _server_peak_rss(server.pid), engine.kv_allocation(server.log_text())
 
 
 def bench_load(
@@ -211,6 +221,7 @@ def bench_load(
     artifact = load_artifact(artifact_path)
     device = resolve_device(config)
     engine = select_engine(artifact, config.engine, device=device)
+    engine.check_options(_options(config))
     rig = resolve_rig(config, device)
     if port is not None:
         check_port_free(port)
@@ -219,7 +230,7 @@ def bench_load(
     name = artifact.path.name
     progress(f"{name}: reading the kernel path")
     description = _describe(artifact, engine, device, threads)
-    ctx = config.prompt_tokens + config.new_tokens + CTX_MARGIN
+    ctx = config.shared_prefix_tokens + config.prompt_tokens + config.new_tokens + CTX_MARGIN
     plan = engine.plan(
         artifact,
         port=port or free_port(),
@@ -227,8 +238,9 @@ def bench_load(
         threads=threads,
         ctx=ctx,
         max_concurrency=max(config.concurrency),
+        options=_options(config),
     )
-    startup, levels, peak = _sweep(
+    startup, levels, peak, kv = _sweep(
         plan,
         engine,
         prompts,
@@ -239,6 +251,7 @@ def bench_load(
         request_timeout_s=request_timeout_s,
     )
     sweep = _load_sweep(engine, plan, startup, prompts, config, _memfit(artifact, config), levels)
+    sweep.kv_allocation = kv
     result = _served_result(artifact, description, rig, config, prompts, ctx, sweep, peak if device == "cpu" else 0)
     result.cell = cell
     if results_path is not None:
@@ -257,13 +270,25 @@ def _load_sweep(
         batching=engine.batching_note,
         launch=plan.flags,
         startup_s=startup,
-        prompt_tokens=config.prompt_tokens,
+        prompt_tokens=config.shared_prefix_tokens + config.prompt_tokens,
         output_tokens=config.new_tokens,
-        prompts=f"{len(prompts.requests)} consecutive {config.prompt_tokens}-token slices of "
+        prompts=(
+            f"the first {config.shared_prefix_tokens} tokens of the stream (shared), then "
+            if config.shared_prefix_tokens
+            else ""
+        )
+        + f"{len(prompts.requests)} consecutive {config.prompt_tokens}-token slices of "
         f"{prompts.source.description}, decoded to text (the warm-up request is the first)",
         memfit=memfit,
         levels=levels,
+        options=_options(config),
+        shared_prefix_tokens=config.shared_prefix_tokens,
+        slo=config.slo,
     )
+
+
+def _options(config: BenchConfig) -> ServingOptions:
+    return ServingOptions(kv_cache_dtype=config.kv_cache_dtype, prefix_cache=config.prefix_cache)
 
 
 def _served_result(

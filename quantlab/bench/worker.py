@@ -127,7 +127,9 @@ def main(request_path: str, answer_path: str) -> int:
     before = _rss()
     _say("loading")
     artifact = load_artifact(request["artifact"])
-    session = select_runtime(artifact, request["runtime"]).load(artifact, device=device, dtype=request["dtype"])
+    session = select_runtime(artifact, request["runtime"]).load(
+        artifact, device=device, dtype=request["dtype"], kv_cache_dtype=request.get("kv_cache_dtype")
+    )
     after = _rss()
     cuda_after = torch.cuda.memory_allocated(device) if cuda else None
     points = _speed_points(session, request)

@@ -142,6 +142,6 @@ def as_flags(message: str, model: type[BaseModel], spelled: dict[str, str] | Non
     key, sep, rest = message.partition(":")
     field, _, index = key.partition(".")  # `concurrency.0`: the first item of a list option
     if sep and field in model.model_fields:
-        where = f" (item {int(index) + 1})" if index.isdigit() else ""
+        where = f" (item {int(index) + 1})" if index.isdigit() else (f" ({index})" if index else "")
         return f"{(spelled or {}).get(field, flag(field)).split('/')[0]}{where}:{rest}"
     return message

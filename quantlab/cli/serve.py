@@ -17,7 +17,9 @@ from quantlab.errors import BenchError
 
 
 @app.command()
-@model_options(BenchConfig, ["engine", "device", "threads"], into="settings", panel="Engine")
+@model_options(
+    BenchConfig, ["engine", "device", "threads", "kv_cache_dtype", "prefix_cache"], into="settings", panel="Engine"
+)
 def serve(
     artifact: Annotated[Path, typer.Argument(help="An artifact directory made by 'quantlab quantize'.")],
     settings: dict,
@@ -39,6 +41,7 @@ def serve(
     from quantlab.errors import ServeError
     from quantlab.runtimes import default_device
     from quantlab.serve.engines import select_engine
+    from quantlab.serve.options import ServingOptions
     from quantlab.serve.process import ServerProcess, check_port_free, exit_on_sigterm
 
     config = build(BenchConfig, settings, BenchError)
@@ -46,14 +49,18 @@ def serve(
     loaded = load_artifact(artifact)
     device = config.device or default_device()
     chosen = select_engine(loaded, config.engine, device=device)
+    options = ServingOptions(kv_cache_dtype=config.kv_cache_dtype, prefix_cache=config.prefix_cache)
+    chosen.check_options(options)
     check_port_free(port)
     threads = config.threads or os.cpu_count() or 1
-    plan = chosen.plan(loaded, port=port, device=device, threads=threads, ctx=ctx, max_concurrency=max_concurrency)
+    plan = chosen.plan(
+        loaded, port=port, device=device, threads=threads, ctx=ctx, max_concurrency=max_concurrency, options=options
+    )
 
     def first_request() -> None:
         import httpx
 
-        body = {"model": plan.model, "prompt": "Hello", "max_tokens": 2, **chosen.fixed_length(2)}
+        body = {"model": plan.model, "prompt": "Hello", "max_tokens": 2, **chosen.request_fields(2, options)}
         response = httpx.post(plan.base_url + "/v1/completions", json=body, timeout=startup_timeout)
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
@@ -67,7 +74,8 @@ def serve(
             )
         console.print(
             f"[green]serving[/green] {plan.model} at {plan.base_url}/v1 with {chosen.name} "
-            f"{chosen.version()} (ready in {seconds:.1f} s; batching: {chosen.batching_note}). Ctrl-C stops it.",
+            f"{chosen.version()} (ready in {seconds:.1f} s; batching: {chosen.batching_note}; options: "
+            f"{options.label()}). Ctrl-C stops it.",
             highlight=False,
             soft_wrap=True,
         )

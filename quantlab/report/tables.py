@@ -128,36 +128,68 @@ def tasks_table(results: list[Result]) -> pd.DataFrame:
 
 
 def load_table(results: list[Result]) -> pd.DataFrame:
-    """The guide's batching table, from served runs: one row per artifact × engine × concurrency level."""
+    """The guide's batching table, from served runs: one row per artifact × engine × concurrency level.
+
+    Columns for the other levers appear only when some run used them: "options" (KV-cache type, prefix cache,
+    shared prompt prefix), "SLO met / goodput" (with --slo), and the engine's own prefill counters."""
     rows, marks = [], mark_numbers(results)
-    for r in results:
-        if r.load is None:
-            continue
+    served = [r for r in results if r.load is not None]
+    show_options = any(not r.load.options.plain or r.load.shared_prefix_tokens for r in served)
+    show_slo = any(r.load.slo is not None for r in served)
+    show_prefill = show_options and any(lv.engine_counters for r in served for lv in r.load.levels)
+    for r in served:
         sweep, mark = r.load, kernel_mark(r, marks)
         base = next((lv for lv in sweep.levels if lv.concurrency == 1), None)
         for lv in sweep.levels:
             cost = next((c for c in r.cost if c.basis == "served" and c.batch_size == lv.concurrency), None)
             gain = f"{lv.total_tok_s / base.total_tok_s:.1f}×" if base and base.total_tok_s > 0 else "–"
-            rows.append(
-                {
-                    "method": r.artifact.display_label(backend=True, scheme=False),
-                    "scheme": r.artifact.label,
-                    "host": host(r),
-                    "engine": f"{sweep.engine}{'' if sweep.batches else ' (not batched)'}"
-                    f"{'' if sweep.engine_verified else ' (unverified)'}",
-                    "concurrency": lv.concurrency,
-                    "ok/errors": f"{lv.completed}/{lv.errors}",
-                    "total tok/s": fmt(lv.total_tok_s, 1) + mark,
-                    "output tok/s": fmt(lv.output_tok_s, 1) + mark,
-                    "vs c=1": gain,
-                    "req/s": fmt(lv.requests_per_s, 2),
-                    "TTFT ms p50/p99": _ms(lv.ttft_ms),
-                    "TPOT ms p50/p99": _ms(lv.tpot_ms),
-                    "ITL ms p50/p99": _ms(lv.itl_ms),
-                    "$/1M out": (f"{cost.usd_per_1m_tokens:.3f} ({r.rig.name})" + mark) if cost else "–",
-                }
-            )
+            row = {
+                "method": r.artifact.display_label(backend=True, scheme=False),
+                "scheme": r.artifact.label,
+                "host": host(r),
+                "engine": f"{sweep.engine}{'' if sweep.batches else ' (not batched)'}"
+                f"{'' if sweep.engine_verified else ' (unverified)'}",
+            }
+            if show_options:
+                row["options"] = serving_label(sweep)
+            row |= {
+                "concurrency": lv.concurrency,
+                "ok/errors": f"{lv.completed}/{lv.errors}",
+                "total tok/s": fmt(lv.total_tok_s, 1) + mark,
+                "output tok/s": fmt(lv.output_tok_s, 1) + mark,
+                "vs c=1": gain,
+                "req/s": fmt(lv.requests_per_s, 2),
+                "TTFT ms p50/p99": _ms(lv.ttft_ms),
+                "TPOT ms p50/p99": _ms(lv.tpot_ms),
+                "ITL ms p50/p99": _ms(lv.itl_ms),
+            }
+            if show_prefill:
+                row["prefill computed / cached tok"] = _prefill(lv)
+            if show_slo:
+                row["SLO met / goodput req/s"] = _goodput(lv)
+            row["$/1M out"] = (f"{cost.usd_per_1m_tokens:.3f} ({r.rig.name})" + mark) if cost else "–"
+            rows.append(row)
     return with_hosts(rows, results)
+
+
+def serving_label(sweep) -> str:
+    label = sweep.options.label()
+    if sweep.shared_prefix_tokens:
+        prefix = f"{sweep.shared_prefix_tokens}-token shared prefix"
+        label = prefix if label == "plain" else f"{label}, {prefix}"
+    return label
+
+
+def _prefill(level) -> str:
+    c = level.engine_counters
+    return "–" if c is None else f"{c.prompt_tokens_computed:,} / {c.prompt_tokens_cached:,}"
+
+
+def _goodput(level) -> str:
+    if level.slo_met is None or level.goodput_rps is None:
+        return "–"
+    share = 100 * level.slo_met / level.requests if level.requests else 0.0
+    return f"{share:.0f}% / {level.goodput_rps:.2f}"
 
 
 def batch_table(results: list[Result]) -> pd.DataFrame:

@@ -6,11 +6,12 @@ depend on the measuring code.
 """
 
 from quantlab.results.io import append_result, read_results, repair_tail
-from quantlab.results.kernels import KERNEL_MEANING, Kernel, RuntimeDescription, speed_is_formats_own
+from quantlab.results.kernels import KERNEL_MEANING, Kernel, KvAllocation, RuntimeDescription, speed_is_formats_own
 from quantlab.results.metrics import (
     PROTOCOL,
     BaselineComparison,
     Dist,
+    EngineCounters,
     LoadLevel,
     LoadSweep,
     QualityMetrics,
@@ -40,7 +41,9 @@ __all__ = [
     "CellRef",
     "CostPoint",
     "Dist",
+    "EngineCounters",
     "Kernel",
+    "KvAllocation",
     "LoadLevel",
     "LoadSweep",
     "MemoryMetrics",

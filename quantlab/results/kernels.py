@@ -33,6 +33,19 @@ def speed_is_formats_own(kernel: str) -> bool:
     return kernel in ("dense", "native")
 
 
+class KvAllocation(BaseModel):
+    """The KV cache as the engine allocated it (read from the engine, not computed from the architecture)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type_k: str
+    type_v: str
+    cells: int  # token positions the cache holds, over all its streams (slots)
+    bytes: int
+    bytes_per_token: float
+    source: str  # where the figure was read
+
+
 class RuntimeDescription(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -45,3 +58,5 @@ class RuntimeDescription(BaseModel):
     kernel: Kernel
     kernel_detail: str
     batching: str = "batched: all sequences of a batch in one forward per step"
+    kv_cache: str | None = None  # the KV cache's type, attention path and bytes per token, where the runtime says
+    kv_allocation: KvAllocation | None = None

@@ -11,7 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from quantlab.bench.slo import Slo
 from quantlab.memfit import Footprint
+from quantlab.results.kernels import KvAllocation
+from quantlab.serve.options import ServingOptions
 
 PROTOCOL = (
     "token-level; non-overlapping windows of ctx tokens (short last window dropped); all tokens but "
@@ -105,6 +108,22 @@ class Dist(BaseModel):
         )
 
 
+class EngineCounters(BaseModel):
+    """What the engine itself says it did for a level's completed requests (llama-server's per-request
+    `timings`), summed; not derived from quantlab's own counts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens_computed: int  # prompt tokens the engine ran through the model (prefill work)
+    prompt_tokens_cached: int  # prompt tokens taken from its cache instead
+    draft_tokens: int | None = None  # speculative decoding: tokens the draft proposed
+    draft_tokens_accepted: int | None = None  # ... and the target model accepted
+
+    @property
+    def acceptance(self) -> float | None:
+        return self.draft_tokens_accepted / self.draft_tokens if self.draft_tokens else None
+
+
 class LoadLevel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -127,6 +146,10 @@ class LoadLevel(BaseModel):
     tpot_ms: Dist | None
     itl_ms: Dist | None
     e2e_ms: Dist | None
+    # with an SLO (LoadSweep.slo): completed requests that met every bound, and their rate (bench.slo)
+    slo_met: int | None = None
+    goodput_rps: float | None = None
+    engine_counters: EngineCounters | None = None
 
 
 class LoadSweep(BaseModel):
@@ -147,6 +170,10 @@ class LoadSweep(BaseModel):
     prompts: str  # where the prompt texts came from
     memfit: Footprint | None  # the arithmetic for the largest level (batch = concurrency, ctx = prompt+output)
     levels: list[LoadLevel]
+    options: ServingOptions = Field(default_factory=ServingOptions)
+    shared_prefix_tokens: int = 0  # every prompt began with the same N tokens (before its own prompt_tokens)
+    slo: Slo | None = None
+    kv_allocation: KvAllocation | None = None
 
 
 class TaskScore(BaseModel):

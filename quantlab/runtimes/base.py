@@ -59,9 +59,12 @@ class Session(ABC):
 
 class Runtime(ABC):
     name: ClassVar[str]
+    kv_cache_dtypes: ClassVar[tuple[str, ...]] = ()  # what --kv-cache-dtype may name in-process; () = none
 
     @abstractmethod
     def supports(self, artifact: Artifact) -> bool: ...
 
     @abstractmethod
-    def load(self, artifact: Artifact, *, device: str, dtype: str = "auto") -> Session: ...
+    def load(
+        self, artifact: Artifact, *, device: str, dtype: str = "auto", kv_cache_dtype: str | None = None
+    ) -> Session: ...

@@ -8,12 +8,20 @@ decode = one `eval` per greedy token, timed separately with the same threads. Ba
 high-level `Llama` object holds one sequence; batch sizes above 1 are skipped and the result says why
 (issue 6's server runtime is where multi-sequence batching is measured).
 
+KV cache: f16 by default, flash attention off (llama-cpp-python's defaults). `kv_cache_dtype` sets K and V to
+a llama.cpp cache type and turns flash attention on (a quantized V requires it; f16 named explicitly gets it
+too, so types compare with the cache the only difference). llama.cpp attends over the cache tensors even
+within one batch, so a quantized cache changes prefill logits too, and perplexity/KLD measure it. The bytes per
+token are llama.cpp's own: its log line for the cache it allocated (`llamacpp.kv`), captured while the context
+is made.
+
 Kernel: ggml's CPU matmuls work directly on the quantized blocks (dot products per block type, no
 dequantized copy of the model), so quantized GGUFs are `native`; F16/BF16/F32 files are `dense`.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 
@@ -23,12 +31,14 @@ from quantlab.artifact import Artifact
 from quantlab.env import host_info
 from quantlab.errors import BenchError
 from quantlab.llamacpp import build
+from quantlab.llamacpp.kv import kv_allocation
 from quantlab.llamacpp.types import FLOAT_TYPES
 from quantlab.results import RuntimeDescription
 from quantlab.roofline import BytesPerToken
 from quantlab.runtimes.base import GenTiming, Runtime, Session
 
 SPEED_CTX = 2048
+KV_CACHE_DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")  # common/arg.cpp
 BATCHING = "not batched: llama-cpp-python's Llama serves one sequence; batch sizes above 1 are skipped, not emulated"
 
 
@@ -56,7 +66,7 @@ def _gpu_name() -> str:
 class LlamaCppSession(Session):
     max_batch_size = 1
 
-    def __init__(self, artifact: Artifact, device: str) -> None:
+    def __init__(self, artifact: Artifact, device: str, kv_cache_dtype: str | None = None) -> None:
         if device != "cpu" and not device.startswith("cuda"):
             raise BenchError(f"the llamacpp runtime runs on cpu or cuda, not {device!r}")
         if device != "cpu" and (tools := build.ensure()).backend != "cuda":
@@ -69,7 +79,11 @@ class LlamaCppSession(Session):
         self.gguf = gguf
         self.source_dir = artifact.manifest.source.path  # the architecture (config.json) for the KV size
         self.threads = threads()
+        if kv_cache_dtype is not None and kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise BenchError(f"llama.cpp has no KV-cache type {kv_cache_dtype!r} ({', '.join(KV_CACHE_DTYPES)})")
+        self.kv_cache_dtype = kv_cache_dtype
         self._llm = None
+        self._kv = None  # the KV cache llama.cpp says it allocated for the open context
         self._logits_all = False
         self._n_ctx = 0
         self._open(logits_all=False, n_ctx=SPEED_CTX)
@@ -77,6 +91,17 @@ class LlamaCppSession(Session):
     def _open(self, *, logits_all: bool, n_ctx: int) -> None:
         llama_cpp = build.llama_cpp()
         self.close()
+        kv = {}
+        if self.kv_cache_dtype:
+            ggml_type = getattr(llama_cpp, f"GGML_TYPE_{self.kv_cache_dtype.upper()}")
+            kv = {"type_k": ggml_type, "type_v": ggml_type, "flash_attn": True}
+        lines: list[bytes] = []
+
+        @llama_cpp.llama_log_callback
+        def capture(level, text, user_data):  # llama.cpp's log while the context is made, not printed
+            lines.append(text)
+
+        llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
         try:
             self._llm = llama_cpp.Llama(
                 model_path=str(self.path),
@@ -89,9 +114,15 @@ class LlamaCppSession(Session):
                 n_gpu_layers=0 if self.device == "cpu" else -1,  # -1: every layer on the GPU
                 seed=0,
                 verbose=False,
+                **kv,
             )
         except (ValueError, RuntimeError) as exc:
             raise BenchError(f"llama.cpp could not load {self.path.name}: {exc}") from exc
+        finally:
+            from llama_cpp import _logger
+
+            llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+        self._kv = kv_allocation(b"".join(lines).decode(errors="replace"), "llama.cpp's log")
         self._logits_all, self._n_ctx = logits_all, n_ctx
 
     def logits(self, ids: np.ndarray):
@@ -133,6 +164,16 @@ class LlamaCppSession(Session):
             batch_size=1, prompt_tokens=prompt_len, new_tokens=new_tokens, prefill_s=prefill, decode_s=decode
         )
 
+    def kv_bytes_per_token(self) -> float:
+        if self._kv is None:
+            raise BenchError(f"llama.cpp did not log the KV cache it allocated for {self.path.name}")
+        return self._kv.bytes_per_token
+
+    def kv_cache_label(self) -> str:
+        dtype = self.kv_cache_dtype or "f16"
+        attention = "flash attention on" if self.kv_cache_dtype else "flash attention off"
+        return f"{dtype} K and V ({attention}): {self.kv_bytes_per_token():,.1f} B/token (llama.cpp's allocation)"
+
     def describe(self) -> RuntimeDescription:
         llama_cpp = build.llama_cpp()
         types = ", ".join(f"{n}× {t}" for t, n in self.gguf.tensor_types.items())
@@ -153,6 +194,8 @@ class LlamaCppSession(Session):
                 else f"ggml {where} {dense} matmul ({types})"
             ),
             batching=BATCHING,
+            kv_cache=self.kv_cache_label(),
+            kv_allocation=self._kv,
         )
 
     def bytes_per_token(self, prompt_tokens: int, new_tokens: int) -> BytesPerToken:
@@ -169,7 +212,12 @@ class LlamaCppSession(Session):
         separate_head = "output.weight" in tensors
         if separate_head:
             weights -= tensors.get("token_embd.weight", 0)
-        kv, kv_detail = kv_bytes_read(Path(self.source_dir), "fp16", prompt_tokens, new_tokens)
+        if self.kv_cache_dtype:
+            per_position, context = self.kv_bytes_per_token(), prompt_tokens + new_tokens // 2
+            kv = round(per_position * context)
+            kv_detail = f"KV {per_position:,.1f} B/position ({self.kv_cache_dtype}, llama.cpp's allocation) × {context}"
+        else:
+            kv, kv_detail = kv_bytes_read(Path(self.source_dir), "fp16", prompt_tokens, new_tokens)
         embedding = (
             "token_embd excluded: separate output head" if separate_head else "token_embd read as the output head"
         )
@@ -188,7 +236,11 @@ class LlamaCppRuntime(Runtime):
     def supports(self, artifact: Artifact) -> bool:
         return artifact.manifest.gguf is not None
 
-    def load(self, artifact: Artifact, *, device: str, dtype: str = "auto") -> Session:
+    kv_cache_dtypes = KV_CACHE_DTYPES
+
+    def load(
+        self, artifact: Artifact, *, device: str, dtype: str = "auto", kv_cache_dtype: str | None = None
+    ) -> Session:
         if dtype != "auto":
             raise BenchError("the llamacpp runtime computes in the GGUF's own types; --dtype does not apply")
-        return LlamaCppSession(artifact, device)
+        return LlamaCppSession(artifact, device, kv_cache_dtype)

@@ -14,6 +14,7 @@ import numpy as np
 
 from quantlab.artifact import Artifact
 from quantlab.env import host_info
+from quantlab.errors import BenchError
 from quantlab.results import Kernel, RuntimeDescription
 from quantlab.roofline import BytesPerToken
 from quantlab.runtimes.base import GenTiming, Runtime, Session
@@ -296,5 +297,11 @@ class TransformersRuntime(Runtime):
     def supports(self, artifact: Artifact) -> bool:
         return "transformers" in artifact.manifest.loads_in and (artifact.path / "config.json").is_file()
 
-    def load(self, artifact: Artifact, *, device: str, dtype: str = "auto") -> Session:
+    def load(
+        self, artifact: Artifact, *, device: str, dtype: str = "auto", kv_cache_dtype: str | None = None
+    ) -> Session:
+        if kv_cache_dtype is not None:
+            # A perplexity window is one forward pass, which never reads a cache back: a quantized cache would
+            # leave the quality columns untouched and the table would call it free.
+            raise BenchError("the transformers runtime measures no quantized KV cache; --kv-cache-dtype is for GGUF")
         return TransformersSession(artifact, device, dtype)

@@ -7,7 +7,9 @@ imitation. What differs between engines is captured here, in one place per engin
   at a time must not look like one that batches;
 - the request fields that force exactly `max_tokens` output tokens, so every engine generates the same
   amount of work (an early EOS would make a slow engine look fast);
-- how readiness is probed.
+- how readiness is probed;
+- which serving levers it has (`serve.options`: KV-cache types, prefix caching), refused before any server
+  starts when it lacks one, and what it reports of them in its own log.
 """
 
 from __future__ import annotations
@@ -16,86 +18,18 @@ import importlib.metadata
 import importlib.util
 import json
 import math
-import os
 import sys
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import ClassVar
 
 from quantlab.artifact import Artifact
 from quantlab.errors import BackendUnavailableError, ServeError
+from quantlab.results.kernels import KvAllocation
+from quantlab.serve.base import LOOPBACK, Engine, LaunchPlan, loopback_plan
+from quantlab.serve.options import ServingOptions
 
-LOOPBACK = "127.0.0.1"
+__all__ = ["ENGINES", "LOOPBACK", "Engine", "LaunchPlan", "select_engine"]
+
 CPU_CB_BLOCK = 32  # tokens per paged-KV block of `transformers serve` on the CPU
 CPU_CB_BATCH_TOKENS = 2048  # tokens per forward step (longer prefills are chunked)
-
-
-@dataclass(frozen=True)
-class LaunchPlan:
-    """Everything needed to start and talk to one server."""
-
-    command: list[str]
-    env: dict[str, str]
-    base_url: str
-    health_path: str
-    model: str  # the `model` field requests must carry
-    flags: list[str] = field(default_factory=list)  # the engine settings the result records (no paths, no port)
-
-
-class Engine(ABC):
-    name: ClassVar[str]
-    distribution: ClassVar[str]  # the PyPI distribution whose version the results record
-    module: ClassVar[str]  # importable when the engine is installed
-    install_hint: ClassVar[str]
-    batches_requests: ClassVar[bool]  # whether concurrent requests share forward passes
-    batching_note: ClassVar[str]  # how it batches, in the words the report prints
-    verified: ClassVar[bool] = True  # False: quantlab has not run this engine on a real host
-    # quantlab's in-process runtime that loads artifacts with the same library: it decides what the engine
-    # can serve and reads the kernel path the server will run (a server does not report it).
-    same_library_runtime: ClassVar[str]
-
-    def supports(self, artifact: Artifact) -> bool:
-        from quantlab.runtimes import RUNTIMES
-
-        return RUNTIMES[self.same_library_runtime].supports(artifact)
-
-    def missing(self) -> str | None:
-        """Why the engine cannot start here, or None."""
-        if importlib.util.find_spec(self.module) is None:
-            return f"engine {self.name!r} is not installed ({self.install_hint})"
-        return None
-
-    def version(self) -> str:
-        try:
-            return importlib.metadata.version(self.distribution)
-        except importlib.metadata.PackageNotFoundError:
-            return "unknown"
-
-    @abstractmethod
-    def plan(
-        self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int, max_concurrency: int = 32
-    ) -> LaunchPlan: ...
-
-    @abstractmethod
-    def fixed_length(self, max_tokens: int) -> dict:
-        """Request fields (besides max_tokens) that make the server generate exactly max_tokens tokens."""
-
-
-def _env(threads: int) -> dict[str, str]:
-    # Thread counts are part of what is measured: the same count for every engine on the host.
-    return {**os.environ, "OMP_NUM_THREADS": str(threads), "TRANSFORMERS_VERBOSITY": "warning", "PYTHONUNBUFFERED": "1"}
-
-
-def _loopback_plan(program: list[str], flags: list[str], *, port: int, threads: int, model: str) -> LaunchPlan:
-    """Every engine: `program` + its settings, served on loopback at `port`, ready when /health answers."""
-    return LaunchPlan(
-        command=[*program, *flags, "--host", LOOPBACK, "--port", str(port)],
-        env=_env(threads),
-        base_url=f"http://{LOOPBACK}:{port}",
-        health_path="/health",
-        model=model,
-        flags=flags,
-    )
 
 
 class LlamaCppServer(Engine):
@@ -104,7 +38,10 @@ class LlamaCppServer(Engine):
     One slot per concurrent request of the highest level (`-np`), each with the workload's context (`-c` is
     the total: slots × per-slot context), continuous batching on (its default, stated). Prompt caching is off
     (`--no-cache-prompt`, `--cache-ram 0`): every prompt is distinct here, and reusing a slot's KV cache is a
-    lever measured on its own, not a hidden difference between engines."""
+    lever measured on its own, not a hidden difference between engines: `--prefix-cache` turns it on with the
+    engine's defaults (`--cache-prompt`, its host-memory prompt cache). `--kv-cache-dtype` sets K and V alike and
+    turns flash attention on, which a quantized V requires, for every type, f16 included, so a comparison of
+    types differs in the cache alone."""
 
     name = "llamacpp"
     distribution = "llama_cpp_python"  # the version whose llama.cpp tree the server is built from
@@ -114,8 +51,11 @@ class LlamaCppServer(Engine):
     same_library_runtime = "llamacpp"
     batching_note = (
         "continuous batching (llama.cpp's llama-server: one slot per concurrent request, the running slots' "
-        "tokens decoded together in one batch every step; prompt caching off)"
+        "tokens decoded together in one batch every step; prompt caching off unless the options say so)"
     )
+    # llama.cpp's kv_cache_types (common/arg.cpp), as ggml names them
+    kv_cache_dtypes = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+    prefix_caching = True
 
     def missing(self) -> str | None:
         if importlib.util.find_spec("llama_cpp") is None:
@@ -131,10 +71,20 @@ class LlamaCppServer(Engine):
         return f"{super().version()} / {found.label}" if found else super().version()
 
     def plan(
-        self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int, max_concurrency: int = 32
+        self,
+        artifact: Artifact,
+        *,
+        port: int,
+        device: str,
+        threads: int,
+        ctx: int,
+        max_concurrency: int = 32,
+        options: ServingOptions | None = None,
     ) -> LaunchPlan:
         from quantlab.llamacpp import build
 
+        options = options or ServingOptions()
+        self.check_options(options)
         gguf = artifact.manifest.gguf
         if gguf is None:
             raise ServeError(f"{artifact.path} has no GGUF record in its manifest")
@@ -150,16 +100,27 @@ class LlamaCppServer(Engine):
             "--threads-batch", str(threads),
             "--n-gpu-layers", "0" if device == "cpu" else "999",
             "--cont-batching",
-            "--no-cache-prompt",
-            "--cache-ram", "0",
+            *(["--cache-prompt"] if options.prefix_cache else ["--no-cache-prompt", "--cache-ram", "0"]),
             "--no-webui",
+            "--log-verbosity", "4",  # the level at which libllama logs the KV cache it allocates (llamacpp.kv)
         ]  # fmt: skip
+        if options.kv_cache_dtype:
+            flags += ["--cache-type-k", options.kv_cache_dtype, "--cache-type-v", options.kv_cache_dtype]
+            flags += ["--flash-attn", "on"]
         program = [str(tools.tool("llama-server")), "--model", str(artifact.path / gguf.file)]
-        return _loopback_plan(program, flags, port=port, threads=threads, model=alias)
+        return loopback_plan(program, flags, port=port, threads=threads, model=alias)
 
     def fixed_length(self, max_tokens: int) -> dict:
         # ignore_eos masks EOS until n_predict (= max_tokens); cache_prompt false again per request.
         return {"ignore_eos": True, "cache_prompt": False}
+
+    def request_fields(self, max_tokens: int, options: ServingOptions) -> dict:
+        return {**self.fixed_length(max_tokens), "cache_prompt": options.prefix_cache}
+
+    def kv_allocation(self, log: str) -> KvAllocation | None:
+        from quantlab.llamacpp.kv import kv_allocation
+
+        return kv_allocation(log, "llama-server's log")
 
 
 class TransformersServer(Engine):
@@ -183,8 +144,17 @@ class TransformersServer(Engine):
         return None
 
     def plan(
-        self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int, max_concurrency: int = 32
+        self,
+        artifact: Artifact,
+        *,
+        port: int,
+        device: str,
+        threads: int,
+        ctx: int,
+        max_concurrency: int = 32,
+        options: ServingOptions | None = None,
     ) -> LaunchPlan:
+        self.check_options(options or ServingOptions())
         model = str(artifact.path)
         flags = ["--continuous-batching", "--device", device, "--dtype", "auto", "--log-level", "warning"]
         if device == "cpu":
@@ -202,7 +172,7 @@ class TransformersServer(Engine):
                 str(CPU_CB_BATCH_TOKENS),
             ]
         program = [sys.executable, "-c", "from transformers.cli.transformers import main; main()", "serve", model]
-        return _loopback_plan(program, flags, port=port, threads=threads, model=model)
+        return loopback_plan(program, flags, port=port, threads=threads, model=model)
 
     def fixed_length(self, max_tokens: int) -> dict:
         # eos_token_id -1 disables EOS in the continuous-batching scheduler; greedy like every other engine.
@@ -218,19 +188,34 @@ class VllmServer(Engine):
     batching_note = "continuous batching (vLLM's scheduler, PagedAttention)"
     verified = False
     same_library_runtime = "transformers"  # what it can load; its kernels are its own (see bench.served)
+    kv_cache_dtypes = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")  # vLLM's --kv-cache-dtype choices (unverified)
+    prefix_caching = True
 
     def supports(self, artifact: Artifact) -> bool:
         return super().supports(artifact) and artifact.manifest.spec.method != "bnb"
 
     def plan(
-        self, artifact: Artifact, *, port: int, device: str, threads: int, ctx: int, max_concurrency: int = 32
+        self,
+        artifact: Artifact,
+        *,
+        port: int,
+        device: str,
+        threads: int,
+        ctx: int,
+        max_concurrency: int = 32,
+        options: ServingOptions | None = None,
     ) -> LaunchPlan:
+        options = options or ServingOptions()
+        self.check_options(options)
         if not device.startswith("cuda"):
             raise ServeError("engine 'vllm' is wired for CUDA rigs; on the CPU use --engine transformers")
         model = str(artifact.path)
         program = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
         flags = ["--max-model-len", str(ctx), "--disable-log-requests"]
-        return _loopback_plan(program, flags, port=port, threads=threads, model=model)
+        flags += ["--enable-prefix-caching" if options.prefix_cache else "--no-enable-prefix-caching"]
+        if options.kv_cache_dtype:
+            flags += ["--kv-cache-dtype", options.kv_cache_dtype]
+        return loopback_plan(program, flags, port=port, threads=threads, model=model)
 
     def fixed_length(self, max_tokens: int) -> dict:
         return {"ignore_eos": True}

@@ -1,0 +1,116 @@
+"""What every serving engine is to quantlab: a launch plan and the contract an engine fulfils (`serve.engines`
+holds the engines themselves).
+
+An engine is a real server started as its own process (`process.ServerProcess`), never an in-process imitation.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from quantlab.artifact import Artifact
+from quantlab.errors import ServeError
+from quantlab.results.kernels import KvAllocation
+from quantlab.serve.options import ServingOptions
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything needed to start and talk to one server."""
+
+    command: list[str]
+    env: dict[str, str]
+    base_url: str
+    health_path: str
+    model: str  # the `model` field requests must carry
+    flags: list[str] = field(default_factory=list)  # the engine settings the result records (no paths, no port)
+
+
+class Engine(ABC):
+    name: ClassVar[str]
+    distribution: ClassVar[str]  # the PyPI distribution whose version the results record
+    module: ClassVar[str]  # importable when the engine is installed
+    install_hint: ClassVar[str]
+    batches_requests: ClassVar[bool]  # whether concurrent requests share forward passes
+    batching_note: ClassVar[str]  # how it batches, in the words the report prints
+    verified: ClassVar[bool] = True  # False: quantlab has not run this engine on a real host
+    # quantlab's in-process runtime that loads artifacts with the same library: it decides what the engine
+    # can serve and reads the kernel path the server will run (a server does not report it).
+    same_library_runtime: ClassVar[str]
+    kv_cache_dtypes: ClassVar[tuple[str, ...]] = ()  # what --kv-cache-dtype may name; () = no KV quantization
+    prefix_caching: ClassVar[bool] = False
+
+    def check_options(self, options: ServingOptions) -> None:
+        """Refuse a lever this engine lacks, before anything starts."""
+        dtype = options.kv_cache_dtype
+        if dtype and dtype not in self.kv_cache_dtypes:
+            offered = f"it offers {', '.join(self.kv_cache_dtypes)}" if self.kv_cache_dtypes else "it has none"
+            raise ServeError(f"engine {self.name!r} has no KV-cache type {dtype!r} ({offered})")
+        if options.prefix_cache and not self.prefix_caching:
+            raise ServeError(f"engine {self.name!r} has no prefix cache quantlab can switch on")
+
+    def request_fields(self, max_tokens: int, options: ServingOptions) -> dict:
+        """Fields every request carries besides prompt and max_tokens."""
+        return self.fixed_length(max_tokens)
+
+    def kv_allocation(self, log: str) -> KvAllocation | None:
+        """The KV cache the server says it allocated (its own log), or None where it does not say."""
+        return None
+
+    def supports(self, artifact: Artifact) -> bool:
+        from quantlab.runtimes import RUNTIMES
+
+        return RUNTIMES[self.same_library_runtime].supports(artifact)
+
+    def missing(self) -> str | None:
+        """Why the engine cannot start here, or None."""
+        if importlib.util.find_spec(self.module) is None:
+            return f"engine {self.name!r} is not installed ({self.install_hint})"
+        return None
+
+    def version(self) -> str:
+        try:
+            return importlib.metadata.version(self.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+    @abstractmethod
+    def plan(
+        self,
+        artifact: Artifact,
+        *,
+        port: int,
+        device: str,
+        threads: int,
+        ctx: int,
+        max_concurrency: int = 32,
+        options: ServingOptions | None = None,
+    ) -> LaunchPlan: ...
+
+    @abstractmethod
+    def fixed_length(self, max_tokens: int) -> dict:
+        """Request fields (besides max_tokens) that make the server generate exactly max_tokens tokens."""
+
+
+def _env(threads: int) -> dict[str, str]:
+    # Thread counts are part of what is measured: the same count for every engine on the host.
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "TRANSFORMERS_VERBOSITY": "warning", "PYTHONUNBUFFERED": "1"}
+
+
+def loopback_plan(program: list[str], flags: list[str], *, port: int, threads: int, model: str) -> LaunchPlan:
+    """Every engine: `program` + its settings, served on loopback at `port`, ready when /health answers."""
+    return LaunchPlan(
+        command=[*program, *flags, "--host", LOOPBACK, "--port", str(port)],
+        env=_env(threads),
+        base_url=f"http://{LOOPBACK}:{port}",
+        health_path="/health",
+        model=model,
+        flags=flags,
+    )

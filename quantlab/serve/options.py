@@ -1,0 +1,32 @@
+"""The serving levers a sweep turns on beyond an engine's plain set-up, recorded with every served result.
+
+The guide ranks levers besides quantization and batching: KV-cache quantization, prefix caching and
+speculative decoding. Each is a switch of the engine (a flag of `llama-server`, vLLM), so a served result must
+say which were on, or two rows that differ only by a lever would read as the same configuration. The label is
+what the tables print in their "options" column; `plain` means none was turned on (the engine's defaults,
+with quantlab's one standing change: prompt caching off, see `serve.engines`). The workload (a shared prompt
+prefix, `LoadSweep.shared_prefix_tokens`) is not a lever and is recorded apart.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ServingOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kv_cache_dtype: str | None = None  # None: the engine's default (llama.cpp: f16 K and V)
+    prefix_cache: bool = False  # the engine reuses the KV of a prompt prefix it has already computed
+
+    def label(self) -> str:
+        parts = []
+        if self.kv_cache_dtype:
+            parts.append(f"KV {self.kv_cache_dtype}")
+        if self.prefix_cache:
+            parts.append("prefix cache on")
+        return ", ".join(parts) or "plain"
+
+    @property
+    def plain(self) -> bool:
+        return self.label() == "plain"
