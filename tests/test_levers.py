@@ -160,3 +160,54 @@ def test_llama_server_levers_are_launched_counted_and_reported(q8):
     table = report.markdown([quantized_kv, cached], title="levers")
     for text in ("options", "KV q8_0, 64-token shared prefix", "prefix cache on", "SLO met / goodput", "100% /"):
         assert text in table, table
+
+
+@pytest.fixture(scope="module")
+def q4(gguf_tiny_model, tmp_path_factory):
+    from quantlab.quantizer import quantize
+    from quantlab.spec import MethodSpec
+
+    return quantize(str(gguf_tiny_model), MethodSpec(method="gguf", scheme="Q4_0"), tmp_path_factory.mktemp("q4") / "a")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("draft", ["artifact", "ngram"])
+def test_speculative_sweep_counts_drafts_and_checks_greedy_outputs(q8, q4, draft):
+    """A Q4_0 draft for Q8_0 (or n-gram lookup): llama-server's own counters give drafted/accepted tokens; the
+    check prompts generated with and without speculation are compared token id by token id."""
+    from quantlab import report
+    from quantlab.bench import BenchConfig, bench_load
+
+    config = BenchConfig(
+        dataset="embedded", concurrency=[1, 4], requests=4, prompt_tokens=16, new_tokens=16,
+        draft=str(q4.path) if draft == "artifact" else "ngram", draft_tokens=4,
+    )  # fmt: skip
+    result = bench_load(q8.path, config=config)
+    sweep = result.load
+    assert sweep.options.speculative == ("draft" if draft == "artifact" else "ngram")
+    assert "draft-simple" in sweep.launch if draft == "artifact" else "ngram-simple" in sweep.launch
+    assert not any(str(q4.path) in flag for flag in sweep.launch)  # the record keeps no paths
+    check = sweep.greedy_check
+    assert check.prompts == 8 and check.identical <= 8 and (check.passed or check.first_difference)
+    if draft == "artifact":
+        for level in sweep.levels:  # a draft model proposes at every step
+            counters = level.engine_counters
+            assert counters.draft_tokens > 0 and 0 <= counters.draft_tokens_accepted <= counters.draft_tokens
+    table = report.markdown([result], title="speculative")
+    assert "draft accepted %" in table and f"{check.identical}/8 identical" in table
+
+
+@pytest.mark.slow
+def test_a_draft_with_another_tokenizer_is_refused_before_any_server(q8, q4, tiny_tokenizer, tmp_path):
+    import shutil
+
+    other = tmp_path / "other-draft"
+    shutil.copytree(q4.path, other)
+    for file in tiny_tokenizer.iterdir():  # the artifact now carries a tokenizer of its own, not SmolLM2's
+        shutil.copy(file, other / file.name)
+    results = tmp_path / "r.jsonl"
+    proc = run_cli("bench", str(q8.path), "--load", "--draft", str(other), "--results", str(results))
+    assert proc.returncode == 1 and len(error_lines(proc.stderr)) == 1, proc.stderr
+    assert "tokenizer" in proc.stderr and not results.exists()
+    proc = run_cli("bench", str(q8.path), "--load", "--draft-tokens", "4", "--results", str(results))
+    assert proc.returncode == 1 and "--draft-tokens needs --draft" in proc.stderr

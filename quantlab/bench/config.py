@@ -98,6 +98,15 @@ class BenchConfig(BaseModel):
         "served",
         ge=0,
     )
+    draft: str | None = _setting(
+        None,
+        "Speculative decoding: a draft artifact (a cheaper GGUF of the same model, e.g. Q4_0 drafting for Q8_0), or "
+        "'ngram' for draft-free prompt lookup. Every such sweep also checks that greedy outputs do not change.",
+        "served",
+    )
+    draft_tokens: PositiveInt | None = _setting(
+        None, "Tokens drafted per step at most (with --draft); default: the engine's.", "served"
+    )
     slo: Slo | None = _setting(
         None,
         "Service-level objective, e.g. ttft_ms=500,tpot_ms=50[,e2e_ms=2000]: per level, the share of requests "

@@ -41,7 +41,7 @@ class _Streams:
         from transformers import AutoTokenizer
 
         directory = tokenizer_dir(artifact)
-        key = _tokenizer_key(directory)
+        key = tokenizer_key(directory)
         if key not in self._cache:
             tokenizer = AutoTokenizer.from_pretrained(directory)
             ids = tokenize(tokenizer, self.text, self.max_tokens)
@@ -49,7 +49,7 @@ class _Streams:
         return self._cache[key]
 
 
-def _tokenizer_key(directory: Path) -> str:
+def tokenizer_key(directory: Path) -> str:
     digest = hashlib.sha256()
     for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"):
         file = directory / name

@@ -7,31 +7,31 @@ The steps, each of which can fail with one clear line and a stopped server:
 3. cut prompts from the same token stream every quantlab measurement uses (distinct slices per request, none
    reused across levels, so no engine can serve a level from a prefix cache), decode them to text; with a
    shared prefix, every prompt is the same first N tokens of the stream followed by its own slice;
-4. start the server, wait for it to answer and complete one warm-up request;
-5. run each concurrency level, read the server's peak RSS, stop the server, write one Result.
+4. with speculative decoding, generate the greedy check's prompts on a server without it (`bench.speculative`);
+5. start the server, wait for it to answer and complete one warm-up request;
+6. run each concurrency level (then the greedy check's prompts), read the server's peak RSS and the KV cache it
+   allocated, stop the server, write one Result.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 import quantlab
-from quantlab.artifact import Artifact, load_artifact
-from quantlab.bench import records
+from quantlab.artifact import load_artifact
+from quantlab.bench import records, speculative
 from quantlab.bench.config import BenchConfig
 from quantlab.bench.loadgen import Request, run_level
-from quantlab.bench.prepare import resolve_device, resolve_rig, tokenizer_dir
-from quantlab.corpus import TextSource, load_text, token_fingerprint, tokenize
+from quantlab.bench.prepare import resolve_device, resolve_rig
+from quantlab.bench.served_inputs import Prompts, cut_prompts, describe_engine, memfit_for, server_peak_rss
+from quantlab.corpus import token_fingerprint
 from quantlab.env import host_info, library_versions
-from quantlab.errors import BenchError, ServeError
+from quantlab.errors import ServeError
 from quantlab.results import (
     BenchSettings,
     CellRef,
@@ -41,11 +41,9 @@ from quantlab.results import (
     LoadSweep,
     MemoryMetrics,
     Result,
-    RuntimeDescription,
     append_result,
 )
 from quantlab.rigs import usd_per_million
-from quantlab.runtimes import select_runtime
 from quantlab.serve.engines import Engine, LaunchPlan, select_engine
 from quantlab.serve.options import ServingOptions
 from quantlab.serve.process import ServerProcess, check_port_free, free_port
@@ -55,122 +53,29 @@ CTX_MARGIN = 64  # tokens of context beyond prompt + output: room for BOS and re
 
 
 @dataclass
-class Prompts:
-    requests: list[Request]  # the warm-up request first, then each level's in order
-    ids: np.ndarray
-    source: TextSource
-
-
-def _prompts(artifact: Artifact, config: BenchConfig) -> Prompts:
-    """Consecutive slices of the dataset's token stream, decoded to text."""
-    from transformers import AutoTokenizer
-
-    needed = 1 + sum(config.requests_at(c) for c in config.concurrency)
-    shared = config.shared_prefix_tokens
-    text, source = load_text(config.dataset, "test")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(artifact))
-    total = shared + needed * config.prompt_tokens
-    ids = tokenize(tokenizer, text, total)
-    if len(ids) < total:
-        raise BenchError(
-            f"dataset {config.dataset!r} has {len(ids)} tokens; {needed} prompts of {config.prompt_tokens}"
-            + (f" after a {shared}-token shared prefix" if shared else "")
-            + f" need {total} (use fewer --requests or shorter --prompt-tokens)"
-        )
-    prefix, rows = ids[:shared].tolist(), ids[shared:].reshape(needed, config.prompt_tokens)
-    requests = [
-        Request(prompt=tokenizer.decode(prefix + row.tolist()), prompt_tokens=shared + config.prompt_tokens)
-        for row in rows
-    ]
-    return Prompts(requests=requests, ids=ids, source=source)
-
-
-def _describe(artifact: Artifact, engine: Engine, device: str, threads: int) -> RuntimeDescription:
-    """The engine as the results name it; the kernel read by loading the artifact with the same library."""
-    base = dict(
-        runtime=f"{engine.name} server",
-        runtime_version=engine.version(),
-        device=device,
-        threads=threads,
-        batching=engine.batching_note,
-    )
-    if engine.name == "vllm":
-        return RuntimeDescription(
-            **base,
-            device_name=device,
-            compute_dtype="auto",
-            kernel="unknown",
-            kernel_detail="vLLM chooses its kernel at load time; quantlab does not read it "
-            "back (engine not verified by quantlab)",
-        )
-    runtime = select_runtime(artifact, engine.same_library_runtime)
-    session = runtime.load(artifact, device=device)
-    try:
-        inner = session.describe()
-    finally:
-        session.close()
-        del session
-        gc.collect()
-    return RuntimeDescription(
-        **base,
-        device_name=inner.device_name,
-        compute_dtype=inner.compute_dtype,
-        kernel=inner.kernel,
-        kernel_detail=f"{inner.kernel_detail} (read by loading the artifact in-process with "
-        f"{inner.runtime} {inner.runtime_version}, the library the server runs)",
-    )
-
-
-def _server_peak_rss(pid: int) -> int:
-    """Sum of VmHWM (peak RSS since exec) over the server and its child processes."""
-    import psutil
-
-    from quantlab.bench.worker import vm_hwm
-
-    total = 0
-    try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    for proc in procs:
-        peak = vm_hwm(proc.pid)
-        if peak is not None:
-            total += peak
-            continue
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += proc.memory_info().rss  # no /proc status (not Linux): the current RSS, a lower bound
-    return total
-
-
-def _memfit(artifact: Artifact, config: BenchConfig):
-    from quantlab import memfit
-
-    try:
-        arch = memfit.architecture_of_artifact(artifact)
-    except Exception:  # the fit is context for the measured peak, not a reason to fail the measurement
-        return None
-    return memfit.footprint(
-        arch,
-        batch=max(config.concurrency),
-        ctx=config.prompt_tokens + config.new_tokens,
-        measured_weight_bytes=artifact.manifest.weight_bytes,
-    )
+class SweepRun:
+    startup_s: float
+    levels: list[LoadLevel]
+    peak_rss: int
+    kv: KvAllocation | None  # the KV cache the server says it allocated
+    check_ids: list | None  # the greedy check prompts' generated ids, after the levels
 
 
 def _sweep(
     plan: LaunchPlan,
     engine: Engine,
+    options: ServingOptions,
     prompts: Prompts,
     config: BenchConfig,
     name: str,
     progress: Progress,
     *,
+    check: list[Request] | None,
     startup_timeout_s: float,
     request_timeout_s: float,
-) -> tuple[float, list[LoadLevel], int, KvAllocation | None]:
-    """Start the server, warm it up, run every level; (start-up seconds, levels, the server's peak RSS, the KV
-    cache it says it allocated)."""
-    fixed = engine.request_fields(config.new_tokens, _options(config))
+) -> SweepRun:
+    """Start the server, warm it up, run every level (then the greedy check's prompts, if any)."""
+    fixed = engine.request_fields(config.new_tokens, options)
 
     def level(reqs: list[Request], concurrency: int) -> LoadLevel:
         return run_level(
@@ -203,7 +108,12 @@ def _sweep(
             levels.append(level(prompts.requests[offset : offset + n], concurrency))
             offset += n
             server.check_alive()
-        return startup, levels, _server_peak_rss(server.pid), engine.kv_allocation(server.log_text())
+        peak = server_peak_rss(server.pid)
+        checked = None
+        if check:
+            progress(f"{name}: greedy check, {len(check)} prompts with speculation")
+            checked = speculative.greedy_ids(engine, plan, options, check, config.new_tokens)
+        return SweepRun(startup, levels, peak, engine.kv_allocation(server.log_text()), checked)
 
 
 def bench_load(
@@ -221,46 +131,71 @@ def bench_load(
     artifact = load_artifact(artifact_path)
     device = resolve_device(config)
     engine = select_engine(artifact, config.engine, device=device)
-    engine.check_options(_options(config))
+    options = _serving_options(artifact, config, engine)
     rig = resolve_rig(config, device)
     if port is not None:
         check_port_free(port)
     threads = config.threads or os.cpu_count() or 1
-    prompts = _prompts(artifact, config)
+    prompts = cut_prompts(artifact, config)
     name = artifact.path.name
     progress(f"{name}: reading the kernel path")
-    description = _describe(artifact, engine, device, threads)
+    description = describe_engine(artifact, engine, device, threads)
     ctx = config.shared_prefix_tokens + config.prompt_tokens + config.new_tokens + CTX_MARGIN
-    plan = engine.plan(
-        artifact,
-        port=port or free_port(),
-        device=device,
-        threads=threads,
-        ctx=ctx,
+
+    make_plan = functools.partial(
+        engine.plan, artifact, port=port or free_port(), device=device, threads=threads, ctx=ctx,
         max_concurrency=max(config.concurrency),
-        options=_options(config),
-    )
-    startup, levels, peak, kv = _sweep(
+    )  # fmt: skip
+    check, reference = None, None
+    if options.speculative:
+        check = prompts.requests[1 : 1 + speculative.CHECK_PROMPTS]
+        progress(f"{name}: greedy check, {len(check)} prompts without speculation")
+        reference = speculative.reference_ids(engine, make_plan, options, check, config.new_tokens, startup_timeout_s)
+    plan = make_plan(options=options)
+    run = _sweep(
         plan,
         engine,
+        options,
         prompts,
         config,
         name,
         progress,
+        check=check,
         startup_timeout_s=startup_timeout_s,
         request_timeout_s=request_timeout_s,
     )
-    sweep = _load_sweep(engine, plan, startup, prompts, config, _memfit(artifact, config), levels)
-    sweep.kv_allocation = kv
-    result = _served_result(artifact, description, rig, config, prompts, ctx, sweep, peak if device == "cpu" else 0)
+    sweep = _load_sweep(engine, plan, options, run.startup_s, prompts, config, memfit_for(artifact, config), run.levels)
+    sweep.kv_allocation = run.kv
+    if reference is not None:
+        sweep.greedy_check = speculative.compare(reference, run.check_ids)
+    peak = run.peak_rss if device == "cpu" else 0
+    result = _served_result(artifact, description, rig, config, prompts, ctx, sweep, peak)
     result.cell = cell
     if results_path is not None:
         append_result(results_path, result)
     return result
 
 
+def _serving_options(artifact, config: BenchConfig, engine: Engine) -> ServingOptions:
+    """The levers asked for, resolved (the draft loaded and checked) and refused now if the engine lacks one."""
+    options = ServingOptions(
+        kv_cache_dtype=config.kv_cache_dtype,
+        prefix_cache=config.prefix_cache,
+        **speculative.draft_options(artifact, config),
+    )
+    engine.check_options(options)
+    return options
+
+
 def _load_sweep(
-    engine: Engine, plan: LaunchPlan, startup: float, prompts: Prompts, config: BenchConfig, memfit, levels
+    engine: Engine,
+    plan: LaunchPlan,
+    options: ServingOptions,
+    startup: float,
+    prompts: Prompts,
+    config: BenchConfig,
+    memfit,
+    levels,
 ) -> LoadSweep:
     return LoadSweep(
         engine=engine.name,
@@ -281,14 +216,10 @@ def _load_sweep(
         f"{prompts.source.description}, decoded to text (the warm-up request is the first)",
         memfit=memfit,
         levels=levels,
-        options=_options(config),
+        options=options,
         shared_prefix_tokens=config.shared_prefix_tokens,
         slo=config.slo,
     )
-
-
-def _options(config: BenchConfig) -> ServingOptions:
-    return ServingOptions(kv_cache_dtype=config.kv_cache_dtype, prefix_cache=config.prefix_cache)
 
 
 def _served_result(

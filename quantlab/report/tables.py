@@ -137,6 +137,7 @@ def load_table(results: list[Result]) -> pd.DataFrame:
     show_options = any(not r.load.options.plain or r.load.shared_prefix_tokens for r in served)
     show_slo = any(r.load.slo is not None for r in served)
     show_prefill = show_options and any(lv.engine_counters for r in served for lv in r.load.levels)
+    show_spec = any(r.load.options.speculative for r in served)
     for r in served:
         sweep, mark = r.load, kernel_mark(r, marks)
         base = next((lv for lv in sweep.levels if lv.concurrency == 1), None)
@@ -165,6 +166,9 @@ def load_table(results: list[Result]) -> pd.DataFrame:
             }
             if show_prefill:
                 row["prefill computed / cached tok"] = _prefill(lv)
+            if show_spec:
+                row["draft accepted % / tok per step"] = _drafts(lv)
+                row["greedy check"] = _greedy(sweep)
             if show_slo:
                 row["SLO met / goodput req/s"] = _goodput(lv)
             row["$/1M out"] = (f"{cost.usd_per_1m_tokens:.3f} ({r.rig.name})" + mark) if cost else "–"
@@ -183,6 +187,21 @@ def serving_label(sweep) -> str:
 def _prefill(level) -> str:
     c = level.engine_counters
     return "–" if c is None else f"{c.prompt_tokens_computed:,} / {c.prompt_tokens_cached:,}"
+
+
+def _drafts(level) -> str:
+    c = level.engine_counters
+    if c is None or c.acceptance is None:
+        return "–"
+    per_step = c.tokens_per_step(level.output_tokens - level.completed)  # the first token of each is prefill's
+    return f"{100 * c.acceptance:.0f}% / {per_step:.2f}" if per_step else f"{100 * c.acceptance:.0f}% / –"
+
+
+def _greedy(sweep) -> str:
+    check = sweep.greedy_check
+    if check is None:
+        return "–"
+    return f"{check.identical}/{check.prompts} identical" + ("" if check.passed else " ✗")
 
 
 def _goodput(level) -> str:

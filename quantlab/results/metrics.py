@@ -123,6 +123,14 @@ class EngineCounters(BaseModel):
     def acceptance(self) -> float | None:
         return self.draft_tokens_accepted / self.draft_tokens if self.draft_tokens else None
 
+    def tokens_per_step(self, decode_tokens: int) -> float | None:
+        """Output tokens per forward step of the target model while decoding: every step emits its own token plus
+        the drafted ones it accepted, so steps = decode tokens − accepted. (llama.cpp's "mean len" counts only
+        steps that had a draft; this counts all, which is what the speed depends on.)"""
+        if self.draft_tokens_accepted is None or decode_tokens <= self.draft_tokens_accepted:
+            return None
+        return decode_tokens / (decode_tokens - self.draft_tokens_accepted)
+
 
 class LoadLevel(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -152,6 +160,22 @@ class LoadLevel(BaseModel):
     engine_counters: EngineCounters | None = None
 
 
+class GreedyCheck(BaseModel):
+    """Whether speculative decoding changed any output: the same prompts served greedily without speculation
+    (same engine, file and settings) and with it, generated token ids compared one by one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: int
+    concurrency: int  # the check's requests ran this many at a time, so batched verification is exercised
+    identical: int  # prompts whose generated ids were the same, token for token
+    first_difference: str | None  # where the first differing prompt diverged, or why a request failed
+
+    @property
+    def passed(self) -> bool:
+        return self.identical == self.prompts
+
+
 class LoadSweep(BaseModel):
     """One served artifact measured at several concurrency levels."""
 
@@ -174,6 +198,7 @@ class LoadSweep(BaseModel):
     shared_prefix_tokens: int = 0  # every prompt began with the same N tokens (before its own prompt_tokens)
     slo: Slo | None = None
     kv_allocation: KvAllocation | None = None
+    greedy_check: GreedyCheck | None = None  # with speculative decoding (options.speculative)
 
 
 class TaskScore(BaseModel):

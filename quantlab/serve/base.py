@@ -46,6 +46,7 @@ class Engine(ABC):
     same_library_runtime: ClassVar[str]
     kv_cache_dtypes: ClassVar[tuple[str, ...]] = ()  # what --kv-cache-dtype may name; () = no KV quantization
     prefix_caching: ClassVar[bool] = False
+    speculation: ClassVar[tuple[str, ...]] = ()  # "draft" (a draft model) and/or "ngram" (draft-free)
 
     def check_options(self, options: ServingOptions) -> None:
         """Refuse a lever this engine lacks, before anything starts."""
@@ -55,6 +56,8 @@ class Engine(ABC):
             raise ServeError(f"engine {self.name!r} has no KV-cache type {dtype!r} ({offered})")
         if options.prefix_cache and not self.prefix_caching:
             raise ServeError(f"engine {self.name!r} has no prefix cache quantlab can switch on")
+        if options.speculative and options.speculative not in self.speculation:
+            raise ServeError(f"engine {self.name!r} has no {options.speculative} speculative decoding quantlab drives")
 
     def request_fields(self, max_tokens: int, options: ServingOptions) -> dict:
         """Fields every request carries besides prompt and max_tokens."""

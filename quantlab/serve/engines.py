@@ -56,6 +56,7 @@ class LlamaCppServer(Engine):
     # llama.cpp's kv_cache_types (common/arg.cpp), as ggml names them
     kv_cache_dtypes = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
     prefix_caching = True
+    speculation = ("draft", "ngram")
 
     def missing(self) -> str | None:
         if importlib.util.find_spec("llama_cpp") is None:
@@ -108,6 +109,18 @@ class LlamaCppServer(Engine):
             flags += ["--cache-type-k", options.kv_cache_dtype, "--cache-type-v", options.kv_cache_dtype]
             flags += ["--flash-attn", "on"]
         program = [str(tools.tool("llama-server")), "--model", str(artifact.path / gguf.file)]
+        if options.speculative == "draft":
+            # the draft on the same device and threads, its context as the target's; greedy drafting (p_min 0)
+            program += ["--spec-draft-model", str(options.draft_path)]
+            flags += ["--spec-type", "draft-simple", "--spec-draft-n-min", "0"]
+            flags += ["--spec-draft-ngl", "0" if device == "cpu" else "999"]
+            if options.draft_tokens:
+                flags += ["--spec-draft-n-max", str(options.draft_tokens)]
+        elif options.speculative == "ngram":
+            # prompt lookup: the last n tokens looked up in the prompt and output so far, the m that followed drafted
+            flags += ["--spec-type", "ngram-simple"]
+            if options.draft_tokens:
+                flags += ["--spec-ngram-simple-size-m", str(options.draft_tokens)]
         return loopback_plan(program, flags, port=port, threads=threads, model=alias)
 
     def fixed_length(self, max_tokens: int) -> dict:

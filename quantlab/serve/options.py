@@ -10,7 +10,11 @@ prefix, `LoadSweep.shared_prefix_tokens`) is not a lever and is recorded apart.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NGRAM = "ngram"  # --draft ngram: the draft-free variant, drafts looked up in the prompt and output so far
 
 
 class ServingOptions(BaseModel):
@@ -18,9 +22,18 @@ class ServingOptions(BaseModel):
 
     kv_cache_dtype: str | None = None  # None: the engine's default (llama.cpp: f16 K and V)
     prefix_cache: bool = False  # the engine reuses the KV of a prompt prefix it has already computed
+    # speculative decoding: a draft model's tokens, or n-grams looked up in the text so far, verified by the model
+    speculative: Literal["draft", "ngram"] | None = None
+    draft: str | None = None  # the draft artifact as the tables name it
+    draft_tokens: int | None = None  # tokens drafted per step at most; None: the engine's default
+    draft_path: str | None = Field(None, exclude=True)  # where the engine loads the draft from (not recorded)
 
     def label(self) -> str:
         parts = []
+        if self.speculative == "draft":
+            parts.append(f"draft {self.draft}" + (f" k={self.draft_tokens}" if self.draft_tokens else ""))
+        elif self.speculative == "ngram":
+            parts.append("n-gram drafts" + (f" k={self.draft_tokens}" if self.draft_tokens else ""))
         if self.kv_cache_dtype:
             parts.append(f"KV {self.kv_cache_dtype}")
         if self.prefix_cache:
