@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from quantlab.errors import ModelNotFoundError
 from quantlab.rigs import Rig
 
-KV_DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
+# bytes per cached value; llama.cpp's block types store 32 values in 34 (q8_0) or 18 (q4_0) bytes
+KV_DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "q8_0": 34 / 32, "q4_0": 18 / 32}
 DEFAULT_UTILIZATION = 0.90  # share of the rig's memory the model may use (vLLM's default gpu_memory_utilization)
 
 
@@ -41,6 +42,7 @@ class Footprint(BaseModel):
     weight_bytes: int
     kv_dtype: str
     kv_bytes_per_token: int
+    kv_source: str = "arithmetic"  # or where a measured figure came from
     batch: int
     ctx: int
     kv_bytes: int
@@ -69,7 +71,7 @@ class MemoryFitQuestion(BaseModel):
 
     batch: int = Field(1, ge=1, description="Concurrent sequences.")
     ctx: int = Field(4096, ge=1, description="Tokens per sequence (prompt + output).")
-    kv_dtype: str = Field("bf16", description="KV cache dtype: bf16 | fp16 | fp8 | fp32.")
+    kv_dtype: str = Field("bf16", description="KV cache dtype: bf16 | fp16 | fp8 | fp32 | q8_0 | q4_0 (llama.cpp).")
     utilization: float = Field(
         DEFAULT_UTILIZATION, gt=0, le=1, description="Share of the rig's memory the model may use."
     )
@@ -121,7 +123,7 @@ def architecture_of_artifact(artifact) -> Architecture:
 
 
 def kv_bytes_per_token(arch: Architecture, kv_dtype: str = "bf16") -> int:
-    return arch.n_layers * arch.n_kv_heads * arch.head_dim * 2 * KV_DTYPE_BYTES[kv_dtype]
+    return round(arch.n_layers * arch.n_kv_heads * arch.head_dim * 2 * KV_DTYPE_BYTES[kv_dtype])
 
 
 def weight_bytes(arch: Architecture, weight_bits: float, other_bits: float = 16) -> int:
@@ -149,9 +151,11 @@ def footprint(
     rig: Rig | None = None,
     utilization: float = DEFAULT_UTILIZATION,
     measured_weight_bytes: int | None = None,
+    measured_kv: tuple[float, str] | None = None,
 ) -> Footprint:
-    """`measured_weight_bytes` (an artifact's) replaces the estimate when given."""
-    per_token = kv_bytes_per_token(arch, kv_dtype)
+    """`measured_weight_bytes` (an artifact's) and `measured_kv` (bytes per token, where it was measured) replace
+    the arithmetic when given."""
+    per_token = round(measured_kv[0]) if measured_kv else kv_bytes_per_token(arch, kv_dtype)
     weights = (
         measured_weight_bytes if measured_weight_bytes is not None else weight_bytes(arch, weight_bits, other_bits)
     )
@@ -161,6 +165,7 @@ def footprint(
         weight_bytes=weights,
         kv_dtype=kv_dtype,
         kv_bytes_per_token=per_token,
+        kv_source=measured_kv[1] if measured_kv else "arithmetic",
         batch=batch,
         ctx=ctx,
         kv_bytes=kv,
@@ -255,15 +260,17 @@ def fit_table(
     *,
     weight_bits: float,
     measured_weight_bytes: int | None,
+    measured_kv: tuple[float, str] | None = None,
 ):
-    """`quantlab fit`'s table (a rich Table) and the line that says where the numbers come from."""
+    """`quantlab fit`'s table (a rich Table) and the line that says where the numbers come from. The last
+    column is the longest context per sequence that fits at this batch: what the KV type buys."""
     from rich.table import Table
 
     table = Table(
         title=f"memory fit: {label}, batch {question.batch} × ctx {question.ctx}, KV {question.kv_dtype}",
         caption="needed = weights + KV cache; usable = rig memory × utilization",
     )
-    for column in ("rig", "verdict", "weights GB", "KV GB", "needed GB", "usable GB"):
+    for column in ("rig", "verdict", "weights GB", "KV GB", "needed GB", "usable GB", "max ctx at batch"):
         table.add_column(column)
     for rig in rigs:
         f = footprint(
@@ -275,10 +282,13 @@ def fit_table(
             rig=rig,
             utilization=question.utilization,
             measured_weight_bytes=measured_weight_bytes,
+            measured_kv=measured_kv,
         )
         verdict = "fits" if f.fits else "[red]does not fit[/red]"
         numbers = (f.weight_bytes / 1e9, f.kv_bytes / 1e9, f.needed_bytes / 1e9, f.capacity_bytes / 1e9)
-        table.add_row(rig.name, verdict, *(f"{n:.2f}" if i == 1 else f"{n:.1f}" for i, n in enumerate(numbers)))
+        longest = max(0, f.capacity_bytes - f.weight_bytes) // (f.kv_bytes_per_token * question.batch)
+        cells = (f"{n:.2f}" if i == 1 else f"{n:.1f}" for i, n in enumerate(numbers))
+        table.add_row(rig.name, verdict, *cells, f"{longest:,}")
     source = (
         "measured artifact weight bytes"
         if measured_weight_bytes is not None
@@ -286,6 +296,8 @@ def fit_table(
     )
     note = (
         f"{arch.n_params / 1e9:.2f}B parameters, {arch.n_layers} layers × {arch.n_kv_heads} KV heads × head dim "
-        f"{arch.head_dim}: {kv_bytes_per_token(arch, question.kv_dtype):,} KV bytes per token; weights from {source}."
+        f"{arch.head_dim}: {kv_bytes_per_token(arch, question.kv_dtype):,} KV bytes per token by arithmetic"
+        + (f", {round(measured_kv[0]):,} as measured ({measured_kv[1]}, used here)" if measured_kv else "")
+        + f"; weights from {source}."
     )
     return table, note

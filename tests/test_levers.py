@@ -112,7 +112,7 @@ def q8(gguf_tiny_model, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_kv_cache_types_in_process_bytes_measured_and_quality_ordered(q8):
+def test_kv_cache_types_in_process_bytes_measured_and_quality_ordered(q8, tmp_path):
     """Bytes per token come from llama.cpp's own state size and match its block layout; quality against the
     same GGUF with an f16 cache is exact for f16 and degrades from q8_0 to q4_0."""
     from quantlab.bench import BenchConfig, bench
@@ -120,7 +120,7 @@ def test_kv_cache_types_in_process_bytes_measured_and_quality_ordered(q8):
     results = {}
     for dtype in ("f16", "q8_0", "q4_0"):
         config = BenchConfig(dataset="embedded", ctx=256, max_tokens=1024, speed=False, kv_cache_dtype=dtype)
-        [results[dtype]] = bench([q8.path], baseline=q8.path, config=config)
+        [results[dtype]] = bench([q8.path], baseline=q8.path, config=config, results_path=tmp_path / "kv.jsonl")
     kv = {d: r.runtime.kv_allocation for d, r in results.items()}
     for dtype in ("q8_0", "q4_0"):
         assert (kv[dtype].type_k, kv[dtype].type_v) == (dtype, dtype)
@@ -130,6 +130,10 @@ def test_kv_cache_types_in_process_bytes_measured_and_quality_ordered(q8):
         assert f"{dtype} K and V (flash attention on)" in results[dtype].runtime.kv_cache
     kld = {d: r.quality.vs_baseline.kld_mean for d, r in results.items()}
     assert kld["f16"] < 1e-9 < kld["q8_0"] < kld["q4_0"], kld
+    # quantlab fit takes the measured bytes per token instead of the arithmetic
+    proc = run_cli("fit", str(q8.path), "--kv-dtype", "q8_0", "--kv-measured", str(tmp_path / "kv.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{round(kv['q8_0'].bytes_per_token):,} as measured" in " ".join(proc.stdout.split())
 
 
 @pytest.mark.slow

@@ -105,4 +105,4 @@ def test_fit_cli_on_an_artifact_and_its_errors(tmp_path, tiny_model):
     bad = run_cli("fit", str(artifact.path), "--rig", "tpu9")
     assert bad.returncode == 1 and "unknown rig 'tpu9'" in bad.stderr
     bad = run_cli("fit", str(artifact.path), "--kv-dtype", "int2")
-    assert bad.returncode == 1 and "--kv-dtype: one of fp32, bf16, fp16, fp8, not 'int2'" in bad.stderr
+    assert bad.returncode == 1 and "--kv-dtype: one of fp32, bf16, fp16, fp8, q8_0, q4_0, not 'int2'" in bad.stderr

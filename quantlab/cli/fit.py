@@ -35,6 +35,13 @@ def fit(
         ),
     ] = 16.0,
     rigs_file: Annotated[Path | None, typer.Option(help="YAML file adding or overriding rigs.")] = None,
+    kv_measured: Annotated[
+        Path | None,
+        typer.Option(
+            help="Results JSONL holding a measurement of this artifact with --kv-dtype (bench --kv-cache-dtype): "
+            "its KV bytes per token, as the engine allocated them, replace the arithmetic."
+        ),
+    ] = None,
 ) -> None:
     """Does MODEL fit on each rig at --batch × --ctx? Weights + KV cache (arithmetic from the config) against
     the rig's memory × --utilization; the rest is left for activations and the engine's buffers."""
@@ -52,7 +59,7 @@ def fit(
     if unknown:
         raise SpecError(f"unknown rig {unknown[0]!r}; see 'quantlab rigs'")
     chosen = [rigs[name] for name in rig] if rig else [r for r in rigs.values() if r.device == "cuda"]
-    measured = None
+    measured = artifact = None
     path = Path(model)
     with library_output():
         if (path / MANIFEST).is_file():
@@ -61,6 +68,28 @@ def fit(
             arch = memfit.architecture_of_artifact(artifact)
         else:
             arch = memfit.architecture_of(path if path.is_dir() else Path(resolve_model(model).path))
-    table, note = memfit.fit_table(model, arch, asked, chosen, weight_bits=weight_bits, measured_weight_bytes=measured)
+    kv = _measured_kv(kv_measured, artifact, asked.kv_dtype) if kv_measured else None
+    table, note = memfit.fit_table(
+        model, arch, asked, chosen, weight_bits=weight_bits, measured_weight_bytes=measured, measured_kv=kv
+    )
     out_console.print(table)
     out_console.print(note)
+
+
+def _measured_kv(results: Path, artifact, kv_dtype: str) -> tuple[float, str]:
+    """The newest KV allocation measured for this artifact with this KV type, and where it was read."""
+    from quantlab.errors import SpecError
+    from quantlab.results import read_results
+
+    if artifact is None:
+        raise SpecError("--kv-measured needs an artifact directory as MODEL (its measurements are per artifact)")
+    names = {kv_dtype, {"fp16": "f16", "fp32": "f32"}.get(kv_dtype, kv_dtype)}  # llama.cpp spells f16, f32
+    found = []
+    for r in read_results(results):
+        kv = (r.load.kv_allocation if r.load else None) or r.runtime.kv_allocation
+        if r.artifact.digest == artifact.digest and kv is not None and kv.type_k == kv.type_v and kv.type_k in names:
+            found.append((r.timestamp, kv.bytes_per_token, f"{kv.source}, run {r.run_id}"))
+    if not found:
+        raise SpecError(f"{results} holds no KV measurement of {artifact.path.name} with a {kv_dtype} cache")
+    _, per_token, where = max(found)
+    return per_token, where

@@ -16,6 +16,7 @@ import pandas as pd
 from quantlab.fsutil import write_atomic
 from quantlab.report import plots
 from quantlab.report.choose import choose_table
+from quantlab.report.claims import claims_table
 from quantlab.report.notes import footnotes
 from quantlab.report.tables import batch_table, gguf_table, load_table, main_table, tasks_table
 from quantlab.results import Result
@@ -32,6 +33,7 @@ def sections(results: list[Result]) -> list[tuple[str | None, pd.DataFrame]]:
         ("Task accuracy (lm-eval) and recovery", tasks_table(results)),
         ("Served under load (batching)", load_table(results)),
         ("GGUF: tensor types as written", gguf_table(results)),
+        ("The guide's claims, measured here", claims_table(results)),
     ]
     return [(heading, table) for heading, table in tables if not table.empty]
 

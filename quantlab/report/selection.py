@@ -35,6 +35,9 @@ def _key(r: Result) -> tuple:
         r.settings.ctx,
         r.quality.vs_baseline.baseline_digest if r.quality and r.quality.vs_baseline else None,
         host(r),  # the same configuration on another machine is another measurement, not a re-run
+        r.runtime.kv_cache_dtype,  # the levers (issue 16): another KV type, serving option or workload is
+        r.load.options.model_dump_json() if r.load else None,  # another configuration
+        r.load.shared_prefix_tokens if r.load else None,
     )
 
 

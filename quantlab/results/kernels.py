@@ -60,3 +60,4 @@ class RuntimeDescription(BaseModel):
     batching: str = "batched: all sequences of a batch in one forward per step"
     kv_cache: str | None = None  # the KV cache's type, attention path and bytes per token, where the runtime says
     kv_allocation: KvAllocation | None = None
+    kv_cache_dtype: str | None = None  # the KV type asked for (--kv-cache-dtype); None: the runtime's default

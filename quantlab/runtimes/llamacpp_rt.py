@@ -196,6 +196,7 @@ class LlamaCppSession(Session):
             batching=BATCHING,
             kv_cache=self.kv_cache_label(),
             kv_allocation=self._kv,
+            kv_cache_dtype=self.kv_cache_dtype,
         )
 
     def bytes_per_token(self, prompt_tokens: int, new_tokens: int) -> BytesPerToken:
