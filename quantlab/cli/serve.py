@@ -18,7 +18,10 @@ from quantlab.errors import BenchError
 
 @app.command()
 @model_options(
-    BenchConfig, ["engine", "device", "threads", "kv_cache_dtype", "prefix_cache"], into="settings", panel="Engine"
+    BenchConfig,
+    ["engine", "device", "threads", "kv_cache_dtype", "prefix_cache", "draft", "draft_tokens"],
+    into="settings",
+    panel="Engine",
 )
 def serve(
     artifact: Annotated[Path, typer.Argument(help="An artifact directory made by 'quantlab quantize'.")],
@@ -38,6 +41,7 @@ def serve(
     until Ctrl-C. quantlab starts the engine's server, waits until it answers a first request, and stops it
     (and anything it started) on Ctrl-C, SIGTERM or failure."""
     from quantlab.artifact import load_artifact
+    from quantlab.bench.speculative import draft_options
     from quantlab.errors import ServeError
     from quantlab.runtimes import default_device
     from quantlab.serve.engines import select_engine
@@ -49,7 +53,9 @@ def serve(
     loaded = load_artifact(artifact)
     device = config.device or default_device()
     chosen = select_engine(loaded, config.engine, device=device)
-    options = ServingOptions(kv_cache_dtype=config.kv_cache_dtype, prefix_cache=config.prefix_cache)
+    options = ServingOptions(
+        kv_cache_dtype=config.kv_cache_dtype, prefix_cache=config.prefix_cache, **draft_options(loaded, config)
+    )
     chosen.check_options(options)
     check_port_free(port)
     threads = config.threads or os.cpu_count() or 1
