@@ -199,10 +199,11 @@ def test_speculative_sweep_counts_drafts_and_checks_greedy_outputs(q8, q4, draft
             assert counters.draft_tokens > 0 and 0 <= counters.draft_tokens_accepted <= counters.draft_tokens
     table = report.markdown([result], title="speculative")
     assert "draft accepted %" in table and f"{check.identical}/8 identical" in table
+    assert "SLO met" not in table  # no --slo, no goodput column
 
 
 @pytest.mark.slow
-def test_a_draft_with_another_tokenizer_is_refused_before_any_server(q8, q4, tiny_tokenizer, tmp_path):
+def test_bad_levers_are_refused_before_any_server(q8, q4, tiny_tokenizer, tmp_path):
     import shutil
 
     other = tmp_path / "other-draft"
@@ -215,3 +216,6 @@ def test_a_draft_with_another_tokenizer_is_refused_before_any_server(q8, q4, tin
     assert "tokenizer" in proc.stderr and not results.exists()
     proc = run_cli("bench", str(q8.path), "--load", "--draft-tokens", "4", "--results", str(results))
     assert proc.returncode == 1 and "--draft-tokens needs --draft" in proc.stderr
+    proc = run_cli("bench", str(q8.path), "--load", "--kv-cache-dtype", "fp8", "--results", str(results))
+    assert proc.returncode == 1 and len(error_lines(proc.stderr)) == 1, proc.stderr
+    assert "no KV-cache type 'fp8'" in proc.stderr and not results.exists()
