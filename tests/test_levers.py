@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from quantlab.bench.loadgen import Outcome, summarize
-from quantlab.bench.slo import Slo
 from quantlab.errors import ServeError
+from quantlab.results.slo import Slo
 from quantlab.serve.engines import ENGINES
 from quantlab.serve.options import ServingOptions
 

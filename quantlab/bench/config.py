@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from quantlab.bench.slo import Slo
+from quantlab.results.slo import Slo
 from quantlab.spec import DType
 
 Applies = Literal["in-process", "served", "both"]

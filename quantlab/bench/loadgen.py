@@ -11,7 +11,7 @@ Requests are sent as fast as the concurrency cap allows (a closed loop), or with
 `request_rate` per second, still capped. Every level is run to completion; failed requests are counted and
 the first few reasons kept, never dropped silently.
 
-With an SLO (`bench.slo`), each level also counts the completed requests that met every bound and their rate
+With an SLO (`results.slo`), each level also counts the completed requests that met every bound and their rate
 (goodput), as vLLM's `bench serve --goodput` does. Where the engine reports its own counters with the last
 streamed chunk (llama-server's `timings`: prompt tokens computed and taken from its cache, draft tokens proposed
 and accepted), the level sums them; an engine that reports none leaves those fields empty, never zero.
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from quantlab.bench.slo import Slo
 from quantlab.results.metrics import Dist, EngineCounters, LoadLevel
+from quantlab.results.slo import Slo
 
 ERROR_EXAMPLES = 3
 

@@ -11,9 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from quantlab.bench.slo import Slo
 from quantlab.memfit import Footprint
 from quantlab.results.kernels import KvAllocation
+from quantlab.results.slo import Slo
 from quantlab.serve.options import ServingOptions
 
 PROTOCOL = (
@@ -154,7 +154,7 @@ class LoadLevel(BaseModel):
     tpot_ms: Dist | None
     itl_ms: Dist | None
     e2e_ms: Dist | None
-    # with an SLO (LoadSweep.slo): completed requests that met every bound, and their rate (bench.slo)
+    # with an SLO (LoadSweep.slo): completed requests that met every bound, and their rate (results.slo)
     slo_met: int | None = None
     goodput_rps: float | None = None
     engine_counters: EngineCounters | None = None
