@@ -50,7 +50,6 @@ class Outcome:
     prompt_tokens: int = 0
     counted_by: str = "finish-length"
     timings: dict = field(default_factory=dict)  # the engine's own per-request counters, where it sends them
-    token_ids: list[int] = field(default_factory=list)  # the generated ids, where the stream carries logprobs
 
     @property
     def tpot_ms(self) -> float | None:
@@ -84,8 +83,6 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict, request: Request
                 choices = chunk.get("choices") or []
                 if choices and choices[0].get("text"):
                     out.chunk_times.append(time.perf_counter() - start)
-                if choices and isinstance(choices[0].get("logprobs"), dict):
-                    out.token_ids += [int(t["id"]) for t in choices[0]["logprobs"].get("content") or [] if "id" in t]
                 if choices and choices[0].get("finish_reason"):
                     finish = choices[0]["finish_reason"]
     except (httpx.HTTPError, json.JSONDecodeError) as exc:
@@ -163,17 +160,6 @@ def run_level(
         _level(base_url, body, requests, concurrency, request_rate, max_tokens, seed, timeout_s)
     )
     return summarize(outcomes, duration, concurrency=concurrency, request_rate=request_rate, slo=slo)
-
-
-def generated_ids(
-    base_url: str, *, model: str, requests: list[Request], concurrency: int, max_tokens: int, extra_fields: dict
-) -> list[list[int] | str]:
-    """Each request's generated token ids in order (or why it failed), read from the per-token logprobs the
-    stream carries when asked (`logprobs: 1`): the ids themselves, not text that could re-tokenize otherwise."""
-    body = {"model": model, "max_tokens": max_tokens, "stream": True, "temperature": 0.0, **extra_fields}
-    body["logprobs"] = 1
-    outcomes, _ = asyncio.run(_level(base_url, body, requests, concurrency, None, max_tokens, 0, 600.0))
-    return [o.token_ids if o.ok and o.token_ids else (o.error or "no token ids in the stream") for o in outcomes]
 
 
 def _counters(done: list[Outcome]) -> EngineCounters | None:

@@ -5,8 +5,14 @@ Speculation must not change what a greedy request generates: the target model ve
 keeps its own choice where they differ. Numerics can still differ (several positions verified in one batch
 instead of one by one), so quantlab checks instead of assuming: the first `CHECK_PROMPTS` prompts of the
 workload are generated greedily by the same engine, file and settings without speculation (a server of its
-own, started and stopped before the sweep) and again by the speculative server after its levels, all at once
-so that batched verification is exercised, and their token ids are compared one by one (`GreedyCheck`).
+own, started and stopped before the sweep) and again by the speculative server after its levels, and their
+token ids are compared one by one (`GreedyCheck`).
+
+The check sends its prompts one at a time. Concurrent requests are not reproducible even without speculation:
+which requests share a batch depends on arrival timing, and the batch shape changes the matmul's rounding
+(measured: two servers without speculation, 8 prompts at once, agreed on 4 of 8). One at a time, the only
+difference left is speculation itself. The ids are llama-server's own (`/completion` with `return_tokens`):
+its OpenAI stream carries no per-token ids for accepted drafts.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Callable
 
 from quantlab.artifact import Artifact, load_artifact
 from quantlab.bench.config import BenchConfig
-from quantlab.bench.loadgen import Request, generated_ids
+from quantlab.bench.loadgen import Request
 from quantlab.bench.prepare import tokenizer_dir, tokenizer_key
 from quantlab.errors import BenchError
 from quantlab.results import GreedyCheck
@@ -57,15 +63,21 @@ def without_speculation(options: ServingOptions) -> ServingOptions:
 
 
 def greedy_ids(engine: Engine, plan: LaunchPlan, options: ServingOptions, requests: list[Request], new_tokens: int):
-    """Each check prompt's generated token ids from a running server, all requests at once."""
-    return generated_ids(
-        plan.base_url,
-        model=plan.model,
-        requests=requests,
-        concurrency=len(requests),
-        max_tokens=new_tokens,
-        extra_fields=engine.request_fields(new_tokens, options),
-    )
+    """Each check prompt's generated token ids from a running llama-server (or why the request failed), one
+    request at a time."""
+    import httpx
+
+    if engine.name != "llamacpp":
+        raise BenchError(f"the greedy check reads token ids from llama-server, not {engine.name}")
+    fields = engine.request_fields(new_tokens, options)
+    out: list[list[int] | str] = []
+    with httpx.Client(timeout=600.0) as client:
+        for request in requests:
+            body = {"prompt": request.prompt, "n_predict": new_tokens, "temperature": 0.0, "return_tokens": True}
+            response = client.post(plan.base_url + "/completion", json={**body, **fields})
+            tokens = response.json().get("tokens") if response.status_code == 200 else None
+            out.append(tokens if tokens else f"HTTP {response.status_code}: {response.text[:200]}")
+    return out
 
 
 def reference_ids(
@@ -100,4 +112,4 @@ def compare(reference: list, speculative: list) -> GreedyCheck:
             f"prompt {i + 1}, token {at + 1} of {len(ref)}: "
             f"{ref[at] if at < len(ref) else 'end'} without speculation, {spec[at] if at < len(spec) else 'end'} with"
         )
-    return GreedyCheck(prompts=len(reference), concurrency=len(reference), identical=identical, first_difference=first)
+    return GreedyCheck(prompts=len(reference), concurrency=1, identical=identical, first_difference=first)

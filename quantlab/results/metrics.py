@@ -167,7 +167,7 @@ class GreedyCheck(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompts: int
-    concurrency: int  # the check's requests ran this many at a time, so batched verification is exercised
+    concurrency: int  # the check's requests ran this many at a time (1: see bench.speculative)
     identical: int  # prompts whose generated ids were the same, token for token
     first_difference: str | None  # where the first differing prompt diverged, or why a request failed
 

@@ -117,8 +117,9 @@ class LlamaCppServer(Engine):
             if options.draft_tokens:
                 flags += ["--spec-draft-n-max", str(options.draft_tokens)]
         elif options.speculative == "ngram":
-            # prompt lookup: the last n tokens looked up in the prompt and output so far, the m that followed drafted
-            flags += ["--spec-type", "ngram-simple"]
+            # prompt lookup: the last 3 tokens looked up in the prompt and output so far (llama.cpp's default, 12,
+            # almost never recurs in prose; 3 is prompt-lookup decoding's usual length), the m that followed drafted
+            flags += ["--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", "3"]
             if options.draft_tokens:
                 flags += ["--spec-ngram-simple-size-m", str(options.draft_tokens)]
         return loopback_plan(program, flags, port=port, threads=threads, model=alias)
