@@ -2,15 +2,15 @@
 caching, speculative decoding (a quantized draft and draft-free n-grams), with goodput under an SLO.
 
     python benchmarks/serving_levers.py [--model default] [--target Q8_0] [--draft Q4_0] [--draft-tokens 4]
-                                        [--levers kv,prefix,spec] [--slo ttft_ms=2000,tpot_ms=100]
+                                        [--levers kv,kv-served,prefix,spec] [--slo ttft_ms=2000,tpot_ms=100]
                                         [--results results/levers-smollm2.jsonl]
 
 Every record is a quantlab Result appended to `--results`; the report beside it (`quantlab report`, with its
 table "The guide's claims, measured here") is rendered from that file at the end. All on llama.cpp (the one
 engine quantlab drives that has every lever), target `--target` made from `--model`:
 - kv: in-process, the target against itself with an explicit f16 cache, per KV type (f16, q8_0, q4_0): ppl and
-  KLD over 16k tokens at ctx 512, batch-1 speed, and the KV bytes per token llama.cpp allocates; then one
-  served sweep per type (concurrency 1 and 8; 128-token prompts, 32 new tokens).
+  KLD over 16k tokens at ctx 512, batch-1 speed, and the KV bytes per token llama.cpp allocates;
+- kv-served: one served sweep per type (concurrency 1 and 8; 128-token prompts, 32 new tokens).
 - prefix: 1024-token shared prefix + 64-token distinct suffix, llama-server's prompt cache off, then on.
 - spec: no speculation, a `--draft` GGUF of the same model, and n-gram lookup, at concurrency 1 and 8 (each
   speculative sweep records its greedy check).
@@ -33,11 +33,16 @@ def log(message: str) -> None:
 
 
 def kv(target, args) -> None:
-    from quantlab.bench import BenchConfig, bench, bench_load
+    from quantlab.bench import BenchConfig, bench
 
     for dtype in KV_TYPES:
         config = BenchConfig(ctx=512, max_tokens=16384, batch_sizes=[1], kv_cache_dtype=dtype)
         bench([target.path], baseline=target.path, config=config, results_path=args.results, progress=log)
+
+
+def kv_served(target, args) -> None:
+    from quantlab.bench import BenchConfig, bench_load
+
     for dtype in KV_TYPES:
         config = BenchConfig(concurrency=[1, 8], kv_cache_dtype=dtype, slo=args.slo)
         bench_load(target.path, config=config, results_path=args.results, progress=log)
@@ -67,7 +72,7 @@ def spec(target, args) -> None:
         bench_load(target.path, config=config, results_path=args.results, progress=log)
 
 
-LEVERS = {"kv": kv, "prefix": prefix, "spec": spec}
+LEVERS = {"kv": kv, "kv-served": kv_served, "prefix": prefix, "spec": spec}
 
 
 def main() -> None:
@@ -76,7 +81,7 @@ def main() -> None:
     parser.add_argument("--target", default="Q8_0")
     parser.add_argument("--draft", default="Q4_0")
     parser.add_argument("--draft-tokens", type=int, default=4)
-    parser.add_argument("--levers", default="kv,prefix,spec")
+    parser.add_argument("--levers", default=",".join(LEVERS))
     parser.add_argument("--slo", default="ttft_ms=2000,tpot_ms=100", help="default: MLPerf llama3.1-8b's SLO")
     parser.add_argument("--results", type=Path, default=Path("results/levers-smollm2.jsonl"))
     args = parser.parse_args()

@@ -115,9 +115,11 @@ def memfit_for(artifact: Artifact, config: BenchConfig):
         arch = memfit.architecture_of_artifact(artifact)
     except Exception:  # the fit is context for the measured peak, not a reason to fail the measurement
         return None
+    asked = {"f16": "fp16", "f32": "fp32"}.get(config.kv_cache_dtype or "", config.kv_cache_dtype)
     return memfit.footprint(
         arch,
         batch=max(config.concurrency),
-        ctx=config.prompt_tokens + config.new_tokens,
+        ctx=config.shared_prefix_tokens + config.prompt_tokens + config.new_tokens,
+        kv_dtype=asked if asked in memfit.KV_DTYPE_BYTES else "bf16",
         measured_weight_bytes=artifact.manifest.weight_bytes,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from quantlab.report.plots import pareto
-from quantlab.report.selection import comparable, host, own_speed, quality_pct, speed_at
+from quantlab.report.selection import comparable, host, own_speed, quality_pct, scheme, speed_at
 from quantlab.report.tables import cell_key, mark_numbers, with_hosts
 from quantlab.results import Result
 
@@ -112,7 +112,7 @@ def _dominated(cells: list[Result], group: list[Result]) -> str:
 
 def _best_for(cells: list[Result], group: list[Result], base: Result | None, wins: dict[str, list[str]]) -> str:
     best_for = [
-        f"{r.artifact.label}: " + ", ".join(([REFERENCE] if r is base else []) + wins.get(r.artifact.digest, []))
+        f"{scheme(r)}: " + ", ".join(([REFERENCE] if r is base else []) + wins.get(r.artifact.digest, []))
         for r in cells
         if r is base or r.artifact.digest in wins
     ]
@@ -127,7 +127,7 @@ def _row(method: str, cells: list[Result], base: Result | None, mark: str, best_
     memory = [r.memory.peak_bytes / base_memory for r in cells if r.memory] if base_memory else []
     return {
         "method": method,
-        "schemes": ", ".join(r.artifact.label for r in cells),
+        "schemes": ", ".join(scheme(r) for r in cells),
         "host": host(cells[0]),
         "quality %": _range([quality_pct(r) for r in cells], 1),
         "decode tok/s, batch 1": (_range(speeds, 1) + mark) if speeds else "–",

@@ -24,8 +24,10 @@ def _served(results: list[Result]) -> list[Result]:
 
 
 def _workload(r: Result) -> tuple:
+    """What two sweeps must share to be compared: artifact, engine, workload, concurrency levels, host."""
     sweep = r.load
-    return r.artifact.digest, sweep.engine, sweep.prompt_tokens, sweep.output_tokens, host(r), r.run_id
+    levels = tuple(lv.concurrency for lv in sweep.levels)
+    return r.artifact.digest, sweep.engine, sweep.prompt_tokens, sweep.output_tokens, levels, host(r)
 
 
 def _level(r: Result, concurrency: int):
@@ -33,8 +35,8 @@ def _level(r: Result, concurrency: int):
 
 
 def _pairs(results: list[Result], lever: Callable[[Result], bool]) -> list[tuple[Result, Result]]:
-    """(without the lever, with it): sweeps of one artifact, engine, workload, host and run, the first with no
-    lever on at all."""
+    """(without the lever, with it): sweeps of one artifact, engine, workload and host, the first with no lever
+    on at all (`select` keeps the newest of each, so a pair is the latest measurement of both)."""
     served = _served(results)
     plain = {_workload(r): r for r in served if r.load.options.plain}
     return [(plain[_workload(r)], r) for r in served if lever(r) and _workload(r) in plain]
@@ -61,8 +63,8 @@ def quantization(results: list[Result]) -> dict | None:
     (b, base_cost), (q, cost) = base[0], min(quantized, key=lambda rc: rc[1])
     ratio = base_cost / cost
     return {
-        "measured here": f"{ratio:.1f}× lower $/1M at batch 1: {q.artifact.display_label(backend=False)} "
-        f"{cost:.3f} vs {b.artifact.label} {base_cost:.3f}",
+        "measured here": f"{b.artifact.label} costs {ratio:.1f}× as much per 1M tokens at batch 1 as the cheapest "
+        f"quantized artifact, {q.artifact.display_label(backend=False)} ({base_cost:.3f} vs {cost:.3f} $/1M)",
         "held": ratio >= 4,
         "from": f"in-process decode, {host(q)}",
     }

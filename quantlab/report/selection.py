@@ -18,6 +18,11 @@ def host(r: Result) -> str:
     return r.runtime.device_name if r.runtime.device.startswith("cuda") else r.host.cpu
 
 
+def scheme(r: Result) -> str:
+    """The artifact's scheme, plus the KV-cache type a measurement asked for (the same file, another cache)."""
+    return r.artifact.label + (f", KV {r.runtime.kv_cache_dtype}" if r.runtime.kv_cache_dtype else "")
+
+
 def spans_hosts(results: list[Result]) -> bool:
     """Whether rows must say which host made them; a single-host report then stays exactly as it was."""
     return len({host(r) for r in results}) > 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from quantlab.report.selection import host, own_speed, quality_pct, spans_hosts, speed_at
+from quantlab.report.selection import host, own_speed, quality_pct, scheme, spans_hosts, speed_at
 from quantlab.results import Result
 
 MAIN_COLUMNS = [
@@ -84,7 +84,7 @@ def main_table(results: list[Result]) -> pd.DataFrame:
         rows.append(
             {
                 "method": r.artifact.display_label(backend=True, scheme=False),
-                "scheme": r.artifact.label,
+                "scheme": scheme(r),
                 "host": host(r),
                 "size on disk MB": fmt(r.artifact.disk_bytes / 1e6, 1),
                 "peak memory MB": (fmt(r.memory.peak_bytes / 1e6, 0) + mark) if r.memory else "–",
@@ -167,7 +167,7 @@ def load_table(results: list[Result]) -> pd.DataFrame:
             if show_prefill:
                 row["prefill computed / cached tok"] = _prefill(lv)
             if show_spec:
-                row["draft accepted % / tok per step"] = _drafts(lv)
+                row["draft accepted % / tok per step"] = _drafts(lv) if sweep.options.speculative else "–"
                 row["greedy check"] = _greedy(sweep)
             if show_slo:
                 row["SLO met / goodput req/s"] = _goodput(lv)
@@ -191,8 +191,10 @@ def _prefill(level) -> str:
 
 def _drafts(level) -> str:
     c = level.engine_counters
-    if c is None or c.acceptance is None:
+    if c is None:
         return "–"
+    if not c.draft_tokens:
+        return "no drafts"
     per_step = c.tokens_per_step(level.output_tokens - level.completed)  # the first token of each is prefill's
     return f"{100 * c.acceptance:.0f}% / {per_step:.2f}" if per_step else f"{100 * c.acceptance:.0f}% / –"
 
@@ -220,7 +222,7 @@ def batch_table(results: list[Result]) -> pd.DataFrame:
             rows.append(
                 {
                     "method": r.artifact.display_label(backend=True, scheme=False),
-                    "scheme": r.artifact.label,
+                    "scheme": scheme(r),
                     "host": host(r),
                     "batch": p.batch_size,
                     "prefill tok/s": f"{p.prefill_tok_s.median:,.0f} [{p.prefill_tok_s.min:,.0f}–"
@@ -249,7 +251,7 @@ def gguf_table(results: list[Result]) -> pd.DataFrame:
         vs = r.quality.vs_baseline if r.quality else None
         rows.append(
             {
-                "scheme": r.artifact.label,
+                "scheme": scheme(r),
                 "host": host(r),
                 "bits/weight": f"{g.bits_per_weight:.2f}",
                 "tensor types written": tensor_types(r),
