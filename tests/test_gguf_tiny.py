@@ -293,7 +293,15 @@ def test_llama_server_batches_answers_and_never_outlives_quantlab(made, sig):
         answer = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=60)
         assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 3
         proc.send_signal(sig)
-        code = proc.wait(timeout=60)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # say where it hangs: `quantlab serve` dumps its stacks on SIGUSR1
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            proc.kill()
+            pytest.fail(
+                f"quantlab serve still running 60 s after {sig.name}: {proc.communicate(timeout=30)[1][-4000:]}"
+            )
         deadline = time.monotonic() + 15  # after SIGKILL the kernel delivers PDEATHSIG to the server
         while not _gone(server.pid) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -61,7 +61,13 @@ def _die_with_parent() -> None:
 
 
 def exit_on_sigterm() -> None:
-    """Make SIGTERM unwind like Ctrl-C does, so every `finally` (and thus every server stop) runs."""
+    """Make SIGTERM unwind like Ctrl-C does, so every `finally` (and thus every server stop) runs.
+
+    Also, `kill -USR1` prints every thread's stack to stderr: how a process that does not stop can be diagnosed
+    (CI has seen `quantlab serve` outlive Ctrl-C by a minute; tests/test_gguf_tiny.py sends it then)."""
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def handler(signum, frame):
         raise SystemExit(128 + signum)
