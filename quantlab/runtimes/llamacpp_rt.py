@@ -117,7 +117,12 @@ class LlamaCppSession(Session):
                 **kv,
             )
         except (ValueError, RuntimeError) as exc:
-            raise BenchError(f"llama.cpp could not load {self.path.name}: {exc}") from exc
+            from quantlab.llamacpp.reference import last_error_line
+
+            said = last_error_line(b"".join(lines).decode(errors="replace")) if lines else ""
+            raise BenchError(
+                f"llama.cpp could not load {self.path.name}: {exc}" + (f" ({said})" if said else "")
+            ) from exc
         finally:
             from llama_cpp import _logger
 
