@@ -42,3 +42,11 @@ def run(recipe: str, results: str, doc: str):
 
 def check(ok: bool | None, text: str) -> None:
     print(f"{'INFO' if ok is None else 'PASS' if ok else 'FAIL'} {text}")
+
+
+def runs_newest_first(records: list[dict]) -> list[list[dict]]:
+    """The records of a benchmark's own .ndjson file grouped by run (`run_id`), the newest run first."""
+    runs: dict[str, list[dict]] = {}
+    for record in records:
+        runs.setdefault(record["run_id"], []).append(record)
+    return sorted(runs.values(), key=lambda rs: rs[0]["timestamp"], reverse=True)

@@ -27,6 +27,7 @@ import statistics
 import uuid
 from pathlib import Path
 
+from common import runs_newest_first
 from gguf_speed import artifact_for
 
 CTX_MARGIN = 64  # the served sweep's per-slot margin (quantlab.bench.served), so both size the context alike
@@ -79,9 +80,6 @@ def one_round(artifact, args, tools) -> dict:
 
 
 def render(records: list[dict], source: str) -> str:
-    runs: dict[str, list[dict]] = {}
-    for record in records:
-        runs.setdefault(record["run_id"], []).append(record)
     out = [
         "# GGUF batching: the served sweep vs llama.cpp's own ceiling (llama-batched-bench)",
         "",
@@ -90,7 +88,7 @@ def render(records: list[dict], source: str) -> str:
         "(closed loop, 2 × c requests, at least 8). Ceiling: llama-batched-bench, c distinct prompts prefilled "
         "together then decoded together, no HTTP. Medians over paired rounds.",
     ]
-    for rows in sorted(runs.values(), key=lambda rs: rs[0]["timestamp"], reverse=True):
+    for rows in runs_newest_first(records):
         first = rows[0]
         out += [
             "",

@@ -28,6 +28,8 @@ import statistics
 import uuid
 from pathlib import Path
 
+from common import runs_newest_first
+
 from quantlab.paths import cache_dir
 
 GOAL = 0.9
@@ -102,9 +104,6 @@ def measure(artifact, args, tools) -> dict:
 
 def render(records: list[dict], source: str) -> str:
     """The markdown of every run in the results file, newest first, each with its host and settings."""
-    runs: dict[str, list[dict]] = {}
-    for record in records:
-        runs.setdefault(record["run_id"], []).append(record)
     out = [
         "# GGUF decode: quantlab's llamacpp runtime vs llama-bench",
         "",
@@ -112,7 +111,7 @@ def render(records: list[dict], source: str) -> str:
         f"Batch-1 decode tok/s on the same GGUF file, threads and KV depth; ratio = median over paired rounds of "
         f"quantlab / llama-bench (`-fa off`, the runtime's setting). Goal: ratio ≥ {GOAL}.",
     ]
-    for rows in sorted(runs.values(), key=lambda rs: rs[0]["timestamp"], reverse=True):
+    for rows in runs_newest_first(records):
         first = rows[0]
         out += [
             "",

@@ -19,6 +19,14 @@ from quantlab.rigs import Rig
 
 # bytes per cached value; llama.cpp's block types store 32 values in 34 (q8_0) or 18 (q4_0) bytes
 KV_DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "q8_0": 34 / 32, "q4_0": 18 / 32}
+_LLAMACPP_KV_NAMES = {"f16": "fp16", "f32": "fp32"}  # llama.cpp's cache-type names where they differ from these
+
+
+def kv_dtype_of(name: str) -> str:
+    """This module's name for a KV type named by an engine (llama.cpp spells f16, f32)."""
+    return _LLAMACPP_KV_NAMES.get(name, name)
+
+
 DEFAULT_UTILIZATION = 0.90  # share of the rig's memory the model may use (vLLM's default gpu_memory_utilization)
 
 

@@ -115,7 +115,7 @@ def memfit_for(artifact: Artifact, config: BenchConfig):
         arch = memfit.architecture_of_artifact(artifact)
     except Exception:  # the fit is context for the measured peak, not a reason to fail the measurement
         return None
-    asked = {"f16": "fp16", "f32": "fp32"}.get(config.kv_cache_dtype or "", config.kv_cache_dtype)
+    asked = memfit.kv_dtype_of(config.kv_cache_dtype) if config.kv_cache_dtype else None
     return memfit.footprint(
         arch,
         batch=max(config.concurrency),

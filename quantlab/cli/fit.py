@@ -78,16 +78,21 @@ def fit(
 
 def _measured_kv(results: Path, artifact, kv_dtype: str) -> tuple[float, str]:
     """The newest KV allocation measured for this artifact with this KV type, and where it was read."""
+    from quantlab import memfit
     from quantlab.errors import SpecError
     from quantlab.results import read_results
 
     if artifact is None:
         raise SpecError("--kv-measured needs an artifact directory as MODEL (its measurements are per artifact)")
-    names = {kv_dtype, {"fp16": "f16", "fp32": "f32"}.get(kv_dtype, kv_dtype)}  # llama.cpp spells f16, f32
     found = []
     for r in read_results(results):
         kv = (r.load.kv_allocation if r.load else None) or r.runtime.kv_allocation
-        if r.artifact.digest == artifact.digest and kv is not None and kv.type_k == kv.type_v and kv.type_k in names:
+        if (
+            r.artifact.digest == artifact.digest
+            and kv is not None
+            and kv.type_k == kv.type_v
+            and memfit.kv_dtype_of(kv.type_k) == kv_dtype
+        ):
             found.append((r.timestamp, kv.bytes_per_token, f"{kv.source}, run {r.run_id}"))
     if not found:
         raise SpecError(f"{results} holds no KV measurement of {artifact.path.name} with a {kv_dtype} cache")

@@ -84,7 +84,6 @@ class Engine(ABC):
         except importlib.metadata.PackageNotFoundError:
             return "unknown"
 
-    @abstractmethod
     def plan(
         self,
         artifact: Artifact,
@@ -95,6 +94,26 @@ class Engine(ABC):
         ctx: int,
         max_concurrency: int = 32,
         options: ServingOptions | None = None,
+    ) -> LaunchPlan:
+        """How to start this engine for `artifact`; a lever it lacks is refused here, for every caller."""
+        options = options or ServingOptions()
+        self.check_options(options)
+        return self._plan(
+            artifact, port=port, device=device, threads=threads, ctx=ctx, max_concurrency=max_concurrency,
+            options=options,
+        )  # fmt: skip
+
+    @abstractmethod
+    def _plan(
+        self,
+        artifact: Artifact,
+        *,
+        port: int,
+        device: str,
+        threads: int,
+        ctx: int,
+        max_concurrency: int,
+        options: ServingOptions,
     ) -> LaunchPlan: ...
 
     @abstractmethod

@@ -71,7 +71,7 @@ class LlamaCppServer(Engine):
         found = build.find()
         return f"{super().version()} / {found.label}" if found else super().version()
 
-    def plan(
+    def _plan(
         self,
         artifact: Artifact,
         *,
@@ -79,13 +79,11 @@ class LlamaCppServer(Engine):
         device: str,
         threads: int,
         ctx: int,
-        max_concurrency: int = 32,
-        options: ServingOptions | None = None,
+        max_concurrency: int,
+        options: ServingOptions,
     ) -> LaunchPlan:
         from quantlab.llamacpp import build
 
-        options = options or ServingOptions()
-        self.check_options(options)
         gguf = artifact.manifest.gguf
         if gguf is None:
             raise ServeError(f"{artifact.path} has no GGUF record in its manifest")
@@ -157,7 +155,7 @@ class TransformersServer(Engine):
             return f"engine 'transformers' needs its serving dependencies ({self.install_hint})"
         return None
 
-    def plan(
+    def _plan(
         self,
         artifact: Artifact,
         *,
@@ -165,10 +163,9 @@ class TransformersServer(Engine):
         device: str,
         threads: int,
         ctx: int,
-        max_concurrency: int = 32,
-        options: ServingOptions | None = None,
+        max_concurrency: int,
+        options: ServingOptions,
     ) -> LaunchPlan:
-        self.check_options(options or ServingOptions())
         model = str(artifact.path)
         flags = ["--continuous-batching", "--device", device, "--dtype", "auto", "--log-level", "warning"]
         if device == "cpu":
@@ -208,7 +205,7 @@ class VllmServer(Engine):
     def supports(self, artifact: Artifact) -> bool:
         return super().supports(artifact) and artifact.manifest.spec.method != "bnb"
 
-    def plan(
+    def _plan(
         self,
         artifact: Artifact,
         *,
@@ -216,11 +213,9 @@ class VllmServer(Engine):
         device: str,
         threads: int,
         ctx: int,
-        max_concurrency: int = 32,
-        options: ServingOptions | None = None,
+        max_concurrency: int,
+        options: ServingOptions,
     ) -> LaunchPlan:
-        options = options or ServingOptions()
-        self.check_options(options)
         if not device.startswith("cuda"):
             raise ServeError("engine 'vllm' is wired for CUDA rigs; on the CPU use --engine transformers")
         model = str(artifact.path)
