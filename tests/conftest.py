@@ -246,3 +246,12 @@ def gguf_tiny_model(tmp_path_factory, default_model_dir) -> Path:
     return make_tiny_llama(
         tmp_path_factory.mktemp("gguf-tiny") / "model", default_model_dir, vocab_size=49152, tied=True, init_std=0.08
     )
+
+
+@pytest.fixture(scope="session")
+def q8(gguf_tiny_model, tmp_path_factory):
+    """The tiny GGUF model as Q8_0 (the levers' target; any runtime refusal that needs a GGUF)."""
+    from quantlab.quantizer import quantize
+    from quantlab.spec import MethodSpec
+
+    return quantize(str(gguf_tiny_model), MethodSpec(method="gguf", scheme="Q8_0"), tmp_path_factory.mktemp("q8") / "a")

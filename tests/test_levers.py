@@ -103,14 +103,6 @@ def _rounding(*allocations) -> float:
     return sum(0.005 * 2**20 / a.bytes for a in allocations)
 
 
-@pytest.fixture(scope="module")
-def q8(gguf_tiny_model, tmp_path_factory):
-    from quantlab.quantizer import quantize
-    from quantlab.spec import MethodSpec
-
-    return quantize(str(gguf_tiny_model), MethodSpec(method="gguf", scheme="Q8_0"), tmp_path_factory.mktemp("q8") / "a")
-
-
 @pytest.mark.slow
 def test_kv_cache_types_in_process_bytes_measured_and_quality_ordered(q8, tmp_path):
     """Bytes per token come from llama.cpp's own state size and match its block layout; quality against the

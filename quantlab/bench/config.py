@@ -50,6 +50,12 @@ class BenchConfig(BaseModel):
     quality: bool = _setting(True, "Measure perplexity, and KLD/top-1 against the baseline.")
     speed: bool = _setting(True, "Measure prefill/decode tok/s and peak memory (fresh process per artifact).")
     dtype: DType = _setting("auto", "Compute dtype: auto (the artifact's) | fp32 | bf16 | fp16.")
+    compile: bool | None = _setting(
+        None,
+        "Decode speed through a static KV cache and torch.compile (CUDA graphs on a GPU), compilation untimed "
+        "and recorded; a model that does not compile whole runs eager and the result says why. transformers "
+        "runtime only. Default: on with CUDA, off on a CPU (compiling costs minutes on few cores).",
+    )
     runtime: str | None = _setting(
         None, "In-process runtime (transformers | llamacpp); default: the one that loads the format."
     )

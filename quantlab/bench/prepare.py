@@ -142,6 +142,13 @@ def prepare(artifacts: list[str | Path], baseline: str | Path | None, config: Be
         _check_tasks(config, [*subjects, *([base_subject] if base_subject else [])])
     if config.kv_cache_dtype:
         _check_kv_cache(config.kv_cache_dtype, subjects)
+    if config.compile and config.speed:
+        for s in subjects:
+            if not s.runtime.compiles:
+                raise BenchError(
+                    f"--compile: {s.artifact.path.name} runs on the {s.runtime.name} runtime, which has no compiled "
+                    "decode loop to choose (the transformers runtime has)"
+                )
     return Prepared(subjects=subjects, baseline=base_subject, device=device, rig=rig)
 
 
@@ -153,6 +160,13 @@ def _check_kv_cache(dtype: str, subjects: list[Subject]) -> None:
                 f"--kv-cache-dtype {dtype}: {s.artifact.path.name} runs on the {s.runtime.name} runtime, whose "
                 f"KV-cache types are: {offered}"
             )
+
+
+def decode_compiled(config: BenchConfig, subject: Subject, device: str) -> bool:
+    """--compile, or by default compiled on CUDA (where the eager loop measures Python) for runtimes that can."""
+    if config.compile is not None:
+        return config.compile and subject.runtime.compiles
+    return device.startswith("cuda") and subject.runtime.compiles
 
 
 def baseline_kv_cache(config: BenchConfig, baseline: Subject) -> str | None:

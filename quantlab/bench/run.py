@@ -16,7 +16,15 @@ import numpy as np
 from quantlab.artifact import Artifact
 from quantlab.bench import records
 from quantlab.bench.config import BenchConfig
-from quantlab.bench.prepare import Prepared, Subject, baseline_kv_cache, device_name, prepare, tokenizer_dir
+from quantlab.bench.prepare import (
+    Prepared,
+    Subject,
+    baseline_kv_cache,
+    decode_compiled,
+    device_name,
+    prepare,
+    tokenizer_dir,
+)
 from quantlab.bench.quality import ReusedBaseline, score, windows
 from quantlab.bench.worker import measure_in_worker
 from quantlab.errors import BenchError
@@ -132,6 +140,7 @@ def _worker_request(subject: Subject, device: str, config: BenchConfig) -> dict:
         "device": device,
         "dtype": config.dtype,
         "kv_cache_dtype": config.kv_cache_dtype,
+        "compiled": decode_compiled(config, subject, device),
         "ids": np.resize(ids, max(needed, 1)).tolist() if len(ids) < needed else ids[:needed].tolist(),
         "batch_sizes": config.batch_sizes,
         "prompt_tokens": config.prompt_tokens,

@@ -128,7 +128,11 @@ def main(request_path: str, answer_path: str) -> int:
     _say("loading")
     artifact = load_artifact(request["artifact"])
     session = select_runtime(artifact, request["runtime"]).load(
-        artifact, device=device, dtype=request["dtype"], kv_cache_dtype=request.get("kv_cache_dtype")
+        artifact,
+        device=device,
+        dtype=request["dtype"],
+        kv_cache_dtype=request.get("kv_cache_dtype"),
+        compiled=request.get("compiled", False),
     )
     after = _rss()
     cuda_after = torch.cuda.memory_allocated(device) if cuda else None

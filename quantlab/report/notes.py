@@ -25,6 +25,7 @@ def footnotes(results: list[Result]) -> list[str]:
     notes += _cost_notes(results) + _roofline_notes(results)
     batching = {(r.runtime.runtime, r.runtime.batching) for r in results if r.speed}
     notes += [f"Batching in {name}: {how}." for name, how in sorted(batching)]
+    notes += _decode_notes(results)
     notes += gguf_ordering_notes(results)
     notes += load_notes(results)
     notes += tasks_notes(results)
@@ -79,6 +80,29 @@ def _speed_notes(results: list[Result]) -> list[str]:
             "Decode tok/s counts all sequences of a batch."
         )
     return notes
+
+
+def _decode_notes(results: list[Result]) -> list[str]:
+    """Which decode loop made the speed figures, where a record says (records before issue 17 do not)."""
+    notes = set()
+    for r in results:
+        decode = r.runtime.decode
+        if not r.speed or decode is None:
+            continue
+        if decode.fallback:
+            notes.add(
+                f"Decode loop of {r.artifact.display_label(backend=True)}: compiled asked, eager ran "
+                f"({decode.fallback})."
+            )
+        elif decode.mode == "compiled":
+            notes.add(
+                f"Decode loop of {r.artifact.display_label(backend=True)} ({r.runtime.runtime}, compiled): "
+                f"{decode.detail}; compilation untimed ({decode.compile_s:.0f} s); greedy output identical to the "
+                f"eager loop's for {decode.eager_check_identical} of {decode.eager_check_sequences} sequences."
+            )
+        else:
+            notes.add(f"Decode loop ({r.runtime.runtime}, eager): {decode.detail}.")
+    return sorted(notes)
 
 
 def _cost_notes(results: list[Result]) -> list[str]:

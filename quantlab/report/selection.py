@@ -43,7 +43,13 @@ def _key(r: Result) -> tuple:
         r.runtime.kv_cache_dtype,  # the levers (issue 16): another KV type, serving option or workload is
         r.load.options.model_dump_json() if r.load else None,  # another configuration
         r.load.shared_prefix_tokens if r.load else None,
+        compiled(r),  # issue 17: the compiled decode loop is another measurement of the same artifact
     )
+
+
+def compiled(r: Result) -> bool:
+    """Whether the speed figures came from the compiled decode loop (a fallback to eager is eager)."""
+    return r.runtime.decode is not None and r.runtime.decode.mode == "compiled"
 
 
 def select(results: list[Result], latest_only: bool = True) -> list[Result]:

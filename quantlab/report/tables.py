@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from quantlab.report.selection import host, own_speed, quality_pct, scheme, spans_hosts, speed_at
+from quantlab.report.selection import compiled, host, own_speed, quality_pct, scheme, spans_hosts, speed_at
 from quantlab.results import Result
 
 MAIN_COLUMNS = [
@@ -99,7 +99,8 @@ def main_table(results: list[Result]) -> pd.DataFrame:
                 "KLD": kld(vs.kld_mean) if vs else "–",
                 "top-1 %": fmt(vs.top1_agreement * 100 if vs else None, 2),
                 "$/1M": (f"{cost.usd_per_1m_tokens:.3f} ({r.rig.name})" + mark) if cost else "–",
-                "runtime/kernel": f"{r.runtime.runtime}/{r.runtime.kernel} {r.runtime.compute_dtype}",
+                "runtime/kernel": f"{r.runtime.runtime}/{r.runtime.kernel} {r.runtime.compute_dtype}"
+                + (", compiled" if compiled(r) else ""),
             }
         )
     return with_hosts(rows, results, [*MAIN_COLUMNS[:2], "host", *MAIN_COLUMNS[2:]])

@@ -6,7 +6,14 @@ depend on the measuring code.
 """
 
 from quantlab.results.io import append_result, read_results, repair_tail
-from quantlab.results.kernels import KERNEL_MEANING, Kernel, KvAllocation, RuntimeDescription, speed_is_formats_own
+from quantlab.results.kernels import (
+    KERNEL_MEANING,
+    DecodePath,
+    Kernel,
+    KvAllocation,
+    RuntimeDescription,
+    speed_is_formats_own,
+)
 from quantlab.results.metrics import (
     PROTOCOL,
     BaselineComparison,
@@ -41,6 +48,7 @@ __all__ = [
     "BenchSettings",
     "CellRef",
     "CostPoint",
+    "DecodePath",
     "Dist",
     "EngineCounters",
     "GreedyCheck",

@@ -33,6 +33,23 @@ def speed_is_formats_own(kernel: str) -> bool:
     return kernel in ("dense", "native")
 
 
+class DecodePath(BaseModel):
+    """How the decode steps ran: eager Python calling the model per token, or one compiled graph per step.
+
+    On a GPU the eager loop measures the Python and kernel-launch overhead more than the hardware (the issue that
+    introduced this measured 19% of the bandwidth limit for bf16), so a speed figure says which loop made it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["eager", "compiled"]
+    detail: str  # the cache and compiler settings that ran
+    compile_s: float | None = None  # untimed: the first (compiling) warm-up generations less a warm one, summed
+    fallback: str | None = None  # compiled was asked for and eager ran: why (a graph break, no compiler)
+    # compiled: each warmed-up shape's greedy sequences compared with the eager loop's on the same prompts
+    eager_check_sequences: int = 0
+    eager_check_identical: int = 0
+
+
 class KvAllocation(BaseModel):
     """The KV cache as the engine allocated it (read from the engine, not computed from the architecture)."""
 
@@ -61,3 +78,4 @@ class RuntimeDescription(BaseModel):
     kv_cache: str | None = None  # the KV cache's type, attention path and bytes per token, where the runtime says
     kv_allocation: KvAllocation | None = None
     kv_cache_dtype: str | None = None  # the KV type asked for (--kv-cache-dtype); None: the runtime's default
+    decode: DecodePath | None = None  # the speed worker's decode loop; None in records made before it was recorded

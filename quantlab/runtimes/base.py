@@ -27,6 +27,7 @@ class GenTiming:
     new_tokens: int
     prefill_s: float
     decode_s: float
+    tokens: np.ndarray | None = None  # the greedy ids [batch, new_tokens], where the runtime returns them
 
 
 class Session(ABC):
@@ -60,11 +61,19 @@ class Session(ABC):
 class Runtime(ABC):
     name: ClassVar[str]
     kv_cache_dtypes: ClassVar[tuple[str, ...]] = ()  # what --kv-cache-dtype may name in-process; () = none
+    compiles: ClassVar[bool] = False  # offers a compiled decode loop (--compile)
 
     @abstractmethod
     def supports(self, artifact: Artifact) -> bool: ...
 
     @abstractmethod
     def load(
-        self, artifact: Artifact, *, device: str, dtype: str = "auto", kv_cache_dtype: str | None = None
-    ) -> Session: ...
+        self,
+        artifact: Artifact,
+        *,
+        device: str,
+        dtype: str = "auto",
+        kv_cache_dtype: str | None = None,
+        compiled: bool = False,
+    ) -> Session:
+        """`compiled`: decode through a compiled graph (runtimes that offer one; the others refuse it)."""

@@ -245,8 +245,16 @@ class LlamaCppRuntime(Runtime):
     kv_cache_dtypes = KV_CACHE_DTYPES
 
     def load(
-        self, artifact: Artifact, *, device: str, dtype: str = "auto", kv_cache_dtype: str | None = None
+        self,
+        artifact: Artifact,
+        *,
+        device: str,
+        dtype: str = "auto",
+        kv_cache_dtype: str | None = None,
+        compiled: bool = False,
     ) -> Session:
+        if compiled:
+            raise BenchError("the llamacpp runtime runs llama.cpp's own compiled kernels; --compile does not apply")
         if dtype != "auto":
             raise BenchError("the llamacpp runtime computes in the GGUF's own types; --dtype does not apply")
         return LlamaCppSession(artifact, device, kv_cache_dtype)

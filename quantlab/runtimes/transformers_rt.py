@@ -1,13 +1,13 @@
 """The `transformers` runtime: `AutoModelForCausalLM.from_pretrained` on the artifact directory, unmodified.
 
 Speed is measured with an explicit prefill + cached-decode loop rather than `generate()`, so prefill and
-decode are timed separately and exactly, with a fixed number of new tokens and no stopping criteria.
+decode are timed separately and exactly, with a fixed number of new tokens and no stopping criteria; the loop is
+eager or compiled (`runtimes.compiled`).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 
 import numpy as np
@@ -18,15 +18,8 @@ from quantlab.errors import BenchError
 from quantlab.results import Kernel, RuntimeDescription
 from quantlab.roofline import BytesPerToken
 from quantlab.runtimes.base import GenTiming, Runtime, Session
+from quantlab.runtimes.compiled import DecodeLoop
 from quantlab.spec import dtype_short, torch_dtype
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-
 
 # GPTQModel quantized-linear classes whose forward runs a low-bit kernel on the packed weights (CUDA ones by
 # their documented design; the CPU one, TorchAten*, only once switched to inference mode, checked below).
@@ -171,7 +164,7 @@ def kernel_path(
 
 
 class TransformersSession(Session):
-    def __init__(self, artifact: Artifact, device: str, dtype: str) -> None:
+    def __init__(self, artifact: Artifact, device: str, dtype: str, compiled: bool = False) -> None:
         import torch
         import transformers
         from transformers import AutoModelForCausalLM
@@ -199,6 +192,7 @@ class TransformersSession(Session):
             self.model(input_ids=torch.zeros((1, 8), dtype=torch.long, device=device), use_cache=False)
         ops = {event.key for event in prof.key_averages()}
         kernel, detail = kernel_path(self.model, quant_config, device, ops)
+        self.loop = DecodeLoop(self.model, device, compiled=compiled)
         device_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else host_info().cpu
         self._description = RuntimeDescription(
             runtime="transformers",
@@ -212,7 +206,8 @@ class TransformersSession(Session):
         )
 
     def describe(self) -> RuntimeDescription:
-        return self._description
+        # the decode loop only where this session generated: a quality-only session decoded nothing
+        return self._description.model_copy(update={"decode": self.loop.describe() if self.loop.used else None})
 
     def logits(self, ids: np.ndarray):
         import torch
@@ -223,32 +218,18 @@ class TransformersSession(Session):
 
     def timed_generate(self, prompts: np.ndarray, new_tokens: int) -> GenTiming:
         import torch
-        from transformers import DynamicCache
 
         if new_tokens < 2:
             raise ValueError("new_tokens must be ≥ 2 to time decode separately from prefill")
         batch = torch.as_tensor(np.asarray(prompts, dtype=np.int64), device=self.device)
-        with torch.inference_mode():
-            cache = DynamicCache(config=self.model.config)
-            _sync(self.device)
-            start = time.perf_counter()
-            # logits_to_keep=1: only the last position's logits, as generate() and serving engines do.
-            out = self.model(input_ids=batch, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            token = out.logits[:, -1, :].argmax(-1, keepdim=True)
-            _sync(self.device)
-            prefill = time.perf_counter() - start
-            start = time.perf_counter()
-            for _ in range(new_tokens - 1):
-                out = self.model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
-                token = out.logits[:, -1, :].argmax(-1, keepdim=True)
-            _sync(self.device)
-            decode = time.perf_counter() - start
+        tokens, prefill, decode = self.loop.generate(batch, new_tokens)
         return GenTiming(
             batch_size=batch.shape[0],
             prompt_tokens=batch.shape[1],
             new_tokens=new_tokens,
             prefill_s=prefill,
             decode_s=decode,
+            tokens=tokens.cpu().numpy(),
         )
 
     def bytes_per_token(self, prompt_tokens: int, new_tokens: int) -> BytesPerToken:
@@ -293,15 +274,22 @@ class TransformersSession(Session):
 
 class TransformersRuntime(Runtime):
     name = "transformers"
+    compiles = True
 
     def supports(self, artifact: Artifact) -> bool:
         return "transformers" in artifact.manifest.loads_in and (artifact.path / "config.json").is_file()
 
     def load(
-        self, artifact: Artifact, *, device: str, dtype: str = "auto", kv_cache_dtype: str | None = None
+        self,
+        artifact: Artifact,
+        *,
+        device: str,
+        dtype: str = "auto",
+        kv_cache_dtype: str | None = None,
+        compiled: bool = False,
     ) -> Session:
         if kv_cache_dtype is not None:
             # A perplexity window is one forward pass, which never reads a cache back: a quantized cache would
             # leave the quality columns untouched and the table would call it free.
             raise BenchError("the transformers runtime measures no quantized KV cache; --kv-cache-dtype is for GGUF")
-        return TransformersSession(artifact, device, dtype)
+        return TransformersSession(artifact, device, dtype, compiled)

@@ -1,0 +1,99 @@
+"""The transformers runtime's compiled decode loop against its eager one, side by side in one run.
+
+    python benchmarks/compiled_decode.py [--model default] [--dtypes bf16,fp32] [--batch-sizes 1,8]
+                                         [--rounds 2] [--results results/compiled-decode-smollm2.jsonl]
+
+For each dtype: a `none` artifact of `--model` (made once under the quantlab cache), then `--rounds` rounds of
+`quantlab bench --no-quality` eager and `--compile`, back to back, so each ratio compares two measurements of
+the same minute. Every compiled record also says whether its greedy output equals the eager loop's (the speed
+worker checks each compiled shape). Prints one row per dtype and batch size: decode tok/s eager and compiled
+(median over rounds), the ratio, compile seconds and the greedy check; the records go to `--results` and the
+report beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def artifact(model: str, dtype: str):
+    from quantlab.artifact import load_artifact
+    from quantlab.errors import ArtifactError
+    from quantlab.paths import cache_dir
+    from quantlab.quantizer import quantize
+    from quantlab.spec import MethodSpec
+
+    out = cache_dir() / "benchmarks" / f"{model.replace('/', '_')}-{dtype}"
+    try:
+        return load_artifact(out)
+    except ArtifactError:
+        return quantize(model, MethodSpec(method="none", dtype=dtype), out, force=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--dtypes", default="bf16,fp32")
+    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=Path("results/compiled-decode-smollm2.jsonl"))
+    args = parser.parse_args()
+
+    from quantlab.bench import BenchConfig, bench
+    from quantlab.report.render import write_report
+    from quantlab.results import read_results
+
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    rows = []
+    for dtype in args.dtypes.split(","):
+        made = artifact(args.model, dtype)
+        runs: dict[bool, list] = {False: [], True: []}
+        for round_ in range(args.rounds):
+            for compiled in (False, True):
+                log(f"{dtype}: round {round_ + 1}/{args.rounds}, {'compiled' if compiled else 'eager'}")
+                config = BenchConfig(quality=False, compile=compiled, batch_sizes=batch_sizes, repeats=3)
+                runs[compiled] += bench([made.path], config=config, results_path=args.results, progress=log)
+        for batch in batch_sizes:
+
+            def tok_s(records, batch=batch):
+                return statistics.median(
+                    next(p for p in r.speed if p.batch_size == batch).decode_tok_s.median for r in records
+                )
+
+            eager, compiled = tok_s(runs[False]), tok_s(runs[True])
+            decode = [r.runtime.decode for r in runs[True]]
+            rows.append(
+                f"| {dtype} | {batch} | {eager:.1f} | {compiled:.1f} | {compiled / eager:.2f}× | "
+                f"{statistics.median(d.compile_s or 0 for d in decode):.0f} | "
+                f"{sum(d.eager_check_identical for d in decode)}/{sum(d.eager_check_sequences for d in decode)} |"
+            )
+            if any(d.mode != "compiled" for d in decode):
+                rows[-1] += f" fell back: {decode[0].fallback} |"
+    write_report(read_results(args.results), args.results)
+    table = "\n".join(
+        [
+            "| dtype | batch | eager decode tok/s | compiled decode tok/s | compiled/eager | compile s | greedy "
+            "identical (sequences, all batch sizes) |",
+            "|---|---:|---:|---:|---:|---:|---|",
+            *rows,
+        ]
+    )
+    print(table)
+    side = args.results.with_name(args.results.stem + "-ratios.md")
+    side.write_text(
+        f"# Compiled vs eager decode, {args.model}, this host\n\nMade by `python benchmarks/compiled_decode.py "
+        f"--dtypes {args.dtypes} --batch-sizes {args.batch_sizes} --rounds {args.rounds}`; medians over rounds "
+        f"of the median of 3 repeats; records in `{args.results.name}`.\n\n{table}\n",
+        encoding="utf-8",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The transformers runtime's decode loop, eager or compiled: prefill, then one token per step, greedy.
+
+Eager: a `DynamicCache` and one Python call of the model per token, as before. On a GPU that loop measures
+Python and kernel launches more than the hardware. Compiled: the decode step (one token for every sequence,
+greedy pick included) is one `torch.compile`d graph over a preallocated `StaticCache`, with CUDA graphs on a
+GPU (mode "reduce-overhead"), which is what transformers' own `generate(cache_implementation="static")` does.
+Prefill stays eager in both: it is one large forward whose shape changes with every prompt length.
+
+Compilation happens in untimed warm-up generations, once per (batch, cache length): the first of them compiles,
+the second replays, and the difference is recorded as compile seconds. The eager loop then generates from the
+same prompts once and the greedy sequences are compared, so every compiled record says whether compilation
+changed the output (it may, within float rounding, in bf16). `fullgraph=True` makes a graph break an
+error instead of a silent split into pieces; the loop then falls back to eager and records why, so a speed
+figure never claims a compiled loop it did not run. Quality logits never come from here (one forward, eager).
+"""
+
+from __future__ import annotations
+
+import time
+
+from quantlab.results import DecodePath
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def compile_mode(device: str) -> str:
+    return "reduce-overhead" if device.startswith("cuda") else "default"
+
+
+class DecodeLoop:
+    """Greedy generation with prefill and decode timed apart; `compiled` chooses the loop (see the module)."""
+
+    def __init__(self, model, device: str, *, compiled: bool) -> None:
+        self.model = model
+        self.device = device
+        self.compiled = compiled
+        self.compile_s = 0.0
+        self.used = False
+        self.checked = self.identical = 0
+        self.fallback: str | None = None
+        self._caches: dict[tuple[int, int], object] = {}
+        self._step = None
+        if compiled:
+            import torch
+
+            self._step = torch.compile(self._decode_step, mode=compile_mode(device), fullgraph=True, dynamic=False)
+
+    def describe(self) -> DecodePath:
+        if not self.compiled and self.fallback is None:
+            return DecodePath(mode="eager", detail="DynamicCache, one eager forward per token")
+        if self.fallback is not None:
+            return DecodePath(
+                mode="eager", detail="DynamicCache, one eager forward per token (compiled loop failed)",
+                fallback=self.fallback,
+            )  # fmt: skip
+        import torch
+
+        graphs = ", CUDA graphs" if self.device.startswith("cuda") else ""
+        return DecodePath(
+            mode="compiled",
+            detail=f"StaticCache + torch {torch.__version__} compile (inductor, mode {compile_mode(self.device)!r}, "
+            f"fullgraph{graphs}) of the one-token decode step; prefill eager",
+            compile_s=round(self.compile_s, 2),
+            eager_check_sequences=self.checked,
+            eager_check_identical=self.identical,
+        )
+
+    def generate(self, batch, new_tokens: int):
+        """(tokens [batch, new_tokens], prefill seconds, decode seconds) for a [batch, prompt] id tensor."""
+        self.used = True
+        if not self.compiled:
+            return self._eager(batch, new_tokens)
+        key = (batch.shape[0], batch.shape[1] + new_tokens)
+        if key not in self._caches:
+            self._warm_up(batch, new_tokens)
+            if not self.compiled:
+                return self._eager(batch, new_tokens)
+        return self._static(batch, new_tokens, self._caches[key])
+
+    def _warm_up(self, batch, new_tokens: int) -> None:
+        from transformers import StaticCache
+
+        cache = StaticCache(config=self.model.config, max_cache_len=batch.shape[1] + new_tokens)
+        try:
+            start = time.perf_counter()
+            self._static(batch, new_tokens, cache)
+            first = time.perf_counter() - start
+            start = time.perf_counter()
+            tokens, _, _ = self._static(batch, new_tokens, cache)
+            self.compile_s += max(first - (time.perf_counter() - start), 0.0)
+        except Exception as exc:  # a graph break under fullgraph, no C++ compiler, an op inductor lacks
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            self.fallback = f"torch.compile (fullgraph) failed: {type(exc).__name__}: {first}".rstrip(": ")
+            self.compiled = False
+            return
+        self._caches[(batch.shape[0], batch.shape[1] + new_tokens)] = cache
+        eager, _, _ = self._eager(batch, new_tokens)
+        self.checked += batch.shape[0]
+        self.identical += int((eager == tokens).all(dim=1).sum())
+
+    def _decode_step(self, token, position, cache):
+        logits = self.model(input_ids=token, position_ids=position, past_key_values=cache, use_cache=True).logits
+        return logits[:, -1, :].argmax(-1, keepdim=True)
+
+    def _static(self, batch, new_tokens: int, cache):
+        import torch
+
+        with torch.inference_mode():
+            cache.reset()
+            sync(self.device)
+            start = time.perf_counter()
+            out = self.model(input_ids=batch, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            token = out.logits[:, -1, :].argmax(-1, keepdim=True)
+            sync(self.device)
+            prefill = time.perf_counter() - start
+            tokens = [token]
+            start = time.perf_counter()
+            for i in range(new_tokens - 1):
+                position = torch.full_like(token, batch.shape[1] + i)
+                # CUDA graphs reuse their output buffer on the next replay: keep a copy
+                token = self._step(token, position, cache).clone()
+                tokens.append(token)
+            sync(self.device)
+            decode = time.perf_counter() - start
+        return torch.cat(tokens, dim=1), prefill, decode
+
+    def _eager(self, batch, new_tokens: int):
+        import torch
+        from transformers import DynamicCache
+
+        with torch.inference_mode():
+            cache = DynamicCache(config=self.model.config)
+            sync(self.device)
+            start = time.perf_counter()
+            # logits_to_keep=1: only the last position's logits, as generate() and serving engines do.
+            out = self.model(input_ids=batch, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            token = out.logits[:, -1, :].argmax(-1, keepdim=True)
+            sync(self.device)
+            prefill = time.perf_counter() - start
+            tokens = [token]
+            start = time.perf_counter()
+            for _ in range(new_tokens - 1):
+                out = self.model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+                token = out.logits[:, -1, :].argmax(-1, keepdim=True)
+                tokens.append(token)
+            sync(self.device)
+            decode = time.perf_counter() - start
+        return torch.cat(tokens, dim=1), prefill, decode
