@@ -54,6 +54,7 @@ def test_compiled_decode_gives_the_eager_tokens_and_records_its_compilation(wide
     assert desc.decode.mode == "compiled" and desc.decode.fallback is None
     assert desc.decode.compile_s > 0 and "StaticCache" in desc.decode.detail
     assert desc.decode.eager_check_sequences == desc.decode.eager_check_identical == 2
+    assert desc.decode.eager_check_identical_dynamic == 2
 
 
 def test_a_model_that_does_not_compile_whole_decodes_eager_and_says_why(tiny_benched, prompts):
@@ -84,7 +85,9 @@ def test_bench_compile_is_recorded_and_reported_and_refused_where_it_cannot_appl
     [record] = bench([wide_init.path], config=config, results_path=tmp_path / "c.jsonl")
     assert record.runtime.decode.mode == "compiled" and record.runtime.decode.compile_s > 0
     report = markdown([record])
-    assert "transformers/dense fp32, compiled" in report and "identical to the eager loop's for 1 of 1" in report
+    assert "transformers/dense fp32, compiled" in report
+    assert "same static cache for 1 of 1 sequences, to the eager loop's (DynamicCache) for 1." in report
+    assert "Where the decode time goes" in report and record.runtime.decode.profile
     proc = run_cli("bench", str(q8.path), "--compile", "--no-quality", "--results", str(tmp_path / "g.jsonl"))
     assert proc.returncode == 1 and len(error_lines(proc.stderr)) == 1, proc.stderr
     assert "no compiled decode loop" in proc.stderr and not (tmp_path / "g.jsonl").exists()

@@ -142,6 +142,10 @@ def prepare(artifacts: list[str | Path], baseline: str | Path | None, config: Be
         _check_tasks(config, [*subjects, *([base_subject] if base_subject else [])])
     if config.kv_cache_dtype:
         _check_kv_cache(config.kv_cache_dtype, subjects)
+    for s in [*subjects, *([base_subject] if base_subject else [])]:
+        problem = s.runtime.device_problem(s.artifact, device)
+        if problem:
+            raise BenchError(f"{s.artifact.path.name}: {problem}")
     if config.compile and config.speed:
         for s in subjects:
             if not s.runtime.compiles:

@@ -88,7 +88,7 @@ def measure_in_worker(request: dict, what: str, progress: Callable[[str], None])
 def _speed_points(session, request: dict) -> list:
     import numpy as np
 
-    from quantlab.bench.speed import measure
+    from quantlab.bench.speed import measure, prompts_from
 
     ids = np.asarray(request["ids"], dtype=np.int64)
     points = []
@@ -106,6 +106,9 @@ def _speed_points(session, request: dict) -> list:
             warmup=request["warmup"],
             repeats=request["repeats"],
         )
+        if batch_size == 1:  # where the batch-1 decode time goes, after the timed runs (the roofline's batch)
+            _say("batch 1: profiling the decode steps")
+            session.profile_decode(prompts_from(ids, 1, request["prompt_tokens"]), request["new_tokens"])
     return points
 
 

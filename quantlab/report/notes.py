@@ -97,11 +97,20 @@ def _decode_notes(results: list[Result]) -> list[str]:
         elif decode.mode == "compiled":
             notes.add(
                 f"Decode loop of {r.artifact.display_label(backend=True)} ({r.runtime.runtime}, compiled): "
-                f"{decode.detail}; compilation untimed ({decode.compile_s:.0f} s); greedy output identical to the "
-                f"eager loop's for {decode.eager_check_identical} of {decode.eager_check_sequences} sequences."
+                f"{decode.detail}; compilation untimed ({decode.compile_s:.0f} s); greedy output identical to eager "
+                f"decoding over the same static cache for {decode.eager_check_identical} of "
+                f"{decode.eager_check_sequences} sequences, to the eager loop's (DynamicCache) for "
+                f"{decode.eager_check_identical_dynamic}."
             )
         else:
             notes.add(f"Decode loop ({r.runtime.runtime}, eager): {decode.detail}.")
+        if decode.profile:
+            top = ", ".join(f"{o.op} {o.share:.0%}" for o in decode.profile[:4])
+            loop = "compiled" if decode.mode == "compiled" else "eager"
+            notes.add(
+                f"Where the decode time goes, {r.artifact.display_label(backend=True)} ({loop}): {top} "
+                f"({decode.profile_detail})."
+            )
     return sorted(notes)
 
 

@@ -11,6 +11,7 @@ from quantlab.results.kernels import (
     DecodePath,
     Kernel,
     KvAllocation,
+    OpShare,
     RuntimeDescription,
     speed_is_formats_own,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "LoadLevel",
     "LoadSweep",
     "MemoryMetrics",
+    "OpShare",
     "QualityMetrics",
     "Result",
     "RigRef",

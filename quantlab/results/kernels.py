@@ -33,6 +33,16 @@ def speed_is_formats_own(kernel: str) -> bool:
     return kernel in ("dense", "native")
 
 
+class OpShare(BaseModel):
+    """One op of a profiled decode: its share of the profiled time and its calls per decode step."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    op: str
+    share: float  # of the op total over the profiled steps (self time: device time on CUDA, CPU time on a CPU)
+    calls_per_step: float
+
+
 class DecodePath(BaseModel):
     """How the decode steps ran: eager Python calling the model per token, or one compiled graph per step.
 
@@ -45,9 +55,14 @@ class DecodePath(BaseModel):
     detail: str  # the cache and compiler settings that ran
     compile_s: float | None = None  # untimed: the first (compiling) warm-up generations less a warm one, summed
     fallback: str | None = None  # compiled was asked for and eager ran: why (a graph break, no compiler)
-    # compiled: each warmed-up shape's greedy sequences compared with the eager loop's on the same prompts
+    # compiled: each warmed-up shape's greedy sequences compared with eager ones on the same prompts, over the same
+    # static cache (what compilation changes) and over the eager loop's DynamicCache (what the static cache changes)
     eager_check_sequences: int = 0
     eager_check_identical: int = 0
+    eager_check_identical_dynamic: int = 0
+    # where the time goes: the top ops of the batch-1 decode steps under torch.profiler (prefill excluded)
+    profile: list[OpShare] = []
+    profile_detail: str | None = None
 
 
 class KvAllocation(BaseModel):

@@ -44,6 +44,10 @@ class Session(ABC):
     @abstractmethod
     def describe(self) -> RuntimeDescription: ...
 
+    def profile_decode(self, prompts: np.ndarray, new_tokens: int) -> None:  # noqa: B027 - optional hook
+        """Profile one more generation's decode steps for the record (where the time goes); runtimes that
+        cannot leave it out."""
+
     def bytes_per_token(self, prompt_tokens: int, new_tokens: int) -> BytesPerToken | None:
         """What one batch-1 decode step reads from memory (weights as loaded + KV cache), for the roofline;
         None where the runtime cannot say."""
@@ -65,6 +69,10 @@ class Runtime(ABC):
 
     @abstractmethod
     def supports(self, artifact: Artifact) -> bool: ...
+
+    def device_problem(self, artifact: Artifact, device: str) -> str | None:
+        """Why `artifact` cannot run on `device` (a kernel the device lacks), asked before any weight loads."""
+        return None
 
     @abstractmethod
     def load(

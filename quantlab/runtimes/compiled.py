@@ -7,18 +7,24 @@ GPU (mode "reduce-overhead"), which is what transformers' own `generate(cache_im
 Prefill stays eager in both: it is one large forward whose shape changes with every prompt length.
 
 Compilation happens in untimed warm-up generations, once per (batch, cache length): the first of them compiles,
-the second replays, and the difference is recorded as compile seconds. The eager loop then generates from the
-same prompts once and the greedy sequences are compared, so every compiled record says whether compilation
-changed the output (it may, within float rounding, in bf16). `fullgraph=True` makes a graph break an
+the second replays, and the difference is recorded as compile seconds. The same prompts are then generated
+eagerly twice, over the same static cache (what compilation alone may change) and over the eager loop's
+`DynamicCache`, and the greedy sequences compared with both: every compiled record says whether its output is
+the eager one. In bf16 the static cache itself can flip a near-tie (attention over the padded cache length
+rounds differently on a CPU: 2 of 8 sequences at batch 8 on SmolLM2, with or without compilation); in fp32 it
+does not. `fullgraph=True` makes a graph break an
 error instead of a silent split into pieces; the loop then falls back to eager and records why, so a speed
 figure never claims a compiled loop it did not run. Quality logits never come from here (one forward, eager).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
-from quantlab.results import DecodePath
+from quantlab.results import DecodePath, OpShare
+
+TOP_OPS = 6
 
 
 def sync(device: str) -> None:
@@ -41,7 +47,9 @@ class DecodeLoop:
         self.compiled = compiled
         self.compile_s = 0.0
         self.used = False
-        self.checked = self.identical = 0
+        self.checked = self.identical = self.identical_dynamic = 0
+        self.profile: list[OpShare] = []
+        self.profile_detail: str | None = None
         self.fallback: str | None = None
         self._caches: dict[tuple[int, int], object] = {}
         self._step = None
@@ -51,12 +59,13 @@ class DecodeLoop:
             self._step = torch.compile(self._decode_step, mode=compile_mode(device), fullgraph=True, dynamic=False)
 
     def describe(self) -> DecodePath:
+        profiled = {"profile": self.profile, "profile_detail": self.profile_detail}
         if not self.compiled and self.fallback is None:
-            return DecodePath(mode="eager", detail="DynamicCache, one eager forward per token")
+            return DecodePath(mode="eager", detail="DynamicCache, one eager forward per token", **profiled)
         if self.fallback is not None:
             return DecodePath(
                 mode="eager", detail="DynamicCache, one eager forward per token (compiled loop failed)",
-                fallback=self.fallback,
+                fallback=self.fallback, **profiled,
             )  # fmt: skip
         import torch
 
@@ -68,19 +77,50 @@ class DecodeLoop:
             compile_s=round(self.compile_s, 2),
             eager_check_sequences=self.checked,
             eager_check_identical=self.identical,
+            eager_check_identical_dynamic=self.identical_dynamic,
+            **profiled,
         )
 
-    def generate(self, batch, new_tokens: int):
-        """(tokens [batch, new_tokens], prefill seconds, decode seconds) for a [batch, prompt] id tensor."""
+    def generate(self, batch, new_tokens: int, around_decode=contextlib.nullcontext):
+        """(tokens [batch, new_tokens], prefill seconds, decode seconds) for a [batch, prompt] id tensor;
+        the decode steps (not the prefill) run inside `around_decode()`."""
         self.used = True
         if not self.compiled:
-            return self._eager(batch, new_tokens)
+            return self._eager(batch, new_tokens, around_decode)
         key = (batch.shape[0], batch.shape[1] + new_tokens)
         if key not in self._caches:
             self._warm_up(batch, new_tokens)
             if not self.compiled:
-                return self._eager(batch, new_tokens)
-        return self._static(batch, new_tokens, self._caches[key])
+                return self._eager(batch, new_tokens, around_decode)
+        return self._static(batch, new_tokens, self._caches[key], around_decode)
+
+    def profile_decode(self, batch, new_tokens: int) -> None:
+        """Where the decode time goes: one more (warm) generation with the decode steps under torch.profiler,
+        its top ops by self time kept for the record. Run after the timed generations, never during them."""
+        from torch.profiler import ProfilerActivity, profile
+
+        cuda = self.device.startswith("cuda")
+        activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+        holder = {}
+
+        @contextlib.contextmanager
+        def profiled():
+            with profile(activities=activities) as prof:
+                yield
+            holder["prof"] = prof
+
+        self.generate(batch, new_tokens, profiled)
+        events = holder["prof"].key_averages()
+        attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+        total = sum(getattr(e, attr) for e in events) or 1
+        steps = new_tokens - 1
+        top = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:TOP_OPS]
+        self.profile = [
+            OpShare(op=e.key[:120], share=round(getattr(e, attr) / total, 4), calls_per_step=round(e.count / steps, 2))
+            for e in top
+        ]
+        where = "GPU kernels by self CUDA time" if cuda else "ops by self CPU time"
+        self.profile_detail = f"{where}, {steps} decode steps at batch {batch.shape[0]} (prefill excluded)"
 
     def _warm_up(self, batch, new_tokens: int) -> None:
         from transformers import StaticCache
@@ -99,17 +139,20 @@ class DecodeLoop:
             self.compiled = False
             return
         self._caches[(batch.shape[0], batch.shape[1] + new_tokens)] = cache
-        eager, _, _ = self._eager(batch, new_tokens)
+        same_cache, _, _ = self._static(batch, new_tokens, cache, compiled=False)
+        dynamic, _, _ = self._eager(batch, new_tokens)
         self.checked += batch.shape[0]
-        self.identical += int((eager == tokens).all(dim=1).sum())
+        self.identical += int((same_cache == tokens).all(dim=1).sum())
+        self.identical_dynamic += int((dynamic == tokens).all(dim=1).sum())
 
     def _decode_step(self, token, position, cache):
         logits = self.model(input_ids=token, position_ids=position, past_key_values=cache, use_cache=True).logits
         return logits[:, -1, :].argmax(-1, keepdim=True)
 
-    def _static(self, batch, new_tokens: int, cache):
+    def _static(self, batch, new_tokens: int, cache, around_decode=contextlib.nullcontext, *, compiled=True):
         import torch
 
+        step = self._step if compiled else self._decode_step
         with torch.inference_mode():
             cache.reset()
             sync(self.device)
@@ -119,17 +162,18 @@ class DecodeLoop:
             sync(self.device)
             prefill = time.perf_counter() - start
             tokens = [token]
-            start = time.perf_counter()
-            for i in range(new_tokens - 1):
-                position = torch.full_like(token, batch.shape[1] + i)
-                # CUDA graphs reuse their output buffer on the next replay: keep a copy
-                token = self._step(token, position, cache).clone()
-                tokens.append(token)
-            sync(self.device)
-            decode = time.perf_counter() - start
+            with around_decode():
+                start = time.perf_counter()
+                for i in range(new_tokens - 1):
+                    position = torch.full_like(token, batch.shape[1] + i)
+                    # CUDA graphs reuse their output buffer on the next replay: keep a copy
+                    token = step(token, position, cache).clone()
+                    tokens.append(token)
+                sync(self.device)
+                decode = time.perf_counter() - start
         return torch.cat(tokens, dim=1), prefill, decode
 
-    def _eager(self, batch, new_tokens: int):
+    def _eager(self, batch, new_tokens: int, around_decode=contextlib.nullcontext):
         import torch
         from transformers import DynamicCache
 
@@ -143,11 +187,12 @@ class DecodeLoop:
             sync(self.device)
             prefill = time.perf_counter() - start
             tokens = [token]
-            start = time.perf_counter()
-            for _ in range(new_tokens - 1):
-                out = self.model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
-                token = out.logits[:, -1, :].argmax(-1, keepdim=True)
-                tokens.append(token)
-            sync(self.device)
-            decode = time.perf_counter() - start
+            with around_decode():
+                start = time.perf_counter()
+                for _ in range(new_tokens - 1):
+                    out = self.model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+                    token = out.logits[:, -1, :].argmax(-1, keepdim=True)
+                    tokens.append(token)
+                sync(self.device)
+                decode = time.perf_counter() - start
         return torch.cat(tokens, dim=1), prefill, decode

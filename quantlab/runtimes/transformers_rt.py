@@ -105,6 +105,30 @@ def _bnb_kernel(modules: list, device: str, ops: set[str]) -> tuple[Kernel, str]
     )
 
 
+def _torchao_kernel(linears: list, dtype: str, ops: set[str]) -> tuple[Kernel, str]:
+    """torchao's tensor subclasses pick their matmul per layout; the ops the first forward ran say which."""
+    kinds = Counter(type(m.weight).__name__ for m in linears if type(m.weight).__name__ != "Parameter")
+    if not kinds:
+        return "unknown", "torchao: no quantized weights recognised"
+    name, count = kinds.most_common(1)[0]
+    found = f"torchao {name} ({count} modules)"
+    if "aten::_int_mm" in ops:
+        return "native", f"{found}: activations quantized to int8 per token, int8×int8 matmul (aten::_int_mm)"
+    if "aten::_weight_int4pack_mm" in ops:
+        return "native", f"{found}: int4 weights, tinygemm kernel (aten::_weight_int4pack_mm)"
+    if "aten::_scaled_mm" in ops:
+        return (
+            "native",
+            f"{found}: FP8 weights and per-token FP8 activations, row-wise scaled matmul (aten::_scaled_mm)",
+        )
+    if name == "Int8Tensor":
+        return "dequantized", (
+            f"{found}: int8 weights cast to {dtype} in every forward, dense matmul, rescaled per channel (inductor "
+            "can fuse the cast into the matmul when the model is compiled)"
+        )
+    return "unknown", f"{found}: no low-bit kernel among the ops the first forward ran"
+
+
 def kernel_path(
     model, quant_config: dict | None, device: str = "cpu", ops: set[str] | None = None
 ) -> tuple[Kernel, str]:
@@ -153,6 +177,8 @@ def kernel_path(
         if any("weight_packed" in name for name, _ in model.named_parameters()):
             return "dequantized", f"compressed-tensors packed weights, {dtype} matmul{wrapper}"
         return "dequantized", f"compressed-tensors weights decompressed to {dtype} at load; dense matmul{wrapper}"
+    if method == "torchao":
+        return _torchao_kernel(linears, dtype, ops or set())
     quantized = [m for m in model.modules() if hasattr(m, "qweight")]
     if quantized:
         found = Counter(_gptqmodel_kernel(m, dtype) for m in quantized)
@@ -232,6 +258,11 @@ class TransformersSession(Session):
             tokens=tokens.cpu().numpy(),
         )
 
+    def profile_decode(self, prompts: np.ndarray, new_tokens: int) -> None:
+        import torch
+
+        self.loop.profile_decode(torch.as_tensor(np.asarray(prompts, dtype=np.int64), device=self.device), new_tokens)
+
     def bytes_per_token(self, prompt_tokens: int, new_tokens: int) -> BytesPerToken:
         """Every parameter and buffer as loaded (a model decompressed to bf16 reads bf16 bytes; bitsandbytes'
         packed weights their packed bytes), less an untied input embedding, which a decode step gathers one
@@ -279,6 +310,14 @@ class TransformersRuntime(Runtime):
     def supports(self, artifact: Artifact) -> bool:
         return "transformers" in artifact.manifest.loads_in and (artifact.path / "config.json").is_file()
 
+    def device_problem(self, artifact: Artifact, device: str) -> str | None:
+        spec = artifact.manifest.spec
+        if spec.method == "torchao" and spec.scheme:
+            from quantlab.methods.torchao_backend import device_problem
+
+            return device_problem(spec.scheme, device)
+        return None
+
     def load(
         self,
         artifact: Artifact,
@@ -288,6 +327,9 @@ class TransformersRuntime(Runtime):
         kv_cache_dtype: str | None = None,
         compiled: bool = False,
     ) -> Session:
+        problem = self.device_problem(artifact, device)
+        if problem:
+            raise BenchError(f"{artifact.path.name}: {problem}")
         if kv_cache_dtype is not None:
             # A perplexity window is one forward pass, which never reads a cache back: a quantized cache would
             # leave the quality columns untouched and the table would call it free.
