@@ -43,13 +43,12 @@ SHAPES = {
 }
 
 
-def build_random_model(shape: str, tokenizer: Path, out: Path, device: str) -> None:
+def build_random_model(shape: str, tokenizer: Path, out: Path, device: str, layers: int | None = None) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
-        **SHAPES[shape], tie_word_embeddings=False, initializer_range=0.02, bos_token_id=1, eos_token_id=2
-    )
+    dims = {**SHAPES[shape], **({"num_hidden_layers": layers} if layers else {})}
+    config = LlamaConfig(**dims, tie_word_embeddings=False, initializer_range=0.02, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)

@@ -80,7 +80,14 @@ def test_bench_compile_is_recorded_and_reported_and_refused_where_it_cannot_appl
     from quantlab.report.render import markdown
 
     config = BenchConfig(
-        dataset="embedded", quality=False, compile=True, batch_sizes=[1], prompt_tokens=16, new_tokens=4, warmup=0
+        dataset="embedded",
+        quality=False,
+        compile=True,
+        profile=True,
+        batch_sizes=[1],
+        prompt_tokens=16,
+        new_tokens=4,
+        warmup=0,
     )
     [record] = bench([wide_init.path], config=config, results_path=tmp_path / "c.jsonl")
     assert record.runtime.decode.mode == "compiled" and record.runtime.decode.compile_s > 0

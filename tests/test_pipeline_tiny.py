@@ -172,6 +172,7 @@ def test_methods_and_rigs_commands():
         ("fp8", "llmcompressor"),
         ("fp4", "llmcompressor"),
         ("bnb", "bitsandbytes"),
+        ("torchao", "torchao"),
     }
     unusable = {key for key, row in rows.items() if not row["usable"]}
     assert unusable == {("gptq", "auto-gptq")}, "everything else installs with '.[all]' and runs on CPU"
@@ -196,6 +197,7 @@ def test_methods_and_rigs_commands():
         ("gptq", "llmcompressor"),
         ("none", "transformers"),
         ("rtn", "llmcompressor"),
+        ("torchao", "torchao"),
     ]
     proc = run_cli("rigs")
     assert proc.returncode == 0 and "h100" in proc.stdout and "price_per_hour" in proc.stdout

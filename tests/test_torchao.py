@@ -54,6 +54,7 @@ def test_int8_schemes_load_unmodified_score_close_and_say_which_kernel_ran(made)
         kernels[scheme] = session.describe()
     assert kernels["int8dq"].kernel == "native" and "aten::_int_mm" in kernels["int8dq"].kernel_detail
     assert kernels["int8wo"].kernel == "dequantized" and "Int8Tensor" in kernels["int8wo"].kernel_detail
+    assert made["int8wo"].manifest.spec.label() == "int8wo per-channel"
 
 
 @pytest.mark.parametrize("scheme", ["int4wo", "float8dq"])

@@ -56,6 +56,11 @@ class BenchConfig(BaseModel):
         "and recorded; a model that does not compile whole runs eager and the result says why. transformers "
         "runtime only. Default: on with CUDA, off on a CPU (compiling costs minutes on few cores).",
     )
+    profile: bool | None = _setting(
+        None,
+        "Profile one more batch-1 generation's decode steps (torch.profiler, after the timed runs) and record its "
+        "top ops: where the decode time goes. transformers runtime. Default: on with CUDA, off on a CPU.",
+    )
     runtime: str | None = _setting(
         None, "In-process runtime (transformers | llamacpp); default: the one that loads the format."
     )

@@ -141,6 +141,7 @@ def _worker_request(subject: Subject, device: str, config: BenchConfig) -> dict:
         "dtype": config.dtype,
         "kv_cache_dtype": config.kv_cache_dtype,
         "compiled": decode_compiled(config, subject, device),
+        "profile": config.profile if config.profile is not None else device.startswith("cuda"),
         "ids": np.resize(ids, max(needed, 1)).tolist() if len(ids) < needed else ids[:needed].tolist(),
         "batch_sizes": config.batch_sizes,
         "prompt_tokens": config.prompt_tokens,

@@ -106,7 +106,7 @@ def _speed_points(session, request: dict) -> list:
             warmup=request["warmup"],
             repeats=request["repeats"],
         )
-        if batch_size == 1:  # where the batch-1 decode time goes, after the timed runs (the roofline's batch)
+        if batch_size == 1 and request.get("profile"):  # where the decode time goes, after the timed runs
             _say("batch 1: profiling the decode steps")
             session.profile_decode(prompts_from(ids, 1, request["prompt_tokens"]), request["new_tokens"])
     return points

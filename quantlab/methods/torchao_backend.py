@@ -5,7 +5,8 @@ torchao quantizes as the weights load, into tensor subclasses whose matmul calls
 vLLM read them back. Data-free. The schemes are the torchao configs the issue measured on a GPU, plus the int8
 ones that also run on a CPU:
 
-- int8wo: int8 weights, one scale per output channel; activations stay in the model dtype.
+- int8wo: int8 weights, one scale per output channel (or per group of `--group-size`); activations stay in the
+  model dtype.
 - int8dq: int8 weights per channel and int8 activations per token, quantized at run time (W8A8).
 - int4wo: int4 weights in groups (default 128), packed for tinygemm (`tile_packed_to_4d`), a CUDA kernel: the
   packing itself runs on the GPU, so this scheme is quantized on a CUDA device.
@@ -69,7 +70,7 @@ def torchao_config(spec: MethodSpec):
     from transformers import TorchAoConfig
 
     quant_type = {
-        "int8wo": lambda: Int8WeightOnlyConfig(version=2),
+        "int8wo": lambda: Int8WeightOnlyConfig(group_size=None if spec.group_size == -1 else spec.group_size),
         "int8dq": lambda: Int8DynamicActivationInt8WeightConfig(version=2),
         "int4wo": lambda: Int4WeightOnlyConfig(group_size=spec.group_size, int4_packing_format="tile_packed_to_4d"),
         "float8dq": lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
@@ -103,8 +104,12 @@ class TorchaoBackend(Backend):
             group = 128 if group is None else group
             if group not in INT4_GROUPS:
                 raise SpecError(f"{who} int4wo groups are {', '.join(map(str, INT4_GROUPS))} weights, not {group}")
+        elif scheme == "int8wo":
+            group = -1 if group is None else group
+            if group != -1 and group not in INT4_GROUPS:
+                raise SpecError(f"{who} int8wo scales per channel (-1) or per {', '.join(map(str, INT4_GROUPS))}")
         elif group is not None:
-            raise SpecError(f"{who} --group-size applies to int4wo; {scheme} scales per output channel")
+            raise SpecError(f"{who} --group-size applies to int8wo and int4wo; {scheme} scales per output channel")
         return spec.model_copy(update={"backend": self.name, "scheme": scheme, "group_size": group})
 
     def for_model(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
@@ -112,12 +117,12 @@ class TorchaoBackend(Backend):
         problem = device_problem(spec.scheme)
         if problem:
             raise SpecError(problem)
-        if spec.scheme == "int4wo":
+        if spec.group_size not in (None, -1):
             for layer in info.linear_layers:
                 if layer.name != info.lm_head and layer.in_features % spec.group_size:
                     raise SpecError(
-                        f"layer {layer.name} (in_features {layer.in_features}) is not a whole number of int4wo "
-                        f"groups of {spec.group_size}; choose --group-size from {', '.join(map(str, INT4_GROUPS))}"
+                        f"layer {layer.name} (in_features {layer.in_features}) is not a whole number of "
+                        f"{spec.scheme} groups of {spec.group_size}; choose another --group-size"
                     )
         return spec
 

@@ -1,0 +1,158 @@
+"""The GPU check of issue 17: eager vs compiled decode, bf16 against every low-bit path, with the bandwidth limit
+and where the time goes, in one run.
+
+    python benchmarks/gpu_compiled.py --tokenizer DIR --work /tmp/gpuc [--shape llama-3.1-8b] [--layers 8]
+                                      [--methods bf16,fp8,rtn-w4,bnb-nf4,torchao-int4wo,torchao-int8wo,...]
+                                      [--batch-sizes 1,8,32] [--prompt 512] [--new 64] [--rig h200]
+                                      [--results results/gpu/compiled_h200.jsonl]
+
+Speed does not depend on the weights' values: the model is Llama-3.1-8B's shape with `--layers` of its 32 layers
+and random weights, built on the device (benchmarks/fp8_gpu.py). Every artifact is made by `quantlab quantize`
+from the bf16 one and measured by `quantlab bench --no-quality`, once with the eager loop (`--no-compile`) and
+once compiled (`--compile`: static cache + torch.compile with CUDA graphs; a model that graph-breaks runs eager
+and its record says why). Each record carries its kernel label (ops the first forward ran), the roofline (% of
+the bandwidth quantlab measured on this device, batch 1) and the profile of its batch-1 decode steps.
+
+Prints one row per artifact and PASS/FAIL/INFO lines for the issue's GPU targets: compiled bf16 ≥ 2× eager and
+≥ 40% of the bandwidth limit; a 4-bit path ≥ 1.3× and an 8-bit path ≥ 1.1× compiled bf16 at batch 1. A scheme
+this device cannot run is reported as refused, not failed. `--shape tiny` runs every step on a CPU in minutes,
+to check the script before spending device time (the CUDA-only schemes are then refused: that is expected).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+from fp8_gpu import SHAPES, build_random_model
+
+METHODS = {
+    "bf16": ({"method": "none", "dtype": "bf16"}, None),
+    "fp8": ({"method": "fp8", "scheme": "FP8_DYNAMIC"}, 8),
+    "rtn-w4": ({"method": "rtn", "bits": 4, "group_size": 128}, 4),
+    "bnb-nf4": ({"method": "bnb", "scheme": "nf4"}, 4),
+    "torchao-int4wo": ({"method": "torchao", "scheme": "int4wo"}, 4),
+    "torchao-int8wo": ({"method": "torchao", "scheme": "int8wo"}, 8),
+    "torchao-int8dq": ({"method": "torchao", "scheme": "int8dq"}, 8),
+    "torchao-float8dq": ({"method": "torchao", "scheme": "float8dq"}, 8),
+}
+
+
+def say(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def check(ok: bool | None, text: str) -> None:
+    print(f"{'INFO' if ok is None else 'PASS' if ok else 'FAIL'} {text}", flush=True)
+
+
+def decode_at(record, batch: int) -> float | None:
+    point = next((p for p in record.speed if p.batch_size == batch), None) if record else None
+    return point.decode_tok_s.median if point else None
+
+
+def row(name: str, eager, compiled, batches: list[int], bf16_compiled: float | None) -> str:
+    top = compiled.runtime.decode.profile if compiled and compiled.runtime.decode else []
+    loop = compiled.runtime.decode.mode if compiled and compiled.runtime.decode else "–"
+    b1 = decode_at(compiled, 1)
+    cells = [
+        name,
+        f"{eager.runtime.kernel}" if eager else "–",
+        f"{decode_at(eager, 1) or 0:.0f}",
+        *(f"{decode_at(compiled, b) or 0:.0f}" for b in batches),
+        loop,
+        f"{compiled.roofline.pct_of_limit:.0f}" if compiled and compiled.roofline else "–",
+        f"{b1 / bf16_compiled:.2f}×" if b1 and bf16_compiled else "–",
+        "; ".join(f"{o.op[:40]} {o.share:.0%}" for o in top[:3]) or "–",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.1-8b")
+    parser.add_argument("--layers", type=int, default=8, help="layers of the shape to build (speed is per layer)")
+    parser.add_argument("--tokenizer", type=Path, required=True, help="any tokenizer directory: only ids are used")
+    parser.add_argument("--work", type=Path, required=True, help="scratch directory for the artifacts")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--prompt", type=int, default=512)
+    parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rig", default=None, help="rig name for $/1M (default: cpu on a CPU)")
+    parser.add_argument("--results", type=Path, default=Path("results/gpu/compiled.jsonl"))
+    args = parser.parse_args()
+
+    import torch
+
+    from quantlab.bench import BenchConfig, bench
+    from quantlab.errors import QuantlabError
+    from quantlab.quantizer import quantize
+    from quantlab.report.render import write_report
+    from quantlab.results import read_results
+    from quantlab.spec import MethodSpec
+
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    say(f"device {torch.cuda.get_device_name(device) if device != 'cpu' else 'cpu'}, torch {torch.__version__}")
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    source = args.work / "source"
+    say(f"building a random {args.shape} with {args.layers} layers on {device}")
+    build_random_model(args.shape, args.tokenizer, source, device, args.layers)
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    measured: dict[str, tuple] = {}
+    for name in args.methods.split(","):
+        fields, _ = METHODS[name]
+        say(f"{name}: quantize")
+        try:
+            made = quantize(str(source), MethodSpec(**fields), args.work / name)
+        except QuantlabError as exc:
+            check(None, f"{name}: refused on this device: {exc}")
+            continue
+        pair = []
+        for compiled in (False, True):
+            say(f"{name}: bench {'compiled' if compiled else 'eager'}")
+            config = BenchConfig(
+                dataset="embedded", quality=False, device=device, rig=args.rig, compile=compiled,
+                profile=True, batch_sizes=batches, prompt_tokens=args.prompt, new_tokens=args.new,
+                repeats=args.repeats,
+            )  # fmt: skip
+            try:
+                [record] = bench([made.path], config=config, results_path=args.results, progress=say)
+            except QuantlabError as exc:
+                check(False, f"{name}: bench failed: {exc}")
+                record = None
+            pair.append(record)
+        measured[name] = tuple(pair)
+        shutil.rmtree(made.path, ignore_errors=True)  # disk: one quantized model at a time
+    write_report(read_results(args.results), args.results)
+    bf16_eager, bf16_compiled = measured.get("bf16", (None, None))
+    base = decode_at(bf16_compiled, 1)
+    header = ["artifact", "kernel", "eager b1", *(f"compiled b{b}" for b in batches), "loop ran", "% BW limit b1"]
+    print("| " + " | ".join([*header, "vs compiled bf16 b1", "top decode ops (compiled, b1)"]) + " |")
+    print("|" + "---|" * (len(header) + 2))
+    for name, (eager, compiled) in measured.items():
+        print(row(name, eager, compiled, batches, base))
+    if base and decode_at(bf16_eager, 1):
+        ratio = base / decode_at(bf16_eager, 1)
+        check(ratio >= 2, f"compiled bf16 batch-1 decode {ratio:.2f}× eager (target ≥ 2×)")
+        pct = bf16_compiled.roofline.pct_of_limit if bf16_compiled.roofline else None
+        check(pct is not None and pct >= 40, f"compiled bf16 at {pct or 0:.0f}% of the bandwidth limit (≥ 40%)")
+    for bits, target in ((4, 1.3), (8, 1.1)):
+        ratios = {
+            n: decode_at(c, 1) / base
+            for n, (_, c) in measured.items()
+            if METHODS[n][1] == bits and c and base and decode_at(c, 1)
+        }
+        best = max(ratios, key=ratios.get) if ratios else None
+        check(
+            bool(best) and ratios[best] >= target,
+            f"best {bits}-bit path at batch 1: {best} {ratios.get(best, 0):.2f}× compiled bf16 (target ≥ {target}×)",
+        )
+
+
+if __name__ == "__main__":
+    main()
