@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from quantlab.report.selection import comparable, host, spans_hosts
+from quantlab.report.selection import comparable, host, select, spans_hosts
 from quantlab.report.tables import cell_key, mark_numbers, tensor_types
 from quantlab.results import KERNEL_MEANING, Result
 from quantlab.rigs import COST_FORMULA
@@ -82,10 +82,16 @@ def _speed_notes(results: list[Result]) -> list[str]:
     return notes
 
 
+def _op_name(op: str) -> str:
+    """torch.profiler names a compiled graph's call after its cache hash; a reader needs to know it is one."""
+    return "compiled graph (inductor's own kernels)" if op.startswith("## Call CompiledFxGraph") else op
+
+
 def _decode_notes(results: list[Result]) -> list[str]:
-    """Which decode loop made the speed figures, where a record says (records before issue 17 do not)."""
+    """Which decode loop made the speed figures, where a record says (records before issue 17 do not); of the
+    newest record of each configuration, as the tables show."""
     notes = set()
-    for r in results:
+    for r in select(results):
         decode = r.runtime.decode
         if not r.speed or decode is None:
             continue
@@ -105,7 +111,7 @@ def _decode_notes(results: list[Result]) -> list[str]:
         else:
             notes.add(f"Decode loop ({r.runtime.runtime}, eager): {decode.detail}.")
         if decode.profile:
-            top = ", ".join(f"{o.op} {o.share:.0%}" for o in decode.profile[:4])
+            top = ", ".join(f"{_op_name(o.op)} {o.share:.0%}" for o in decode.profile[:4])
             loop = "compiled" if decode.mode == "compiled" else "eager"
             notes.add(
                 f"Where the decode time goes, {r.artifact.display_label(backend=True)} ({loop}): {top} "
