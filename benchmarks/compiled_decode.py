@@ -51,6 +51,7 @@ def main() -> None:
 
     from quantlab.bench import BenchConfig, bench
     from quantlab.report.render import write_report
+    from quantlab.report.selection import select
     from quantlab.results import read_results
 
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -81,7 +82,7 @@ def main() -> None:
             )
             if any(d.mode != "compiled" for d in decode):
                 rows[-1] += f" fell back: {decode[0].fallback} |"
-    write_report(read_results(args.results), args.results)
+    write_report(select(read_results(args.results)), args.results)
     table = "\n".join(
         [
             "| dtype | batch | eager decode tok/s | compiled decode tok/s | compiled/eager | compile s | greedy "

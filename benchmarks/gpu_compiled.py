@@ -91,6 +91,7 @@ def main() -> None:
     from quantlab.errors import QuantlabError
     from quantlab.quantizer import quantize
     from quantlab.report.render import write_report
+    from quantlab.report.selection import select
     from quantlab.results import read_results
     from quantlab.spec import MethodSpec
 
@@ -128,7 +129,7 @@ def main() -> None:
             pair.append(record)
         measured[name] = tuple(pair)
         shutil.rmtree(made.path, ignore_errors=True)  # disk: one quantized model at a time
-    write_report(read_results(args.results), args.results)
+    write_report(select(read_results(args.results)), args.results)
     bf16_eager, bf16_compiled = measured.get("bf16", (None, None))
     base = decode_at(bf16_compiled, 1)
     header = ["artifact", "kernel", "eager b1", *(f"compiled b{b}" for b in batches), "loop ran", "% BW limit b1"]
