@@ -51,6 +51,10 @@ def test_int8_schemes_load_unmodified_score_close_and_say_which_kernel_ran(made)
         session = select_runtime(artifact, None).load(artifact, device="cpu")
         timing = session.timed_generate(np.asarray(ids[:, :16]), 4)
         assert timing.tokens.shape == (1, 4)
+        # bytes per decoded token count the int8 payload and its scales, not the dense shape's fp32 bytes
+        linear = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+        weights = session.bytes_per_token(16, 4).weights
+        assert linear <= weights < 1.2 * linear + 4 * 1024 * 256, (weights, linear)
         kernels[scheme] = session.describe()
     assert kernels["int8dq"].kernel == "native" and "aten::_int_mm" in kernels["int8dq"].kernel_detail
     assert kernels["int8wo"].kernel == "dequantized" and "Int8Tensor" in kernels["int8wo"].kernel_detail

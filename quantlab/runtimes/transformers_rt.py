@@ -189,6 +189,15 @@ def kernel_path(
     return "unknown", f"{method}: no quantized modules recognised"
 
 
+def _stored(tensor) -> list[tuple[int, int]]:
+    """(data pointer, bytes) of what a tensor really holds: a tensor subclass (torchao's Int8Tensor, ...) reports
+    the dense shape's bytes and no data pointer of its own, so its inner tensors (qdata, scale, ...) count."""
+    if hasattr(tensor, "__tensor_flatten__"):
+        names, _ = tensor.__tensor_flatten__()
+        return [entry for name in names for entry in _stored(getattr(tensor, name))]
+    return [(tensor.data_ptr(), tensor.nbytes)]
+
+
 class TransformersSession(Session):
     def __init__(self, artifact: Artifact, device: str, dtype: str, compiled: bool = False) -> None:
         import torch
@@ -277,7 +286,7 @@ class TransformersSession(Session):
             for name, b in m._buffers.items()
             if b is not None and name not in m._non_persistent_buffers_set
         ]
-        tensors = {t.data_ptr(): t.nbytes for t in [*model.parameters(), *buffers]}
+        tensors = dict(entry for t in [*model.parameters(), *buffers] for entry in _stored(t))
         weights = sum(tensors.values())
         embedding = model.get_input_embeddings().weight
         head = model.get_output_embeddings()
