@@ -12,9 +12,11 @@ eagerly twice, over the same static cache (what compilation alone may change) an
 `DynamicCache`, and the greedy sequences compared with both: every compiled record says whether its output is
 the eager one. In bf16 the static cache itself can flip a near-tie (attention over the padded cache length
 rounds differently on a CPU: 2 of 8 sequences at batch 8 on SmolLM2, with or without compilation); in fp32 it
-does not. `fullgraph=True` makes a graph break an
-error instead of a silent split into pieces; the loop then falls back to eager and records why, so a speed
-figure never claims a compiled loop it did not run. Quality logits never come from here (one forward, eager).
+does not.
+
+`fullgraph=True` makes a graph break an error instead of a silent split into pieces; the loop then falls back to
+eager and records why, so a speed figure never claims a compiled loop it did not run. Quality logits never come
+from here (one forward, eager).
 """
 
 from __future__ import annotations
