@@ -106,7 +106,13 @@ def _decode_notes(results: list[Result]) -> list[str]:
                 f"{decode.detail}; compilation untimed ({decode.compile_s:.0f} s); greedy output identical to eager "
                 f"decoding over the same static cache for {decode.eager_check_identical} of "
                 f"{decode.eager_check_sequences} sequences, to the eager loop's (DynamicCache) for "
-                f"{decode.eager_check_identical_dynamic}."
+                f"{decode.eager_check_identical_dynamic}"
+                + (
+                    f" (where they part, the eager top-2 logit gap was ≤ {decode.eager_check_divergence_margin:.3f})"
+                    if decode.eager_check_divergence_margin is not None
+                    else ""
+                )
+                + "."
             )
         else:
             notes.add(f"Decode loop ({r.runtime.runtime}, eager): {decode.detail}.")

@@ -60,6 +60,9 @@ class DecodePath(BaseModel):
     eager_check_sequences: int = 0
     eager_check_identical: int = 0
     eager_check_identical_dynamic: int = 0
+    # where a compiled sequence parts from the eager loop's, the largest top-2 logit gap of the eager loop at the
+    # first differing token: a gap near the dtype's rounding step means a near-tie flipped, not a wrong result
+    eager_check_divergence_margin: float | None = None
     # where the time goes: the top ops of the batch-1 decode steps under torch.profiler (prefill excluded)
     profile: list[OpShare] = []
     profile_detail: str | None = None

@@ -50,6 +50,7 @@ class DecodeLoop:
         self.compile_s = 0.0
         self.used = False
         self.checked = self.identical = self.identical_dynamic = 0
+        self.divergence_margin: float | None = None
         self.profile: list[OpShare] = []
         self.profile_detail: str | None = None
         self.fallback: str | None = None
@@ -80,6 +81,7 @@ class DecodeLoop:
             eager_check_sequences=self.checked,
             eager_check_identical=self.identical,
             eager_check_identical_dynamic=self.identical_dynamic,
+            eager_check_divergence_margin=self.divergence_margin,
             **profiled,
         )
 
@@ -125,6 +127,7 @@ class DecodeLoop:
         self.profile_detail = f"{where}, {steps} decode steps at batch {batch.shape[0]} (prefill excluded)"
 
     def _warm_up(self, batch, new_tokens: int) -> None:
+        import torch
         from transformers import StaticCache
 
         cache = StaticCache(config=self.model.config, max_cache_len=batch.shape[1] + new_tokens)
@@ -142,10 +145,16 @@ class DecodeLoop:
             return
         self._caches[(batch.shape[0], batch.shape[1] + new_tokens)] = cache
         same_cache, _, _ = self._static(batch, new_tokens, cache, compiled=False)
-        dynamic, _, _ = self._eager(batch, new_tokens)
+        margins: list = []
+        dynamic, _, _ = self._eager(batch, new_tokens, margins=margins)
         self.checked += batch.shape[0]
         self.identical += int((same_cache == tokens).all(dim=1).sum())
         self.identical_dynamic += int((dynamic == tokens).all(dim=1).sum())
+        gaps = torch.stack(margins, dim=1)  # [batch, new_tokens]
+        for row in range(batch.shape[0]):
+            differs = (dynamic[row] != tokens[row]).nonzero()
+            if len(differs):  # the eager loop's top-2 gap where the two first part
+                self.divergence_margin = max(self.divergence_margin or 0.0, float(gaps[row, int(differs[0])]))
 
     def _decode_step(self, token, position, cache):
         logits = self.model(input_ids=token, position_ids=position, past_key_values=cache, use_cache=True).logits
@@ -175,9 +184,16 @@ class DecodeLoop:
                 decode = time.perf_counter() - start
         return torch.cat(tokens, dim=1), prefill, decode
 
-    def _eager(self, batch, new_tokens: int, around_decode=contextlib.nullcontext):
+    def _eager(self, batch, new_tokens: int, around_decode=contextlib.nullcontext, margins: list | None = None):
+        """`margins`, if given, receives each step's top-2 logit gap [batch] (for the greedy check, untimed)."""
         import torch
         from transformers import DynamicCache
+
+        def pick(logits):
+            if margins is not None:
+                top2 = logits.float().topk(2, dim=-1).values
+                margins.append(top2[:, 0] - top2[:, 1])
+            return logits.argmax(-1, keepdim=True)
 
         with torch.inference_mode():
             cache = DynamicCache(config=self.model.config)
@@ -185,7 +201,7 @@ class DecodeLoop:
             start = time.perf_counter()
             # logits_to_keep=1: only the last position's logits, as generate() and serving engines do.
             out = self.model(input_ids=batch, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            token = out.logits[:, -1, :].argmax(-1, keepdim=True)
+            token = pick(out.logits[:, -1, :])
             sync(self.device)
             prefill = time.perf_counter() - start
             tokens = [token]
@@ -193,7 +209,7 @@ class DecodeLoop:
                 start = time.perf_counter()
                 for _ in range(new_tokens - 1):
                     out = self.model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
-                    token = out.logits[:, -1, :].argmax(-1, keepdim=True)
+                    token = pick(out.logits[:, -1, :])
                     tokens.append(token)
                 sync(self.device)
                 decode = time.perf_counter() - start
