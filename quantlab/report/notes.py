@@ -82,6 +82,14 @@ def _speed_notes(results: list[Result]) -> list[str]:
     return notes
 
 
+def _parting(gap: float | None) -> str:
+    if gap is None:
+        return ""
+    if gap == 0:
+        return " (where they part, the eager loop's top two logits were exactly tied: argmax broke the tie)"
+    return f" (where they part, the eager loop's top-2 logit gap was at most {gap:.3g})"
+
+
 def _op_name(op: str) -> str:
     """torch.profiler names a compiled graph's call after its cache hash; a reader needs to know it is one."""
     return "compiled graph (inductor's own kernels)" if op.startswith("## Call CompiledFxGraph") else op
@@ -106,13 +114,7 @@ def _decode_notes(results: list[Result]) -> list[str]:
                 f"{decode.detail}; compilation untimed ({decode.compile_s:.0f} s); greedy output identical to eager "
                 f"decoding over the same static cache for {decode.eager_check_identical} of "
                 f"{decode.eager_check_sequences} sequences, to the eager loop's (DynamicCache) for "
-                f"{decode.eager_check_identical_dynamic}"
-                + (
-                    f" (where they part, the eager top-2 logit gap was ≤ {decode.eager_check_divergence_margin:.3f})"
-                    if decode.eager_check_divergence_margin is not None
-                    else ""
-                )
-                + "."
+                f"{decode.eager_check_identical_dynamic}" + _parting(decode.eager_check_divergence_margin) + "."
             )
         else:
             notes.add(f"Decode loop ({r.runtime.runtime}, eager): {decode.detail}.")
