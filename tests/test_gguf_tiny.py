@@ -346,3 +346,24 @@ def test_a_failed_llama_cpp_build_is_one_line_and_leaves_no_build(tmp_path):
     assert "failed at configure" in proc.stderr and "no compiler" in proc.stderr
     builds = list((tmp_path / "cache").glob("llama.cpp/*/build-*"))
     assert [b.suffix for b in builds] == [".log"]  # only the log of the failed build
+
+
+def _sigint_ignored_and_blocked() -> None:
+    """What a child can inherit: SIGINT ignored (a background job of a non-interactive shell) and blocked (a
+    spawning thread's mask). Either alone kept `quantlab serve` from ever seeing Ctrl-C in CI."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def test_ctrl_c_stops_serve_whatever_sigint_state_it_inherits(made):
+    from quantlab.serve.process import free_port
+    from tests.test_serve import _start_serve_cli
+
+    proc = _start_serve_cli(made["Q4_K_M"].path, free_port(), preexec_fn=_sigint_ignored_and_blocked)
+    try:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0 and not _llama_servers()

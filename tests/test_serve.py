@@ -190,12 +190,13 @@ def test_bench_load_through_transformers_serve(tiny_served, tmp_path):
     assert not _processes_mentioning(str(tiny_served.path))
 
 
-def _start_serve_cli(artifact: Path, port: int) -> subprocess.Popen:
+def _start_serve_cli(artifact: Path, port: int, preexec_fn=None) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "quantlab.cli", "serve", str(artifact), "--port", str(port)],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
+        preexec_fn=preexec_fn,
     )
     deadline = time.monotonic() + 300
     assert proc.stderr is not None

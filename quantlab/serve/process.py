@@ -73,6 +73,12 @@ def exit_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+    # A process inherits an ignored SIGINT (started in the background by a non-interactive shell) and a blocked
+    # one (spawned by a thread that had it masked): Python then never raises KeyboardInterrupt, and Ctrl-C would
+    # leave the server running. CI saw exactly that: `quantlab serve` still sleeping in its wait loop 60 s after
+    # SIGINT. Whoever runs `serve` asked for Ctrl-C to stop it, so both are undone here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 class ServerProcess:
