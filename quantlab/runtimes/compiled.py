@@ -63,13 +63,10 @@ class DecodeLoop:
 
     def describe(self) -> DecodePath:
         profiled = {"profile": self.profile, "profile_detail": self.profile_detail}
-        if not self.compiled and self.fallback is None:
-            return DecodePath(mode="eager", detail="DynamicCache, one eager forward per token", **profiled)
-        if self.fallback is not None:
-            return DecodePath(
-                mode="eager", detail="DynamicCache, one eager forward per token (compiled loop failed)",
-                fallback=self.fallback, **profiled,
-            )  # fmt: skip
+        if not self.compiled:  # never asked, or fell back (then `fallback` says why)
+            failed = " (compiled loop failed)" if self.fallback else ""
+            detail = f"DynamicCache, one eager forward per token{failed}"
+            return DecodePath(mode="eager", detail=detail, fallback=self.fallback, **profiled)
         import torch
 
         graphs = ", CUDA graphs" if self.device.startswith("cuda") else ""
@@ -163,31 +160,24 @@ class DecodeLoop:
     def _static(self, batch, new_tokens: int, cache, around_decode=contextlib.nullcontext, *, compiled=True):
         import torch
 
-        step = self._step if compiled else self._decode_step
-        with torch.inference_mode():
-            cache.reset()
-            sync(self.device)
-            start = time.perf_counter()
+        compiled_step = self._step if compiled else self._decode_step
+
+        def prefill():
             out = self.model(input_ids=batch, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            token = out.logits[:, -1, :].argmax(-1, keepdim=True)
-            sync(self.device)
-            prefill = time.perf_counter() - start
-            tokens = [token]
-            with around_decode():
-                start = time.perf_counter()
-                for i in range(new_tokens - 1):
-                    position = torch.full_like(token, batch.shape[1] + i)
-                    # CUDA graphs reuse their output buffer on the next replay: keep a copy
-                    token = step(token, position, cache).clone()
-                    tokens.append(token)
-                sync(self.device)
-                decode = time.perf_counter() - start
-        return torch.cat(tokens, dim=1), prefill, decode
+            return out.logits[:, -1, :].argmax(-1, keepdim=True)
+
+        def step(i: int, token):
+            position = torch.full_like(token, batch.shape[1] + i)
+            # CUDA graphs reuse their output buffer on the next replay: keep a copy
+            return compiled_step(token, position, cache).clone()
+
+        return self._timed(prefill, step, new_tokens, around_decode, setup=cache.reset)
 
     def _eager(self, batch, new_tokens: int, around_decode=contextlib.nullcontext, margins: list | None = None):
         """`margins`, if given, receives each step's top-2 logit gap [batch] (for the greedy check, untimed)."""
-        import torch
         from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
 
         def pick(logits):
             if margins is not None:
@@ -195,22 +185,34 @@ class DecodeLoop:
                 margins.append(top2[:, 0] - top2[:, 1])
             return logits.argmax(-1, keepdim=True)
 
-        with torch.inference_mode():
-            cache = DynamicCache(config=self.model.config)
-            sync(self.device)
-            start = time.perf_counter()
+        def prefill():
             # logits_to_keep=1: only the last position's logits, as generate() and serving engines do.
             out = self.model(input_ids=batch, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            token = pick(out.logits[:, -1, :])
+            return pick(out.logits[:, -1, :])
+
+        def step(_: int, token):
+            return pick(self.model(input_ids=token, past_key_values=cache, use_cache=True).logits[:, -1, :])
+
+        return self._timed(prefill, step, new_tokens, around_decode)
+
+    def _timed(self, prefill, step, new_tokens: int, around_decode, setup=lambda: None):
+        """What both loops share: `setup()` untimed, `prefill()` timed to the first token, then `step(i, token)`
+        for each next one, the decode timed inside `around_decode()`; (tokens, prefill s, decode s)."""
+        import torch
+
+        with torch.inference_mode():
+            setup()
             sync(self.device)
-            prefill = time.perf_counter() - start
+            start = time.perf_counter()
+            token = prefill()
+            sync(self.device)
+            prefill_s = time.perf_counter() - start
             tokens = [token]
             with around_decode():
                 start = time.perf_counter()
-                for _ in range(new_tokens - 1):
-                    out = self.model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
-                    token = pick(out.logits[:, -1, :])
+                for i in range(new_tokens - 1):
+                    token = step(i, token)
                     tokens.append(token)
                 sync(self.device)
-                decode = time.perf_counter() - start
-        return torch.cat(tokens, dim=1), prefill, decode
+                decode_s = time.perf_counter() - start
+        return torch.cat(tokens, dim=1), prefill_s, decode_s
