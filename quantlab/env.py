@@ -74,6 +74,20 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+FP8_MIN_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada, Hopper, Blackwell
+
+
+def cuda_capability(device: str) -> tuple[int, int]:
+    import torch
+
+    return tuple(torch.cuda.get_device_capability(torch.device(device)))
+
+
+def fp8_hardware(device: str) -> bool:
+    """FP8 tensor-core matmuls: CUDA compute capability ≥ 8.9 (Ada, Hopper, Blackwell)."""
+    return device.startswith("cuda") and cuda_capability(device) >= FP8_MIN_CAPABILITY
+
+
 def cuda_device_names() -> list[str]:
     try:
         import torch

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from quantlab.env import fp8_hardware
 from quantlab.quantizer import quantize
 from quantlab.runtimes import select_runtime
 from quantlab.spec import MethodSpec
@@ -16,7 +17,7 @@ from .conftest import make_tiny_llama
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(
-        not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+        not (torch.cuda.is_available() and fp8_hardware("cuda:0")),
         reason="needs a CUDA GPU with FP8 tensor cores (compute capability >= 8.9)",
     ),
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantlab.env import FP8_MIN_CAPABILITY, cuda_capability
 from quantlab.errors import SpecError
 from quantlab.methods.base import Backend, Log, QuantizeOutcome
 from quantlab.methods.registry import register
@@ -53,8 +54,8 @@ def device_problem(scheme: str, device: str | None = None) -> str | None:
         return f"torchao {scheme} needs a CUDA GPU ({SCHEMES[scheme].summary}); it cannot run on {device}"
     if not torch.cuda.is_available():
         return f"torchao {scheme} needs a CUDA GPU ({SCHEMES[scheme].summary}); this host has none"
-    cc = torch.cuda.get_device_capability(torch.device(device or "cuda:0"))
-    if needs == "fp8" and cc < (8, 9):
+    cc = cuda_capability(device or "cuda:0")
+    if needs == "fp8" and cc < FP8_MIN_CAPABILITY:
         return f"torchao {scheme} needs FP8 tensor cores (compute capability ≥ 8.9); this GPU has {cc[0]}.{cc[1]}"
     return None
 

@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 
 from quantlab.artifact import Artifact
-from quantlab.env import host_info
+from quantlab.env import fp8_hardware, host_info
 from quantlab.errors import BenchError
 from quantlab.results import Kernel, RuntimeDescription
 from quantlab.roofline import BytesPerToken
@@ -62,13 +62,6 @@ def native_fp8_eligible(quant_config: dict | None) -> bool:
         ):
             return False
     return True
-
-
-def fp8_hardware(device: str) -> bool:
-    """FP8 tensor-core matmuls: CUDA compute capability ≥ 8.9 (Ada, Hopper, Blackwell)."""
-    import torch
-
-    return device.startswith("cuda") and torch.cuda.get_device_capability(torch.device(device)) >= (8, 9)
 
 
 def _args_text(args) -> str:
