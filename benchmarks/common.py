@@ -6,6 +6,7 @@ as PASS/FAIL/INFO lines. Options: --results, --work-dir, --recipe (another recip
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import yaml
@@ -38,6 +39,25 @@ def run(recipe: str, results: str, doc: str):
     )
     print(done.results.with_suffix(".md").read_text(encoding="utf-8"))
     return {name if stage == "bench" else f"{name}@{stage}": r for (_, name, stage), r in done.records.items()}
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def none_artifact(model: str, dtype: str):
+    """The unquantized `model` in `dtype`, made once under <quantlab cache>/benchmarks and reused."""
+    from quantlab.artifact import load_artifact
+    from quantlab.errors import ArtifactError
+    from quantlab.paths import cache_dir
+    from quantlab.quantizer import quantize
+    from quantlab.spec import MethodSpec
+
+    out = cache_dir() / "benchmarks" / f"{model.replace('/', '_')}-{dtype}"
+    try:
+        return load_artifact(out)
+    except ArtifactError:
+        return quantize(model, MethodSpec(method="none", dtype=dtype), out, force=True)
 
 
 def check(ok: bool | None, text: str) -> None:

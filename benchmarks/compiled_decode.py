@@ -18,26 +18,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
-
-def log(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-def artifact(model: str, dtype: str):
-    from quantlab.artifact import load_artifact
-    from quantlab.errors import ArtifactError
-    from quantlab.paths import cache_dir
-    from quantlab.quantizer import quantize
-    from quantlab.spec import MethodSpec
-
-    out = cache_dir() / "benchmarks" / f"{model.replace('/', '_')}-{dtype}"
-    try:
-        return load_artifact(out)
-    except ArtifactError:
-        return quantize(model, MethodSpec(method="none", dtype=dtype), out, force=True)
+from common import log, none_artifact
 
 
 def main() -> None:
@@ -57,7 +40,7 @@ def main() -> None:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     rows = []
     for dtype in args.dtypes.split(","):
-        made = artifact(args.model, dtype)
+        made = none_artifact(args.model, dtype)
         runs: dict[bool, list] = {False: [], True: []}
         for round_ in range(args.rounds):
             for compiled in (False, True):

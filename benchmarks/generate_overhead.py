@@ -12,21 +12,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
-
-def _default_artifact() -> Path:
-    from quantlab.artifact import load_artifact
-    from quantlab.errors import ArtifactError
-    from quantlab.paths import cache_dir
-    from quantlab.quantizer import quantize
-    from quantlab.spec import MethodSpec
-
-    out = cache_dir() / "benchmarks" / "default-bf16"
-    try:
-        return load_artifact(out).path
-    except ArtifactError:
-        return quantize("default", MethodSpec(method="none", dtype="bf16"), out, force=True).path
+from common import none_artifact
 
 
 def main() -> None:
@@ -46,7 +33,7 @@ def main() -> None:
     from quantlab.corpus import token_stream
     from quantlab.runtimes import default_device, select_runtime
 
-    artifact = load_artifact(args.artifact or _default_artifact())
+    artifact = load_artifact(args.artifact or none_artifact("default", "bf16").path)
     device = default_device()
     session = select_runtime(artifact).load(artifact, device=device)
     model = session.model

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import time
 from pathlib import Path
 
+from common import check, log
 from fp8_gpu import SHAPES, build_random_model
 
 METHODS = {
@@ -40,20 +40,14 @@ METHODS = {
 }
 
 
-def say(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-def check(ok: bool | None, text: str) -> None:
-    print(f"{'INFO' if ok is None else 'PASS' if ok else 'FAIL'} {text}", flush=True)
-
-
 def decode_at(record, batch: int) -> float | None:
     point = next((p for p in record.speed if p.batch_size == batch), None) if record else None
     return point.decode_tok_s.median if point else None
 
 
 def row(name: str, eager, compiled, batches: list[int], bf16_compiled: float | None) -> str:
+    from quantlab.report.notes import op_name
+
     top = compiled.runtime.decode.profile if compiled and compiled.runtime.decode else []
     loop = compiled.runtime.decode.mode if compiled and compiled.runtime.decode else "–"
     b1 = decode_at(compiled, 1)
@@ -65,7 +59,7 @@ def row(name: str, eager, compiled, batches: list[int], bf16_compiled: float | N
         loop,
         f"{compiled.roofline.pct_of_limit:.0f}" if compiled and compiled.roofline else "–",
         f"{b1 / bf16_compiled:.2f}×" if b1 and bf16_compiled else "–",
-        "; ".join(f"{o.op[:40]} {o.share:.0%}" for o in top[:3]) or "–",
+        "; ".join(f"{op_name(o.op)[:40]} {o.share:.0%}" for o in top[:3]) or "–",
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -96,18 +90,18 @@ def main() -> None:
     from quantlab.spec import MethodSpec
 
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    say(f"device {torch.cuda.get_device_name(device) if device != 'cpu' else 'cpu'}, torch {torch.__version__}")
+    log(f"device {torch.cuda.get_device_name(device) if device != 'cpu' else 'cpu'}, torch {torch.__version__}")
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     source = args.work / "source"
-    say(f"building a random {args.shape} with {args.layers} layers on {device}")
+    log(f"building a random {args.shape} with {args.layers} layers on {device}")
     build_random_model(args.shape, args.tokenizer, source, device, args.layers)
     batches = [int(b) for b in args.batch_sizes.split(",")]
     measured: dict[str, tuple] = {}
     for name in args.methods.split(","):
         fields, _ = METHODS[name]
-        say(f"{name}: quantize")
+        log(f"{name}: quantize")
         try:
             made = quantize(str(source), MethodSpec(**fields), args.work / name)
         except QuantlabError as exc:
@@ -115,14 +109,14 @@ def main() -> None:
             continue
         pair = []
         for compiled in (False, True):
-            say(f"{name}: bench {'compiled' if compiled else 'eager'}")
+            log(f"{name}: bench {'compiled' if compiled else 'eager'}")
             config = BenchConfig(
                 dataset="embedded", quality=False, device=device, rig=args.rig, compile=compiled,
                 profile=True, batch_sizes=batches, prompt_tokens=args.prompt, new_tokens=args.new,
                 repeats=args.repeats,
             )  # fmt: skip
             try:
-                [record] = bench([made.path], config=config, results_path=args.results, progress=say)
+                [record] = bench([made.path], config=config, results_path=args.results, progress=log)
             except QuantlabError as exc:
                 check(False, f"{name}: bench failed: {exc}")
                 record = None

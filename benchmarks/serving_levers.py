@@ -23,13 +23,10 @@ import argparse
 import time
 from pathlib import Path
 
+from common import log
 from gguf_speed import artifact_for
 
 KV_TYPES = ("f16", "q8_0", "q4_0")
-
-
-def log(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
 def kv(target, args) -> None:

@@ -90,7 +90,7 @@ def _parting(gap: float | None) -> str:
     return f" (where they part, the eager loop's top-2 logit gap was at most {gap:.3g})"
 
 
-def _op_name(op: str) -> str:
+def op_name(op: str) -> str:
     """torch.profiler names a compiled graph's call after its cache hash; a reader needs to know it is one."""
     return "compiled graph (inductor's own kernels)" if op.startswith("## Call CompiledFxGraph") else op
 
@@ -119,7 +119,7 @@ def _decode_notes(results: list[Result]) -> list[str]:
         else:
             notes.add(f"Decode loop ({r.runtime.runtime}, eager): {decode.detail}.")
         if decode.profile:
-            top = ", ".join(f"{_op_name(o.op)} {o.share:.0%}" for o in decode.profile[:4])
+            top = ", ".join(f"{op_name(o.op)} {o.share:.0%}" for o in decode.profile[:4])
             loop = "compiled" if decode.mode == "compiled" else "eager"
             notes.add(
                 f"Where the decode time goes, {r.artifact.display_label(backend=True)} ({loop}): {top} "
