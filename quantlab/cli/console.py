@@ -116,6 +116,10 @@ def emit(text: str) -> None:
     _OUT.flush()
 
 
+def warning(message: str) -> None:
+    console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
 def error(message: str, *, unexpected: bool = False) -> None:
     """One line; for a failure quantlab did not anticipate, where the libraries' own output went."""
     hint = f" (library output: {state['log']})" if unexpected and state["log"] else ""

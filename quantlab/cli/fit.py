@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from quantlab.cli.app import app
-from quantlab.cli.console import library_output, out_console
+from quantlab.cli.console import library_output, out_console, warning
 from quantlab.cli.options import build, model_options
 from quantlab.memfit import MemoryFitQuestion
 
@@ -85,7 +85,7 @@ def _measured_kv(results: Path, artifact, kv_dtype: str) -> tuple[float, str]:
     if artifact is None:
         raise SpecError("--kv-measured needs an artifact directory as MODEL (its measurements are per artifact)")
     found = []
-    for r in read_results(results):
+    for r in read_results(results, warn=warning):
         kv = (r.load.kv_allocation if r.load else None) or r.runtime.kv_allocation
         if (
             r.artifact.digest == artifact.digest

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from quantlab.cli.app import app
-from quantlab.cli.console import console, emit
+from quantlab.cli.console import console, emit, warning
 
 
 @app.command()
@@ -28,7 +28,7 @@ def report(
 
     if format not in rendering.FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(rendering.FORMATS)}, not {format}")
-    records = rendering.select(read_results(results), latest_only=not all_records)
+    records = rendering.select(read_results(results, warn=warning), latest_only=not all_records)
     text = rendering.FORMATS[format](records)
     if out is None:
         emit(text)
@@ -63,7 +63,7 @@ def recommend(
     from quantlab.report.recommend import recommend as choose
     from quantlab.results import read_results
 
-    records = select([r for path in results for r in read_results(path)])
+    records = select([r for path in results for r in read_results(path, warn=warning)])
     rec = choose(records, rig=rig, min_quality=min_quality, max_memory_gb=max_memory, basis=basis, at=at)
     emit(explain(rec, rig=rig, min_quality=min_quality, max_memory_gb=max_memory, at=at))
     if rec.winner is None:
