@@ -11,13 +11,14 @@ import typer
 from quantlab.bench.config import BenchConfig
 from quantlab.cli.app import app
 from quantlab.cli.bench import bench_options
-from quantlab.cli.console import console, emit, library_output, out_console, steps
+from quantlab.cli.console import console, emit, error, library_output, out_console, steps
 from quantlab.cli.options import as_flags
+from quantlab.errors import QuantlabError
 
 DEMO_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo.yaml"
 
 
-def _execute(recipe: Path, results: Path | None, work_dir: Path | None, settings: dict) -> None:
+def _execute(recipe: Path, results: Path | None, work_dir: Path | None, settings: dict, ray: str | None = None) -> None:
     from pydantic import ValidationError
 
     from quantlab.errors import BenchError, describe_validation_error
@@ -31,12 +32,20 @@ def _execute(recipe: Path, results: Path | None, work_dir: Path | None, settings
     except ValidationError as exc:
         raise BenchError(f"invalid option {as_flags(describe_validation_error(exc), BenchConfig)}") from None
     exit_on_sigterm()
+    cluster = None if ray is None else (True if ray == LOCAL else ray)
     with steps(f"running {plan.name}") as step:
-        path = run_recipe(recipe, results=results, work_dir=work_dir, overrides=settings, progress=step).results
-    emit(path.with_suffix(".md").read_text(encoding="utf-8"))
-    console.print(
-        f"[green]results[/green] {path}  [green]report[/green] {path.with_suffix('.md')}, {path.with_suffix('.html')}"
-    )
+        done = run_recipe(recipe, results=results, work_dir=work_dir, overrides=settings, progress=step, ray=cluster)
+    path = done.results
+    if done.records:
+        emit(path.with_suffix(".md").read_text(encoding="utf-8"))
+        console.print(
+            f"[green]results[/green] {path}  [green]report[/green] {path.with_suffix('.md')}, "
+            f"{path.with_suffix('.html')}"
+        )
+    for (model, cell, stage), reason in done.failed.items():
+        error(f"{model} {cell} {stage}: {reason}")
+    if done.failed:
+        raise QuantlabError(f"{len(done.failed)} cell stage(s) failed; the others are recorded in {path}")
 
 
 ResultsOption = Annotated[
@@ -44,6 +53,17 @@ ResultsOption = Annotated[
     typer.Option(
         help="Results file the records are appended to. Default: results/<recipe name>.jsonl; the report of this "
         "run (.md, .html, .csv, plots) is written next to it."
+    ),
+]
+LOCAL = "local"
+RayOption = Annotated[
+    str | None,
+    typer.Option(
+        flag_value=LOCAL,
+        metavar="[ADDRESS]",
+        help="Run the cells as tasks on a Ray cluster (pip install 'quantlab\\[ray]'): --ray alone joins RAY_ADDRESS "
+        "or starts a local cluster; --ray auto joins the one on this machine; --ray HOST:PORT another. "
+        "--work-dir must be storage every node sees. Same records, resume and report as a serial run.",
     ),
 ]
 WorkDirOption = Annotated[
@@ -66,12 +86,13 @@ def run(
     ] = False,
     results: ResultsOption = None,
     work_dir: WorkDirOption = None,
+    ray: RayOption = None,
 ) -> None:
     """Execute a recipe (model(s) × methods × bench settings × rigs): quantize every cell (reusing finished
     artifacts), bench each, append the results, render the report of this run. Kill it anywhere and run it
     again: it continues where it stopped. --dry-run validates it and prints the plan instead."""
     if not dry_run:
-        _execute(recipe, results, work_dir, settings)
+        _execute(recipe, results, work_dir, settings, ray)
         return
     from quantlab.sweep.plan import plan_tables
     from quantlab.sweep.recipe import load_recipe
@@ -99,8 +120,6 @@ def demo(
     """The whole pipeline on the embedded default model (SmolLM2-135M-Instruct), offline: the cells of
     recipes/demo.yaml (`none` fp32 and bf16, `rtn` w8/w4 g64, GGUF Q4_K_M, FP8_DYNAMIC, bitsandbytes NF4) against
     the fp32 baseline, run like any recipe (`quantlab run`): resumable, and its table is this run's."""
-    from quantlab.errors import QuantlabError
-
     if not recipe.is_file():
         raise QuantlabError(
             f"the demo recipe {recipe} is missing: it ships in the repository's recipes/ folder (pass --recipe PATH)"

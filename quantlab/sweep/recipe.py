@@ -24,6 +24,7 @@ from quantlab.bench.config import RIG_FIELDS, BenchConfig, given
 from quantlab.errors import QuantlabError, describe_validation_error
 from quantlab.memfit import MemoryFitQuestion
 from quantlab.spec import Calibration, MethodSpec
+from quantlab.sweep.cluster import RaySettings
 from quantlab.yamlfile import load_yaml_model
 
 
@@ -94,6 +95,7 @@ class Recipe(BaseModel):
     memory_fit: MemoryFitQuestion = Field(default_factory=MemoryFitQuestion)
     rigs: list[str | RigEntry] = Field(default_factory=lambda: ["cpu"], min_length=1)
     rigs_file: str | None = None
+    ray: RaySettings | None = Field(None, description="run the cells on a Ray cluster (`quantlab run --ray`)")
 
     @model_validator(mode="before")
     @classmethod

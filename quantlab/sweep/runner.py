@@ -68,8 +68,9 @@ class _Run:
     results: Path
     progress: Progress
     total: int
+    existing: list[Result] = field(default_factory=list)  # the results file's records when the run started
     finished: int = 0
-    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    artifacts: dict[str, Artifact] = field(default_factory=dict)  # cell key → its artifact (path, digest)
     mine: dict[tuple[str, str], Result] = field(default_factory=dict)  # (cell key, stage) → its record
 
     def step(self, message: str, *, count: bool = False) -> None:
@@ -79,12 +80,14 @@ class _Run:
     def ref(self, cell: Cell, stage: str) -> CellRef:
         return CellRef(recipe=self.recipe.name, model=cell.model.id, name=cell.name, key=cell.key(), stage=stage)
 
-    def adopt(self, existing: list[Result], cell: Cell) -> None:
-        """Take the newest records of this cell made on its current artifact, on this machine."""
-        digest = self.artifacts[cell.name].digest
-        for r in existing:
+    def adopt(self, cell: Cell, hosts: set[str] | None = None) -> None:
+        """Take the newest records of this cell made on its current artifact, on this machine (or, on a cluster,
+        on one of its nodes: `hosts`)."""
+        digest = self.artifacts[cell.key()].digest
+        for r in self.existing:
             ours = r.cell is not None and (r.cell.recipe, r.cell.key) == (self.recipe.name, cell.key())
-            if ours and r.artifact.digest == digest and same_machine(r):
+            here = r.host.hostname in hosts if hosts is not None else same_machine(r)
+            if ours and r.artifact.digest == digest and here:
                 self.mine[(cell.key(), r.cell.stage)] = r
 
 
@@ -99,6 +102,7 @@ def same_machine(record: Result) -> bool:
 class RecipeRun:
     results: Path  # the results file; the report of this run is next to it (.md, .html, .csv, plots)
     records: dict[tuple[str, str, str], Result]  # (model id, cell name, stage) → the record this run made or reused
+    failed: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (model, cell, stage) → why (--ray)
 
     def of(self, name: str, stage: str = "bench") -> dict[str, Result]:
         """Model id → the cell's record of that stage."""
@@ -112,46 +116,64 @@ def run_recipe(
     work_dir: str | Path | None = None,
     overrides: dict | None = None,
     progress: Progress = lambda _: None,
+    ray: str | bool | None = None,
 ) -> RecipeRun:
     """Run every cell of the recipe that has no record on its current artifact yet, and write the report of this
-    run next to the results file."""
-    from quantlab.bench.prepare import resolve_device
+    run next to the results file. `ray` (or the recipe's `ray:` section) runs the cells as tasks on a Ray
+    cluster: True for RAY_ADDRESS or a local cluster, a string for that cluster's address."""
     from quantlab.paths import cache_dir
 
     path = Path(path)
     recipe = load_recipe(path)
     plan = cells(recipe, path)
     config = recipe.bench_config(overrides)
-    config = _rig_config(recipe, path, config, resolve_device(config))
     root = Path(work_dir) if work_dir is not None else cache_dir() / "runs" / recipe.name
     results = Path(results) if results is not None else Path("results") / f"{recipe.name}.jsonl"
+    if ray or (ray is None and recipe.ray is not None):
+        from quantlab.sweep.ray_runner import run_on_ray
+
+        return run_on_ray(path, recipe, plan, config, root.resolve(), results, progress, ray)
+    from quantlab.bench.prepare import resolve_device
+
+    config = _rig_config(recipe, path, config, resolve_device(config))
+    run = start_run(recipe, plan, config, results, progress)
+    for model in recipe.models:
+        mine = [c for c in plan if c.model is model]
+        for cell in mine:
+            _obtain(run, cell, root)
+            run.adopt(cell)
+        if config.quality or config.speed:
+            _bench_in_process(run, mine, config)
+        for cell in (c for c in mine if recipe.served(c.name)):
+            _bench_served(run, cell, config)
+    return finish_run(run, plan)
+
+
+def start_run(recipe: Recipe, plan: list[Cell], config: BenchConfig, results: Path, progress: Progress) -> _Run:
+    """The records already in the results file (a torn last line dropped first) and the step count."""
     if repair_tail(results):
         progress(f"dropped a record cut short in {results} (its cell runs again)")
     existing = read_results(results) if results.is_file() and results.stat().st_size else []
     in_process = config.quality or config.speed
     total = len(plan) * (2 if in_process else 1) + sum(recipe.served(c.name) for c in plan)
-    run = _Run(recipe=recipe, results=results, progress=progress, total=total)
-    for model in recipe.models:
-        mine = [c for c in plan if c.model is model]
-        for cell in mine:
-            _obtain(run, cell, root)
-            run.adopt(existing, cell)
-        if in_process:
-            _bench_in_process(run, mine, config)
-        for cell in (c for c in mine if recipe.served(c.name)):
-            _bench_served(run, cell, config)
+    return _Run(recipe=recipe, results=results, progress=progress, total=total, existing=existing)
+
+
+def finish_run(run: _Run, plan: list[Cell], failed: dict | None = None) -> RecipeRun:
+    """The report of this run's records, next to the results file."""
     from quantlab.report import select, write_report
 
-    write_report(select(list(run.mine.values())), results)
+    if run.mine:
+        write_report(select(list(run.mine.values())), run.results)
     by_key = {c.key(): c for c in plan}
     made = {(by_key[key].model.id, by_key[key].name, stage): r for (key, stage), r in run.mine.items()}
-    return RecipeRun(results=results, records=made)
+    return RecipeRun(results=run.results, records=made, failed=failed or {})
 
 
 def _obtain(run: _Run, cell: Cell, root: Path) -> None:
     from quantlab.quantizer import obtain
 
-    run.artifacts[cell.name] = obtain(
+    run.artifacts[cell.key()] = obtain(
         cell.model.id, cell.spec, cell.artifact_dir(root), log=lambda msg: run.step(f"{cell.name}: {msg}")
     )
     run.step(f"{cell.name}: artifact ready", count=True)
@@ -168,7 +190,7 @@ def _bench_in_process(run: _Run, group: list[Cell], config: BenchConfig) -> None
     baseline = next((c for c in group if c.is_baseline), None)
 
     def scores_tasks(cell: Cell) -> bool:
-        return select_runtime(run.artifacts[cell.name]).name == "transformers"
+        return select_runtime(run.artifacts[cell.key()]).name == "transformers"
 
     if baseline is not None and not scores_tasks(baseline):
         batches = [(pending, config.model_copy(update={"tasks": None}))]
@@ -181,8 +203,8 @@ def _bench_in_process(run: _Run, group: list[Cell], config: BenchConfig) -> None
         if not batch:
             continue
         made = bench(
-            [run.artifacts[c.name].path for c in batch],
-            baseline=run.artifacts[baseline.name].path if baseline else None,
+            [run.artifacts[c.key()].path for c in batch],
+            baseline=run.artifacts[baseline.key()].path if baseline else None,
             config=batch_config,
             results_path=run.results,
             cells=[run.ref(c, "bench") for c in batch],
@@ -200,7 +222,7 @@ def _bench_served(run: _Run, cell: Cell, config: BenchConfig) -> None:
         run.finished += 1
         return
     run.mine[(cell.key(), "load")] = bench_load(
-        run.artifacts[cell.name].path,
+        run.artifacts[cell.key()].path,
         config=config,
         results_path=run.results,
         cell=run.ref(cell, "load"),

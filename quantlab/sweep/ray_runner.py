@@ -1,0 +1,243 @@
+"""`quantlab run --ray`: the recipe's cells as Ray tasks, the driver the results file's only writer.
+
+Every cell is up to three tasks: quantize (or reuse) its artifact, bench it against the model's baseline, serve
+it under load. A bench is submitted once its own artifact and the baseline's are finished; a served load once
+its artifact is. Cells are otherwise independent and run as the cluster's resources allow.
+
+What is the same as a serial run (quantlab.sweep.runner), so the records are too, timings and hosts aside: the
+same library calls per cell, the same adoption of records already made (a re-run after the driver died
+continues where it stopped), the same report at the end. What differs: a bench loads the baseline once per
+cell, not once per batch (the price of running cells apart); a task whose worker process or node died is
+retried (`ray.retries`), while one that raised is recorded as failed with its reason and the others go on.
+Ctrl-C (or SIGTERM) force-cancels every task: Ray kills their worker processes, and the servers and workers
+those started die with them (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantlab.bench.config import BenchConfig
+from quantlab.results import Result, append_result
+from quantlab.sweep import cluster, ray_tasks
+from quantlab.sweep.recipe import Cell, Recipe, rigs_file_of
+from quantlab.sweep.runner import Progress, RecipeRun, _Run, finish_run, start_run
+
+POLL_S = 0.5
+
+
+@dataclass
+class _Job:
+    cell: Cell
+    stage: str  # quantize | bench | load
+    ref: object
+    attempts: int = 0
+
+    def label(self) -> str:
+        return f"{self.cell.name} {self.stage}"
+
+
+@dataclass(frozen=True)
+class _Made:
+    path: Path
+    digest: str
+    runtime: str
+
+
+def _rig(recipe: Recipe, path: Path, config: BenchConfig, cluster_nodes: list[cluster.Node], settings):
+    """The config with the first of the recipe's rigs (or --rig) the cluster can host, and a cell's resources."""
+    from quantlab.rigs import get_rig
+
+    names = [config.rig] if config.rig else [r.name for r in recipe.rig_entries()]
+    prices = {r.name: r.price_per_hour for r in recipe.rig_entries()}
+    refusals = []
+    for name in names:
+        chosen = config.model_copy(
+            update={
+                "rig": name,
+                "rigs_file": config.rigs_file or rigs_file_of(recipe, path),
+                "price_per_hour": config.price_per_hour or prices.get(name),
+            }
+        )
+        rig = get_rig(name, rigs_file=chosen.rigs_file, price_per_hour=chosen.price_per_hour)
+        try:
+            return chosen, cluster.cell_resources(rig, settings, cluster_nodes, None)
+        except cluster.ClusterError as exc:
+            refusals.append(str(exc))
+    raise cluster.ClusterError(refusals[0] if len(refusals) == 1 else "no rig fits: " + "; ".join(refusals))
+
+
+def run_on_ray(
+    path: Path,
+    recipe: Recipe,
+    plan: list[Cell],
+    config: BenchConfig,
+    root: Path,
+    results: Path,
+    progress: Progress,
+    ray_arg: str | bool | None,
+) -> RecipeRun:
+    import ray
+
+    settings = recipe.ray or cluster.RaySettings()
+    if isinstance(ray_arg, str):
+        settings = settings.model_copy(update={"address": ray_arg})
+    where = cluster.connect(settings.address)
+    try:
+        nodes = cluster.nodes()
+        config, need = _rig(recipe, path, config, nodes, settings)
+        cluster.check_work_dir(root, nodes, need)
+        progress(f"{where}: {len(nodes)} node(s); each cell reserves {need.describe()} (rig {config.rig})")
+        driver = _Driver(start_run(recipe, plan, config, results, progress), plan, config, root, need, settings)
+        driver.hosts = {n.host for n in nodes}
+        return driver.run()
+    finally:
+        ray.shutdown()
+
+
+class _Driver:
+    def __init__(self, run: _Run, plan: list[Cell], config: BenchConfig, root: Path, need, settings) -> None:
+        from ray.util.queue import Queue
+
+        self.state, self.plan, self.config, self.root, self.need = run, plan, config, root, need
+        self.retries = settings.retries
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self.jobs: dict[int, _Job] = {}
+        self.ids = itertools.count()
+        self.failed: dict[tuple[str, str, str], str] = {}
+        self.hosts: set[str] = set()
+        self.in_process = config.quality or config.speed
+
+    def run(self) -> RecipeRun:
+        import ray
+
+        for cell in self.plan:
+            self._submit(
+                cell, "quantize", ray_tasks.quantize_task, cell.model.id, cell.spec, str(cell.artifact_dir(self.root))
+            )
+        try:
+            while self.jobs:
+                ready, _ = ray.wait([j.ref for j in self.jobs.values()], num_returns=1, timeout=POLL_S)
+                self._drain()
+                for ref in ready:
+                    job_id = next(i for i, j in self.jobs.items() if j.ref == ref)
+                    self._finished(self.jobs.pop(job_id), ref)
+            self._drain()
+        except BaseException:
+            self._cancel()
+            raise
+        return finish_run(self.state, self.plan, self.failed)
+
+    def _submit(self, cell: Cell, stage: str, fn, *args) -> None:
+        import ray
+
+        job_id = next(self.ids)
+        ctx = ray_tasks.TaskContext(queue=self.queue, job=job_id, cwd=os.getcwd())
+        task = ray.remote(fn).options(
+            num_cpus=self.need.num_cpus,
+            num_gpus=self.need.num_gpus,
+            memory=self.need.memory,
+            max_retries=self.retries,
+            retry_exceptions=False,
+            name=f"quantlab {cell.name} {stage}",
+        )
+        self.jobs[job_id] = job = _Job(cell=cell, stage=stage, ref=task.remote(ctx, *args))
+        self.state.step(f"{job.label()}: queued")
+
+    def _drain(self) -> None:
+        for job_id, message in self.queue.get_nowait_batch(self.queue.qsize()):
+            job = self.jobs.get(job_id)
+            if job is None:
+                continue
+            if message.startswith(ray_tasks.RUNNING):
+                job.attempts += 1
+                message += f", attempt {job.attempts} of {self.retries + 1}" if job.attempts > 1 else ""
+            self.state.step(f"{job.label()}: {message}")
+
+    def _finished(self, job: _Job, ref) -> None:
+        import ray
+
+        try:
+            value = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            self._fail(job, str(exc.cause) if exc.cause is not None else str(exc).splitlines()[-1])
+            return
+        except ray.exceptions.RayError as exc:
+            self._fail(job, f"{type(exc).__name__} after {job.attempts} attempt(s): {str(exc).splitlines()[0]}")
+            return
+        cell = job.cell
+        if job.stage == "quantize":
+            self.state.artifacts[cell.key()] = _Made(
+                path=Path(value["path"]), digest=value["digest"], runtime=value["runtime"]
+            )
+            self.state.adopt(cell, self.hosts)
+            self.state.step(f"{job.label()}: done, artifact ready", count=True)
+            self._after_artifact(cell)
+            return
+        record = Result.model_validate_json(value)
+        append_result(self.state.results, record)
+        self.state.mine[(cell.key(), job.stage)] = record
+        self.state.step(f"{job.label()}: done", count=True)
+
+    def _fail(self, job: _Job, reason: str) -> None:
+        self.failed[(job.cell.model.id, job.cell.name, job.stage)] = reason
+        self.state.step(f"{job.label()}: failed: {reason}")
+        if job.stage == "quantize":  # its bench and load, and every bench of the model if it is the baseline
+            for cell in [job.cell] + (
+                [c for c in self.plan if c.model is job.cell.model] if job.cell.is_baseline else []
+            ):
+                for stage in self._stages(cell):
+                    self.failed.setdefault((cell.model.id, cell.name, stage), f"{job.label()} failed")
+
+    def _stages(self, cell: Cell) -> list[str]:
+        return (["bench"] if self.in_process else []) + (["load"] if self.state.recipe.served(cell.name) else [])
+
+    def _baseline(self, cell: Cell) -> Cell | None:
+        return next((c for c in self.plan if c.model is cell.model and c.is_baseline), None)
+
+    def _after_artifact(self, cell: Cell) -> None:
+        """Submit what waited on this artifact: its own bench and load; the model's benches if it is the baseline."""
+        waiting = [c for c in self.plan if c.model is cell.model] if cell.is_baseline else [cell]
+        for c in waiting:
+            self._maybe_bench(c)
+        if self.state.recipe.served(cell.name):
+            if (cell.key(), "load") in self.state.mine:
+                self.state.step(f"{cell.name} load: recorded already", count=True)
+            else:
+                made = self.state.artifacts[cell.key()]
+                self._submit(cell, "load", ray_tasks.load_task, str(made.path), self.config, self.state.ref(cell, "load"))
+
+    def _maybe_bench(self, cell: Cell) -> None:
+        baseline = self._baseline(cell)
+        artifacts = self.state.artifacts
+        if not self.in_process or cell.key() not in artifacts or (baseline and baseline.key() not in artifacts):
+            return
+        if (cell.key(), "bench") in self.state.mine:
+            self.state.step(f"{cell.name} bench: recorded already", count=True)
+            return
+        config = self.config
+        if (baseline and artifacts[baseline.key()].runtime != "transformers") or artifacts[
+            cell.key()
+        ].runtime != "transformers":
+            config = config.model_copy(update={"tasks": None})  # lm-eval scores transformers models only, as serially
+        base = str(artifacts[baseline.key()].path) if baseline else None
+        self._submit(
+            cell,
+            "bench",
+            ray_tasks.bench_task,
+            str(artifacts[cell.key()].path),
+            base,
+            config,
+            self.state.ref(cell, "bench"),
+        )
+
+    def _cancel(self) -> None:
+        import ray
+
+        for job in self.jobs.values():
+            ray.cancel(job.ref, force=True)
+        if self.jobs:
+            self.state.progress(f"cancelled {len(self.jobs)} running or queued task(s)")

@@ -1,0 +1,63 @@
+"""What a Ray worker runs for one cell: the same library calls as the serial runner (`obtain`, `bench`,
+`bench_load`), with no results file. A task returns its record as JSON and the driver appends it, so the results
+file has one writer and a task retried after its worker died can never leave a second copy.
+
+Each task first says where it runs (host, address, pid) and then forwards its progress lines, through a queue
+the driver drains; the driver's progress is the only place a user watches.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantlab.bench.config import BenchConfig
+from quantlab.results import CellRef
+from quantlab.spec import MethodSpec
+
+RUNNING = "running on "
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    queue: object  # ray.util.queue.Queue: (job id, message) pairs for the driver
+    job: int
+    cwd: str  # the driver's: relative paths in the recipe (datasets, rigs files) resolve as they did there
+
+
+def _started(ctx: TaskContext) -> Callable[[str], None]:
+    import ray
+
+    if Path(ctx.cwd).is_dir():
+        os.chdir(ctx.cwd)
+
+    def say(message: str) -> None:
+        ctx.queue.put((ctx.job, message))
+
+    say(f"{RUNNING}{socket.gethostname()} ({ray.util.get_node_ip_address()}, pid {os.getpid()})")
+    return say
+
+
+def quantize_task(ctx: TaskContext, model: str, spec: MethodSpec, out: str) -> dict:
+    """The cell's artifact, reused when finished (a retried task picks up nothing half-made: `building`)."""
+    from quantlab.quantizer import obtain
+    from quantlab.runtimes import select_runtime
+
+    artifact = obtain(model, spec, out, log=_started(ctx))
+    return {"path": str(artifact.path), "digest": artifact.digest, "runtime": select_runtime(artifact).name}
+
+
+def bench_task(ctx: TaskContext, artifact: str, baseline: str | None, config: BenchConfig, cell: CellRef) -> str:
+    from quantlab.bench.run import bench
+
+    (result,) = bench([artifact], baseline=baseline, config=config, cells=[cell], progress=_started(ctx))
+    return result.model_dump_json()
+
+
+def load_task(ctx: TaskContext, artifact: str, config: BenchConfig, cell: CellRef) -> str:
+    from quantlab.bench.served import bench_load
+
+    return bench_load(artifact, config=config, cell=cell, progress=_started(ctx)).model_dump_json()

@@ -1,0 +1,252 @@
+"""`quantlab run --ray` on a real local Ray cluster (a head and a worker node, each its own raylet, no mocks): the
+records equal a serial run's, a worker process killed mid-cell is retried with its record written once, a driver
+killed mid-run is continued by the same command, and a cluster that cannot run the recipe fails before any cell
+starts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from quantlab.results import read_results
+from quantlab.serve.process import free_port
+from quantlab.sweep.runner import run_recipe
+from tests.test_runner import CELLS, _bench_records, _created, _recipe
+
+ray = pytest.importorskip("ray")
+RAY = [str(Path(sys.executable).parent / "ray")]
+# Fields that say when, where and how fast: everything else of a record is the same wherever the cell ran.
+VOLATILE = {"run_id", "timestamp", "host", "speed", "memory", "cost", "roofline"}
+
+
+# Each run builds its artifacts in its own work_dir: where, when and how fast differ, and the manifest digest
+# with them (it covers created_at); the files themselves are compared by hash below.
+BUILD = {".artifact.path", ".artifact.digest", ".artifact.quantize_seconds", ".quality.vs_baseline.baseline_digest"}
+
+
+class Cluster:
+    """`ray start --block` processes in their own sessions, so the teardown kills exactly this cluster's
+    processes (`ray stop` would kill every Ray process of the machine)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.procs = root, []
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+
+    def _start(self, args: list[str], prefix: list[str] | None = None) -> None:
+        log = open(self.root / f"node-{len(self.procs)}.log", "w")  # noqa: SIM115 (closed with the process)
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    *(prefix or []),
+                    *RAY,
+                    "start",
+                    "--block",
+                    "--disable-usage-stats",
+                    "--node-ip-address=127.0.0.1",
+                    *args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+
+    def head(self) -> Cluster:
+        ports = {
+            "--dashboard-agent-listen-port": free_port(),
+            "--dashboard-agent-grpc-port": free_port(),
+            "--metrics-export-port": free_port(),
+            "--runtime-env-agent-port": free_port(),
+        }
+        extra = [f"{k}={v}" for k, v in ports.items()]
+        self._start(["--head", f"--port={self.port}", "--num-cpus=0", "--include-dashboard=false", *extra])
+        return self
+
+    def worker(self, cpus: int = 2, prefix: list[str] | None = None) -> Cluster:
+        ports = [f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"]
+        ports += [f"--runtime-env-agent-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
+        self._start([f"--address={self.address}", f"--num-cpus={cpus}", *ports], prefix)
+        return self
+
+    def wait(self, nodes: int, timeout: float = 180) -> Cluster:
+        deadline = time.monotonic() + timeout
+        while True:  # ray.init has no timeout: wait for the head's GCS port first
+            self._check(deadline)
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            time.sleep(0.5)
+        ray.init(address=self.address, logging_level="error")
+        try:
+            while sum(n["Alive"] for n in ray.nodes()) < nodes:
+                self._check(deadline)
+                time.sleep(0.5)
+        finally:
+            ray.shutdown()
+        return self
+
+    def _check(self, deadline: float) -> None:
+        dead = [i for i, p in enumerate(self.procs) if p.poll() is not None]
+        tails = {i: (self.root / f"node-{i}.log").read_text()[-1500:] for i in dead}
+        assert not dead and time.monotonic() < deadline, f"cluster did not come up: {tails or 'timeout'}"
+
+    def stop(self) -> None:
+        """SIGTERM to each `ray start --block` (it stops its node's processes), then SIGKILL to what is left of
+        its process group."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    root = Path(tempfile.mkdtemp(prefix="qlray-"))  # short: Ray's unix sockets live below it
+    running = Cluster(root)
+    try:
+        yield running.head().worker(cpus=2).wait(nodes=2)
+    finally:
+        running.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _flat(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}.{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _flat(item, f"{prefix}[{i}]").items()}
+    return {prefix: value}
+
+
+def _stable(results: Path) -> dict:
+    """Every field but the volatile ones, flattened, per cell."""
+    records = {r.cell.name: _flat(r.model_dump(mode="json", exclude=VOLATILE)) for r in read_results(results)}
+    return {(name, k): v for name, fields in records.items() for k, v in fields.items() if k not in BUILD}
+
+
+@pytest.mark.slow  # a serial run and a Ray run of the recipe, plus a retry: a few minutes on 2 cores
+def test_ray_run_equals_serial_and_a_killed_worker_is_retried_once(tiny_model, tmp_path, cluster):
+    recipe = _recipe(tmp_path, tiny_model)
+    run_recipe(recipe, results=tmp_path / "serial.jsonl", work_dir=tmp_path / "serial-work")
+    killed: list[int] = []
+
+    def progress(message: str) -> None:
+        messages.append(message)
+        if not killed and "w8 bench: running on " in message:  # the Ray worker process running that cell
+            killed.append(int(message.rsplit("pid ", 1)[1].split(")")[0]))
+            os.kill(killed[0], signal.SIGKILL)
+
+    messages: list[str] = []
+    results = tmp_path / "ray.jsonl"
+    done = run_recipe(recipe, results=results, work_dir=tmp_path / "ray-work", progress=progress, ray=cluster.address)
+    assert killed and any("w8 bench: running on " in m and "attempt 2 of 3" in m for m in messages), messages
+    assert done.failed == {}
+    assert _bench_records(results) == Counter(CELLS)  # the killed attempt left no record
+    ray_run, serial = _stable(results), _stable(tmp_path / "serial.jsonl")
+    assert {
+        k: (ray_run.get(k), serial.get(k)) for k in ray_run.keys() | serial.keys() if ray_run.get(k) != serial.get(k)
+    } == {}
+    assert results.with_suffix(".md").is_file()
+    assert _files(tmp_path / "ray-work") == _files(tmp_path / "serial-work")  # the same bytes quantized
+
+
+def _files(work: Path) -> dict:
+    return {p.parent.name: json.loads(p.read_text())["files"] for p in work.glob("*/*/quantlab.json")}
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "quantlab.cli", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.slow  # two Ray runs of the recipe
+def test_driver_killed_mid_run_then_the_same_command_finishes_the_rest(tiny_model, tmp_path, cluster):
+    recipe = _recipe(tmp_path, tiny_model)
+    results, work = tmp_path / "r.jsonl", tmp_path / "work"
+    args = (str(recipe), "--ray", cluster.address, "--results", str(results), "--work-dir", str(work))
+    driver = _cli(*args)
+    deadline = time.monotonic() + 600
+    while not (results.is_file() and results.stat().st_size) and driver.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    driver.kill()
+    driver.wait()
+    first = _bench_records(results)
+    before = _created(work)
+    assert 0 < sum(first.values()) < len(CELLS), "the kill landed after the run"
+    again = _cli(*args)
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    assert _bench_records(results) == Counter(CELLS)  # every cell once: the recorded ones were not run again
+    assert err.count("recorded already") == sum(first.values()), err[-3000:]
+    after = _created(work)
+    assert {k: after[k] for k in before} == before and len(after) == len(CELLS)
+
+
+def test_a_rig_the_cluster_cannot_host_fails_before_any_cell(tiny_model, tmp_path, cluster):
+    recipe = _recipe(tmp_path, tiny_model)
+    recipe.write_text(recipe.read_text().replace("rigs: [cpu]", "rigs: [h100]"))
+    proc = _cli(str(recipe), "--ray", cluster.address, "--results", str(tmp_path / "r.jsonl"))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    assert err.strip().splitlines() == [
+        "error: rig h100 needs 1 GPU(s) on one node; this cluster's nodes have at most 0"
+    ]
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare for a node with its own mounts")
+def test_a_work_dir_one_node_cannot_see_fails_before_any_cell(tiny_model, tmp_path):
+    """A second worker node runs in its own mount namespace with an empty tmpfs over the work_dir's parent: the
+    same path, other storage, as a node without the shared mount."""
+    root = Path(tempfile.mkdtemp(prefix="qlray-"))
+    shared = root / "shared"
+    shared.mkdir()
+    hide = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f'mount -t tmpfs none "{shared}" && exec "$0" "$@"',
+    ]
+    blind = Cluster(root)
+    try:
+        probe = subprocess.run([*hide[:-1], f'mount -t tmpfs none "{shared}"'], capture_output=True, check=False)
+        if probe.returncode != 0:
+            pytest.skip(f"no private mount namespace here: {probe.stderr.decode().strip()}")
+        blind.head().worker(cpus=2).wait(nodes=2).worker(cpus=2, prefix=hide).wait(nodes=3)
+        recipe = _recipe(tmp_path, tiny_model)
+        args = (str(recipe), "--ray", blind.address, "--work-dir", str(shared / "work"))
+        proc = _cli(*args, "--results", str(tmp_path / "r.jsonl"))
+        _, err = proc.communicate(timeout=300)
+    finally:
+        blind.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    assert proc.returncode == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: work_dir {shared / 'work'} is not visible from node(s) ")
+    assert not (tmp_path / "r.jsonl").exists()
