@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from quantlab.results import read_results
-from quantlab.serve.process import free_port
 from quantlab.sweep.runner import run_recipe
 from tests.test_runner import CELLS, _bench_records, _created, _recipe
 
@@ -37,13 +36,33 @@ VOLATILE = {"run_id", "timestamp", "host", "speed", "memory", "cost", "roofline"
 BUILD = {".artifact.path", ".artifact.digest", ".artifact.quantize_seconds", ".quality.vs_baseline.baseline_digest"}
 
 
+AGENT_PORTS = (
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--metrics-export-port",
+    "--runtime-env-agent-port",
+)
+
+
+def _ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 class Cluster:
     """`ray start --block` processes in their own sessions, so the teardown kills exactly this cluster's
     processes (`ray stop` would kill every Ray process of the machine)."""
 
     def __init__(self, root: Path) -> None:
         self.root, self.procs = root, []
-        self.port = free_port()
+        self.free = _ports(16)  # one draw, all distinct: ports drawn one by one may repeat before Ray binds them
+        self.port = self.free.pop()
         self.address = f"127.0.0.1:{self.port}"
 
     def _start(self, args: list[str], prefix: list[str] | None = None) -> None:
@@ -66,19 +85,12 @@ class Cluster:
         )
 
     def head(self) -> Cluster:
-        ports = {
-            "--dashboard-agent-listen-port": free_port(),
-            "--dashboard-agent-grpc-port": free_port(),
-            "--metrics-export-port": free_port(),
-            "--runtime-env-agent-port": free_port(),
-        }
-        extra = [f"{k}={v}" for k, v in ports.items()]
+        extra = [f"{flag}={self.free.pop()}" for flag in AGENT_PORTS]
         self._start(["--head", f"--port={self.port}", "--num-cpus=0", "--include-dashboard=false", *extra])
         return self
 
     def worker(self, cpus: int = 2, prefix: list[str] | None = None) -> Cluster:
-        ports = [f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"]
-        ports += [f"--runtime-env-agent-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
+        ports = [f"{flag}={self.free.pop()}" for flag in AGENT_PORTS]
         self._start([f"--address={self.address}", f"--num-cpus={cpus}", *ports], prefix)
         return self
 
@@ -111,17 +123,29 @@ class Cluster:
             if proc.poll() is None:
                 proc.terminate()
         for proc in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_token_auth() -> Iterator[None]:
+    """Ray ≥ 2.5x turns token auth on for a cluster `ray.init()` starts and saves the token to ~/.ray, where
+    clusters started otherwise then disagree about it: these tests' clusters, drivers and CLI runs say `disabled`
+    explicitly, whatever ran on this machine before."""
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    yield
+    if saved is None:
+        del os.environ["RAY_AUTH_MODE"]
+    else:
+        os.environ["RAY_AUTH_MODE"] = saved
+
+
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster(no_token_auth) -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="qlray-"))  # short: Ray's unix sockets live below it
     running = Cluster(root)
     try:
@@ -175,18 +199,26 @@ def _files(work: Path) -> dict:
     return {p.parent.name: json.loads(p.read_text())["files"] for p in work.glob("*/*/quantlab.json")}
 
 
-def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "quantlab.cli", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+def _cli(*args: str, log: Path | None = None) -> subprocess.Popen:
+    """The CLI in its own process; stderr to `log` when given (a pipe nobody reads would fill and block it)."""
+    err = open(log, "w") if log else subprocess.PIPE  # noqa: SIM115 (the child holds it; closed at exit)
+    command = [sys.executable, "-m", "quantlab.cli", "run", *args]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, text=True)
 
 
 @pytest.mark.slow  # two Ray runs of the recipe
 def test_driver_killed_mid_run_then_the_same_command_finishes_the_rest(tiny_model, tmp_path, cluster):
+    """The recipe also holds a model that cannot load: its cells fail on every run, with their reason, while
+    the other model's cells go on."""
     recipe = _recipe(tmp_path, tiny_model)
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    text = recipe.read_text()
+    recipe.write_text(text.replace("models: [", f"models: [{{id: {json.dumps(str(broken))}}}, "))
     results, work = tmp_path / "r.jsonl", tmp_path / "work"
-    args = (str(recipe), "--ray", cluster.address, "--results", str(results), "--work-dir", str(work))
-    driver = _cli(*args)
+    args = (str(recipe), "--ray-address", cluster.address, "--results", str(results), "--work-dir", str(work))
+    driver = _cli(*args, log=tmp_path / "first.log")
     deadline = time.monotonic() + 600
     while not (results.is_file() and results.stat().st_size) and driver.poll() is None:
         assert time.monotonic() < deadline
@@ -196,19 +228,22 @@ def test_driver_killed_mid_run_then_the_same_command_finishes_the_rest(tiny_mode
     first = _bench_records(results)
     before = _created(work)
     assert 0 < sum(first.values()) < len(CELLS), "the kill landed after the run"
-    again = _cli(*args)
-    _, err = again.communicate(timeout=600)
-    assert again.returncode == 0, err[-3000:]
+    again = _cli(*args, log=tmp_path / "again.log")
+    again.wait(timeout=600)
+    err = (tmp_path / "again.log").read_text()
     assert _bench_records(results) == Counter(CELLS)  # every cell once: the recorded ones were not run again
-    assert err.count("recorded already") == sum(first.values()), err[-3000:]
+    assert err.count("bench: recorded already") == sum(first.values()), err[-3000:]
     after = _created(work)
     assert {k: after[k] for k in before} == before and len(after) == len(CELLS)
+    failures = [line for line in err.splitlines() if line.startswith(f"error: {broken} ")]
+    assert again.returncode == 1 and len(failures) == 2 * len(CELLS), err[-3000:]  # quantize and bench per cell
+    assert err.strip().splitlines()[-1].startswith(f"error: {2 * len(CELLS)} cell stage(s) failed")
 
 
 def test_a_rig_the_cluster_cannot_host_fails_before_any_cell(tiny_model, tmp_path, cluster):
     recipe = _recipe(tmp_path, tiny_model)
     recipe.write_text(recipe.read_text().replace("rigs: [cpu]", "rigs: [h100]"))
-    proc = _cli(str(recipe), "--ray", cluster.address, "--results", str(tmp_path / "r.jsonl"))
+    proc = _cli(str(recipe), "--ray-address", cluster.address, "--results", str(tmp_path / "r.jsonl"))
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1
     assert err.strip().splitlines() == [
@@ -240,7 +275,7 @@ def test_a_work_dir_one_node_cannot_see_fails_before_any_cell(tiny_model, tmp_pa
             pytest.skip(f"no private mount namespace here: {probe.stderr.decode().strip()}")
         blind.head().worker(cpus=2).wait(nodes=2).worker(cpus=2, prefix=hide).wait(nodes=3)
         recipe = _recipe(tmp_path, tiny_model)
-        args = (str(recipe), "--ray", blind.address, "--work-dir", str(shared / "work"))
+        args = (str(recipe), "--ray-address", blind.address, "--work-dir", str(shared / "work"))
         proc = _cli(*args, "--results", str(tmp_path / "r.jsonl"))
         _, err = proc.communicate(timeout=300)
     finally:
@@ -250,3 +285,31 @@ def test_a_work_dir_one_node_cannot_see_fails_before_any_cell(tiny_model, tmp_pa
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: work_dir {shared / 'work'} is not visible from node(s) ")
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_ctrl_c_cancels_the_cells_and_leaves_no_server(tiny_model, tmp_path, cluster):
+    """SIGINT while a cell serves its artifact under load: the driver exits 130, and the Ray worker running the
+    cell and the server it started are gone."""
+    import psutil
+
+    recipe = _recipe(tmp_path, tiny_model)
+    text = recipe.read_text().replace(
+        "warmup: 0, repeats: 1}", "warmup: 0, repeats: 1, concurrency: [1, 2],\n        load_cells: [fp32]}"
+    )
+    recipe.write_text(text)
+    log, work = tmp_path / "driver.log", tmp_path / "work"
+    args = (str(recipe), "--ray-address", cluster.address, "--no-quality", "--no-speed", "--work-dir", str(work))
+    driver = _cli(*args, "--results", str(tmp_path / "r.jsonl"), log=log)
+    deadline = time.monotonic() + 300
+    while "waiting for the server" not in log.read_text():
+        assert driver.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.2)
+    worker = int(log.read_text().split("fp32 load: running on ", 1)[1].split("pid ", 1)[1].split(")")[0])
+    serving = [p for p in psutil.process_iter(["cmdline"]) if str(work) in " ".join(p.info["cmdline"] or [])]
+    assert serving, "no server process names the artifact"
+    watched = [psutil.Process(worker), *serving]
+    driver.send_signal(signal.SIGINT)
+    assert driver.wait(timeout=60) == 130, log.read_text()[-2000:]
+    _, alive = psutil.wait_procs(watched, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+    assert "cancelled" in log.read_text()

@@ -32,9 +32,8 @@ def _execute(recipe: Path, results: Path | None, work_dir: Path | None, settings
     except ValidationError as exc:
         raise BenchError(f"invalid option {as_flags(describe_validation_error(exc), BenchConfig)}") from None
     exit_on_sigterm()
-    cluster = None if ray is None else (True if ray == LOCAL else ray)
     with steps(f"running {plan.name}") as step:
-        done = run_recipe(recipe, results=results, work_dir=work_dir, overrides=settings, progress=step, ray=cluster)
+        done = run_recipe(recipe, results=results, work_dir=work_dir, overrides=settings, progress=step, ray=ray)
     path = done.results
     if done.records:
         emit(path.with_suffix(".md").read_text(encoding="utf-8"))
@@ -55,15 +54,22 @@ ResultsOption = Annotated[
         "run (.md, .html, .csv, plots) is written next to it."
     ),
 ]
-LOCAL = "local"
 RayOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--ray/--no-ray",
+        help="Run the cells as tasks on a Ray cluster (pip install 'quantlab\\[ray]'): RAY_ADDRESS's, or a local one "
+        "started for this run. --work-dir must be storage every node sees. Same records, resume and report as a "
+        "serial run; a cell whose worker died is retried, one that fails is reported and the others go on. "
+        "Default: the recipe's `ray:` section decides.",
+    ),
+]
+RayAddressOption = Annotated[
     str | None,
     typer.Option(
-        flag_value=LOCAL,
-        metavar="[ADDRESS]",
-        help="Run the cells as tasks on a Ray cluster (pip install 'quantlab\\[ray]'): --ray alone joins RAY_ADDRESS "
-        "or starts a local cluster; --ray auto joins the one on this machine; --ray HOST:PORT another. "
-        "--work-dir must be storage every node sees. Same records, resume and report as a serial run.",
+        metavar="ADDRESS",
+        help="The Ray cluster to run on (implies --ray): auto (the one running on this machine) or the head's "
+        "HOST:PORT. Overrides the recipe's ray.address.",
     ),
 ]
 WorkDirOption = Annotated[
@@ -87,12 +93,13 @@ def run(
     results: ResultsOption = None,
     work_dir: WorkDirOption = None,
     ray: RayOption = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Execute a recipe (model(s) × methods × bench settings × rigs): quantize every cell (reusing finished
     artifacts), bench each, append the results, render the report of this run. Kill it anywhere and run it
     again: it continues where it stopped. --dry-run validates it and prints the plan instead."""
     if not dry_run:
-        _execute(recipe, results, work_dir, settings, ray)
+        _execute(recipe, results, work_dir, settings, ray_address or ray)
         return
     from quantlab.sweep.plan import plan_tables
     from quantlab.sweep.recipe import load_recipe

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quantlab.errors import QuantlabError
 
 PROBE_TIMEOUT_S = 120.0
+CONNECT_TIMEOUT_S = 10.0
 # Handed to every task so a worker resolves the same cache (converted default model, llama.cpp build) and the
 # same quiet library output as the driver.
 FORWARDED_ENV = (
@@ -48,7 +50,7 @@ class RaySettings(BaseModel):
 
     address: str | None = Field(
         None,
-        description="a running cluster (`auto`: the one on this machine, `HOST:PORT`, `ray://HOST:10001`); "
+        description="a running cluster (`auto`: the one on this machine, or the head's `HOST:PORT`); "
         "unset: RAY_ADDRESS, else a local cluster started for this run",
     )
     retries: int = Field(2, ge=0, description="retries of a cell whose worker process or node died mid-cell")
@@ -77,14 +79,29 @@ class Resources:
         return f"{self.num_cpus:g} CPU, {self.num_gpus:g} GPU{memory}"
 
 
+def _reachable(address: str) -> None:
+    """A HOST:PORT that does not answer fails now: ray.init retries an unreachable head for minutes."""
+    host, _, port = address.rpartition(":")
+    if not (host and port.isdigit()):
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ClusterError(f"ray: no cluster answers at {address} ({exc.strerror or exc})") from None
+
+
 def connect(address: str | None) -> str:
-    """Join (or start) the cluster; returns how it is described in progress lines."""
+    """Join the cluster at `address` (else RAY_ADDRESS's), or start a local one for this run; returns how it is
+    described in progress lines. A local one is started explicitly (`local`): Ray's own default would join
+    whatever cluster this machine ran last, even one that has since stopped."""
     try:
         import ray
     except ImportError:
         raise ClusterError("--ray needs Ray: pip install 'quantlab[ray]'") from None
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address != "local":
+        _reachable(address)
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
-    started = address is None and not os.environ.get("RAY_ADDRESS")
     try:
         ray.init(
             address=address,
@@ -93,9 +110,8 @@ def connect(address: str | None) -> str:
             logging_level="warning",
         )
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = address or os.environ.get("RAY_ADDRESS") or "a local cluster"
-        raise ClusterError(f"ray: cannot reach {where}: {str(exc).splitlines()[0]}") from None
-    return "a local Ray cluster started for this run" if started else f"the Ray cluster at {address or 'RAY_ADDRESS'}"
+        raise ClusterError(f"ray: cannot join {address}: {str(exc).splitlines()[0]}") from None
+    return "a local Ray cluster started for this run" if address == "local" else f"the Ray cluster at {address}"
 
 
 def nodes() -> list[Node]:
@@ -133,8 +149,6 @@ def cell_resources(rig, settings: RaySettings, cluster: list[Node], memory: int 
 
 
 def _probe(path: str, token: str) -> tuple[str, bool]:
-    import socket
-
     try:
         seen = Path(path).read_text(encoding="utf-8") == token
     except OSError:

@@ -100,11 +100,11 @@ def run_on_ray(
 
 class _Driver:
     def __init__(self, run: _Run, plan: list[Cell], config: BenchConfig, root: Path, need, settings) -> None:
-        from ray.util.queue import Queue
+        import ray
 
         self.state, self.plan, self.config, self.root, self.need = run, plan, config, root, need
         self.retries = settings.retries
-        self.queue = Queue(actor_options={"num_cpus": 0})
+        self.inbox = ray.remote(num_cpus=0)(ray_tasks.Inbox).remote()
         self.jobs: dict[int, _Job] = {}
         self.ids = itertools.count()
         self.failed: dict[tuple[str, str, str], str] = {}
@@ -135,7 +135,7 @@ class _Driver:
         import ray
 
         job_id = next(self.ids)
-        ctx = ray_tasks.TaskContext(queue=self.queue, job=job_id, cwd=os.getcwd())
+        ctx = ray_tasks.TaskContext(inbox=self.inbox, job=job_id, cwd=os.getcwd())
         task = ray.remote(fn).options(
             num_cpus=self.need.num_cpus,
             num_gpus=self.need.num_gpus,
@@ -148,7 +148,9 @@ class _Driver:
         self.state.step(f"{job.label()}: queued")
 
     def _drain(self) -> None:
-        for job_id, message in self.queue.get_nowait_batch(self.queue.qsize()):
+        import ray
+
+        for job_id, message in ray.get(self.inbox.drain.remote()):
             job = self.jobs.get(job_id)
             if job is None:
                 continue
@@ -207,8 +209,8 @@ class _Driver:
             if (cell.key(), "load") in self.state.mine:
                 self.state.step(f"{cell.name} load: recorded already", count=True)
             else:
-                made = self.state.artifacts[cell.key()]
-                self._submit(cell, "load", ray_tasks.load_task, str(made.path), self.config, self.state.ref(cell, "load"))
+                made, ref = self.state.artifacts[cell.key()], self.state.ref(cell, "load")
+                self._submit(cell, "load", ray_tasks.load_task, str(made.path), self.config, ref)
 
     def _maybe_bench(self, cell: Cell) -> None:
         baseline = self._baseline(cell)

@@ -2,8 +2,10 @@
 `bench_load`), with no results file. A task returns its record as JSON and the driver appends it, so the results
 file has one writer and a task retried after its worker died can never leave a second copy.
 
-Each task first says where it runs (host, address, pid) and then forwards its progress lines, through a queue
-the driver drains; the driver's progress is the only place a user watches.
+Each task first says where it runs (host, address, pid) and then forwards its progress lines to an inbox actor
+the driver drains; the driver's progress is the only place a user watches. The lines are sent without waiting
+for an answer: a task blocked in `ray.get` lends its CPUs back to the scheduler, which would start another cell
+on a node this one reserved whole.
 """
 
 from __future__ import annotations
@@ -21,9 +23,23 @@ from quantlab.spec import MethodSpec
 RUNNING = "running on "
 
 
+class Inbox:
+    """A Ray actor (created with num_cpus=0) holding (job id, message) pairs until the driver takes them."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, str]] = []
+
+    def put(self, item: tuple[int, str]) -> None:
+        self.items.append(item)
+
+    def drain(self) -> list[tuple[int, str]]:
+        items, self.items = self.items, []
+        return items
+
+
 @dataclass(frozen=True)
 class TaskContext:
-    queue: object  # ray.util.queue.Queue: (job id, message) pairs for the driver
+    inbox: object  # an Inbox actor handle
     job: int
     cwd: str  # the driver's: relative paths in the recipe (datasets, rigs files) resolve as they did there
 
@@ -35,7 +51,7 @@ def _started(ctx: TaskContext) -> Callable[[str], None]:
         os.chdir(ctx.cwd)
 
     def say(message: str) -> None:
-        ctx.queue.put((ctx.job, message))
+        ctx.inbox.put.remote((ctx.job, message))  # fire and forget: in order, never blocking
 
     say(f"{RUNNING}{socket.gethostname()} ({ray.util.get_node_ip_address()}, pid {os.getpid()})")
     return say
