@@ -4,6 +4,7 @@ real embedded default model for the slow tests."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -255,3 +256,44 @@ def q8(gguf_tiny_model, tmp_path_factory):
     from quantlab.spec import MethodSpec
 
     return quantize(str(gguf_tiny_model), MethodSpec(method="gguf", scheme="Q8_0"), tmp_path_factory.mktemp("q8") / "a")
+
+
+# The tiny recipe `quantlab run` is tested with (tests/test_runner.py, tests/test_ray_runner.py).
+CELLS = ["fp32", "w8", "w4"]
+
+
+def tiny_recipe(tmp_path: Path, model: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(f"""
+name: tiny-run
+models: [{{id: {json.dumps(str(model))}}}]
+baseline: {{name: fp32, method: none, dtype: fp32}}
+methods:
+  - {{name: w8, method: rtn, bits: 8, group_size: 128}}
+  - {{name: w4, method: rtn, bits: 4, group_size: 64}}
+bench: {{dataset: embedded, ctx: 128, max_tokens: 512, batch_sizes: [1], prompt_tokens: 16, new_tokens: 4,
+        warmup: 0, repeats: 1}}
+rigs: [cpu]
+""")
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class SerialRun:
+    recipe: Path
+    results: Path
+    work: Path
+    messages: list[str]
+
+
+@pytest.fixture(scope="session")
+def serial_run(tiny_model, tmp_path_factory) -> SerialRun:
+    """One serial run of the tiny recipe, shared: the Ray tests compare their records to it."""
+    tmp = tmp_path_factory.mktemp("serial-run")
+    recipe = tiny_recipe(tmp, tiny_model)
+    results, work = tmp / "out" / "tiny.jsonl", tmp / "work"
+    messages: list[str] = []
+    from quantlab.sweep.runner import run_recipe
+
+    run_recipe(recipe, results=results, work_dir=work, progress=messages.append)
+    return SerialRun(recipe=recipe, results=results, work=work, messages=messages)

@@ -23,7 +23,9 @@ import pytest
 
 from quantlab.results import read_results
 from quantlab.sweep.runner import run_recipe
-from tests.test_runner import CELLS, _bench_records, _created, _recipe
+from tests.conftest import CELLS
+from tests.conftest import tiny_recipe as _recipe
+from tests.test_runner import _bench_records, _created
 
 ray = pytest.importorskip("ray")
 RAY = [str(Path(sys.executable).parent / "ray")]
@@ -170,9 +172,8 @@ def _stable(results: Path) -> dict:
 
 
 @pytest.mark.slow  # a serial run and a Ray run of the recipe, plus a retry: a few minutes on 2 cores
-def test_ray_run_equals_serial_and_a_killed_worker_is_retried_once(tiny_model, tmp_path, cluster):
-    recipe = _recipe(tmp_path, tiny_model)
-    run_recipe(recipe, results=tmp_path / "serial.jsonl", work_dir=tmp_path / "serial-work")
+def test_ray_run_equals_serial_and_a_killed_worker_is_retried_once(serial_run, tmp_path, cluster):
+    recipe = serial_run.recipe
     killed: list[int] = []
 
     def progress(message: str) -> None:
@@ -187,12 +188,12 @@ def test_ray_run_equals_serial_and_a_killed_worker_is_retried_once(tiny_model, t
     assert killed and any("w8 bench: running on " in m and "attempt 2 of 3" in m for m in messages), messages
     assert done.failed == {}
     assert _bench_records(results) == Counter(CELLS)  # the killed attempt left no record
-    ray_run, serial = _stable(results), _stable(tmp_path / "serial.jsonl")
+    ray_run, serial = _stable(results), _stable(serial_run.results)
     assert {
         k: (ray_run.get(k), serial.get(k)) for k in ray_run.keys() | serial.keys() if ray_run.get(k) != serial.get(k)
     } == {}
     assert results.with_suffix(".md").is_file()
-    assert _files(tmp_path / "ray-work") == _files(tmp_path / "serial-work")  # the same bytes quantized
+    assert _files(tmp_path / "ray-work") == _files(serial_run.work)  # the same bytes quantized
 
 
 def _files(work: Path) -> dict:
