@@ -9,8 +9,8 @@ Checked before the first cell, each failure one line:
 
 A cell's resources: on the `cpu` rig it reserves a whole node's CPUs by default, because a timing taken beside
 another cell measures both (and torch sizes its thread pool from the reservation, as in a serial run); on a
-CUDA rig it reserves the rig's GPUs and one CPU. `memory` is the cell's memory-fit estimate when the dry-run
-arithmetic can be made, so Ray never packs cells a node cannot hold.
+CUDA rig it reserves the rig's GPUs and one CPU. On the cpu rig a cell also reserves its memory-fit estimate
+(the dry-run's arithmetic, when the model's config can be read), so Ray never packs cells a node cannot hold.
 """
 
 from __future__ import annotations
@@ -72,11 +72,9 @@ class Node:
 class Resources:
     num_cpus: float
     num_gpus: float
-    memory: int | None
 
     def describe(self) -> str:
-        memory = f", {self.memory / 1e9:.1f} GB" if self.memory else ""
-        return f"{self.num_cpus:g} CPU, {self.num_gpus:g} GPU{memory}"
+        return f"{self.num_cpus:g} CPU, {self.num_gpus:g} GPU"
 
 
 def _reachable(address: str) -> None:
@@ -130,7 +128,7 @@ def nodes() -> list[Node]:
     ]
 
 
-def cell_resources(rig, settings: RaySettings, cluster: list[Node], memory: int | None) -> Resources:
+def cell_resources(rig, settings: RaySettings, cluster: list[Node]) -> Resources:
     """What one cell reserves on the rig the run measures as; refuses a rig no node can host."""
     if rig.device == "cuda":
         most = max((n.gpus for n in cluster), default=0.0)
@@ -138,14 +136,14 @@ def cell_resources(rig, settings: RaySettings, cluster: list[Node], memory: int 
             raise ClusterError(
                 f"rig {rig.name} needs {rig.n_gpus} GPU(s) on one node; this cluster's nodes have at most {most:g}"
             )
-        return Resources(num_cpus=settings.cpus_per_cell or 1.0, num_gpus=float(rig.n_gpus), memory=memory)
+        return Resources(num_cpus=settings.cpus_per_cell or 1.0, num_gpus=float(rig.n_gpus))
     with_cpus = [n.cpus for n in cluster if n.cpus > 0]
     if not with_cpus:
         raise ClusterError("this cluster has no node with CPUs to run a cell on")
     cpus = settings.cpus_per_cell or min(with_cpus)
     if cpus > max(with_cpus):
         raise ClusterError(f"ray.cpus_per_cell {cpus:g} is more than any node has (at most {max(with_cpus):g})")
-    return Resources(num_cpus=cpus, num_gpus=0.0, memory=memory)
+    return Resources(num_cpus=cpus, num_gpus=0.0)
 
 
 def _probe(path: str, token: str) -> tuple[str, bool]:

@@ -64,7 +64,7 @@ def _rig(recipe: Recipe, path: Path, config: BenchConfig, cluster_nodes: list[cl
         )
         rig = get_rig(name, rigs_file=chosen.rigs_file, price_per_hour=chosen.price_per_hour)
         try:
-            return chosen, cluster.cell_resources(rig, settings, cluster_nodes, None)
+            return chosen, cluster.cell_resources(rig, settings, cluster_nodes)
         except cluster.ClusterError as exc:
             refusals.append(str(exc))
     raise cluster.ClusterError(refusals[0] if len(refusals) == 1 else "no rig fits: " + "; ".join(refusals))
@@ -90,12 +90,31 @@ def run_on_ray(
         nodes = cluster.nodes()
         config, need = _rig(recipe, path, config, nodes, settings)
         cluster.check_work_dir(root, nodes, need)
-        progress(f"{where}: {len(nodes)} node(s); each cell reserves {need.describe()} (rig {config.rig})")
+        memory = _memory(recipe, path, config.rig) if need.num_gpus == 0 else {}
+        reserve = need.describe() + (" and its memory-fit estimate" if memory else "")
+        progress(f"{where}: {len(nodes)} node(s); each cell reserves {reserve} (rig {config.rig})")
         driver = _Driver(start_run(recipe, plan, config, results, progress), plan, config, root, need, settings)
-        driver.hosts = {n.host for n in nodes}
+        driver.hosts, driver.memory = {n.host for n in nodes}, memory
         return driver.run()
     finally:
         ray.shutdown()
+
+
+def _memory(recipe: Recipe, path: Path, rig: str) -> dict[str, int]:
+    """Cell key → the dry-run's memory-fit estimate on `rig` (weights + KV at memory_fit's batch × ctx): a
+    logical reservation Ray places CPU cells by, not a limit. Empty when the model's config cannot be read here."""
+    from quantlab.errors import QuantlabError
+    from quantlab.sweep.plan import memory_plan
+
+    try:
+        plan = memory_plan(recipe, path)
+    except QuantlabError:
+        return {}
+    names = [r.name for r in recipe.rig_entries()]
+    if rig not in names:  # --rig named one the recipe's plan has no column for
+        return {}
+    where = names.index(rig)
+    return {row.cell.key(): row.footprints[where].needed_bytes for _, _, rows in plan for row in rows}
 
 
 class _Driver:
@@ -109,6 +128,7 @@ class _Driver:
         self.ids = itertools.count()
         self.failed: dict[tuple[str, str, str], str] = {}
         self.hosts: set[str] = set()
+        self.memory: dict[str, int] = {}  # cell key → bytes it reserves (CPU rigs)
         self.in_process = config.quality or config.speed
 
     def run(self) -> RecipeRun:
@@ -139,7 +159,7 @@ class _Driver:
         task = ray.remote(fn).options(
             num_cpus=self.need.num_cpus,
             num_gpus=self.need.num_gpus,
-            memory=self.need.memory,
+            memory=self.memory.get(cell.key()),
             max_retries=self.retries,
             retry_exceptions=False,
             name=f"quantlab {cell.name} {stage}",
