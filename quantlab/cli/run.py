@@ -18,7 +18,9 @@ from quantlab.errors import QuantlabError
 DEMO_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo.yaml"
 
 
-def _execute(recipe: Path, results: Path | None, work_dir: Path | None, settings: dict, ray: str | None = None) -> None:
+def _execute(
+    recipe: Path, results: Path | None, work_dir: Path | None, settings: dict, ray: str | bool | None = None
+) -> None:
     from pydantic import ValidationError
 
     from quantlab.errors import BenchError, describe_validation_error

@@ -11,6 +11,9 @@ What makes it resumable, step by step:
 - a line cut short by a kill mid-append is dropped before anything else is written (`results.repair_tail`).
 So a run killed anywhere and started again ends with every cell's record present exactly once.
 
+`--ray` runs the same cells as tasks on a Ray cluster (quantlab.sweep.ray_runner) through the same start
+(`start_run`), adoption and report (`finish_run`), the driver still the results file's only writer.
+
 Matching on the artifact's digest is also what keeps runs apart: a results file committed from another host,
 or records of an artifact since rebuilt, are not this run's, so they are neither skipped nor shown in its
 report (`quantlab report FILE` shows every host, each row labelled).
