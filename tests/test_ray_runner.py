@@ -242,9 +242,11 @@ def test_driver_killed_mid_run_then_the_same_command_finishes_the_rest(tiny_mode
 
 
 def test_a_rig_the_cluster_cannot_host_fails_before_any_cell(tiny_model, tmp_path, cluster):
+    """The recipe's own `ray:` section picks the cluster here (no --ray on the command line)."""
     recipe = _recipe(tmp_path, tiny_model)
-    recipe.write_text(recipe.read_text().replace("rigs: [cpu]", "rigs: [h100]"))
-    proc = _cli(str(recipe), "--ray-address", cluster.address, "--results", str(tmp_path / "r.jsonl"))
+    section = f"rigs: [h100]\nray: {{address: '{cluster.address}', retries: 1}}"
+    recipe.write_text(recipe.read_text().replace("rigs: [cpu]", section))
+    proc = _cli(str(recipe), "--results", str(tmp_path / "r.jsonl"))
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1
     assert err.strip().splitlines() == [

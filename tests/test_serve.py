@@ -279,3 +279,23 @@ def test_request_rate_spaces_arrivals_by_a_seeded_poisson_schedule(slow_endpoint
     assert level.request_rate == 20.0 and level.completed == 10 and level.errors == 0
     # the last request leaves after the first nine gaps and still streams two tokens (≥ 2 × 20 ms)
     assert level.duration_s >= sum(gaps[:9]) + 0.04
+
+
+def test_forked_children_get_the_default_sigterm_back():
+    """`exit_on_sigterm` turns SIGTERM into SystemExit in quantlab's own process only: a forked worker (lm-eval's
+    bootstrap pool, stopped by multiprocessing with SIGTERM) must die of it, or `quantlab run` hangs joining it."""
+    code = """
+import os, signal, time
+from quantlab.serve.process import exit_on_sigterm
+exit_on_sigterm()
+pid = os.fork()
+if pid == 0:
+    time.sleep(30)
+    os._exit(0)
+time.sleep(0.2)
+os.kill(pid, signal.SIGTERM)
+_, status = os.waitpid(pid, 0)
+print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == "True", proc.stderr

@@ -159,10 +159,13 @@ def check_work_dir(work_dir: Path, cluster: list[Node], need: Resources) -> None
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    work_dir.mkdir(parents=True, exist_ok=True)
     probe = work_dir / f".quantlab-probe-{secrets.token_hex(6)}"
     token = secrets.token_hex(16)
-    probe.write_text(token, encoding="utf-8")
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text(token, encoding="utf-8")
+    except OSError as exc:
+        raise ClusterError(f"work_dir {work_dir}: the driver cannot write there ({exc.strerror or exc})") from None
     try:
         able = [n for n in cluster if n.cpus >= need.num_cpus and n.gpus >= need.num_gpus]
         task = ray.remote(_probe)
