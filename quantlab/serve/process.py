@@ -63,6 +63,16 @@ def _die_with_parent() -> None:
 _FORK_HOOK: list[bool] = []
 
 
+def default_sigterm_in_forked_children() -> None:
+    """A forked child (lm-eval's bootstrap pool) inherits its parent's SIGTERM handler, and multiprocessing stops
+    its workers with SIGTERM: a handler that raises, run where Python ignores exceptions (an at-fork hook), left
+    a worker alive and the parent joining it forever (seen: `quantlab run` hung in Pool.terminate). Forked
+    children of quantlab's process, or of a Ray worker running a cell, get the default action back."""
+    if not _FORK_HOOK:
+        os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+        _FORK_HOOK.append(True)
+
+
 def exit_on_sigterm() -> None:
     """Make SIGTERM unwind like Ctrl-C does, so every `finally` (and thus every server stop) runs.
 
@@ -76,13 +86,7 @@ def exit_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
-    if not _FORK_HOOK:
-        # A forked child (lm-eval's bootstrap pool) inherits the handler, and multiprocessing stops its workers
-        # with SIGTERM: a SystemExit raised where Python ignores exceptions (an at-fork hook) left a worker
-        # running and the parent joining it forever (seen: `quantlab run` hung in Pool.terminate). Forked
-        # children get the default action back.
-        os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
-        _FORK_HOOK.append(True)
+    default_sigterm_in_forked_children()
     # A process inherits an ignored SIGINT (started in the background by a non-interactive shell) and a blocked
     # one (spawned by a thread that had it masked): Python then never raises KeyboardInterrupt, and Ctrl-C would
     # leave the server running. CI saw exactly that: `quantlab serve` still sleeping in its wait loop 60 s after

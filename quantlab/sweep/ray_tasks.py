@@ -47,8 +47,11 @@ class TaskContext:
 def _started(ctx: TaskContext) -> Callable[[str], None]:
     import ray
 
+    from quantlab.serve.process import default_sigterm_in_forked_children
+
     if Path(ctx.cwd).is_dir():
         os.chdir(ctx.cwd)
+    default_sigterm_in_forked_children()
 
     def say(message: str) -> None:
         ctx.inbox.put.remote((ctx.job, message))  # fire and forget: in order, never blocking
