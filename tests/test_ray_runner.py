@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import ray  # an extra `make` installs: a missing install fails here, never skips
 
 from quantlab.results import read_results
 from quantlab.sweep.runner import run_recipe
@@ -27,7 +28,6 @@ from tests.conftest import CELLS
 from tests.conftest import tiny_recipe as _recipe
 from tests.test_runner import _bench_records, _created
 
-ray = pytest.importorskip("ray")
 RAY = [str(Path(sys.executable).parent / "ray")]
 # Fields that say when, where and how fast: everything else of a record is the same wherever the cell ran.
 VOLATILE = {"run_id", "timestamp", "host", "speed", "memory", "cost", "roofline"}
