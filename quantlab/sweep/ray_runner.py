@@ -207,12 +207,13 @@ class _Driver:
     def _fail(self, job: _Job, reason: str) -> None:
         self.failed[(job.cell.model.id, job.cell.name, job.stage)] = reason
         self.state.step(f"{job.label()}: failed: {reason}")
-        if job.stage == "quantize":  # its bench and load, and every bench of the model if it is the baseline
-            for cell in [job.cell] + (
-                [c for c in self.plan if c.model is job.cell.model] if job.cell.is_baseline else []
-            ):
-                for stage in self._stages(cell):
-                    self.failed.setdefault((cell.model.id, cell.name, stage), f"{job.label()} failed")
+        if job.stage != "quantize":
+            return
+        for stage in self._stages(job.cell):  # its own bench and load never start
+            self.failed.setdefault((job.cell.model.id, job.cell.name, stage), f"{job.label()} failed")
+        if job.cell.is_baseline and self.in_process:  # nor does any bench of its model (its loads still run)
+            for cell in (c for c in self.plan if c.model is job.cell.model):
+                self.failed.setdefault((cell.model.id, cell.name, "bench"), f"{job.label()} failed")
 
     def _stages(self, cell: Cell) -> list[str]:
         return (["bench"] if self.in_process else []) + (["load"] if self.state.recipe.served(cell.name) else [])
@@ -240,11 +241,10 @@ class _Driver:
         if (cell.key(), "bench") in self.state.mine:
             self.state.step(f"{cell.name} bench: recorded already", count=True)
             return
+        runtimes = {artifacts[c.key()].runtime for c in (cell, baseline) if c is not None}
         config = self.config
-        if (baseline and artifacts[baseline.key()].runtime != "transformers") or artifacts[
-            cell.key()
-        ].runtime != "transformers":
-            config = config.model_copy(update={"tasks": None})  # lm-eval scores transformers models only, as serially
+        if runtimes != {"transformers"}:  # lm-eval scores transformers models only, as in a serial run
+            config = config.model_copy(update={"tasks": None})
         base = str(artifacts[baseline.key()].path) if baseline else None
         self._submit(
             cell,
