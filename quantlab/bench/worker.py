@@ -59,18 +59,11 @@ def _say(message: str) -> None:
     print(PROGRESS + message, flush=True)
 
 
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: a parent killed outright (SIGKILL, OOM, a Ray worker whose task
-    was force-cancelled) takes the worker with it instead of leaving it measuring for nobody."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def measure_in_worker(request: dict, what: str, progress: Callable[[str], None]) -> dict:
-    """Run the worker on `request` in a fresh process and return its answer; `what` names it in errors."""
+    """Run the worker on `request` in a fresh process and return its answer; `what` names it in errors. The
+    worker dies with this process, so a killed bench (or a cancelled Ray task) leaves nothing measuring."""
+    from quantlab.serve.process import die_with_parent
+
     with tempfile.TemporaryDirectory(prefix="quantlab-worker-") as tmp:
         req, ans, err = Path(tmp) / "request.json", Path(tmp) / "answer.json", Path(tmp) / "stderr.txt"
         req.write_text(json.dumps(request))
@@ -83,7 +76,7 @@ def measure_in_worker(request: dict, what: str, progress: Callable[[str], None])
                 stderr=err_fh,
                 text=True,
                 env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"},
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
             assert proc.stdout is not None
             for line in proc.stdout:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import re
 import signal
@@ -52,25 +53,27 @@ def check_port_free(port: int) -> None:
             ) from None
 
 
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec."""
-    os.setsid()
+def die_with_parent() -> None:
+    """A `preexec_fn` (runs in the child between fork and exec): a parent killed outright (SIGKILL, OOM, a Ray
+    worker whose task was force-cancelled) takes the child with it."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-_FORK_HOOK: list[bool] = []
+def _die_with_parent() -> None:
+    """A server's `preexec_fn`: its own session (so its helpers can be signalled as a group), and it dies with us."""
+    os.setsid()
+    die_with_parent()
 
 
+@functools.cache  # one hook per process
 def default_sigterm_in_forked_children() -> None:
     """A forked child (lm-eval's bootstrap pool) inherits its parent's SIGTERM handler, and multiprocessing stops
     its workers with SIGTERM: a handler that raises, run where Python ignores exceptions (an at-fork hook), left
     a worker alive and the parent joining it forever (seen: `quantlab run` hung in Pool.terminate). Forked
     children of quantlab's process, or of a Ray worker running a cell, get the default action back."""
-    if not _FORK_HOOK:
-        os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
-        _FORK_HOOK.append(True)
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
 
 
 def exit_on_sigterm() -> None:
