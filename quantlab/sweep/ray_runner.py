@@ -93,9 +93,8 @@ def run_on_ray(
         memory = _memory(recipe, path, config.rig) if need.num_gpus == 0 else {}
         reserve = need.describe() + (" and its memory-fit estimate" if memory else "")
         progress(f"{where}: {len(nodes)} node(s); each cell reserves {reserve} (rig {config.rig})")
-        driver = _Driver(start_run(recipe, plan, config, results, progress), plan, config, root, need, settings)
-        driver.hosts, driver.memory = {n.host for n in nodes}, memory
-        return driver.run()
+        run = start_run(recipe, plan, config, results, progress)
+        return _Driver(run, plan, config, root, need, settings, {n.host for n in nodes}, memory).run()
     finally:
         ray.shutdown()
 
@@ -118,7 +117,17 @@ def _memory(recipe: Recipe, path: Path, rig: str) -> dict[str, int]:
 
 
 class _Driver:
-    def __init__(self, run: _Run, plan: list[Cell], config: BenchConfig, root: Path, need, settings) -> None:
+    def __init__(
+        self,
+        run: _Run,
+        plan: list[Cell],
+        config: BenchConfig,
+        root: Path,
+        need: cluster.Resources,
+        settings: cluster.RaySettings,
+        hosts: set[str],  # the cluster's nodes: records made on them are this run's (adopt)
+        memory: dict[str, int],  # cell key → bytes it reserves (CPU rigs)
+    ) -> None:
         import ray
 
         self.state, self.plan, self.config, self.root, self.need = run, plan, config, root, need
@@ -127,8 +136,7 @@ class _Driver:
         self.jobs: dict[int, _Job] = {}
         self.ids = itertools.count()
         self.failed: dict[tuple[str, str, str], str] = {}
-        self.hosts: set[str] = set()
-        self.memory: dict[str, int] = {}  # cell key → bytes it reserves (CPU rigs)
+        self.hosts, self.memory = hosts, memory
         self.in_process = config.quality or config.speed
 
     def run(self) -> RecipeRun:
