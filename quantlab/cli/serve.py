@@ -78,16 +78,18 @@ def serve(
                 warmup=first_request,
                 on_wait=lambda s: step(f"starting the {chosen.name} server ({s:.0f} s)"),
             )
-        console.print(
-            f"[green]serving[/green] {plan.model} at {plan.base_url}/v1 with {chosen.name} "
-            f"{chosen.version()} (ready in {seconds:.1f} s; batching: {chosen.batching_note}; options: "
-            f"{options.label()}). Ctrl-C stops it.",
-            highlight=False,
-            soft_wrap=True,
-        )
-        if not chosen.verified:
-            console.print(f"[yellow]note:[/yellow] engine {chosen.name!r} has not been verified by quantlab.")
+        # The try opens before the "serving" line is printed: whoever reads that line may press Ctrl-C at once,
+        # while the line (or the note after it) is still being written, and CI saw that Ctrl-C escape as exit 130.
         try:
+            console.print(
+                f"[green]serving[/green] {plan.model} at {plan.base_url}/v1 with {chosen.name} "
+                f"{chosen.version()} (ready in {seconds:.1f} s; batching: {chosen.batching_note}; options: "
+                f"{options.label()}). Ctrl-C stops it.",
+                highlight=False,
+                soft_wrap=True,
+            )
+            if not chosen.verified:
+                console.print(f"[yellow]note:[/yellow] engine {chosen.name!r} has not been verified by quantlab.")
             # Watched with psutil, not Popen.poll(): a Ctrl-C landing inside poll() can leave Popen's internal
             # wait lock held, and stopping the server then waits on that lock forever (seen once in CI).
             while _running(server.proc.pid):
