@@ -59,6 +59,11 @@ class Footprint(BaseModel):
     capacity_bytes: int | None = None  # rig memory × utilization
     utilization: float | None = None
     fits: bool | None = None
+    gpus: int | None = None  # GPUs one copy spans (tensor parallel); None: the whole rig
+    rig_gpus: int | None = None
+
+    def short_of_gpus(self) -> bool:
+        return self.gpus is not None and self.rig_gpus is not None and self.gpus > self.rig_gpus
 
     def verdict(self) -> str:
         need = (
@@ -66,6 +71,8 @@ class Footprint(BaseModel):
         )
         if self.fits is None:
             return f"needs {need}"
+        if self.short_of_gpus():
+            return f"does NOT fit: spans {self.gpus} GPUs, {self.rig} has {self.rig_gpus}"
         room = f"{self.capacity_bytes / 1e9:.1f} GB usable ({self.utilization:.0%} of {self.rig})"
         return f"{'fits' if self.fits else 'does NOT fit'}: needs {need}, {room}"
 
@@ -140,12 +147,16 @@ def weight_bytes(arch: Architecture, weight_bits: float, other_bits: float = 16)
     return round(arch.linear_params * weight_bits / 8 + (arch.n_params - arch.linear_params) * other_bits / 8)
 
 
-def rig_capacity(rig: Rig) -> int:
-    if rig.memory_gb is not None:
-        return int(rig.memory_gb * 1e9)
-    import psutil
+def rig_capacity(rig: Rig, gpus: int | None = None) -> int:
+    """The memory one copy of a model can use on `rig`: all of it (`gpus` None), or `gpus` of its GPUs' share
+    (a model split over N GPUs by tensor parallelism holds 1/N of its weights and KV heads on each)."""
+    if rig.memory_gb is None:
+        import psutil
 
-    return psutil.virtual_memory().total  # the `cpu` rig: this host's memory
+        return psutil.virtual_memory().total  # the `cpu` rig: this host's memory
+    if gpus is None or not rig.n_gpus:
+        return int(rig.memory_gb * 1e9)
+    return int(rig.memory_gb * 1e9 * min(gpus, rig.n_gpus) / rig.n_gpus)
 
 
 def footprint(
@@ -160,9 +171,11 @@ def footprint(
     utilization: float = DEFAULT_UTILIZATION,
     measured_weight_bytes: int | None = None,
     measured_kv: tuple[float, str] | None = None,
+    gpus: int | None = None,
 ) -> Footprint:
     """`measured_weight_bytes` (an artifact's) and `measured_kv` (bytes per token, where it was measured) replace
-    the arithmetic when given."""
+    the arithmetic when given. `gpus`: the GPUs one copy spans (a cell's `tensor_parallel`); it does not fit a
+    rig with fewer, and uses only that many of a rig with more. None: the whole rig, as `quantlab fit` asks."""
     per_token = round(measured_kv[0]) if measured_kv else kv_bytes_per_token(arch, kv_dtype)
     weights = (
         measured_weight_bytes if measured_weight_bytes is not None else weight_bytes(arch, weight_bits, other_bits)
@@ -181,13 +194,16 @@ def footprint(
     )
     if rig is None:
         return result
-    capacity = int(rig_capacity(rig) * utilization)
+    capacity = int(rig_capacity(rig, gpus) * utilization)
+    short = gpus is not None and gpus > max(rig.n_gpus, 1)
     return result.model_copy(
         update={
             "rig": rig.name,
             "capacity_bytes": capacity,
             "utilization": utilization,
-            "fits": weights + kv <= capacity,
+            "fits": weights + kv <= capacity and not short,
+            "gpus": gpus,
+            "rig_gpus": rig.n_gpus if gpus is not None else None,
         }
     )
 

@@ -80,11 +80,11 @@ def test_cli_over_recipe_over_defaults(tmp_path):
     assert (config.ctx, config.repeats, config.max_tokens) == (128, 5, BenchConfig().max_tokens)
 
 
-def test_the_recipe_section_is_the_bench_config_less_the_rig_keys():
+def test_the_recipe_section_is_the_bench_config_less_the_rig_and_cell_keys():
     from quantlab.sweep.recipe import RecipeBench
 
     fields = set(RecipeBench.model_fields) - {"load_cells"}
-    assert fields == set(BenchConfig.model_fields) - {"rig", "rigs_file", "price_per_hour"}
+    assert fields == set(BenchConfig.model_fields) - {"rig", "rigs_file", "price_per_hour", "tensor_parallel"}
     for name in fields:  # same type, bounds and help
         assert RecipeBench.model_fields[name].description == BenchConfig.model_fields[name].description
         assert RecipeBench.model_fields[name].metadata == BenchConfig.model_fields[name].metadata

@@ -21,6 +21,7 @@ from quantlab.spec import DType
 
 Applies = Literal["in-process", "served", "both"]
 RIG_FIELDS = ("rig", "rigs_file", "price_per_hour")  # where and at what price: a recipe names them in `rigs`
+CELL_FIELDS = ("tensor_parallel",)  # a recipe's cells each declare these: not a recipe-wide or run-wide setting
 
 
 def _setting(default: Any, help: str, applies: Applies = "in-process", **bounds: Any) -> Any:
@@ -65,6 +66,14 @@ class BenchConfig(BaseModel):
         None, "In-process runtime (transformers | llamacpp); default: the one that loads the format."
     )
     device: str | None = _setting(None, "cpu or cuda[:N]; default: cuda:0 if present.", "both")
+    tensor_parallel: PositiveInt = _setting(
+        1,
+        "GPUs one copy of the model spans, from --device on, measured as a rig of exactly that many GPUs. Served: "
+        "vLLM --tensor-parallel-size. In-process (transformers runtime): accelerate's device_map places the layers "
+        "over them, a layer split (one GPU computes at a time), not tensor parallelism; the baseline is placed the "
+        "same way. llama.cpp and transformers serve refuse more than 1.",
+        "both",
+    )
     tasks: list[str] | None = _setting(
         None,
         "lm-eval tasks scored on each artifact (and the baseline, for recovery), e.g. quantlab_wikitext_nextword "

@@ -17,9 +17,10 @@ from quantlab.errors import BenchError
 PANEL = "Bench settings"
 
 
-def bench_options(into: str = "settings") -> Callable:
-    """Every bench setting as an option; shared by `bench`, `run` and `demo`."""
-    return model_options(BenchConfig, BenchConfig.model_fields, into=into, panel=PANEL)
+def bench_options(into: str = "settings", exclude: tuple[str, ...] = ()) -> Callable:
+    """Every bench setting as an option (less `exclude`); shared by `bench`, `run` and `demo`."""
+    names = [name for name in BenchConfig.model_fields if name not in exclude]
+    return model_options(BenchConfig, names, into=into, panel=PANEL)
 
 
 def _refuse_other_mode(settings: dict, load: bool) -> None:

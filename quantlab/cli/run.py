@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from quantlab.bench.config import BenchConfig
+from quantlab.bench.config import CELL_FIELDS, BenchConfig
 from quantlab.cli.app import app
 from quantlab.cli.bench import bench_options
 from quantlab.cli.console import console, emit, error, library_output, out_console, steps
@@ -80,7 +80,7 @@ WorkDirOption = Annotated[
 
 
 @app.command()
-@bench_options()
+@bench_options(exclude=CELL_FIELDS)
 def run(
     recipe: Annotated[Path, typer.Argument(help="A recipe YAML (see recipes/).")],
     settings: dict,
@@ -114,7 +114,7 @@ def run(
 
 
 @app.command()
-@bench_options()
+@bench_options(exclude=CELL_FIELDS)
 def demo(
     settings: dict,
     results: Annotated[

@@ -81,6 +81,7 @@ def memory_plan(recipe: Recipe, path: str | Path) -> list[tuple[ModelEntry, obje
                             ctx=recipe.memory_fit.ctx,
                             rig=rig,
                             utilization=recipe.memory_fit.utilization,
+                            gpus=cell.tensor_parallel,
                         )
                         for rig in rigs
                     ],
@@ -100,8 +101,8 @@ def plan_tables(recipe: Recipe, path: str | Path, overrides: dict | None = None)
         table = Table(
             title=f"{recipe.name}: {model.id} ({arch.n_params / 1e9:.2f}B parameters), memory fit at "
             f"batch {fit.batch} × ctx {fit.ctx}, KV {fit.kv_dtype}",
-            caption=f"needed = weights (nominal bits per weight) + KV cache; usable = rig memory × "
-            f"{fit.utilization:.0%}",
+            caption=f"needed = weights (nominal bits per weight) + KV cache; usable = the memory of the GPUs a "
+            f"cell spans (tensor_parallel, default 1) × {fit.utilization:.0%}",
         )
         for column in ("cell", "method", "bits/weight", "weights GB", *(r.name for r in rigs)):
             table.add_column(column)
@@ -109,7 +110,8 @@ def plan_tables(recipe: Recipe, path: str | Path, overrides: dict | None = None)
             spec = row.cell.spec
             table.add_row(
                 row.cell.name + (" (baseline)" if row.cell.is_baseline else ""),
-                f"{spec.method}/{spec.backend} {spec.label()}",
+                f"{spec.method}/{spec.backend} {spec.label()}"
+                + (f", tensor_parallel {row.cell.tensor_parallel}" if row.cell.tensor_parallel > 1 else ""),
                 f"{row.bits:.3g}",
                 f"{row.footprints[0].weight_bytes / 1e9:.1f}",
                 *(_verdict(f) for f in row.footprints),
@@ -121,6 +123,8 @@ def plan_tables(recipe: Recipe, path: str | Path, overrides: dict | None = None)
 
 
 def _verdict(f) -> str:
+    if f.short_of_gpus():
+        return f"[red]does NOT fit[/red] (spans {f.gpus} GPUs, {f.rig} has {f.rig_gpus})"
     numbers = f"({f.needed_bytes / 1e9:.1f} / {f.capacity_bytes / 1e9:.1f} GB)"
     return f"fits {numbers}" if f.fits else f"[red]does NOT fit[/red] {numbers}"
 
@@ -141,6 +145,13 @@ def _would_run(recipe: Recipe, n_models: int, n_cells: int, overrides: dict | No
     served = [name for name in names if recipe.served(name)]
     if served:
         would.append(f"bench served: concurrency {b.concurrency}, cells {', '.join(served)}")
+    entries = ([recipe.baseline] if recipe.baseline else []) + list(recipe.methods)
+    spanning = [f"{e.name} ({e.tensor_parallel} GPUs)" for e in entries if e.tensor_parallel > 1]
+    if spanning:
+        would.append(
+            f"across GPUs: {', '.join(spanning)}, each measured on a rig of exactly that many GPUs (vLLM "
+            "--tensor-parallel-size; transformers: a device_map layer split)"
+        )
     prices = [r.name + (f" at ${r.price_per_hour}/h" if r.price_per_hour else "") for r in recipe.rig_entries()]
     would.append("on rig(s) " + ", ".join(prices))
     return would

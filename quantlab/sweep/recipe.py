@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from quantlab.bench.config import RIG_FIELDS, BenchConfig, given
+from quantlab.bench.config import CELL_FIELDS, RIG_FIELDS, BenchConfig, given
 from quantlab.errors import QuantlabError, describe_validation_error
 from quantlab.memfit import MemoryFitQuestion
 from quantlab.spec import Calibration, MethodSpec
@@ -47,16 +47,25 @@ class MethodEntry(MethodSpec):
     """A MethodSpec with a cell name (the row label and the artifact's folder name)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    tensor_parallel: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="GPUs one copy of the model spans: vLLM --tensor-parallel-size, transformers device_map over "
+        "that many GPUs. The cell is measured on a rig of exactly that many GPUs.",
+    )
 
     def spec(self) -> MethodSpec:
-        return MethodSpec.model_validate(self.model_dump(exclude={"name"}, exclude_none=True))
+        return MethodSpec.model_validate(self.model_dump(exclude={"name", "tensor_parallel"}, exclude_none=True))
 
 
 def _recipe_bench_fields() -> dict:
-    """Every bench setting but the rig keys (a recipe names its rigs in `rigs`), with the same type, bounds and
-    help: the section is derived from the one bench configuration, never typed again. A recipe records only the
-    keys it sets; the defaults are applied when it runs (`Recipe.bench_config`), so they live in one place."""
-    return {name: (info.annotation, info) for name, info in BenchConfig.model_fields.items() if name not in RIG_FIELDS}
+    """Every bench setting but the rig keys (a recipe names its rigs in `rigs`) and the cell keys (each method
+    entry declares its own `tensor_parallel`), with the same type, bounds and help: the section is derived from
+    the one bench configuration, never typed again. A recipe records only the keys it sets; the defaults are
+    applied when it runs (`Recipe.bench_config`), so they live in one place."""
+    skip = (*RIG_FIELDS, *CELL_FIELDS)
+    return {name: (info.annotation, info) for name, info in BenchConfig.model_fields.items() if name not in skip}
 
 
 RecipeBench = create_model(
@@ -141,12 +150,15 @@ class Cell:
     name: str
     spec: MethodSpec  # normalized by its backend: what would be made
     is_baseline: bool
+    tensor_parallel: int = 1
 
     def key(self) -> str:
-        payload = json.dumps(
-            {"model": self.model.id, "spec": self.spec.model_dump(mode="json", exclude_none=True)}, sort_keys=True
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        """The cell's identity: its artifact's folder, its records. A tensor-parallel cell is its own cell (its
+        own artifact, the same bytes): the key of every single-GPU cell is what it was before the key existed."""
+        fields: dict = {"model": self.model.id, "spec": self.spec.model_dump(mode="json", exclude_none=True)}
+        if self.tensor_parallel != 1:
+            fields["tensor_parallel"] = self.tensor_parallel
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
     def artifact_dir(self, root: Path) -> Path:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "--", self.model.id)
@@ -205,9 +217,24 @@ def cells(recipe: Recipe, path: Path) -> list[Cell]:
                 resolved = backend.normalize(spec.model_copy(update={"calibration": recipe.calibration}))
         except QuantlabError as exc:
             raise RecipeError(f"recipe {path}: {where} ({entry.name}): {exc}") from exc
-        normalized.append((entry.name, resolved, is_baseline))
-    return [
-        Cell(model=model, name=name, spec=spec, is_baseline=is_baseline)
+        normalized.append((entry.name, resolved, is_baseline, entry.tensor_parallel))
+    made = [
+        Cell(model=model, name=name, spec=spec, is_baseline=is_baseline, tensor_parallel=tp)
         for model in recipe.models
-        for name, spec, is_baseline in normalized
+        for name, spec, is_baseline, tp in normalized
     ]
+    _check_distinct(made, path)
+    return made
+
+
+def _check_distinct(made: list[Cell], path: Path) -> None:
+    """Two cells that would make the same artifact and the same records are one cell under two names: refused,
+    since a run keys artifacts and records by the cell's key."""
+    first: dict[str, Cell] = {}
+    for cell in made:
+        other = first.setdefault(cell.key(), cell)
+        if other is not cell:
+            raise RecipeError(
+                f"recipe {path}: cells {other.name} and {cell.name} ask for the same thing (same method, settings "
+                "and tensor_parallel); keep one"
+            )
