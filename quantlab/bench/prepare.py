@@ -66,23 +66,30 @@ def device_name(device: str) -> str:
     return host_info().cpu
 
 
-def check_device(device: str) -> None:
+def check_device(device: str, gpus: int = 1) -> None:
     import torch
 
     if device == "cpu":
+        if gpus > 1:
+            raise BenchError(f"--tensor-parallel {gpus} spans GPUs; this bench runs on the CPU")
         return
     if not device.startswith("cuda"):
         raise BenchError(f"--device must be cpu or cuda[:N], not {device!r}")
     if not torch.cuda.is_available():
         raise BenchError(f"--device {device}: this host has no CUDA device")
-    index = int(device.split(":", 1)[1]) if ":" in device else 0
-    if index >= torch.cuda.device_count():
-        raise BenchError(f"--device {device}: this host has {torch.cuda.device_count()} CUDA device(s)")
+    last = gpu_index(device) + gpus - 1
+    if last >= torch.cuda.device_count():
+        span = f" and the {gpus - 1} after it (--tensor-parallel {gpus})" if gpus > 1 else ""
+        raise BenchError(f"--device {device}{span}: this host has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def gpu_index(device: str) -> int:
+    return int(device.split(":", 1)[1]) if ":" in device else 0
 
 
 def resolve_device(config: BenchConfig) -> str:
     device = config.device or default_device()
-    check_device(device)
+    check_device(device, config.tensor_parallel)
     return device
 
 
@@ -94,9 +101,17 @@ def resolve_rig(config: BenchConfig, device: str) -> Rig:
         raise RigError(f"benching on {name_of_device}: name the rig with --rig (see 'quantlab rigs')")
     rig = get_rig(rig_name, rigs_file=config.rigs_file, price_per_hour=config.price_per_hour)
     check_matches(rig, device, name_of_device)
-    if rig.n_gpus > 1:
-        raise RigError(f"rig {rig.name!r} has {rig.n_gpus} GPUs; quantlab measures on one device")
+    check_span(rig, config.tensor_parallel)
     return rig
+
+
+def check_span(rig: Rig, gpus: int) -> None:
+    """A measurement is labelled (and priced) with the rig it used: a model spanning N GPUs, with a rig of N."""
+    if rig.device == "cuda" and rig.n_gpus != gpus:
+        raise RigError(
+            f"rig {rig.name!r} has {rig.n_gpus} GPU(s) and the model spans {gpus} (--tensor-parallel): a "
+            "measurement is priced as the rig it used, so name a rig of exactly that many GPUs"
+        )
 
 
 @dataclass
@@ -146,6 +161,13 @@ def prepare(artifacts: list[str | Path], baseline: str | Path | None, config: Be
         problem = s.runtime.device_problem(s.artifact, device)
         if problem:
             raise BenchError(f"{s.artifact.path.name}: {problem}")
+        if config.tensor_parallel > 1 and not s.runtime.spans_gpus:
+            raise BenchError(
+                f"--tensor-parallel {config.tensor_parallel}: {s.artifact.path.name} runs on the {s.runtime.name} "
+                "runtime, which measures on one device (the transformers runtime spans GPUs; served, vLLM does)"
+            )
+    if config.compile and config.tensor_parallel > 1:
+        raise BenchError("--compile decodes on one GPU; a model over several (--tensor-parallel) decodes eager")
     if config.compile and config.speed:
         for s in subjects:
             if not s.runtime.compiles:
@@ -170,7 +192,7 @@ def decode_compiled(config: BenchConfig, subject: Subject, device: str) -> bool:
     """--compile, or by default compiled on CUDA (where the eager loop measures Python) for runtimes that can."""
     if config.compile is not None:
         return config.compile and subject.runtime.compiles
-    return device.startswith("cuda") and subject.runtime.compiles
+    return device.startswith("cuda") and subject.runtime.compiles and config.tensor_parallel == 1
 
 
 def baseline_kv_cache(config: BenchConfig, baseline: Subject) -> str | None:

@@ -55,16 +55,17 @@ def rig_ref(rig: Rig) -> RigRef:
     )
 
 
-def memory_metrics(raw: dict, device: str) -> MemoryMetrics:
+def memory_metrics(raw: dict, device: str, gpus: int = 1) -> MemoryMetrics:
     """The speed worker's memory readings, said with how they were taken."""
     if device.startswith("cuda"):
+        where = f", summed over the {gpus} GPUs the model spans (each GPU's own peak)" if gpus > 1 else ""
         return MemoryMetrics(
             kind="cuda-peak-allocated",
             peak_bytes=raw["cuda_peak_allocated_bytes"],
             after_load_bytes=raw["cuda_after_load_bytes"],
             before_load_bytes=0,
             cuda_peak_reserved_bytes=raw["cuda_peak_reserved_bytes"],
-            note="torch.cuda.max_memory_allocated over load and the speed runs, fresh process",
+            note=f"torch.cuda.max_memory_allocated over load and the speed runs, fresh process{where}",
         )
     return MemoryMetrics(
         kind="cpu-peak-rss-fresh-process",

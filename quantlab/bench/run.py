@@ -54,7 +54,11 @@ def bench(
         progress(f"loading baseline {base.artifact.path.name}")
         base_session = ReusedBaseline(
             base.runtime.load(
-                base.artifact, device=plan.device, dtype=config.dtype, kv_cache_dtype=baseline_kv_cache(config, base)
+                base.artifact,
+                device=plan.device,
+                dtype=config.dtype,
+                kv_cache_dtype=baseline_kv_cache(config, base),
+                gpus=config.tensor_parallel,
             )
         )
         if config.tasks:
@@ -83,7 +87,11 @@ def _measure(
     if config.quality:
         progress(f"{name}: loading for quality")
         session = subject.runtime.load(
-            artifact, device=plan.device, dtype=config.dtype, kv_cache_dtype=config.kv_cache_dtype
+            artifact,
+            device=plan.device,
+            dtype=config.dtype,
+            kv_cache_dtype=config.kv_cache_dtype,
+            gpus=config.tensor_parallel,
         )
         description = session.describe()
         total, done = len(windows(subject.stream.ids, config.ctx)), itertools.count(1)
@@ -114,7 +122,7 @@ def _measure(
         )
         description = RuntimeDescription.model_validate(answer["runtime"])
         speed = [SpeedPoint.model_validate(p) for p in answer["speed"]]
-        memory = records.memory_metrics(answer["memory"], plan.device)
+        memory = records.memory_metrics(answer["memory"], plan.device, config.tensor_parallel)
         roof = records.roofline_of(answer.get("bytes_per_token"), speed, plan.device, device_name(plan.device))
     return records.in_process_result(
         run_id,
@@ -138,6 +146,7 @@ def _worker_request(subject: Subject, device: str, config: BenchConfig) -> dict:
         "artifact": str(subject.artifact.path),
         "runtime": subject.runtime.name,
         "device": device,
+        "gpus": config.tensor_parallel,
         "dtype": config.dtype,
         "kv_cache_dtype": config.kv_cache_dtype,
         "compiled": decode_compiled(config, subject, device),

@@ -130,7 +130,7 @@ def bench_load(
     config = config or BenchConfig()
     artifact = load_artifact(artifact_path)
     device = resolve_device(config)
-    engine = select_engine(artifact, config.engine, device=device)
+    engine = select_engine(artifact, config.engine, device=device, gpus=config.tensor_parallel)
     options = _serving_options(artifact, config, engine)
     rig = resolve_rig(config, device)
     if port is not None:
@@ -181,6 +181,7 @@ def _serving_options(artifact, config: BenchConfig, engine: Engine) -> ServingOp
     options = ServingOptions(
         kv_cache_dtype=config.kv_cache_dtype,
         prefix_cache=config.prefix_cache,
+        tensor_parallel=config.tensor_parallel,
         **speculative.draft_options(artifact, config),
     )
     engine.check_options(options)

@@ -123,14 +123,18 @@ def main(request_path: str, answer_path: str) -> int:
 
     from quantlab.artifact import load_artifact
     from quantlab.runtimes import select_runtime
+    from quantlab.runtimes.placement import gpu_span
 
     device = request["device"]
+    gpus = request.get("gpus", 1)
     cuda = device.startswith("cuda")
-    if cuda:
+    # every GPU the model is placed on (--tensor-parallel): its memory is the sum of theirs
+    devices = [f"cuda:{i}" for i in gpu_span(device, gpus)] if cuda else []
+    for each in devices:
         # The allocator's statistics exist only once CUDA is initialised ("Invalid device argument" otherwise);
         # an empty tensor does that without allocating anything that would count as the model's memory.
-        torch.empty(0, device=device)
-        torch.cuda.reset_peak_memory_stats(device)
+        torch.empty(0, device=each)
+        torch.cuda.reset_peak_memory_stats(each)
     before = _rss()
     _say("loading")
     artifact = load_artifact(request["artifact"])
@@ -140,9 +144,10 @@ def main(request_path: str, answer_path: str) -> int:
         dtype=request["dtype"],
         kv_cache_dtype=request.get("kv_cache_dtype"),
         compiled=request.get("compiled", False),
+        gpus=gpus,
     )
     after = _rss()
-    cuda_after = torch.cuda.memory_allocated(device) if cuda else None
+    cuda_after = sum(torch.cuda.memory_allocated(each) for each in devices) if cuda else None
     points = _speed_points(session, request)
     per_token = (
         session.bytes_per_token(request["prompt_tokens"], request["new_tokens"])
@@ -162,8 +167,8 @@ def main(request_path: str, answer_path: str) -> int:
         },
     }
     if cuda:
-        answer["memory"]["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
-        answer["memory"]["cuda_peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
+        answer["memory"]["cuda_peak_allocated_bytes"] = sum(torch.cuda.max_memory_allocated(d) for d in devices)
+        answer["memory"]["cuda_peak_reserved_bytes"] = sum(torch.cuda.max_memory_reserved(d) for d in devices)
         answer["memory"]["cuda_after_load_bytes"] = cuda_after
     Path(answer_path).write_text(json.dumps(answer))
     return 0

@@ -19,7 +19,7 @@ from quantlab.errors import BenchError
 @app.command()
 @model_options(
     BenchConfig,
-    ["engine", "device", "threads", "kv_cache_dtype", "prefix_cache", "draft", "draft_tokens"],
+    ["engine", "device", "tensor_parallel", "threads", "kv_cache_dtype", "prefix_cache", "draft", "draft_tokens"],
     into="settings",
     panel="Engine",
 )
@@ -42,7 +42,6 @@ def serve(
     (and anything it started) on Ctrl-C, SIGTERM or failure."""
     from quantlab.artifact import load_artifact
     from quantlab.bench.speculative import draft_options
-    from quantlab.errors import ServeError
     from quantlab.runtimes import default_device
     from quantlab.serve.engines import select_engine
     from quantlab.serve.options import ServingOptions
@@ -52,9 +51,12 @@ def serve(
     exit_on_sigterm()
     loaded = load_artifact(artifact)
     device = config.device or default_device()
-    chosen = select_engine(loaded, config.engine, device=device)
+    chosen = select_engine(loaded, config.engine, device=device, gpus=config.tensor_parallel)
     options = ServingOptions(
-        kv_cache_dtype=config.kv_cache_dtype, prefix_cache=config.prefix_cache, **draft_options(loaded, config)
+        kv_cache_dtype=config.kv_cache_dtype,
+        prefix_cache=config.prefix_cache,
+        tensor_parallel=config.tensor_parallel,
+        **draft_options(loaded, config),
     )
     chosen.check_options(options)
     check_port_free(port)
@@ -78,26 +80,34 @@ def serve(
                 warmup=first_request,
                 on_wait=lambda s: step(f"starting the {chosen.name} server ({s:.0f} s)"),
             )
-        # The try opens before the "serving" line is printed: whoever reads that line may press Ctrl-C at once,
-        # while the line (or the note after it) is still being written, and CI saw that Ctrl-C escape as exit 130.
-        try:
-            console.print(
-                f"[green]serving[/green] {plan.model} at {plan.base_url}/v1 with {chosen.name} "
-                f"{chosen.version()} (ready in {seconds:.1f} s; batching: {chosen.batching_note}; options: "
-                f"{options.label()}). Ctrl-C stops it.",
-                highlight=False,
-                soft_wrap=True,
-            )
-            if not chosen.verified:
-                console.print(f"[yellow]note:[/yellow] engine {chosen.name!r} has not been verified by quantlab.")
-            # Watched with psutil, not Popen.poll(): a Ctrl-C landing inside poll() can leave Popen's internal
-            # wait lock held, and stopping the server then waits on that lock forever (seen once in CI).
-            while _running(server.proc.pid):
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            console.print("stopping the server")
-            return
-        raise ServeError(f"the server exited with code {server.proc.wait()}; last log lines: {server.log_tail()}")
+        _announce_then_wait(server, chosen, options, seconds)
+
+
+def _announce_then_wait(server, engine, options, seconds: float) -> None:
+    """Say where the model is served, then wait for Ctrl-C (a normal stop) or the server's own exit (an error)."""
+    from quantlab.errors import ServeError
+
+    plan = server.plan
+    # The try opens before the "serving" line is printed: whoever reads that line may press Ctrl-C at once,
+    # while the line (or the note after it) is still being written, and CI saw that Ctrl-C escape as exit 130.
+    try:
+        console.print(
+            f"[green]serving[/green] {plan.model} at {plan.base_url}/v1 with {engine.name} "
+            f"{engine.version()} (ready in {seconds:.1f} s; batching: {engine.batching_note}; options: "
+            f"{options.label()}). Ctrl-C stops it.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if not engine.verified:
+            console.print(f"[yellow]note:[/yellow] engine {engine.name!r} has not been verified by quantlab.")
+        # Watched with psutil, not Popen.poll(): a Ctrl-C landing inside poll() can leave Popen's internal
+        # wait lock held, and stopping the server then waits on that lock forever (seen once in CI).
+        while _running(server.proc.pid):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print("stopping the server")
+        return
+    raise ServeError(f"the server exited with code {server.proc.wait()}; last log lines: {server.log_tail()}")
 
 
 def _running(pid: int) -> bool:

@@ -66,6 +66,7 @@ class Runtime(ABC):
     name: ClassVar[str]
     kv_cache_dtypes: ClassVar[tuple[str, ...]] = ()  # what --kv-cache-dtype may name in-process; () = none
     compiles: ClassVar[bool] = False  # offers a compiled decode loop (--compile)
+    spans_gpus: ClassVar[bool] = False  # places one model over several GPUs (--tensor-parallel)
 
     @abstractmethod
     def supports(self, artifact: Artifact) -> bool: ...
@@ -83,5 +84,7 @@ class Runtime(ABC):
         dtype: str = "auto",
         kv_cache_dtype: str | None = None,
         compiled: bool = False,
+        gpus: int = 1,
     ) -> Session:
-        """`compiled`: decode through a compiled graph (runtimes that offer one; the others refuse it)."""
+        """`compiled`: decode through a compiled graph (runtimes that offer one; the others refuse it). `gpus`: the
+        GPUs the model is placed over, from `device` on (runtimes that span GPUs; the others refuse more than 1)."""

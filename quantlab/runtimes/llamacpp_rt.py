@@ -252,7 +252,10 @@ class LlamaCppRuntime(Runtime):
         dtype: str = "auto",
         kv_cache_dtype: str | None = None,
         compiled: bool = False,
+        gpus: int = 1,
     ) -> Session:
+        if gpus > 1:
+            raise BenchError("the llamacpp runtime measures a GGUF on one device; --tensor-parallel does not apply")
         if compiled:
             raise BenchError("the llamacpp runtime runs llama.cpp's own compiled kernels; --compile does not apply")
         if dtype != "auto":

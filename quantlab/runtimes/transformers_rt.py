@@ -19,6 +19,7 @@ from quantlab.results import Kernel, RuntimeDescription
 from quantlab.roofline import BytesPerToken
 from quantlab.runtimes.base import GenTiming, Runtime, Session
 from quantlab.runtimes.compiled import DecodeLoop
+from quantlab.runtimes.placement import check_placed, placement
 from quantlab.spec import dtype_short, torch_dtype
 
 # GPTQModel quantized-linear classes whose forward runs a low-bit kernel on the packed weights (CUDA ones by
@@ -192,7 +193,7 @@ def _stored(tensor) -> list[tuple[int, int]]:
 
 
 class TransformersSession(Session):
-    def __init__(self, artifact: Artifact, device: str, dtype: str, compiled: bool = False) -> None:
+    def __init__(self, artifact: Artifact, device: str, dtype: str, compiled: bool = False, gpus: int = 1) -> None:
         import torch
         import transformers
         from transformers import AutoModelForCausalLM
@@ -208,9 +209,10 @@ class TransformersSession(Session):
             # A loading attribute: merged into the checkpoint's own config, the weights stay in FP8.
             extra["quantization_config"] = CompressedTensorsConfig(use_optimized_inference=True)
         self.model = AutoModelForCausalLM.from_pretrained(
-            artifact.path, dtype=torch_dtype(dtype), device_map=device, **extra
+            artifact.path, dtype=torch_dtype(dtype), **placement(device, gpus), **extra
         )
         self.model.eval()
+        spread = check_placed(self.model, device, gpus)
         # compressed-tensors decompresses packed weights, and bitsandbytes repacks 4-bit weights for its CPU
         # kernel, on the first forward: run one now, so that load time and memory include it, and record the
         # ops it ran so the kernel path below describes what the measured forwards really use.
@@ -231,6 +233,7 @@ class TransformersSession(Session):
             compute_dtype=dtype_short(self.model.dtype),
             kernel=kernel,
             kernel_detail=detail,
+            placement=spread,
         )
 
     def describe(self) -> RuntimeDescription:
@@ -308,6 +311,7 @@ class TransformersSession(Session):
 class TransformersRuntime(Runtime):
     name = "transformers"
     compiles = True
+    spans_gpus = True
 
     def supports(self, artifact: Artifact) -> bool:
         return "transformers" in artifact.manifest.loads_in and (artifact.path / "config.json").is_file()
@@ -328,6 +332,7 @@ class TransformersRuntime(Runtime):
         dtype: str = "auto",
         kv_cache_dtype: str | None = None,
         compiled: bool = False,
+        gpus: int = 1,
     ) -> Session:
         problem = self.device_problem(artifact, device)
         if problem:
@@ -336,4 +341,6 @@ class TransformersRuntime(Runtime):
             # A perplexity window is one forward pass, which never reads a cache back: a quantized cache would
             # leave the quality columns untouched and the table would call it free.
             raise BenchError("the transformers runtime measures no quantized KV cache; --kv-cache-dtype is for GGUF")
-        return TransformersSession(artifact, device, dtype, compiled)
+        if gpus > 1 and compiled:
+            raise BenchError("a compiled decode runs on one GPU; a model over several decodes eager (drop --compile)")
+        return TransformersSession(artifact, device, dtype, compiled, gpus)

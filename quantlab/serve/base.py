@@ -47,6 +47,7 @@ class Engine(ABC):
     kv_cache_dtypes: ClassVar[tuple[str, ...]] = ()  # what --kv-cache-dtype may name; () = no KV quantization
     prefix_caching: ClassVar[bool] = False
     speculation: ClassVar[tuple[str, ...]] = ()  # "draft" (a draft model) and/or "ngram" (draft-free)
+    tensor_parallel: ClassVar[bool] = False  # splits one copy of the model over several GPUs
 
     def check_options(self, options: ServingOptions) -> None:
         """Refuse a lever this engine lacks, before anything starts."""
@@ -58,6 +59,11 @@ class Engine(ABC):
             raise ServeError(f"engine {self.name!r} has no prefix cache quantlab can switch on")
         if options.speculative and options.speculative not in self.speculation:
             raise ServeError(f"engine {self.name!r} has no {options.speculative} speculative decoding quantlab drives")
+        if options.tensor_parallel > 1 and not self.tensor_parallel:
+            raise ServeError(
+                f"engine {self.name!r} serves a model on one device here; --tensor-parallel "
+                f"{options.tensor_parallel} needs --engine vllm"
+            )
 
     def request_fields(self, max_tokens: int, options: ServingOptions) -> dict:
         """Fields every request carries besides prompt and max_tokens."""

@@ -201,6 +201,7 @@ class VllmServer(Engine):
     same_library_runtime = "transformers"  # what it can load; its kernels are its own (see bench.served)
     kv_cache_dtypes = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")  # vLLM's --kv-cache-dtype choices (unverified)
     prefix_caching = True
+    tensor_parallel = True  # --tensor-parallel-size: the GPUs from CUDA_VISIBLE_DEVICES on (unverified)
 
     def supports(self, artifact: Artifact) -> bool:
         return super().supports(artifact) and artifact.manifest.spec.method != "bnb"
@@ -224,6 +225,8 @@ class VllmServer(Engine):
         flags += ["--enable-prefix-caching" if options.prefix_cache else "--no-enable-prefix-caching"]
         if options.kv_cache_dtype:
             flags += ["--kv-cache-dtype", options.kv_cache_dtype]
+        if options.tensor_parallel > 1:
+            flags += ["--tensor-parallel-size", str(options.tensor_parallel)]
         return loopback_plan(program, flags, port=port, threads=threads, model=model)
 
     def fixed_length(self, max_tokens: int) -> dict:
@@ -233,8 +236,9 @@ class VllmServer(Engine):
 ENGINES: dict[str, Engine] = {engine.name: engine for engine in (LlamaCppServer(), TransformersServer(), VllmServer())}
 
 
-def select_engine(artifact: Artifact, name: str | None = None, *, device: str = "cpu") -> Engine:
-    """The named engine, or the first installed one that serves this artifact on this device."""
+def select_engine(artifact: Artifact, name: str | None = None, *, device: str = "cpu", gpus: int = 1) -> Engine:
+    """The named engine, or the first installed one that serves this artifact on this device (over `gpus` GPUs:
+    one that splits a model)."""
     if name is not None:
         engine = ENGINES.get(name)
         if engine is None:
@@ -249,11 +253,14 @@ def select_engine(artifact: Artifact, name: str | None = None, *, device: str = 
             raise BackendUnavailableError(reason)
         return engine
     candidates = [
-        e for e in ENGINES.values() if e.supports(artifact) and (e.name != "vllm" or device.startswith("cuda"))
+        e
+        for e in ENGINES.values()
+        if e.supports(artifact) and (e.name != "vllm" or device.startswith("cuda")) and (gpus == 1 or e.tensor_parallel)
     ]
     for engine in candidates:
         if engine.missing() is None:
             return engine
     if not candidates:
-        raise ServeError(f"no engine serves {artifact.path} ({artifact.manifest.format})")
+        span = f" over {gpus} GPUs (vLLM splits a model; the others serve on one device)" if gpus > 1 else ""
+        raise ServeError(f"no engine serves {artifact.path} ({artifact.manifest.format}){span}")
     raise BackendUnavailableError(candidates[0].missing())

@@ -27,9 +27,10 @@ class ServingOptions(BaseModel):
     draft: str | None = None  # the draft artifact as the tables name it
     draft_tokens: int | None = None  # tokens drafted per step at most; None: the engine's default
     draft_path: str | None = Field(None, exclude=True)  # where the engine loads the draft from (not recorded)
+    tensor_parallel: int = Field(1, ge=1)  # GPUs one copy of the model is split over (vLLM --tensor-parallel-size)
 
     def label(self) -> str:
-        parts = []
+        parts = [f"tensor parallel {self.tensor_parallel}"] if self.tensor_parallel > 1 else []
         if self.speculative == "draft":
             parts.append(f"draft {self.draft}" + (f" k={self.draft_tokens}" if self.draft_tokens else ""))
         elif self.speculative == "ngram":

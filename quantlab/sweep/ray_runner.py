@@ -24,7 +24,7 @@ from quantlab.bench.config import BenchConfig
 from quantlab.results import Result, append_result
 from quantlab.sweep import cluster, ray_tasks
 from quantlab.sweep.recipe import Cell, Recipe, rigs_file_of
-from quantlab.sweep.runner import Progress, RecipeRun, _Run, finish_run, start_run
+from quantlab.sweep.runner import Progress, RecipeRun, _Run, finish_run, stages, start_run
 
 POLL_S = 0.5
 
@@ -49,6 +49,8 @@ class _Made:
 
 def _rig(recipe: Recipe, path: Path, config: BenchConfig, cluster_nodes: list[cluster.Node], settings):
     """The config with the first of the recipe's rigs (or --rig) the cluster can host, and a cell's resources."""
+    from quantlab.bench.prepare import check_span
+    from quantlab.errors import RigError
     from quantlab.rigs import get_rig
 
     names = [config.rig] if config.rig else [r.name for r in recipe.rig_entries()]
@@ -64,10 +66,25 @@ def _rig(recipe: Recipe, path: Path, config: BenchConfig, cluster_nodes: list[cl
         )
         rig = get_rig(name, rigs_file=chosen.rigs_file, price_per_hour=chosen.price_per_hour)
         try:
+            check_span(rig, config.tensor_parallel)
             return chosen, cluster.cell_resources(rig, settings, cluster_nodes)
-        except cluster.ClusterError as exc:
+        except (cluster.ClusterError, RigError) as exc:
             refusals.append(str(exc))
     raise cluster.ClusterError(refusals[0] if len(refusals) == 1 else "no rig fits: " + "; ".join(refusals))
+
+
+def _rigs(recipe: Recipe, path: Path, config: BenchConfig, plan: list[Cell], nodes, settings) -> tuple[dict, dict]:
+    """Per `tensor_parallel` of the cells: (config, resources) on a rig of that many GPUs the cluster hosts, and
+    why not for the others. None it can host: the run fails before any cell starts."""
+    usable, refused = {}, {}
+    for gpus in sorted({c.tensor_parallel for c in plan}):
+        try:
+            usable[gpus] = _rig(recipe, path, config.model_copy(update={"tensor_parallel": gpus}), nodes, settings)
+        except cluster.ClusterError as exc:
+            refused[gpus] = exc
+    if not usable:
+        raise next(iter(refused.values()))
+    return usable, {gpus: str(exc) for gpus, exc in refused.items()}
 
 
 def run_on_ray(
@@ -88,13 +105,18 @@ def run_on_ray(
     where = cluster.connect(settings.address)
     try:
         nodes = cluster.nodes()
-        config, need = _rig(recipe, path, config, nodes, settings)
-        cluster.check_work_dir(root, nodes, need)
-        memory = _memory(recipe, path, config.rig) if need.num_gpus == 0 else {}
-        reserve = need.describe() + (" and its memory-fit estimate" if memory else "")
-        progress(f"{where}: {len(nodes)} node(s); each cell reserves {reserve} (rig {config.rig})")
-        run = start_run(recipe, plan, config, results, progress)
-        return _Driver(run, plan, config, root, need, settings, {n.host for n in nodes}, memory).run()
+        rigs, refused = _rigs(recipe, path, config, plan, nodes, settings)
+        smallest_config, smallest = rigs[min(rigs)]
+        cluster.check_work_dir(root, nodes, smallest)
+        memory = _memory(recipe, path, smallest_config.rig) if smallest.num_gpus == 0 else {}
+        for gpus, (chosen, need) in rigs.items():
+            reserve = need.describe() + (" and its memory-fit estimate" if memory else "")
+            span = f"cell spanning {gpus} GPUs" if gpus > 1 else "cell"
+            progress(f"{where}: {len(nodes)} node(s); each {span} reserves {reserve} (rig {chosen.rig})")
+        run = start_run(recipe, plan, smallest_config, results, progress)
+        driver = _Driver(run, plan, rigs, root, settings, {n.host for n in nodes}, memory)
+        driver.refuse(refused)
+        return driver.run()
     finally:
         ray.shutdown()
 
@@ -121,23 +143,32 @@ class _Driver:
         self,
         run: _Run,
         plan: list[Cell],
-        config: BenchConfig,
+        rigs: dict[int, tuple[BenchConfig, cluster.Resources]],  # tensor_parallel → its config and resources
         root: Path,
-        need: cluster.Resources,
         settings: cluster.RaySettings,
         hosts: set[str],  # the cluster's nodes: records made on them are this run's (adopt)
         memory: dict[str, int],  # cell key → bytes it reserves (CPU rigs)
     ) -> None:
         import ray
 
-        self.state, self.plan, self.config, self.root, self.need = run, plan, config, root, need
+        self.state, self.plan, self.rigs, self.root = run, plan, rigs, root
+        self.config = rigs[min(rigs)][0]  # quantizing does not depend on the GPUs a cell is measured on
         self.retries = settings.retries
         self.inbox = ray.remote(num_cpus=0)(ray_tasks.Inbox).remote()
         self.jobs: dict[int, _Job] = {}
         self.ids = itertools.count()
         self.failed: dict[tuple[str, str, str], str] = {}
         self.hosts, self.memory = hosts, memory
-        self.in_process = config.quality or config.speed
+        self.in_process = self.config.quality or self.config.speed
+
+    def refuse(self, refused: dict[int, str]) -> None:
+        """Cells whose GPU span no rig of the cluster hosts: made, not measured (their stages fail, said why)."""
+        for cell in (c for c in self.plan if c.tensor_parallel in refused):
+            for stage in stages(self.state.recipe, cell, self.config):
+                self.failed[(cell.model.id, cell.name, stage)] = refused[cell.tensor_parallel]
+
+    def _measured_as(self, cell: Cell) -> tuple[BenchConfig, cluster.Resources]:
+        return self.rigs.get(cell.tensor_parallel) or self.rigs[min(self.rigs)]
 
     def run(self) -> RecipeRun:
         import ray
@@ -164,9 +195,10 @@ class _Driver:
 
         job_id = next(self.ids)
         ctx = ray_tasks.TaskContext(inbox=self.inbox, job=job_id, cwd=os.getcwd())
+        _, need = self._measured_as(cell)
         task = ray.remote(fn).options(
-            num_cpus=self.need.num_cpus,
-            num_gpus=self.need.num_gpus,
+            num_cpus=need.num_cpus,
+            num_gpus=need.num_gpus,
             memory=self.memory.get(cell.key()),
             max_retries=self.retries,
             retry_exceptions=False,
@@ -217,14 +249,11 @@ class _Driver:
         self.state.step(f"{job.label()}: failed: {reason}")
         if job.stage != "quantize":
             return
-        for stage in self._stages(job.cell):  # its own bench and load never start
+        for stage in stages(self.state.recipe, job.cell, self.config):  # its own bench and load never start
             self.failed.setdefault((job.cell.model.id, job.cell.name, stage), f"{job.label()} failed")
         if job.cell.is_baseline and self.in_process:  # nor does any bench of its model (its loads still run)
             for cell in (c for c in self.plan if c.model is job.cell.model):
                 self.failed.setdefault((cell.model.id, cell.name, "bench"), f"{job.label()} failed")
-
-    def _stages(self, cell: Cell) -> list[str]:
-        return (["bench"] if self.in_process else []) + (["load"] if self.state.recipe.served(cell.name) else [])
 
     def _baseline(self, cell: Cell) -> Cell | None:
         return next((c for c in self.plan if c.model is cell.model and c.is_baseline), None)
@@ -234,23 +263,26 @@ class _Driver:
         waiting = [c for c in self.plan if c.model is cell.model] if cell.is_baseline else [cell]
         for c in waiting:
             self._maybe_bench(c)
-        if self.state.recipe.served(cell.name):
+        if self.state.recipe.served(cell.name) and (cell.model.id, cell.name, "load") not in self.failed:
             if (cell.key(), "load") in self.state.mine:
                 self.state.step(f"{cell.name} load: recorded already", count=True)
             else:
                 made, ref = self.state.artifacts[cell.key()], self.state.ref(cell, "load")
-                self._submit(cell, "load", ray_tasks.load_task, str(made.path), self.config, ref)
+                config, _ = self._measured_as(cell)
+                self._submit(cell, "load", ray_tasks.load_task, str(made.path), config, ref)
 
     def _maybe_bench(self, cell: Cell) -> None:
         baseline = self._baseline(cell)
         artifacts = self.state.artifacts
         if not self.in_process or cell.key() not in artifacts or (baseline and baseline.key() not in artifacts):
             return
+        if (cell.model.id, cell.name, "bench") in self.failed:
+            return
         if (cell.key(), "bench") in self.state.mine:
             self.state.step(f"{cell.name} bench: recorded already", count=True)
             return
         runtimes = {artifacts[c.key()].runtime for c in (cell, baseline) if c is not None}
-        config = self.config
+        config, _ = self._measured_as(cell)
         if runtimes != {"transformers"}:  # lm-eval scores transformers models only, as in a serial run
             config = config.model_copy(update={"tasks": None})
         base = str(artifacts[baseline.key()].path) if baseline else None

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from quantlab.artifact import Artifact
 from quantlab.bench.config import BenchConfig
-from quantlab.errors import RigError
+from quantlab.errors import QuantlabError, RigError
 from quantlab.results import CellRef, Result, read_results, repair_tail
 from quantlab.sweep.recipe import Cell, Recipe, RecipeError, cells, load_recipe, rigs_file_of
 
@@ -57,10 +57,29 @@ def _rig_config(recipe: Recipe, path: Path, config: BenchConfig, device: str) ->
         except RigError as exc:
             tried.append(str(exc))
     names = ", ".join(r.name for r in recipe.rig_entries())
+    span = f" spanning {config.tensor_parallel} GPUs" if config.tensor_parallel > 1 else ""
     raise RecipeError(
-        f"recipe {path}: rigs: none of {names} is this host ({device}): run it on such a rig, name one with --rig, "
-        f"or plan it here with --dry-run ({tried[0]})"
+        f"recipe {path}: rigs: none of {names} is this host ({device}{span}): run it on such a rig, name one with "
+        f"--rig, or plan it here with --dry-run ({tried[0]})"
     )
+
+
+def rig_configs(recipe: Recipe, path: Path, config: BenchConfig, plan: list[Cell]) -> tuple[dict, dict]:
+    """Per `tensor_parallel` of the cells: the config (rig of that many GPUs) this host measures them with, and
+    why it cannot for the others. None it can: the run fails at once, as with one rig."""
+    from quantlab.bench.prepare import resolve_device
+
+    usable: dict[int, BenchConfig] = {}
+    refused: dict[int, QuantlabError] = {}
+    for gpus in sorted({c.tensor_parallel for c in plan}):
+        asked = config.model_copy(update={"tensor_parallel": gpus})
+        try:
+            usable[gpus] = _rig_config(recipe, path, asked, resolve_device(asked))
+        except QuantlabError as exc:
+            refused[gpus] = exc
+    if not usable:
+        raise next(iter(refused.values()))
+    return usable, {gpus: str(exc) for gpus, exc in refused.items()}
 
 
 @dataclass
@@ -136,20 +155,30 @@ def run_recipe(
         from quantlab.sweep.ray_runner import run_on_ray
 
         return run_on_ray(path, recipe, plan, config, root.resolve(), results, progress, ray)
-    from quantlab.bench.prepare import resolve_device
-
-    config = _rig_config(recipe, path, config, resolve_device(config))
+    configs, refused = rig_configs(recipe, path, config, plan)
     run = start_run(recipe, plan, config, results, progress)
+    failed = {}
     for model in recipe.models:
         mine = [c for c in plan if c.model is model]
         for cell in mine:
             _obtain(run, cell, root)
             run.adopt(cell)
-        if config.quality or config.speed:
-            _bench_in_process(run, mine, config)
-        for cell in (c for c in mine if recipe.served(c.name)):
-            _bench_served(run, cell, config)
-    return finish_run(run, plan)
+        baseline = next((c for c in mine if c.is_baseline), None)
+        for gpus, group_config in configs.items():
+            group = [c for c in mine if c.tensor_parallel == gpus]
+            if group and (config.quality or config.speed):
+                _bench_in_process(run, group, baseline, group_config)
+            for cell in (c for c in group if recipe.served(c.name)):
+                _bench_served(run, cell, group_config)
+        for cell in (c for c in mine if c.tensor_parallel in refused):
+            for stage in stages(recipe, cell, config):
+                failed[(model.id, cell.name, stage)] = refused[cell.tensor_parallel]
+    return finish_run(run, plan, failed)
+
+
+def stages(recipe: Recipe, cell: Cell, config: BenchConfig) -> list[str]:
+    """What a cell measures once its artifact is made."""
+    return (["bench"] if config.quality or config.speed else []) + (["load"] if recipe.served(cell.name) else [])
 
 
 def start_run(recipe: Recipe, plan: list[Cell], config: BenchConfig, results: Path, progress: Progress) -> _Run:
@@ -182,15 +211,14 @@ def _obtain(run: _Run, cell: Cell, root: Path) -> None:
     run.step(f"{cell.name}: artifact ready", count=True)
 
 
-def _bench_in_process(run: _Run, group: list[Cell], config: BenchConfig) -> None:
-    """Bench the cells without a record, against the model's baseline; lm-eval tasks only where a transformers
-    model scores them (GGUF cells are benched without)."""
+def _bench_in_process(run: _Run, group: list[Cell], baseline: Cell | None, config: BenchConfig) -> None:
+    """Bench the cells without a record, against the model's baseline (placed like them: `config`'s
+    tensor_parallel); lm-eval tasks only where a transformers model scores them (GGUF cells are benched without)."""
     from quantlab.bench.run import bench
     from quantlab.runtimes import select_runtime
 
     pending = [c for c in group if (c.key(), "bench") not in run.mine]
     run.finished += len(group) - len(pending)
-    baseline = next((c for c in group if c.is_baseline), None)
 
     def scores_tasks(cell: Cell) -> bool:
         return select_runtime(run.artifacts[cell.key()]).name == "transformers"
