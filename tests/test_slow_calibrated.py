@@ -1,10 +1,16 @@
-"""GPTQ and AWQ on the real default model beat round-to-nearest, for the default and the GPTQModel backends.
+"""GPTQ and AWQ on the real default model beat round-to-nearest: GPTQ for the default and the GPTQModel
+backends, AWQ for the default one.
 
 CI settings are reduced (16 × 256 calibration tokens, 2048 evaluation tokens) and the artifacts come from the
 session cache (conftest.SmolCache; the fp32 baseline and RTN w4 sym are shared with other slow tests, GPTQ with
 llm-compressor with tests/test_slow_serve.py); the issue's full settings (64 × 512, 16384 tokens) are run by
-`benchmarks/calibrated_quality.py` and committed under results/. GPTQModel's AWQ is most of this file's time
-(≈ 9 min on a 2-core AMD EPYC): its clip search does not get cheaper with fewer calibration tokens.
+`benchmarks/calibrated_quality.py` and committed under results/, for all four backends.
+
+GPTQModel's AWQ is left out here to keep `make test` within its 45-minute budget: it alone took 8.5 min of the
+suite on a 2-core AMD EPYC (measured: 513 s, 62 % of it in its clip search, which samples a fixed 512 tokens
+per layer and so does not get cheaper with fewer calibration tokens). Its path is still run on every CI by
+tests/test_calibrated_tiny.py (quantized, manifest, calibration tokens, reload, kernel label), and its quality
+against RTN on this model by the benchmark (results/calibrated-smollm2.md).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from quantlab.spec import Calibration, MethodSpec
 pytestmark = pytest.mark.slow
 
 CALIB = Calibration(n_samples=16, seq_len=256)
-CALIBRATED = [("gptq", "llmcompressor"), ("gptq", "gptqmodel"), ("awq", "llmcompressor"), ("awq", "gptqmodel")]
+CALIBRATED = [("gptq", "llmcompressor"), ("gptq", "gptqmodel"), ("awq", "llmcompressor")]  # see above
 SPECS = {
     "fp32": MethodSpec(method="none", dtype="fp32"),
     "rtn-sym": MethodSpec(method="rtn", bits=4, group_size=64, symmetric=True),
