@@ -29,13 +29,6 @@ from quantlab.results import DecodePath, OpShare
 TOP_OPS = 6
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-
-
 def compile_mode(device: str) -> str:
     return "reduce-overhead" if device.startswith("cuda") else "default"
 
@@ -46,6 +39,9 @@ class DecodeLoop:
     def __init__(self, model, device: str, *, compiled: bool) -> None:
         self.model = model
         self.device = device
+        # Every GPU holding weights: a model placed over several (--tensor-parallel) ends its step on the last,
+        # and a timing that synchronised only the current device would stop before that GPU's kernels did.
+        self._gpus = sorted({p.device for p in model.parameters() if p.device.type == "cuda"}, key=str)
         self.compiled = compiled
         self.compile_s = 0.0
         self.used = False
@@ -195,6 +191,12 @@ class DecodeLoop:
 
         return self._timed(prefill, step, new_tokens, around_decode)
 
+    def _sync(self) -> None:
+        import torch
+
+        for gpu in self._gpus:
+            torch.cuda.synchronize(gpu)
+
     def _timed(self, prefill, step, new_tokens: int, around_decode, setup=lambda: None):
         """What both loops share: `setup()` untimed, `prefill()` timed to the first token, then `step(i, token)`
         for each next one, the decode timed inside `around_decode()`; (tokens, prefill s, decode s)."""
@@ -202,10 +204,10 @@ class DecodeLoop:
 
         with torch.inference_mode():
             setup()
-            sync(self.device)
+            self._sync()
             start = time.perf_counter()
             token = prefill()
-            sync(self.device)
+            self._sync()
             prefill_s = time.perf_counter() - start
             tokens = [token]
             with around_decode():
@@ -213,6 +215,6 @@ class DecodeLoop:
                 for i in range(new_tokens - 1):
                     token = step(i, token)
                     tokens.append(token)
-                sync(self.device)
+                self._sync()
                 decode_s = time.perf_counter() - start
         return torch.cat(tokens, dim=1), prefill_s, decode_s
