@@ -196,6 +196,34 @@ def test_ray_run_equals_serial_and_a_killed_worker_is_retried_once(serial_run, t
     assert _files(tmp_path / "ray-work") == _files(serial_run.work)  # the same bytes quantized
 
 
+@pytest.mark.slow  # a serial and a Ray run of the recipe with lm-eval tasks (the artifacts reused)
+def test_benches_on_ray_reuse_the_baselines_own_task_scores(serial_run, tmp_path, cluster):
+    """With lm-eval tasks the model's other benches wait for the baseline's bench and take its scores: lm-eval
+    runs once per artifact, as in a serial batch, and the records are the serial run's."""
+    from quantlab.bench.tasks import BUILTIN_TASK
+
+    settings = {"tasks": [BUILTIN_TASK], "task_limit": 16, "speed": False}
+    serial, on_ray = tmp_path / "serial.jsonl", tmp_path / "ray.jsonl"
+    said: dict[str, list[str]] = {"serial": [], "ray": []}
+    run_recipe(serial_run.recipe, results=serial, work_dir=serial_run.work, overrides=settings,
+               progress=said["serial"].append)  # fmt: skip
+    done = run_recipe(serial_run.recipe, results=on_ray, work_dir=serial_run.work, overrides=settings,
+                      progress=said["ray"].append, ray=cluster.address)  # fmt: skip
+    assert done.failed == {}
+    scored = {run: [m for m in messages if ": lm-eval tasks" in m] for run, messages in said.items()}
+    assert len(scored["ray"]) == len(scored["serial"]) == len(CELLS), scored  # the baseline once, in its own bench
+    ray_log = said["ray"]
+    baseline_done = next(i for i, m in enumerate(ray_log) if m.endswith("fp32 bench: done"))
+    assert all(i > baseline_done for i, m in enumerate(ray_log) if m.endswith(("w8 bench: queued", "w4 bench: queued")))
+    ray_run, serial_records = _stable(on_ray), _stable(serial)
+    assert any(".tasks.scores[0].recovery_pct" in key for _, key in ray_run)
+    assert {
+        k: (ray_run.get(k), serial_records.get(k))
+        for k in ray_run.keys() | serial_records.keys()
+        if ray_run.get(k) != serial_records.get(k)
+    } == {}
+
+
 def _files(work: Path) -> dict:
     return {p.parent.name: json.loads(p.read_text())["files"] for p in work.glob("*/*/quantlab.json")}
 

@@ -28,7 +28,7 @@ from quantlab.bench.prepare import (
 from quantlab.bench.quality import ReusedBaseline, score, windows
 from quantlab.bench.worker import measure_in_worker
 from quantlab.errors import BenchError
-from quantlab.results import CellRef, Result, RuntimeDescription, SpeedPoint, append_result
+from quantlab.results import CellRef, Result, RuntimeDescription, SpeedPoint, TaskScore, append_result
 
 Progress = Callable[[str], None]
 
@@ -41,8 +41,10 @@ def bench(
     results_path: str | Path | None = None,
     progress: Progress = lambda _: None,
     cells: list[CellRef] | None = None,
+    baseline_tasks: list[TaskScore] | None = None,
 ) -> list[Result]:
-    """`cells` (quantlab run): one CellRef per artifact, recorded in its Result."""
+    """`cells` (quantlab run): one CellRef per artifact, recorded in its Result. `baseline_tasks`: the baseline's
+    lm-eval scores under this very config, measured already (a Ray run's baseline cell): not scored again."""
     config = config or BenchConfig()
     if not (config.quality or config.speed):
         raise BenchError("nothing to measure: --no-quality and --no-speed together")
@@ -61,7 +63,9 @@ def bench(
                 gpus=config.tensor_parallel,
             )
         )
-        if config.tasks:
+        if config.tasks and baseline_tasks is not None:
+            base_tasks = baseline_tasks
+        elif config.tasks:
             progress(f"{base.artifact.path.name}: lm-eval tasks {', '.join(config.tasks)}")
             base_tasks = _tasks(base_session.inner, base.artifact, config, plan.device)
     out: list[Result] = []
@@ -107,9 +111,7 @@ def _measure(
                 on_window=lambda: progress(f"{name}: perplexity window {next(done)}/{total}"),
             )
             if config.tasks:
-                progress(f"{name}: lm-eval tasks {', '.join(config.tasks)}")
-                scores = _tasks(session, artifact, config, plan.device)
-                task_results = _task_results(scores, base_tasks, base, config)
+                task_results = _subject_tasks(session, artifact, base, base_tasks, config, plan.device, progress)
         finally:
             session.close()
     speed: list[SpeedPoint] = []
@@ -176,6 +178,15 @@ def _tasks(session, artifact: Artifact, config: BenchConfig, device: str):
         batch_size=config.task_batch_size,
         device=device,
     )
+
+
+def _subject_tasks(session, artifact: Artifact, base: Artifact | None, base_tasks, config, device, progress):
+    if base is not None and base.digest == artifact.digest and base_tasks is not None:
+        scores = base_tasks  # the baseline itself: the same model under the same config, scored once
+    else:
+        progress(f"{artifact.path.name}: lm-eval tasks {', '.join(config.tasks)}")
+        scores = _tasks(session, artifact, config, device)
+    return _task_results(scores, base_tasks, base, config)
 
 
 def _task_results(scores, base_scores, base: Artifact | None, config: BenchConfig):

@@ -6,8 +6,10 @@ its artifact is. Cells are otherwise independent and run as the cluster's resour
 
 What is the same as a serial run (quantlab.sweep.runner), so the records are too, timings and hosts aside: the
 same library calls per cell, the same adoption of records already made (a re-run after the driver died
-continues where it stopped), the same report at the end. What differs: a bench loads the baseline once per
-cell, not once per batch (the price of running cells apart); a task whose worker process or node died is
+continues where it stopped), the same report at the end. What differs: a bench loads the baseline and scores
+its perplexity windows once per cell, not once per batch (the price of running cells apart), while the
+baseline's lm-eval scores come from its own bench, which the model's other benches wait for when tasks are
+asked (lm-eval is most of a bench's time on a CPU); a task whose worker process or node died is
 retried (`ray.retries`), while one that raised is recorded as failed with its reason and the others go on.
 Ctrl-C (or SIGTERM) force-cancels every task: Ray kills their worker processes, and the servers and workers
 those started die with them (PR_SET_PDEATHSIG).
@@ -27,6 +29,7 @@ from quantlab.sweep.recipe import Cell, Recipe, rigs_file_of
 from quantlab.sweep.runner import Progress, RecipeRun, _Run, finish_run, stages, start_run
 
 POLL_S = 0.5
+_WAIT = object()  # a bench that waits for the baseline's own lm-eval scores
 
 
 @dataclass
@@ -160,6 +163,7 @@ class _Driver:
         self.failed: dict[tuple[str, str, str], str] = {}
         self.hosts, self.memory = hosts, memory
         self.in_process = self.config.quality or self.config.speed
+        self.benched: set[str] = set()  # cell keys whose bench was submitted or found recorded
 
     def refuse(self, refused: dict[int, str]) -> None:
         """Cells whose GPU span no rig of the cluster hosts: made, not measured (their stages fail, said why)."""
@@ -243,10 +247,19 @@ class _Driver:
         append_result(self.state.results, record)
         self.state.mine[(cell.key(), job.stage)] = record
         self.state.step(f"{job.label()}: done", count=True)
+        if cell.is_baseline and job.stage == "bench":
+            self._baseline_benched(cell)
+
+    def _baseline_benched(self, baseline: Cell) -> None:
+        """The benches that waited for the baseline's own lm-eval scores (see `_baseline_scores`)."""
+        for cell in (c for c in self.plan if c.model is baseline.model and c is not baseline):
+            self._maybe_bench(cell)
 
     def _fail(self, job: _Job, reason: str) -> None:
         self.failed[(job.cell.model.id, job.cell.name, job.stage)] = reason
         self.state.step(f"{job.label()}: failed: {reason}")
+        if job.stage == "bench" and job.cell.is_baseline:
+            self._baseline_benched(job.cell)  # the others score the baseline themselves
         if job.stage != "quantize":
             return
         for stage in stages(self.state.recipe, job.cell, self.config):  # its own bench and load never start
@@ -276,15 +289,20 @@ class _Driver:
         artifacts = self.state.artifacts
         if not self.in_process or cell.key() not in artifacts or (baseline and baseline.key() not in artifacts):
             return
-        if (cell.model.id, cell.name, "bench") in self.failed:
+        if (cell.model.id, cell.name, "bench") in self.failed or cell.key() in self.benched:
             return
         if (cell.key(), "bench") in self.state.mine:
+            self.benched.add(cell.key())
             self.state.step(f"{cell.name} bench: recorded already", count=True)
             return
         runtimes = {artifacts[c.key()].runtime for c in (cell, baseline) if c is not None}
         config, _ = self._measured_as(cell)
         if runtimes != {"transformers"}:  # lm-eval scores transformers models only, as in a serial run
             config = config.model_copy(update={"tasks": None})
+        scores = self._baseline_scores(cell, baseline, config) if config.tasks else None
+        if scores is _WAIT:
+            return
+        self.benched.add(cell.key())
         base = str(artifacts[baseline.key()].path) if baseline else None
         self._submit(
             cell,
@@ -294,6 +312,27 @@ class _Driver:
             base,
             config,
             self.state.ref(cell, "bench"),
+            scores,
+        )
+
+    def _baseline_scores(self, cell: Cell, baseline: Cell | None, config: BenchConfig):
+        """The baseline's lm-eval scores from its own bench record, so a cell's bench does not score the baseline
+        again (36 s a cell on demo-cpu): `_WAIT` while that bench runs; None (score it) where there is none to
+        wait for: no baseline, this is it, it spans other GPUs, its bench failed, or its record holds no scores
+        under these task settings."""
+        if baseline is None or cell is baseline or baseline.tensor_parallel != cell.tensor_parallel:
+            return None
+        if (baseline.model.id, baseline.name, "bench") in self.failed:
+            return None
+        record = self.state.mine.get((baseline.key(), "bench"))
+        if record is None:
+            return _WAIT
+        t = record.tasks
+        asked = (config.tasks, config.task_path, config.task_limit, config.num_fewshot, config.task_batch_size)
+        return (
+            t.scores
+            if t is not None and (t.tasks, t.task_path, t.limit, t.num_fewshot, t.batch_size) == asked
+            else None
         )
 
     def _cancel(self) -> None:

@@ -69,10 +69,19 @@ def quantize_task(ctx: TaskContext, model: str, spec: MethodSpec, out: str) -> d
     return {"path": str(artifact.path), "digest": artifact.digest, "runtime": select_runtime(artifact).name}
 
 
-def bench_task(ctx: TaskContext, artifact: str, baseline: str | None, config: BenchConfig, cell: CellRef) -> str:
+def bench_task(
+    ctx: TaskContext, artifact: str, baseline: str | None, config: BenchConfig, cell: CellRef, baseline_tasks=None
+) -> str:
     from quantlab.bench.run import bench
 
-    (result,) = bench([artifact], baseline=baseline, config=config, cells=[cell], progress=_started(ctx))
+    (result,) = bench(
+        [artifact],
+        baseline=baseline,
+        config=config,
+        cells=[cell],
+        progress=_started(ctx),
+        baseline_tasks=baseline_tasks,
+    )
     return result.model_dump_json()
 
 
