@@ -63,7 +63,8 @@ class Footprint(BaseModel):
     rig_gpus: int | None = None
 
     def short_of_gpus(self) -> bool:
-        return self.gpus is not None and self.rig_gpus is not None and self.gpus > self.rig_gpus
+        """Spans more GPUs than the rig has (a CPU rig holds a one-device model: its own memory)."""
+        return self.gpus is not None and self.rig_gpus is not None and self.gpus > max(self.rig_gpus, 1)
 
     def verdict(self) -> str:
         need = (
@@ -195,17 +196,16 @@ def footprint(
     if rig is None:
         return result
     capacity = int(rig_capacity(rig, gpus) * utilization)
-    short = gpus is not None and gpus > max(rig.n_gpus, 1)
-    return result.model_copy(
+    placed = result.model_copy(
         update={
             "rig": rig.name,
             "capacity_bytes": capacity,
             "utilization": utilization,
-            "fits": weights + kv <= capacity and not short,
             "gpus": gpus,
             "rig_gpus": rig.n_gpus if gpus is not None else None,
         }
     )
+    return placed.model_copy(update={"fits": weights + kv <= capacity and not placed.short_of_gpus()})
 
 
 # Bits per weight of ggml's block formats: block bytes × 8 / values per block (ggml-common.h block structs).

@@ -41,6 +41,8 @@ def test_a_cell_is_planned_against_the_memory_of_the_gpus_it_spans():
     assert short.needed_bytes < short.capacity_bytes and not short.fits  # the memory would do; the GPUs are missing
     assert short.verdict() == "does NOT fit: spans 2 GPUs, h100 has 1"
     assert not memfit.footprint(ARCH, weight_bits=4, rig=BUILTIN_RIGS["cpu"], gpus=2).fits
+    on_cpu = memfit.footprint(ARCH, weight_bits=1, rig=BUILTIN_RIGS["cpu"], gpus=1)  # a one-device cell on a CPU
+    assert not on_cpu.short_of_gpus() and on_cpu.verdict().startswith(("fits: needs", "does NOT fit: needs"))
 
 
 def test_the_guide_dry_run_says_on_which_rigs_each_cell_fits():
