@@ -102,7 +102,7 @@ def plan_tables(recipe: Recipe, path: str | Path, overrides: dict | None = None)
             title=f"{recipe.name}: {model.id} ({arch.n_params / 1e9:.2f}B parameters), memory fit at "
             f"batch {fit.batch} × ctx {fit.ctx}, KV {fit.kv_dtype}",
             caption=f"needed = weights (nominal bits per weight) + KV cache; usable = the memory of the GPUs a "
-            f"cell spans (tensor_parallel, default 1) × {fit.utilization:.0%}",
+            f"cell spans (tensor_parallel, default 1; the host's on the cpu rig) × {fit.utilization:.0%}",
         )
         for column in ("cell", "method", "bits/weight", "weights GB", *(r.name for r in rigs)):
             table.add_column(column)
