@@ -5,6 +5,7 @@ here has a GPU: what runs on one is the engine's own code, given the flags these
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -140,18 +141,17 @@ def test_bench_refuses_a_span_it_cannot_measure_in_one_line(tiny_model, tmp_path
 
 
 def test_a_run_measures_what_this_host_can_and_fails_the_cells_it_cannot(serial_run, tmp_path):
-    """On this CPU host the single-device cells are benched (reusing the shared run's artifacts) and the cell
-    spanning 2 GPUs is made but not measured: one `error:` line per stage it skipped, exit 1."""
+    """On this CPU host the single-device cells are benched (reusing copies of the shared run's artifacts) and
+    the cell spanning 2 GPUs is made but not measured: one `error:` line per stage it skipped, exit 1."""
     recipe = serial_run.recipe.read_text().replace(
         "  - {name: w4, method: rtn, bits: 4, group_size: 64}\n",
         "  - {name: w8-tp2, method: rtn, bits: 8, group_size: 128, tensor_parallel: 2}\n",
     )
     path = tmp_path / "tp.yaml"
     path.write_text(recipe)
-    results = tmp_path / "r.jsonl"
-    proc = run_cli(
-        "run", str(path), "--results", str(results), "--work-dir", str(serial_run.work), "--no-speed", timeout=600
-    )
+    results, work = tmp_path / "r.jsonl", tmp_path / "work"
+    shutil.copytree(serial_run.work, work)  # a copy: the shared run's work dir is checked by other tests
+    proc = run_cli("run", str(path), "--results", str(results), "--work-dir", str(work), "--no-speed", timeout=600)
     assert proc.returncode == 1, proc.stderr[-3000:]
     errors = [line for line in error_lines(proc.stderr) if line.startswith("error: ")]
     assert len(errors) == 2 and errors[0].endswith(
@@ -161,7 +161,7 @@ def test_a_run_measures_what_this_host_can_and_fails_the_cells_it_cannot(serial_
     from quantlab.results import read_results
 
     assert sorted(r.cell.name for r in read_results(results)) == ["fp32", "w8"]
-    assert len(list(serial_run.work.glob("*/w8-tp2-*/quantlab.json"))) == 1  # made: it runs elsewhere
+    assert len(list(work.glob("*/w8-tp2-*/quantlab.json"))) == 1  # made: it runs elsewhere
 
 
 def test_a_ray_run_reserves_each_cell_the_gpus_it_spans(tmp_path):
