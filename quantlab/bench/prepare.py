@@ -21,6 +21,7 @@ from quantlab.env import host_info
 from quantlab.errors import BenchError, RigError
 from quantlab.rigs import Rig, check_matches, get_rig
 from quantlab.runtimes import Runtime, default_device, select_runtime
+from quantlab.runtimes.placement import gpu_span
 
 
 def tokenizer_dir(artifact: Artifact) -> Path:
@@ -77,14 +78,9 @@ def check_device(device: str, gpus: int = 1) -> None:
         raise BenchError(f"--device must be cpu or cuda[:N], not {device!r}")
     if not torch.cuda.is_available():
         raise BenchError(f"--device {device}: this host has no CUDA device")
-    last = gpu_index(device) + gpus - 1
-    if last >= torch.cuda.device_count():
+    if gpu_span(device, gpus)[-1] >= torch.cuda.device_count():
         span = f" and the {gpus - 1} after it (--tensor-parallel {gpus})" if gpus > 1 else ""
         raise BenchError(f"--device {device}{span}: this host has {torch.cuda.device_count()} CUDA device(s)")
-
-
-def gpu_index(device: str) -> int:
-    return int(device.split(":", 1)[1]) if ":" in device else 0
 
 
 def resolve_device(config: BenchConfig) -> str:

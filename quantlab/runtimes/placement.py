@@ -13,8 +13,13 @@ from __future__ import annotations
 from quantlab.errors import BenchError
 
 
+def gpu_index(device: str) -> int:
+    """The index of a CUDA device named `cuda` or `cuda:N`."""
+    return int(device.split(":", 1)[1]) if ":" in device else 0
+
+
 def gpu_span(device: str, gpus: int) -> list[int]:
-    first = int(device.split(":", 1)[1]) if ":" in device else 0
+    first = gpu_index(device)
     return list(range(first, first + gpus))
 
 
@@ -53,6 +58,4 @@ def _index(where) -> int | None:
     if isinstance(where, int):
         return where
     text = str(where)
-    if text.startswith("cuda"):
-        return int(text.split(":", 1)[1]) if ":" in text else 0
-    return None
+    return gpu_index(text) if text.startswith("cuda") else None

@@ -26,7 +26,7 @@ from quantlab.bench.config import BenchConfig
 from quantlab.results import Result, append_result
 from quantlab.sweep import cluster, ray_tasks
 from quantlab.sweep.recipe import Cell, Recipe, rigs_file_of
-from quantlab.sweep.runner import Progress, RecipeRun, _Run, finish_run, stages, start_run
+from quantlab.sweep.runner import Progress, RecipeRun, _Run, finish_run, per_span, stages, start_run
 
 POLL_S = 0.5
 _WAIT = object()  # a bench that waits for the baseline's own lm-eval scores
@@ -79,15 +79,9 @@ def _rig(recipe: Recipe, path: Path, config: BenchConfig, cluster_nodes: list[cl
 def _rigs(recipe: Recipe, path: Path, config: BenchConfig, plan: list[Cell], nodes, settings) -> tuple[dict, dict]:
     """Per `tensor_parallel` of the cells: (config, resources) on a rig of that many GPUs the cluster hosts, and
     why not for the others. None it can host: the run fails before any cell starts."""
-    usable, refused = {}, {}
-    for gpus in sorted({c.tensor_parallel for c in plan}):
-        try:
-            usable[gpus] = _rig(recipe, path, config.model_copy(update={"tensor_parallel": gpus}), nodes, settings)
-        except cluster.ClusterError as exc:
-            refused[gpus] = exc
-    if not usable:
-        raise next(iter(refused.values()))
-    return usable, {gpus: str(exc) for gpus, exc in refused.items()}
+    return per_span(
+        plan, lambda gpus: _rig(recipe, path, config.model_copy(update={"tensor_parallel": gpus}), nodes, settings)
+    )
 
 
 def run_on_ray(

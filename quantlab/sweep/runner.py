@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from quantlab.artifact import Artifact
 from quantlab.bench.config import BenchConfig
@@ -32,6 +33,7 @@ from quantlab.results import CellRef, Result, read_results, repair_tail
 from quantlab.sweep.recipe import Cell, Recipe, RecipeError, cells, load_recipe, rigs_file_of
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 def _rig_config(recipe: Recipe, path: Path, config: BenchConfig, device: str) -> BenchConfig:
@@ -64,22 +66,31 @@ def _rig_config(recipe: Recipe, path: Path, config: BenchConfig, device: str) ->
     )
 
 
-def rig_configs(recipe: Recipe, path: Path, config: BenchConfig, plan: list[Cell]) -> tuple[dict, dict]:
-    """Per `tensor_parallel` of the cells: the config (rig of that many GPUs) this host measures them with, and
-    why it cannot for the others. None it can: the run fails at once, as with one rig."""
-    from quantlab.bench.prepare import resolve_device
-
-    usable: dict[int, BenchConfig] = {}
+def per_span(plan: list[Cell], resolve: Callable[[int], T]) -> tuple[dict[int, T], dict[int, str]]:
+    """`resolve(n)` for every `tensor_parallel` n among the cells: what it gives, and why not for the spans it
+    refuses. When it refuses them all, the first refusal is raised (the run fails at once, as with one rig)."""
+    usable: dict[int, T] = {}
     refused: dict[int, QuantlabError] = {}
     for gpus in sorted({c.tensor_parallel for c in plan}):
-        asked = config.model_copy(update={"tensor_parallel": gpus})
         try:
-            usable[gpus] = _rig_config(recipe, path, asked, resolve_device(asked))
+            usable[gpus] = resolve(gpus)
         except QuantlabError as exc:
             refused[gpus] = exc
     if not usable:
         raise next(iter(refused.values()))
     return usable, {gpus: str(exc) for gpus, exc in refused.items()}
+
+
+def rig_configs(recipe: Recipe, path: Path, config: BenchConfig, plan: list[Cell]) -> tuple[dict, dict]:
+    """Per `tensor_parallel` of the cells: the config (rig of that many GPUs) this host measures them with, and
+    why it cannot for the others."""
+    from quantlab.bench.prepare import resolve_device
+
+    def resolve(gpus: int) -> BenchConfig:
+        asked = config.model_copy(update={"tensor_parallel": gpus})
+        return _rig_config(recipe, path, asked, resolve_device(asked))
+
+    return per_span(plan, resolve)
 
 
 @dataclass
