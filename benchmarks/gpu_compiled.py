@@ -2,7 +2,7 @@
 and where the time goes, in one run.
 
     python benchmarks/gpu_compiled.py --tokenizer DIR --work /tmp/gpuc [--shape llama-3.1-8b] [--layers 8]
-                                      [--methods bf16,fp8,rtn-w4,bnb-nf4,torchao-int4wo,torchao-int8wo,...]
+                                      [--methods bf16,fp8,rtn-w4,rtn-w4-gemlite,rtn-w8-gemlite,bnb-nf4,...]
                                       [--batch-sizes 1,8,32] [--prompt 512] [--new 64] [--rig h200]
                                       [--results results/gpu/compiled_h200.jsonl]
 
@@ -12,6 +12,9 @@ from the bf16 one and measured by `quantlab bench --no-quality`, once with the e
 once compiled (`--compile`: static cache + torch.compile with CUDA graphs; a model that graph-breaks runs eager
 and its record says why). Each record carries its kernel label (ops the first forward ran), the roofline (% of
 the bandwidth quantlab measured on this device, batch 1) and the profile of its batch-1 decode steps.
+
+Rows named `-gemlite` bench the artifact of the row before them again with `--kernel gemlite` (gemlite's Triton
+kernels on the checkpoint's integers, repacked at load; `pip install gemlite`).
 
 Prints one row per artifact and PASS/FAIL/INFO lines for the issue's GPU targets: compiled bf16 ≥ 2× eager and
 ≥ 40% of the bandwidth limit; a 4-bit path ≥ 1.3× and an 8-bit path ≥ 1.1× compiled bf16 at batch 1. A scheme
@@ -28,15 +31,20 @@ from pathlib import Path
 from common import check, log
 from fp8_gpu import SHAPES, build_random_model
 
+RTN_W4 = {"method": "rtn", "bits": 4, "group_size": 128}
+RTN_W8 = {"method": "rtn", "bits": 8, "group_size": -1}
+# name: (quantize spec, weight bits, --kernel): a --kernel row benches the artifact of the row before it again
 METHODS = {
-    "bf16": ({"method": "none", "dtype": "bf16"}, None),
-    "fp8": ({"method": "fp8", "scheme": "FP8_DYNAMIC"}, 8),
-    "rtn-w4": ({"method": "rtn", "bits": 4, "group_size": 128}, 4),
-    "bnb-nf4": ({"method": "bnb", "scheme": "nf4"}, 4),
-    "torchao-int4wo": ({"method": "torchao", "scheme": "int4wo"}, 4),
-    "torchao-int8wo": ({"method": "torchao", "scheme": "int8wo"}, 8),
-    "torchao-int8dq": ({"method": "torchao", "scheme": "int8dq"}, 8),
-    "torchao-float8dq": ({"method": "torchao", "scheme": "float8dq"}, 8),
+    "bf16": ({"method": "none", "dtype": "bf16"}, None, None),
+    "fp8": ({"method": "fp8", "scheme": "FP8_DYNAMIC"}, 8, None),
+    "rtn-w4": (RTN_W4, 4, None),
+    "rtn-w4-gemlite": (RTN_W4, 4, "gemlite"),
+    "rtn-w8-gemlite": (RTN_W8, 8, "gemlite"),
+    "bnb-nf4": ({"method": "bnb", "scheme": "nf4"}, 4, None),
+    "torchao-int4wo": ({"method": "torchao", "scheme": "int4wo"}, 4, None),
+    "torchao-int8wo": ({"method": "torchao", "scheme": "int8wo"}, 8, None),
+    "torchao-int8dq": ({"method": "torchao", "scheme": "int8dq"}, 8, None),
+    "torchao-float8dq": ({"method": "torchao", "scheme": "float8dq"}, 8, None),
 }
 
 
@@ -87,6 +95,7 @@ def main() -> None:
     from quantlab.report.render import write_report
     from quantlab.report.selection import select
     from quantlab.results import read_results
+    from quantlab.runtimes.transformers_rt import TransformersRuntime
     from quantlab.spec import MethodSpec
 
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
@@ -99,21 +108,33 @@ def main() -> None:
     build_random_model(args.shape, args.tokenizer, source, device, args.layers)
     batches = [int(b) for b in args.batch_sizes.split(",")]
     measured: dict[str, tuple] = {}
-    for name in args.methods.split(","):
-        fields, _ = METHODS[name]
-        log(f"{name}: quantize")
-        try:
-            made = quantize(str(source), MethodSpec(**fields), args.work / name)
-        except QuantlabError as exc:
-            check(None, f"{name}: refused on this device: {exc}")
+    names = args.methods.split(",")
+    made = made_fields = None
+    for name in names:
+        fields, _, kernel = METHODS[name]
+        if made_fields != fields:
+            if made is not None:
+                shutil.rmtree(made.path, ignore_errors=True)  # disk: one quantized model at a time
+            log(f"{name}: quantize")
+            made_fields = fields
+            try:
+                made = quantize(str(source), MethodSpec(**fields), args.work / name)
+            except QuantlabError as exc:
+                check(None, f"{name}: refused on this device: {exc}")
+                made = None
+        if made is None:
+            continue
+        problem = kernel and TransformersRuntime().kernel_problem(made, kernel, device)
+        if problem:
+            check(None, f"{name}: refused on this device: {problem}")
             continue
         pair = []
         for compiled in (False, True):
-            log(f"{name}: bench {'compiled' if compiled else 'eager'}")
+            log(f"{name}: bench {'compiled' if compiled else 'eager'}" + (f", --kernel {kernel}" if kernel else ""))
             config = BenchConfig(
                 dataset="embedded", quality=False, device=device, rig=args.rig, compile=compiled,
                 profile=True, batch_sizes=batches, prompt_tokens=args.prompt, new_tokens=args.new,
-                repeats=args.repeats,
+                repeats=args.repeats, kernel=kernel,
             )  # fmt: skip
             try:
                 [record] = bench([made.path], config=config, results_path=args.results, progress=log)
@@ -122,7 +143,6 @@ def main() -> None:
                 record = None
             pair.append(record)
         measured[name] = tuple(pair)
-        shutil.rmtree(made.path, ignore_errors=True)  # disk: one quantized model at a time
     write_report(select(read_results(args.results)), args.results)
     bf16_eager, bf16_compiled = measured.get("bf16", (None, None))
     base = decode_at(bf16_compiled, 1)

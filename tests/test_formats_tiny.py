@@ -17,7 +17,7 @@ from quantlab.methods.bnb import cpu_4bit_kernel_available, cpu_width_problem
 from quantlab.models import LinearLayer, ModelInfo
 from quantlab.quantizer import quantize
 from quantlab.runtimes import select_runtime
-from quantlab.runtimes.transformers_rt import native_fp8_eligible
+from quantlab.runtimes.kernel_labels import native_fp8_eligible
 from quantlab.spec import Calibration, MethodSpec
 
 from .conftest import make_tiny_llama, run_cli

@@ -66,3 +66,12 @@ def test_each_reloads_in_a_fresh_process(made):
         [sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=600, check=False
     )
     assert proc.returncode == 0 and f"ok {len(paths)}" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_gemlite_receives_exactly_the_checkpoints_weights(made):
+    """--kernel gemlite (CUDA) repacks compressed-tensors integers at load; on the real model's symmetric and
+    asymmetric (zero-point) checkpoints, what it is handed must dequantize to the decompressed weights exactly."""
+    from .test_gemlite import assert_unpacked_exactly
+
+    for name in ("rtn-sym", "rtn-asym", "gptq-llmcompressor", "awq-llmcompressor"):
+        assert assert_unpacked_exactly(made[name]) == 30 * 7, name

@@ -65,6 +65,13 @@ class BenchConfig(BaseModel):
     runtime: str | None = _setting(
         None, "In-process runtime (transformers | llamacpp); default: the one that loads the format."
     )
+    kernel: Literal["gemlite"] | None = _setting(
+        None,
+        "Matmul kernel instead of the format's own, for the quantized artifacts (never the --baseline; an "
+        "unquantized one stays dense). gemlite: Triton GEMV/GEMM on a compressed-tensors int4/int8 weight-only "
+        "checkpoint's integers, repacked at load, artifact unchanged (transformers runtime, CUDA, pip install "
+        "gemlite). Default: the format's (compressed-tensors decompresses to the compute dtype).",
+    )
     device: str | None = _setting(None, "cpu or cuda[:N]; default: cuda:0 if present.", "both")
     tensor_parallel: PositiveInt = _setting(
         1,

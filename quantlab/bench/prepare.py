@@ -153,6 +153,8 @@ def prepare(artifacts: list[str | Path], baseline: str | Path | None, config: Be
         _check_tasks(config, [*subjects, *([base_subject] if base_subject else [])])
     if config.kv_cache_dtype:
         _check_kv_cache(config.kv_cache_dtype, subjects)
+    if config.kernel:
+        _check_kernel(config.kernel, subjects, device)
     for s in [*subjects, *([base_subject] if base_subject else [])]:
         problem = s.runtime.device_problem(s.artifact, device)
         if problem:
@@ -182,6 +184,17 @@ def _check_kv_cache(dtype: str, subjects: list[Subject]) -> None:
                 f"--kv-cache-dtype {dtype}: {s.artifact.path.name} runs on the {s.runtime.name} runtime, whose "
                 f"KV-cache types are: {offered}"
             )
+
+
+def _check_kernel(kernel: str, subjects: list[Subject], device: str) -> None:
+    for s in subjects:
+        problem = (
+            s.runtime.kernel_problem(s.artifact, kernel, device)
+            if kernel in s.runtime.kernels
+            else f"the {s.runtime.name} runtime has no --kernel {kernel} (the transformers runtime has)"
+        )
+        if problem:
+            raise BenchError(f"{s.artifact.path.name}: {problem}")
 
 
 def decode_compiled(config: BenchConfig, subject: Subject, device: str) -> bool:

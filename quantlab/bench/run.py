@@ -96,6 +96,7 @@ def _measure(
             dtype=config.dtype,
             kv_cache_dtype=config.kv_cache_dtype,
             gpus=config.tensor_parallel,
+            kernel=config.kernel,
         )
         description = session.describe()
         total, done = len(windows(subject.stream.ids, config.ctx)), itertools.count(1)
@@ -152,6 +153,7 @@ def _worker_request(subject: Subject, device: str, config: BenchConfig) -> dict:
         "dtype": config.dtype,
         "kv_cache_dtype": config.kv_cache_dtype,
         "compiled": decode_compiled(config, subject, device),
+        "kernel": config.kernel,
         "profile": config.profile if config.profile is not None else device.startswith("cuda"),
         "ids": np.resize(ids, max(needed, 1)).tolist() if len(ids) < needed else ids[:needed].tolist(),
         "batch_sizes": config.batch_sizes,

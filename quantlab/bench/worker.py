@@ -145,6 +145,7 @@ def main(request_path: str, answer_path: str) -> int:
         kv_cache_dtype=request.get("kv_cache_dtype"),
         compiled=request.get("compiled", False),
         gpus=gpus,
+        kernel=request.get("kernel"),
     )
     after = _rss()
     cuda_after = sum(torch.cuda.memory_allocated(each) for each in devices) if cuda else None

@@ -44,6 +44,7 @@ def _key(r: Result) -> tuple:
         r.load.options.model_dump_json() if r.load else None,  # another configuration
         r.load.shared_prefix_tokens if r.load else None,
         compiled(r),  # issue 17: the compiled decode loop is another measurement of the same artifact
+        r.runtime.kernel_option,  # and so is another matmul kernel for the same weights
     )
 
 

@@ -100,6 +100,7 @@ def main_table(results: list[Result]) -> pd.DataFrame:
                 "top-1 %": fmt(vs.top1_agreement * 100 if vs else None, 2),
                 "$/1M": (f"{cost.usd_per_1m_tokens:.3f} ({r.rig.name})" + mark) if cost else "–",
                 "runtime/kernel": f"{r.runtime.runtime}/{r.runtime.kernel} {r.runtime.compute_dtype}"
+                + (f", {r.runtime.kernel_option}" if r.runtime.kernel_option else "")
                 + (", compiled" if compiled(r) else ""),
             }
         )

@@ -97,4 +97,5 @@ class RuntimeDescription(BaseModel):
     kv_allocation: KvAllocation | None = None
     kv_cache_dtype: str | None = None  # the KV type asked for (--kv-cache-dtype); None: the runtime's default
     decode: DecodePath | None = None  # the speed worker's decode loop; None in records made before it was recorded
+    kernel_option: str | None = None  # the --kernel that replaced the format's own matmul; None: the format's
     placement: str | None = None  # how one model was spread over several GPUs (--tensor-parallel); None: one device

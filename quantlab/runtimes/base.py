@@ -67,6 +67,11 @@ class Runtime(ABC):
     kv_cache_dtypes: ClassVar[tuple[str, ...]] = ()  # what --kv-cache-dtype may name in-process; () = none
     compiles: ClassVar[bool] = False  # offers a compiled decode loop (--compile)
     spans_gpus: ClassVar[bool] = False  # places one model over several GPUs (--tensor-parallel)
+    kernels: ClassVar[tuple[str, ...]] = ()  # matmul kernels --kernel may choose instead of the format's own
+
+    def kernel_problem(self, artifact: Artifact, kernel: str, device: str) -> str | None:
+        """Why `--kernel kernel` cannot run `artifact` on `device`, asked before any weight loads."""
+        return f"the {self.name} runtime has no --kernel choice"
 
     @abstractmethod
     def supports(self, artifact: Artifact) -> bool: ...
@@ -85,6 +90,8 @@ class Runtime(ABC):
         kv_cache_dtype: str | None = None,
         compiled: bool = False,
         gpus: int = 1,
+        kernel: str | None = None,
     ) -> Session:
         """`compiled`: decode through a compiled graph (runtimes that offer one; the others refuse it). `gpus`: the
-        GPUs the model is placed over, from `device` on (runtimes that span GPUs; the others refuse more than 1)."""
+        GPUs the model is placed over, from `device` on (runtimes that span GPUs; the others refuse more than 1).
+        `kernel`: one of `kernels`, run instead of the format's own matmul (the others refuse it)."""

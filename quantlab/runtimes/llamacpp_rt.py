@@ -253,7 +253,10 @@ class LlamaCppRuntime(Runtime):
         kv_cache_dtype: str | None = None,
         compiled: bool = False,
         gpus: int = 1,
+        kernel: str | None = None,
     ) -> Session:
+        if kernel:
+            raise BenchError(f"the llamacpp runtime runs llama.cpp's own kernels; --kernel {kernel} does not apply")
         if gpus > 1:
             raise BenchError("the llamacpp runtime measures a GGUF on one device; --tensor-parallel does not apply")
         if compiled:
