@@ -37,6 +37,7 @@ RTN_W8 = {"method": "rtn", "bits": 8, "group_size": -1}
 METHODS = {
     "bf16": ({"method": "none", "dtype": "bf16"}, None, None),
     "fp8": ({"method": "fp8", "scheme": "FP8_DYNAMIC"}, 8, None),
+    "fp8-gemlite": ({"method": "fp8", "scheme": "FP8_DYNAMIC"}, 8, "gemlite"),
     "rtn-w4": (RTN_W4, 4, None),
     "rtn-w4-gemlite": (RTN_W4, 4, "gemlite"),
     "rtn-w8-gemlite": (RTN_W8, 8, "gemlite"),

@@ -30,14 +30,32 @@ def _load(artifact):
     return AutoModelForCausalLM.from_pretrained(artifact.path).eval()
 
 
+def handed_over(module):
+    """The weight gemlite is handed, dequantized: (W_q - zero) * scale, or FP8 weight * row scale."""
+    from quantlab.runtimes.gemlite_kernels import fp8_weights, unpacked
+
+    if not hasattr(module, "weight_packed"):
+        weight, scales = fp8_weights(module)
+        return weight.float() * scales.float()
+    w_q, scales, zeros, _, group = unpacked(module)
+    return (w_q.float() - zeros.float().repeat_interleave(group, 1)) * scales.float().repeat_interleave(group, 1)
+
+
+@pytest.fixture(scope="module")
+def fp8(tiny_model, tmp_path_factory):
+    from quantlab.quantizer import quantize
+    from quantlab.spec import MethodSpec
+
+    root = tmp_path_factory.mktemp("gemlite-fp8")
+    schemes = ("FP8_DYNAMIC", "FP8_W8A16")
+    return {s: quantize(str(tiny_model), MethodSpec(method="fp8", scheme=s), root / s) for s in schemes}
+
+
 def _dense(module, device, dtype):
-    """What gemlite computes, (W_q - zero) * scale, as a dense layer: the stand-in on a CPU."""
+    """What gemlite computes from what it is handed, as a dense layer: the stand-in on a CPU."""
     import torch
 
-    from quantlab.runtimes.gemlite_kernels import unpacked
-
-    w_q, scales, zeros, _, group = unpacked(module)
-    weight = (w_q.float() - zeros.float().repeat_interleave(group, 1)) * scales.float().repeat_interleave(group, 1)
+    weight = handed_over(module)
     layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=module.bias is not None, device=device)
     layer.weight.data = weight.to(dtype)
     return layer
@@ -55,40 +73,54 @@ def assert_unpacked_exactly(artifact) -> int:
         decompressed(input_ids=torch.zeros((1, 4), dtype=torch.long))  # compressed-tensors decompresses here
     checked = 0
     for module_name, module in packed.named_modules():
-        if not hasattr(module, "weight_packed"):
+        if getattr(module, "quantization_scheme", None) is None:
             continue
-        w_q, scales, zeros, bits, group = unpacked(module)
-        args = module.quantization_scheme.weights
-        assert w_q.dtype == torch.uint8 and int(w_q.max()) < 2**bits and bits == args.num_bits
-        assert group == (args.group_size or w_q.shape[1])
+        if hasattr(module, "weight_packed"):
+            w_q, _, _, bits, group = unpacked(module)
+            args = module.quantization_scheme.weights
+            assert w_q.dtype == torch.uint8 and int(w_q.max()) < 2**bits and bits == args.num_bits
+            assert group == (args.group_size or w_q.shape[1])
+        else:
+            assert module.weight.dtype == torch.float8_e4m3fn
         expected = decompressed.get_submodule(module_name).weight
-        rebuilt = (w_q.float() - zeros.float().repeat_interleave(group, 1)) * scales.float().repeat_interleave(group, 1)
-        assert torch.equal(rebuilt.to(expected.dtype), expected), module_name
+        assert torch.equal(handed_over(module).to(expected.dtype), expected), module_name
         checked += 1
     return checked
 
 
-@pytest.mark.parametrize("name", ["w4", "w8"])
-def test_unpacked_integers_dequantize_to_exactly_what_compressed_tensors_decompresses(tiny_benched, name):
-    """w4 is asymmetric (packed zero points), w8 symmetric: both conventions of the offset. The real model's
-    artifacts (gptq, awq, rtn) are checked the same way in tests/test_slow_calibrated.py."""
-    assert assert_unpacked_exactly(tiny_benched[0][name]) == 14  # 2 layers × 7 linears; lm_head stays dense
+@pytest.mark.parametrize("name", ["w4", "w8", "FP8_DYNAMIC", "FP8_W8A16"])
+def test_what_gemlite_is_handed_dequantizes_to_exactly_what_compressed_tensors_decompresses(tiny_benched, fp8, name):
+    """w4 is asymmetric (packed zero points), w8 symmetric: both conventions of the offset; FP8 weights go as
+    stored. The real model's artifacts (gptq, awq, rtn) are checked the same way in test_slow_calibrated.py."""
+    artifact = fp8[name] if name.startswith("FP8") else tiny_benched[0][name]
+    assert assert_unpacked_exactly(artifact) == 14  # 2 layers × 7 linears; lm_head stays dense
 
 
-def test_repacked_model_computes_what_the_checkpoint_does(tiny_benched):
+KINDS = [("w4", "A16W4 int4, groups of 64"), ("FP8_W8A16", "A16W8 FP8 weight-only")]
+
+
+@pytest.mark.parametrize(("name", "kinds"), KINDS)
+def test_repacked_model_computes_what_the_checkpoint_does(tiny_benched, fp8, name, kinds):
+    """Weight-only checkpoints: the same weights in every linear give the same logits, bit for bit."""
     import torch
 
     from quantlab.runtimes.gemlite_kernels import repack
 
-    artifact = tiny_benched[0]["w4"]
+    artifact = fp8[name] if name.startswith("FP8") else tiny_benched[0][name]
     reference, swapped = _load(artifact), _load(artifact)
-    count, bits, group = repack(swapped, "cpu", make_layer=_dense)
-    assert (count, bits, group) == (14, 4, 64)
+    assert repack(swapped, "cpu", make_layer=_dense) == (14, kinds)
     assert not hasattr(swapped, "ct_decompress_hook")
-    assert not any(hasattr(m, "weight_packed") for m in swapped.modules())
+    assert not any(hasattr(m, "quantization_scheme") for m in swapped.modules())
     ids = torch.arange(48)[None, :] % 1000
     with torch.inference_mode():
         assert torch.equal(swapped(input_ids=ids).logits, reference(input_ids=ids).logits)
+
+
+def test_fp8_dynamic_becomes_gemlites_a8w8_kernel(fp8):
+    from quantlab.runtimes.gemlite_kernels import describe
+
+    model = _load(fp8["FP8_DYNAMIC"])
+    assert describe(model.model.layers[0].mlp.up_proj) == "A8W8 FP8, per-token FP8 activations"
 
 
 def test_a_layer_gemlite_cannot_build_is_one_line_naming_the_module(tiny_benched):
@@ -110,18 +142,26 @@ def test_label_says_native_only_when_gemlites_op_ran():
     from quantlab.runtimes.gemlite_kernels import GEMLITE_OP
     from quantlab.runtimes.kernel_labels import gemlite_kernel
 
-    kind, detail = gemlite_kernel((14, 4, 128), {"aten::mm", GEMLITE_OP})
-    assert kind == "native" and "A16W4 (14 modules)" in detail and "groups of 128" in detail
-    kind, detail = gemlite_kernel((14, 4, 128), {"aten::mm"})
+    kind, detail = gemlite_kernel((14, "A16W4 int4, groups of 128"), {"aten::mm", GEMLITE_OP})
+    assert kind == "native" and detail.startswith("gemlite A16W4 int4, groups of 128 (14 modules)")
+    kind, detail = gemlite_kernel((14, "A16W4 int4, groups of 128"), {"aten::mm"})
     assert kind == "unknown" and "never called" in detail
 
 
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"quant_method": "gptq"}, "this checkpoint is gptq"),
-        ({"input_activations": {"type": "int", "num_bits": 8}}, "quantizes activations too"),
-        ({"weights": {"type": "float", "num_bits": 8, "strategy": "channel"}}, "weights are float8"),
+        ({"quant_method": "gptq"}, "this one is gptq"),
+        ({"input_activations": {"type": "int", "num_bits": 8}}, "(W8A8) are not supported"),
+        ({"weights": {"type": "float", "num_bits": 4, "strategy": "group"}}, "weights are float4"),
+        ({"weights": {"type": "float", "num_bits": 8, "strategy": "block"}}, "FP8 weights scaled per block"),
+        (
+            {
+                "weights": {"type": "float", "num_bits": 8, "strategy": "channel"},
+                "input_activations": {"type": "float", "num_bits": 8, "strategy": "tensor", "dynamic": False},
+            },
+            "other than dynamic per-token",
+        ),
         ({"weights": {"type": "int", "num_bits": 4, "strategy": "tensor"}}, "scaled per tensor"),
         ({"weights": {"type": "int", "num_bits": 4, "strategy": "group", "actorder": "group"}}, "g_idx"),
         ({}, "cannot run on cpu"),

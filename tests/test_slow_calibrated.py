@@ -69,8 +69,8 @@ def test_each_reloads_in_a_fresh_process(made):
 
 
 def test_gemlite_receives_exactly_the_checkpoints_weights(made):
-    """--kernel gemlite (CUDA) repacks compressed-tensors integers at load; on the real model's symmetric and
-    asymmetric (zero-point) checkpoints, what it is handed must dequantize to the decompressed weights exactly."""
+    """--kernel gemlite (CUDA) is handed compressed-tensors integers at load; on the real model's symmetric and
+    asymmetric (zero-point) checkpoints, they must dequantize to the decompressed weights exactly."""
     from .test_gemlite import assert_unpacked_exactly
 
     for name in ("rtn-sym", "rtn-asym", "gptq-llmcompressor", "awq-llmcompressor"):

@@ -68,9 +68,10 @@ class BenchConfig(BaseModel):
     kernel: Literal["gemlite"] | None = _setting(
         None,
         "Matmul kernel instead of the format's own, for the quantized artifacts (never the --baseline; an "
-        "unquantized one stays dense). gemlite: Triton GEMV/GEMM on a compressed-tensors int4/int8 weight-only "
-        "checkpoint's integers, repacked at load, artifact unchanged (transformers runtime, CUDA, pip install "
-        "gemlite). Default: the format's (compressed-tensors decompresses to the compute dtype).",
+        "unquantized one stays dense). gemlite: Triton GEMV/GEMM on a compressed-tensors checkpoint's stored "
+        "weights (int4/int8 weight-only; FP8 with channel scales, with or without per-token FP8 activations), "
+        "handed over at load, artifact unchanged (transformers runtime, CUDA, pip install gemlite). Default: the "
+        "format's (compressed-tensors decompresses to the compute dtype).",
     )
     device: str | None = _setting(None, "cpu or cuda[:N]; default: cuda:0 if present.", "both")
     tensor_parallel: PositiveInt = _setting(

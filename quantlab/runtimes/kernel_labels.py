@@ -173,16 +173,12 @@ def kernel_path(
     return "unknown", f"{method}: no quantized modules recognised"
 
 
-def gemlite_kernel(repacked: tuple[int, int, int], ops: set[str]) -> tuple[Kernel, str]:
+def gemlite_kernel(repacked: tuple[int, str], ops: set[str]) -> tuple[Kernel, str]:
     """`--kernel gemlite`: native only if the first forward called gemlite's op."""
     from quantlab.runtimes.gemlite_kernels import GEMLITE_OP
 
-    count, bits, group = repacked
-    width = "n" if bits == -1 else str(bits)
-    groups = "groups of mixed sizes" if group == -1 else f"groups of {group}"
-    found = (
-        f"gemlite A16W{width} ({count} modules): int{width} weights repacked at load from compressed-tensors, {groups}"
-    )
+    count, kinds = repacked
+    found = f"gemlite {kinds} ({count} modules), weights handed over at load from compressed-tensors"
     if GEMLITE_OP in ops:
-        return "native", f"{found}; Triton GEMV (batch ≤ 4) and split-K GEMM kernels on the packed weights"
+        return "native", f"{found}; Triton GEMV (small batches) and split-K GEMM kernels on the stored weights"
     return "unknown", f"{found}; the first forward never called {GEMLITE_OP}"

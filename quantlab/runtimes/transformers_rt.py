@@ -52,7 +52,7 @@ class TransformersSession(Session):
         config = json.loads((artifact.path / "config.json").read_text())
         quant_config = config.get("quantization_config")
         extra = {}
-        if native_fp8_eligible(quant_config) and fp8_hardware(device):
+        if native_fp8_eligible(quant_config) and fp8_hardware(device) and not kernel:
             from transformers import CompressedTensorsConfig
 
             # A loading attribute: merged into the checkpoint's own config, the weights stay in FP8.
