@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 SPECS = {
     "bf16": MethodSpec(method="none", dtype="bf16"),
-    "gptq-w4": MethodSpec(method="gptq", bits=4, group_size=64, calibration=Calibration(n_samples=16, seq_len=256)),
+    "gptq-w4": MethodSpec(method="gptq", bits=4, group_size=64, calibration=Calibration(n_samples=8, seq_len=256)),
     "gguf-q4_k_m": MethodSpec(method="gguf", scheme="Q4_K_M"),
 }
 LEVELS = [1, 8, 32]
