@@ -1,9 +1,10 @@
-"""`--kernel gemlite` (issue 17, item 2): compressed-tensors integers repacked for gemlite's Triton kernels.
+"""`--kernel gemlite` (issue 17, item 2): compressed-tensors weights handed to gemlite's Triton kernels.
 
 gemlite's kernels need a CUDA GPU (importing gemlite queries one), so on a CPU host these tests check what does
-not: the integers handed to gemlite dequantize to exactly the weights compressed-tensors itself decompresses, the
-module swap leaves the model computing the same function (a dense layer built from those integers stands in for
-gemlite's), and `--kernel gemlite` is refused, in one line and before any weight loads, where it cannot run.
+not: the weights handed to gemlite (int4/int8 integers with scales and zero points, FP8 weights with scales)
+dequantize to exactly what compressed-tensors itself decompresses, the module swap leaves the model computing the
+same function (a dense layer built from what gemlite is handed stands in for gemlite's), and `--kernel gemlite`
+is refused, in one line and before any weight loads, where it cannot run.
 """
 
 from __future__ import annotations
