@@ -49,6 +49,13 @@ class ServeError(QuantlabError):
     """A server that cannot be started, did not become ready, or died while being measured."""
 
 
+def exception_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message`, for a library's exception quoted inside a one-line report (their
+    messages often run to tracebacks or hints over many lines)."""
+    first = (str(exc).strip().splitlines() or [""])[0][:limit]
+    return f"{type(exc).__name__}: {first}".rstrip(": ")
+
+
 def describe_validation_error(exc) -> str:
     """A pydantic ValidationError as one line, `key.path: message`, naming the first offending key.
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import time
 
+from quantlab.errors import exception_line
 from quantlab.results import DecodePath, OpShare
 
 TOP_OPS = 6
@@ -132,8 +133,7 @@ class DecodeLoop:
             tokens, _, _ = self._static(batch, new_tokens, cache)
             self.compile_s += max(first - (time.perf_counter() - start), 0.0)
         except Exception as exc:  # a graph break under fullgraph, no C++ compiler, an op inductor lacks
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            self.fallback = f"torch.compile (fullgraph) failed: {type(exc).__name__}: {first}".rstrip(": ")
+            self.fallback = f"torch.compile (fullgraph) failed: {exception_line(exc)}"
             self.compiled = False
             return
         self._caches[(batch.shape[0], batch.shape[1] + new_tokens)] = cache

@@ -28,7 +28,7 @@ import importlib.util
 from collections.abc import Callable
 
 from quantlab.env import fp8_hardware
-from quantlab.errors import BenchError
+from quantlab.errors import BenchError, exception_line
 
 KERNELS = ("gemlite",)
 GEMLITE_OP = "gemlite::forward_functional"  # the custom op every gemlite layer's forward calls
@@ -155,8 +155,7 @@ def repack(model, device: str, make_layer: Callable | None = None) -> tuple[int,
         try:
             layer = make_layer(module, device, model.dtype)
         except Exception as exc:  # gemlite refuses a shape, or cannot build for this GPU / Triton
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            raise BenchError(f"--kernel gemlite could not repack {name}: {type(exc).__name__}: {first}") from exc
+            raise BenchError(f"--kernel gemlite could not repack {name}: {exception_line(exc)}") from exc
         setattr(parent, child, layer)
     # compressed-tensors decompresses on the model's first forward (a pre-hook); nothing is left to decompress
     hook = getattr(model, "ct_decompress_hook", None)

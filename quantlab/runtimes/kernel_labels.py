@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 from quantlab.results import Kernel
+from quantlab.runtimes.gemlite_kernels import GEMLITE_OP
 from quantlab.spec import dtype_short
 
 # GPTQModel quantized-linear classes whose forward runs a low-bit kernel on the packed weights (CUDA ones by
@@ -175,8 +176,6 @@ def kernel_path(
 
 def gemlite_kernel(repacked: tuple[int, str], ops: set[str]) -> tuple[Kernel, str]:
     """`--kernel gemlite`: native only if the first forward called gemlite's op."""
-    from quantlab.runtimes.gemlite_kernels import GEMLITE_OP
-
     count, kinds = repacked
     found = f"gemlite {kinds} ({count} modules), weights handed over at load from compressed-tensors"
     if GEMLITE_OP in ops:

@@ -33,6 +33,11 @@ def _stored(tensor) -> list[tuple[int, int]]:
     return [(tensor.data_ptr(), tensor.nbytes)]
 
 
+def _quant_config(artifact: Artifact) -> dict | None:
+    """The checkpoint's own `quantization_config` (None: unquantized), read from config.json, not from loading."""
+    return json.loads((artifact.path / "config.json").read_text()).get("quantization_config")
+
+
 class TransformersSession(Session):
     def __init__(
         self,
@@ -49,8 +54,7 @@ class TransformersSession(Session):
 
         self.device = device
         self.config_dir = artifact.path
-        config = json.loads((artifact.path / "config.json").read_text())
-        quant_config = config.get("quantization_config")
+        quant_config = _quant_config(artifact)
         extra = {}
         if native_fp8_eligible(quant_config) and fp8_hardware(device) and not kernel:
             from transformers import CompressedTensorsConfig
@@ -181,8 +185,7 @@ class TransformersRuntime(Runtime):
         return None
 
     def kernel_problem(self, artifact: Artifact, kernel: str, device: str) -> str | None:
-        config = json.loads((artifact.path / "config.json").read_text())
-        return gemlite_kernels.problem(config.get("quantization_config"), device)
+        return gemlite_kernels.problem(_quant_config(artifact), device)
 
     def load(
         self,
