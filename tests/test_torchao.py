@@ -81,3 +81,70 @@ def test_an_artifact_the_device_cannot_run_is_refused_before_loading(made, tmp_p
     proc = run_cli("bench", str(fake), "--device", "cpu", "--results", str(results))
     assert proc.returncode == 1 and len(error_lines(proc.stderr)) == 1, proc.stderr
     assert "needs a CUDA GPU" in proc.stderr and "cannot run on cpu" in proc.stderr and not results.exists()
+
+
+def _standin_spec(scheme: str, group: int | None = None):
+    from quantlab.methods.registry import get_backend
+    from quantlab.spec import MethodSpec
+
+    spec = get_backend("torchao").resolve(MethodSpec(method="torchao", scheme=scheme, group_size=group))
+    return spec.model_copy(update={"dtype": "bf16"})
+
+
+def test_int4wo_cpu_standin_holds_exactly_the_tinygemm_values(tiny_model):
+    """The CPU layout's integers, scales and zeros are those tile_packed_to_4d would store; a layer whose source
+    weight differs is named (the comparison can fail)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from quantlab.methods.torchao_standin import load_standin, tinygemm_mismatches, tinygemm_values
+
+    standin = load_standin(tiny_model, _standin_spec("int4wo", 64))
+    assert type(standin.model.layers[0].mlp.up_proj.weight).__name__ == "Int4OpaqueTensor"
+    assert isinstance(standin.lm_head.weight, torch.nn.Parameter)  # transformers' default skip, as on a GPU
+    dense = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16)
+    assert tinygemm_mismatches(dense, standin, 64) == (14, [])
+    with torch.no_grad():
+        dense.model.layers[1].self_attn.o_proj.weight[3, 5] += 0.5
+    assert tinygemm_mismatches(dense, standin, 64) == (14, ["model.layers.1.self_attn.o_proj"])
+    # and the CPU kernel multiplies by those values: (q - 8) × scale + zero, tinygemm's float zero point
+    layer = standin.model.layers[0].mlp.down_proj
+    ints, scale, zero = tinygemm_values(dense.model.layers[0].mlp.down_proj.weight.detach(), 64)
+    w = ((ints - 8).double().unflatten(1, (-1, 64)) * scale.double()[..., None] + zero.double()[..., None]).flatten(1)
+    x = torch.randn(3, layer.in_features, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        assert torch.allclose(layer(x).double(), x.double() @ w.T, rtol=0.02, atol=2e-3)
+
+
+def test_float8dq_cpu_standin_runs_torchaos_fp8_linear_and_lifts_its_check_only_while_loading(tiny_model):
+    import torch
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    from quantlab.methods.torchao_standin import load_standin
+
+    standin = load_standin(tiny_model, _standin_spec("float8dq"))
+    layer = standin.model.layers[0].mlp.up_proj
+    assert type(layer.weight).__name__ == "Float8Tensor" and layer.weight.act_quant_kwargs is not None
+    x = torch.randn(5, layer.in_features, dtype=torch.bfloat16)
+
+    def fp8_rows(t):  # per-token E4M3: scale = amax / 448 in the activation's dtype, as torchao computes it
+        scale = (t.abs().amax(-1, keepdim=True) / torch.finfo(torch.float8_e4m3fn).max).float()
+        return (t.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn).double() * scale.double()
+
+    dense_w = layer.weight.qdata.double() * layer.weight.scale.double()  # exact; dequantize() rounds to bf16
+    with torch.inference_mode():
+        out = layer(x).double()
+    assert torch.allclose(out, fp8_rows(x) @ dense_w.T, rtol=0.01, atol=1e-4)
+    assert not torch.allclose(out, x.double() @ dense_w.T, rtol=1e-3, atol=1e-5)  # activations were quantized
+    with pytest.raises(AssertionError, match="compute capability"):
+        quantize_(torch.nn.Sequential(torch.nn.Linear(256, 256)), Float8DynamicActivationFloat8WeightConfig(PerRow()))
+
+
+def test_standins_refuse_what_they_cannot_stand_in_for():
+    from quantlab.errors import SpecError
+    from quantlab.methods.torchao_standin import standin_config
+
+    with pytest.raises(SpecError, match="needs no stand-in"):
+        standin_config(_standin_spec("int8wo"))
+    with pytest.raises(SpecError, match="groups of 32, 64, 128, not 256"):
+        standin_config(_standin_spec("int4wo", 256))

@@ -12,6 +12,9 @@ ones that also run on a CPU:
   packing itself runs on the GPU, so this scheme is quantized on a CUDA device.
 - float8dq: float8 E4M3 weights and per-token float8 activations, row-wise scales (`PerRow`): FP8 tensor cores,
   compute capability ≥ 8.9, checked before any weight loads.
+
+The quality of the two CUDA schemes is measured on a CPU through `torchao_standin`, which computes the same
+quantized values in memory without making an artifact.
 """
 
 from __future__ import annotations
