@@ -23,11 +23,16 @@ $(STAMP): pyproject.toml constraints.txt
 	# another install of the same version elsewhere would pick it up.
 	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" \
 		$(BIN)/python -m pip install --quiet --no-cache-dir -c constraints.txt llama-cpp-python
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	# llama.cpp's llama-server, llama-bench, llama-perplexity, llama-imatrix, llama-quantize and libllama, from
 	# the installed llama-cpp-python's llama.cpp tree (≈5 min on 2 cores; once per quantlab cache; CUDA when nvcc
-	# and a GPU are found).
-	$(BIN)/quantlab llamacpp build
+	# and a GPU are found). It needs only what these first two lines install (quantlab without its dependencies),
+	# so it compiles while pip installs the heavy wheels (torch, ...) instead of after them; both must succeed.
+	$(BIN)/python -m pip install --quiet -c constraints.txt numpy pydantic pyyaml typer rich psutil cmake ninja
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/quantlab llamacpp build & build=$$!; \
+		$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'; installed=$$?; \
+		wait $$build; built=$$?; \
+		test $$installed -eq 0 && test $$built -eq 0
 	touch $(STAMP)
 
 # The main job on the embedded default model: quantize, bench, write results/demo.{jsonl,md}, print the table.
