@@ -17,7 +17,8 @@ Rows named `-gemlite` bench the artifact of the row before them again with `--ke
 kernels on the checkpoint's integers, repacked at load; `pip install gemlite`).
 
 Prints one row per artifact and PASS/FAIL/INFO lines for the issue's GPU targets: compiled bf16 ≥ 2× eager and
-≥ 40% of the bandwidth limit; a 4-bit path ≥ 1.3× and an 8-bit path ≥ 1.1× compiled bf16 at batch 1. A scheme
+≥ 40% of the bandwidth limit; a 4-bit path ≥ 1.3× and an 8-bit path ≥ 1.1× compiled bf16 at batch 1. The torchao
+int4wo and float8dq artifacts are also checked to hold the values their CPU stand-ins were scored with. A scheme
 this device cannot run is reported as refused, not failed. `--shape tiny` runs every step on a CPU in minutes,
 to check the script before spending device time (the CUDA-only schemes are then refused: that is expected).
 """
@@ -73,6 +74,33 @@ def row(name: str, eager, compiled, batches: list[int], bf16_compiled: float | N
     return "| " + " | ".join(cells) + " |"
 
 
+def standin_check(name: str, made, source: Path, device: str) -> None:
+    """torchao int4wo/float8dq quality was measured on a CPU through stand-ins (benchmarks/torchao_cuda_quality.py):
+    here, where the real artifacts can be made, check that they hold the same values."""
+    spec = made.manifest.spec
+    if spec.method != "torchao" or spec.scheme not in ("int4wo", "float8dq"):
+        return
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from quantlab.errors import exception_line
+    from quantlab.methods.torchao_standin import artifact_mismatches
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(made.path, device_map=device)
+        compared, differ = artifact_mismatches(model, source, spec.group_size)
+    except Exception as exc:  # a report line, not a crash: the speed rows still run
+        check(False, f"{name}: reading its values back failed: {exception_line(exc)}")
+        return
+    del model
+    torch.cuda.empty_cache()
+    check(
+        compared > 0 and not differ,
+        f"{name}: the artifact holds the values its CPU stand-in was scored with on {compared - len(differ)} of "
+        f"{compared} layers checked" + (f" (differ: {', '.join(differ)})" if differ else ""),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.1-8b")
@@ -120,6 +148,7 @@ def main() -> None:
             made_fields = fields
             try:
                 made = quantize(str(source), MethodSpec(**fields), args.work / name)
+                standin_check(name, made, source, device)
             except QuantlabError as exc:
                 check(None, f"{name}: refused on this device: {exc}")
                 made = None

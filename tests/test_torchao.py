@@ -148,3 +148,25 @@ def test_standins_refuse_what_they_cannot_stand_in_for():
         standin_config(_standin_spec("int8wo"))
     with pytest.raises(SpecError, match="groups of 32, 64, 128, not 256"):
         standin_config(_standin_spec("int4wo", 256))
+
+
+@pytest.mark.parametrize("scheme", ["int4wo", "float8dq"])
+def test_artifact_check_reads_back_the_standins_values_and_names_a_layer_that_differs(tiny_model, tmp_path, scheme):
+    """What benchmarks/gpu_compiled.py asks of the real GPU artifacts, exercised here on the stand-ins (CPU
+    layouts of the same values); a source weight changed after quantizing must be caught."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from quantlab.methods.torchao_standin import artifact_mismatches, load_standin
+
+    group = 64 if scheme == "int4wo" else None
+    standin = load_standin(tiny_model, _standin_spec(scheme, group))
+    assert artifact_mismatches(standin, tiny_model, group, limit=14) == (14, [])
+    changed = tmp_path / "changed"
+    shutil.copytree(tiny_model, changed)
+    [file] = changed.glob("*.safetensors")
+    tensors = load_file(file)
+    tensors["model.layers.0.self_attn.k_proj.weight"][7, 3] += 0.05
+    save_file(tensors, file, metadata={"format": "pt"})
+    assert artifact_mismatches(standin, changed, group, limit=3) == (3, ["model.layers.0.self_attn.k_proj"])

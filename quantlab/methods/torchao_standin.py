@@ -123,3 +123,46 @@ def tinygemm_mismatches(dense, standin, group_size: int) -> tuple[int, list[str]
         if not (torch.equal(packed, weight.qdata) and torch.equal(scale_zero, weight.scale_and_zero)):
             differ.append(name)
     return compared, differ
+
+
+def artifact_mismatches(model, source: Path, group_size: int | None, *, limit: int = 3) -> tuple[int, list[str]]:
+    """(layers compared, names of those that differ): whether a real int4wo/float8dq artifact, loaded where it
+    could be made (a GPU), holds the values the stand-ins compute from the same source weights.
+
+    int4wo's packing has no unpacking API, so its weights are read back through its own kernel (identity × W):
+    they must equal (q − 8) × scale + zero within bf16 rounding, far below one integer step. float8dq's must
+    equal torchao's torch-path quantization bit for bit (a GPU with mslk quantizes with mslk's kernel instead,
+    which this would show)."""
+    import torch
+    from safetensors import safe_open
+    from torchao.quantization import Float8Tensor, PerRow
+    from torchao.quantization.quantize_.common import KernelPreference
+
+    sources = {}
+    for file in sorted(source.glob("*.safetensors")):
+        with safe_open(file, framework="pt") as fh:
+            sources.update({key: file for key in fh.keys()})  # noqa: SIM118 - safe_open is not iterable
+    compared, differ = 0, []
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        kind = type(weight).__name__
+        if kind not in ("Int4TilePackedTo4dTensor", "Int4OpaqueTensor", "Float8Tensor") or compared == limit:
+            continue
+        with safe_open(sources[f"{name}.weight"], framework="pt", device=str(weight.device)) as fh:
+            src = fh.get_tensor(f"{name}.weight").to(torch.bfloat16)
+        compared += 1
+        if kind == "Float8Tensor":
+            want = Float8Tensor.from_hp(src, granularity=PerRow(), kernel_preference=KernelPreference.TORCH)
+            same = torch.equal(want.qdata.view(torch.uint8), weight.qdata.view(torch.uint8))
+            if not (same and torch.equal(want.scale, weight.scale)):
+                differ.append(name)
+            continue
+        ints, scale, zero = tinygemm_values(src, group_size)
+        expand = {"dim": 1, "sizes": (-1, group_size)}
+        want = (ints - 8).float().unflatten(**expand) * scale.float()[..., None] + zero.float()[..., None]
+        eye = torch.eye(src.shape[1], dtype=torch.bfloat16, device=src.device)
+        with torch.inference_mode():
+            got = torch.nn.functional.linear(eye, weight).T.float().unflatten(**expand)
+        if ((got - want).abs() > want.abs() * 2**-7 + scale.float()[..., None] / 16).any():
+            differ.append(name)
+    return compared, differ
