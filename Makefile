@@ -26,10 +26,12 @@ $(STAMP): pyproject.toml constraints.txt
 	# llama.cpp's llama-server, llama-bench, llama-perplexity, llama-imatrix, llama-quantize and libllama, from
 	# the installed llama-cpp-python's llama.cpp tree (≈5 min on 2 cores; once per quantlab cache; CUDA when nvcc
 	# and a GPU are found). It needs only what these first two lines install (quantlab without its dependencies),
-	# so it compiles while pip installs the heavy wheels (torch, ...) instead of after them; both must succeed.
-	$(BIN)/python -m pip install --quiet -c constraints.txt numpy pydantic pyyaml typer rich psutil cmake ninja
+	# so it compiles while pip installs the heavy wheels (torch, ...) instead of after them; both must succeed. It
+	# runs in its own session (a background job would ignore Ctrl-C), which an interrupt of make kills whole.
+	$(BIN)/python -m pip install --quiet -c constraints.txt numpy pydantic pyyaml typer rich psutil httpx cmake ninja
 	$(BIN)/python -m pip install --quiet --no-deps -e .
-	$(BIN)/quantlab llamacpp build & build=$$!; \
+	setsid $(BIN)/quantlab llamacpp build & build=$$!; \
+		trap 'env kill -TERM -- -$$build 2>/dev/null' INT TERM; \
 		$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'; installed=$$?; \
 		wait $$build; built=$$?; \
 		test $$installed -eq 0 && test $$built -eq 0

@@ -27,9 +27,13 @@ def build(
 ) -> None:
     """Build the tools once (minutes; progress in the log), or say where the finished build is."""
     from quantlab.llamacpp import build as tools
+    from quantlab.serve.process import exit_on_sigterm
 
     if backend is not None and backend not in ("cpu", "cuda"):
         raise typer.BadParameter(f"--backend must be cpu or cuda, not {backend}")
+    # `make setup` runs this in the background, where Ctrl-C reaches it as SIGTERM (and SIGINT arrives ignored):
+    # both must unwind, so the half-built temporary tree and the build lock are removed
+    exit_on_sigterm()
     with steps("llama.cpp tools") as progress:
         done = tools.ensure(progress, backend)
     emit(f"{done.label}: {', '.join(done.tools)} in {done.folder} (built in {done.seconds / 60:.1f} min)")
