@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# and a GPU are found). It needs only what these first two lines install (quantlab without its dependencies),
 	# so it compiles while pip installs the heavy wheels (torch, ...) instead of after them; both must succeed. It
 	# runs in its own session (a background job would ignore Ctrl-C), which an interrupt of make kills whole.
-	$(BIN)/python -m pip install --quiet -c constraints.txt numpy pydantic pyyaml typer rich psutil httpx cmake ninja
+	$(BIN)/python -m pip install --quiet -c constraints.txt numpy pydantic pyyaml typer rich psutil cmake ninja
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	setsid $(BIN)/quantlab llamacpp build & build=$$!; \
 		trap 'env kill -TERM -- -$$build 2>/dev/null' INT TERM; \

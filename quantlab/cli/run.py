@@ -24,7 +24,7 @@ def _execute(
     from pydantic import ValidationError
 
     from quantlab.errors import BenchError, describe_validation_error
-    from quantlab.serve.process import exit_on_sigterm
+    from quantlab.signals import exit_on_sigterm
     from quantlab.sweep.recipe import load_recipe
     from quantlab.sweep.runner import run_recipe
 

@@ -45,7 +45,8 @@ def serve(
     from quantlab.runtimes import default_device
     from quantlab.serve.engines import select_engine
     from quantlab.serve.options import ServingOptions
-    from quantlab.serve.process import ServerProcess, check_port_free, exit_on_sigterm
+    from quantlab.serve.process import ServerProcess, check_port_free
+    from quantlab.signals import exit_on_sigterm
 
     config = build(BenchConfig, settings, BenchError)
     exit_on_sigterm()

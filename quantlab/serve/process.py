@@ -5,7 +5,8 @@ Guarantees, in order of how they are kept:
   processes an engine forks (tokenizer pools, vLLM's engine core) go with it. SIGTERM first, SIGKILL after a
   grace period.
 - `ServerProcess` is a context manager and `stop()` runs on every exit path: success, a failed load, an
-  exception, Ctrl-C (KeyboardInterrupt) and SIGTERM (the CLI turns it into SystemExit, see `exit_on_sigterm`).
+  exception, Ctrl-C (KeyboardInterrupt) and SIGTERM (the CLI turns it into SystemExit, see
+  `quantlab.signals.exit_on_sigterm`).
 - On Linux the child also asks the kernel to SIGKILL it if quantlab itself dies without running any Python
   (SIGKILL, OOM kill): PR_SET_PDEATHSIG. That covers the direct child, which is the server for every engine
   quantlab runs on the CPU.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import os
 import re
 import signal
@@ -65,37 +65,6 @@ def _die_with_parent() -> None:
     """A server's `preexec_fn`: its own session (so its helpers can be signalled as a group), and it dies with us."""
     os.setsid()
     die_with_parent()
-
-
-@functools.cache  # one hook per process
-def default_sigterm_in_forked_children() -> None:
-    """A forked child (lm-eval's bootstrap pool) inherits its parent's SIGTERM handler, and multiprocessing stops
-    its workers with SIGTERM: a handler that raises, run where Python ignores exceptions (an at-fork hook), left
-    a worker alive and the parent joining it forever (seen: `quantlab run` hung in Pool.terminate). Forked
-    children of quantlab's process, or of a Ray worker running a cell, get the default action back."""
-    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
-
-
-def exit_on_sigterm() -> None:
-    """Make SIGTERM unwind like Ctrl-C does, so every `finally` (and thus every server stop) runs.
-
-    Also, `kill -USR1` prints every thread's stack to stderr: how a process that does not stop can be diagnosed
-    (CI has seen `quantlab serve` outlive Ctrl-C by a minute; tests/test_gguf_tiny.py sends it then)."""
-    import faulthandler
-
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
-
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
-    default_sigterm_in_forked_children()
-    # A process inherits an ignored SIGINT (started in the background by a non-interactive shell) and a blocked
-    # one (spawned by a thread that had it masked): Python then never raises KeyboardInterrupt, and Ctrl-C would
-    # leave the server running. CI saw exactly that: `quantlab serve` still sleeping in its wait loop 60 s after
-    # SIGINT. Whoever runs `serve` asked for Ctrl-C to stop it, so both are undone here.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 class ServerProcess:

@@ -47,7 +47,7 @@ class TaskContext:
 def _started(ctx: TaskContext) -> Callable[[str], None]:
     import ray
 
-    from quantlab.serve.process import default_sigterm_in_forked_children
+    from quantlab.signals import default_sigterm_in_forked_children
 
     if Path(ctx.cwd).is_dir():
         os.chdir(ctx.cwd)
