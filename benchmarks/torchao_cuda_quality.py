@@ -74,7 +74,7 @@ def main() -> None:
     fp32, bf16 = none_artifact("default", "fp32"), none_artifact("default", "bf16")
     text, _ = load_text("embedded", "test")
     ids = tokenize(AutoTokenizer.from_pretrained(bf16.path), text, args.max_tokens)
-    reference = committed("rtn w4 g64 sym (llm-compressor)")
+    refs = {name: committed(name) for name in COMMITTED}  # each committed record, read once
     log(f"{len(ids)} tokens (fingerprint {token_fingerprint(ids)}), ctx {args.ctx}; baseline fp32 {fp32.digest}")
 
     baseline = ReusedBaseline(_Model(AutoModelForCausalLM.from_pretrained(fp32.path, dtype=torch.float32).eval()))
@@ -107,13 +107,14 @@ def main() -> None:
         measure(label, model, f"CPU stand-in: {STANDINS[scheme]}")
         del model
     baseline.close()
-    finish(args, rows, ids, fp32, reference)
+    finish(args, rows, ids, fp32, refs)
 
 
-def finish(args, rows, ids, fp32, reference) -> None:
+def finish(args, rows, ids, fp32, refs) -> None:
     from quantlab.corpus import token_fingerprint
 
     by = {row["scheme"]: row["quality"] for row in rows}
+    reference = refs["rtn w4 g64 sym (llm-compressor)"]
     base_ppl = rows[0]["quality"]["vs_baseline"]["baseline_ppl"]
     same_ids = token_fingerprint(ids) == reference.settings.token_fingerprint
     check(same_ids, f"token ids are the committed rows' ({token_fingerprint(ids)})")
@@ -122,10 +123,9 @@ def finish(args, rows, ids, fp32, reference) -> None:
         abs(base_ppl / committed_base - 1) < 1e-4,
         f"fp32 baseline ppl {base_ppl:.4f} reproduces the committed {committed_base:.4f}",
     )
-    refs = {name: committed(name).quality for name in COMMITTED}
 
     def kld(name: str) -> float:
-        return by[name]["vs_baseline"]["kld_mean"] if name in by else refs[name].vs_baseline.kld_mean
+        return by[name]["vs_baseline"]["kld_mean"] if name in by else refs[name].quality.vs_baseline.kld_mean
 
     check(
         kld("torchao int4wo g64") < kld("rtn w4 g64 sym (llm-compressor)"),
@@ -157,7 +157,7 @@ def write(args, rows, refs, ids, fp32) -> None:
         "|:--|--:|--:|--:|--:|--:|:--|",
     ]
     table = [(r["scheme"], r["quality"], r["how"]) for r in rows]
-    table += [(name, q.model_dump(), f"committed: {COMMITTED[name][0]}") for name, q in refs.items()]
+    table += [(name, r.quality.model_dump(), f"committed: {COMMITTED[name][0]}") for name, r in refs.items()]
     for name, q, how in table:
         vs = q["vs_baseline"]
         lines.append(
