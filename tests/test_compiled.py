@@ -77,7 +77,7 @@ def test_compiled_bf16_parts_from_the_eager_loop_only_where_its_top_two_logits_t
     assert desc.decode.eager_check_sequences == 2 and desc.decode.eager_check_identical_dynamic == int(same.sum())
     if same.all():
         assert desc.decode.eager_check_divergence_margin is None
-    else:  # the eager loop's top-2 gap where the first sequence parts, the widest over sequences
+    else:  # the eager loop's top-2 gap where each sequence first parts, the widest of them
         assert desc.decode.eager_check_divergence_margin == 0.0
 
 
