@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from quantlab.errors import ModelNotFoundError
+from quantlab.results.fit import Footprint
 from quantlab.rigs import Rig
 
 # bytes per cached value; llama.cpp's block types store 32 values in 34 (q8_0) or 18 (q4_0) bytes
@@ -41,41 +42,6 @@ class Architecture(BaseModel):
     head_dim: int
     n_params: int
     linear_params: int  # weights of the Linear layers a method quantizes (the output head excluded)
-
-
-class Footprint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    weight_bits: float
-    weight_bytes: int
-    kv_dtype: str
-    kv_bytes_per_token: int
-    kv_source: str = "arithmetic"  # or where a measured figure came from
-    batch: int
-    ctx: int
-    kv_bytes: int
-    needed_bytes: int  # weights + KV
-    rig: str | None = None
-    capacity_bytes: int | None = None  # rig memory × utilization
-    utilization: float | None = None
-    fits: bool | None = None
-    gpus: int | None = None  # GPUs one copy spans (tensor parallel); None: the whole rig
-    rig_gpus: int | None = None
-
-    def short_of_gpus(self) -> bool:
-        """Spans more GPUs than the rig has (a CPU rig holds a one-device model: its own memory)."""
-        return self.gpus is not None and self.rig_gpus is not None and self.gpus > max(self.rig_gpus, 1)
-
-    def verdict(self) -> str:
-        need = (
-            f"{self.needed_bytes / 1e9:.1f} GB (weights {self.weight_bytes / 1e9:.1f} + KV {self.kv_bytes / 1e9:.1f})"
-        )
-        if self.fits is None:
-            return f"needs {need}"
-        if self.short_of_gpus():
-            return f"does NOT fit: spans {self.gpus} GPUs, {self.rig} has {self.rig_gpus}"
-        room = f"{self.capacity_bytes / 1e9:.1f} GB usable ({self.utilization:.0%} of {self.rig})"
-        return f"{'fits' if self.fits else 'does NOT fit'}: needs {need}, {room}"
 
 
 class MemoryFitQuestion(BaseModel):
@@ -206,74 +172,6 @@ def footprint(
         }
     )
     return placed.model_copy(update={"fits": weights + kv <= capacity and not placed.short_of_gpus()})
-
-
-# Bits per weight of ggml's block formats: block bytes × 8 / values per block (ggml-common.h block structs).
-GGML_TYPE_BPW = {
-    "F32": 32.0,
-    "F16": 16.0,
-    "BF16": 16.0,
-    "Q8_0": 8.5,
-    "Q6_K": 6.5625,
-    "Q5_K": 5.5,
-    "Q5_1": 6.0,
-    "Q5_0": 5.5,
-    "Q4_K": 4.5,
-    "Q4_1": 5.0,
-    "Q4_0": 4.5,
-    "Q3_K": 3.4375,
-    "Q2_K": 2.625,
-    "IQ4_XS": 4.25,
-    "IQ4_NL": 4.5,
-    "IQ3_S": 3.4375,
-    "IQ3_XXS": 3.0625,
-    "IQ2_S": 2.5,
-    "IQ2_XS": 2.3125,
-    "IQ2_XXS": 2.0625,
-}
-_FP_BITS = {
-    "FP8_DYNAMIC": (8.0, "FP8 E4M3, one scale per output channel"),
-    "FP8_BLOCK": (8.0, "FP8 E4M3, one scale per 128×128 block"),
-    "FP8_W8A16": (8.0, "FP8 E4M3, one scale per output channel"),
-    "NVFP4": (4.5, "FP4 E2M1 + one FP8 scale per 16"),
-    "NVFP4A16": (4.5, "FP4 E2M1 + one FP8 scale per 16"),
-    "MXFP4": (4.25, "FP4 E2M1 + one E8M0 scale per 32"),
-    "MXFP4A16": (4.25, "FP4 E2M1 + one E8M0 scale per 32"),
-}
-
-
-def nominal_weight_bits(spec) -> tuple[float, str]:
-    """Bits per quantized linear weight a *normalized* MethodSpec stores, scales included, and how that was
-    counted. Arithmetic for planning (`fit`, recipe dry-runs); a made artifact's measured bytes replace it."""
-    if spec.method == "none":
-        bits = {"fp32": 32.0}.get(spec.dtype, 16.0)
-        return bits, f"{spec.dtype if spec.dtype != 'auto' else 'source dtype (16-bit assumed)'} weights"
-    if spec.method == "gguf":
-        from quantlab.llamacpp.types import lookup
-
-        kind = lookup(spec.scheme)
-        bpw = GGML_TYPE_BPW[kind.main]
-        return bpw, (
-            f"{kind.main} blocks ({bpw:g} bits/weight, embeddings and head included); the {spec.scheme} "
-            "recipe keeps some tensors at "
-            "higher types, and tensors whose rows do not fit its blocks fall back, so files run larger"
-        )
-    if spec.method in ("fp8", "fp4"):
-        return _FP_BITS[spec.scheme]
-    if spec.method == "bnb":
-        if spec.scheme == "int8":
-            return 8.0, "int8, one fp32 scale per row"
-        if spec.double_quant:
-            return 4.127, f"{spec.scheme} + 8-bit absmax per 64 (double quantization)"
-        return 4.5, f"{spec.scheme} + one fp32 absmax per 64"
-    # integer group formats (rtn, gptq, awq): one 16-bit scale per group, and a zero point per group if asymmetric
-    group = spec.group_size
-    if group is None or group == -1:
-        return float(spec.bits), f"int{spec.bits}, one scale per output channel"
-    extra = 16 + (0 if spec.symmetric else spec.bits)
-    return spec.bits + extra / group, (
-        f"int{spec.bits} + one 16-bit scale{'' if spec.symmetric else ' and zero'} per {group}"
-    )
 
 
 def fit_table(

@@ -60,7 +60,7 @@ def quantize(
         manifest = Manifest(
             spec=spec,
             format=outcome.format,
-            loads_in=outcome.loads_in,
+            loads_in=list(backend.loads_in),
             source=source,
             calibration=outcome.calibration,
             libraries=library_versions(),
@@ -85,8 +85,8 @@ def reusable(out: str | Path, model: str, spec: MethodSpec) -> Artifact | None:
     into a GGUF) must invalidate artifacts built before it even though the weights did not change.
     """
     from quantlab.errors import ArtifactError
-    from quantlab.models import file_sha256
     from quantlab.spec import same_request
+    from quantlab.util.files import file_sha256
 
     try:
         artifact = load_artifact(out)

@@ -3,11 +3,12 @@ the key and the reason."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from quantlab import memfit
+from quantlab.methods import all_backends, backend_of
 from quantlab.spec import MethodSpec
 from quantlab.sweep.plan import memory_plan
 from quantlab.sweep.recipe import RecipeError, cells, load_recipe
@@ -118,19 +119,70 @@ def test_the_cli_fails_in_one_line_before_any_work(tmp_path):
 
 
 def test_nominal_bits_per_format():
+    """Each backend declares its bits per weight; the plan asks it, never the method's name."""
     cases = {
-        MethodSpec(method="none", dtype="fp32"): 32,
-        MethodSpec(method="none", dtype="bf16"): 16,
-        MethodSpec(method="rtn", bits=4, group_size=128, symmetric=True): 4.125,
-        MethodSpec(method="awq", bits=4, group_size=128, symmetric=False): 4 + 20 / 128,
-        MethodSpec(method="gptq", bits=4, group_size=-1, symmetric=True): 4,
-        MethodSpec(method="fp4", scheme="NVFP4"): 4.5,
-        MethodSpec(method="fp4", scheme="MXFP4A16"): 4.25,
-        MethodSpec(method="fp8", scheme="FP8_W8A16"): 8,
-        MethodSpec(method="gguf", scheme="Q8_0"): 8.5,
-        MethodSpec(method="gguf", scheme="Q6_K"): 6.5625,
-        MethodSpec(method="bnb", scheme="nf4"): 4.5,
-        MethodSpec(method="bnb", scheme="int8"): 8,
+        MethodSpec(method="none", dtype="fp32"): (32, 32),
+        MethodSpec(method="none", dtype="bf16"): (16, 16),
+        MethodSpec(method="rtn", bits=4, group_size=128, symmetric=True): (4.125, 16),
+        MethodSpec(method="awq", bits=4, group_size=128, symmetric=False): (4 + 20 / 128, 16),
+        MethodSpec(method="gptq", bits=4, group_size=-1, symmetric=True, dtype="fp32"): (4, 32),
+        MethodSpec(method="fp4", scheme="NVFP4"): (4.5, 16),
+        MethodSpec(method="fp4", scheme="MXFP4A16"): (4.25, 16),
+        MethodSpec(method="fp8", scheme="FP8_W8A16"): (8, 16),
+        MethodSpec(method="gguf", scheme="Q8_0"): (8.5, 8.5),
+        MethodSpec(method="gguf", scheme="Q6_K"): (6.5625, 6.5625),
+        MethodSpec(method="bnb", scheme="nf4"): (4.5, 16),
+        MethodSpec(method="bnb", scheme="int8"): (8, 16),
+        MethodSpec(method="torchao", scheme="int8wo"): (8, 16),
+        MethodSpec(method="torchao", scheme="int8wo", group_size=64): (8.25, 16),
+        MethodSpec(method="torchao", scheme="int4wo"): (4.25, 16),
+        MethodSpec(method="torchao", scheme="float8dq"): (8, 16),
     }
-    for spec, bits in cases.items():
-        assert memfit.nominal_weight_bits(spec)[0] == pytest.approx(bits), spec
+    for spec, (linear, other) in cases.items():
+        normalized = backend_of(spec).normalize(spec)
+        bits = backend_of(normalized).weight_bits(normalized)
+        assert (bits.linear, bits.other) == pytest.approx((linear, other)), spec
+        assert bits.counted
+
+
+@pytest.mark.parametrize("backend", all_backends(), ids=lambda b: f"{b.method}/{b.name}")
+def test_every_backend_declares_what_planning_needs(backend):
+    """Every scheme of every backend (its default request otherwise) has bits, a device need and where it loads,
+    so no format can reach the plan undeclared (the torchao recipe's dry-run once crashed on one)."""
+    for scheme in backend.schemes or (None,):
+        imatrix = True if backend.method == "gguf" and scheme not in ("F32", "F16", "BF16", "Q8_0") else None
+        spec = backend.normalize(
+            MethodSpec(method=backend.method, backend=backend.name, scheme=scheme, imatrix=imatrix)
+        )
+        bits = backend.weight_bits(spec)
+        assert (2 <= bits.linear <= 32 and bits.other in (16, 32)) or backend.method == "gguf", (spec, bits)
+        assert backend.device_need(spec).needs in ("any", "cuda", "fp8")
+        assert backend.loads_in
+
+
+COMMITTED = sorted([*RECIPES.glob("*.yaml"), *(REPO / "benchmarks" / "recipes").glob("*.yaml")])
+
+
+@pytest.mark.parametrize("ray", [False, True], ids=["serial", "ray"])
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_committed_recipe_dry_runs(path, ray):
+    """The dry-run of every recipe in the repository, as `quantlab run RECIPE --dry-run [--ray]` builds it (in
+    this process, printed to a recording console): the plan of every cell on every rig and, with --ray, what each
+    cell would reserve on a cluster."""
+    from rich.console import Console
+
+    from quantlab.sweep.runner import dry_run
+
+    console = Console(record=True, width=200, file=open(os.devnull, "w"))  # noqa: SIM115
+    for renderable in dry_run(path, ray=ray):
+        console.print(renderable)
+    text = console.export_text()
+    assert "would run:" in text and "bits per weight:" in text
+    assert ("on Ray (" in text) == ray
+
+
+def test_the_torchao_recipe_dry_runs_on_ray_from_the_cli():
+    """The committed recipe whose dry-run once crashed (a method the plan did not know) runs through the CLI."""
+    proc = run_cli("run", str(REPO / "benchmarks" / "recipes" / "torchao-smollm2.yaml"), "--dry-run", "--ray")
+    assert proc.returncode == 0, proc.stderr
+    assert "torchao-int8wo" in proc.stdout and "on Ray (" in proc.stdout

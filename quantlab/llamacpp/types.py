@@ -9,6 +9,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Bits per weight of ggml's tensor types: block bytes × 8 / values per block (ggml-common.h block structs).
+TENSOR_BITS = {
+    "F32": 32.0,
+    "F16": 16.0,
+    "BF16": 16.0,
+    "Q8_0": 8.5,
+    "Q6_K": 6.5625,
+    "Q5_K": 5.5,
+    "Q5_1": 6.0,
+    "Q5_0": 5.5,
+    "Q4_K": 4.5,
+    "Q4_1": 5.0,
+    "Q4_0": 4.5,
+    "Q3_K": 3.4375,
+    "Q2_K": 2.625,
+    "IQ4_XS": 4.25,
+    "IQ4_NL": 4.5,
+    "IQ3_S": 3.4375,
+    "IQ3_XXS": 3.0625,
+    "IQ2_S": 2.5,
+    "IQ2_XS": 2.3125,
+    "IQ2_XXS": 2.0625,
+}
+
 
 @dataclass(frozen=True)
 class GGUFType:
@@ -17,6 +41,11 @@ class GGUFType:
     main: str  # the tensor type the recipe aims for (ggml type name)
     imatrix: str  # "required" | "used" (k-quants/IQ: applied when given) | "ignored"
     note: str = ""
+
+    @property
+    def bits(self) -> float:
+        """Bits per weight of the tensor type the recipe aims for (the file runs larger: see the module doc)."""
+        return TENSOR_BITS[self.main]
 
 
 _TYPES = [

@@ -1,16 +1,12 @@
-"""Quantization methods. Each module registers its backends on import; this list is the registry's source."""
+"""Quantization methods: one module per method, its backends listed in `registry.BACKENDS`."""
 
-from quantlab.methods import (  # noqa: F401  (imported for registration)
-    awq,
-    bnb,
-    fp4,
-    fp8,
-    gguf,
-    gptq,
-    none,
-    rtn,
-    torchao_backend,
+from quantlab.methods.registry import (
+    all_backends,
+    backend_of,
+    get_backend,
+    method_names,
+    option_takers,
+    schemes,
 )
-from quantlab.methods.registry import all_backends, get_backend, method_names, option_takers, schemes
 
-__all__ = ["all_backends", "get_backend", "method_names", "option_takers", "schemes"]
+__all__ = ["all_backends", "backend_of", "get_backend", "method_names", "option_takers", "schemes"]

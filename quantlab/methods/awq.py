@@ -15,7 +15,6 @@ from quantlab.methods import gptqmodel_backend as gm
 from quantlab.methods import llmcompressor_backend as lc
 from quantlab.methods.base import Log, QuantizeOutcome
 from quantlab.methods.common import INT_OPTIONS, WeightOnlyIntBackend, int_refusal
-from quantlab.methods.registry import register
 from quantlab.models import ModelInfo, SourceModel
 from quantlab.spec import MethodSpec, torch_dtype
 
@@ -29,13 +28,13 @@ def _recipe(spec: MethodSpec, scheme, head: str) -> list:
     return [AWQModifier(n_grid=spec.n_grid), QuantizationModifier(config_groups={"group_0": scheme}, ignore=[head])]
 
 
-@register
 class AwqLlmCompressor(WeightOnlyIntBackend):
     method = "awq"
     name = "llmcompressor"
     default = True
     requires = lc.REQUIRES
     extra = lc.EXTRA
+    loads_in = lc.LOADS_IN
     options = INT_OPTIONS | {"n_grid", "calibration"}
     refusal = int_refusal("AWQ", options)
     default_symmetric = False  # AWQ's published recipe (and llm-compressor's W4A16_ASYM preset) uses zero-points
@@ -60,12 +59,12 @@ def _half_dtype(spec: MethodSpec, info: ModelInfo, who: str) -> MethodSpec:
     return spec
 
 
-@register
 class AwqGptqModel(WeightOnlyIntBackend):
     method = "awq"
     name = "gptqmodel"
     requires = gm.REQUIRES
     extra = gm.EXTRA
+    loads_in = gm.LOADS_IN
     supported_bits = (4,)  # AWQ GEMM is a 4-bit format; GPTQModel's 8-bit AWQ packs wrong codes from bf16
     options = INT_OPTIONS | {"calibration"}  # quantlab passes GPTQModel's AWQ no scale-search grid (--n-grid)
     refusal = int_refusal("GPTQModel's AWQ", options)
@@ -87,7 +86,6 @@ class AwqGptqModel(WeightOnlyIntBackend):
         return gm.quantize_with("awq", source, spec, out, log, trust_remote_code=trust_remote_code)
 
 
-@register
 class AwqAutoAwq(WeightOnlyIntBackend):
     """AutoAWQ is deprecated upstream (it points to llm-compressor) but still quantizes on CPU. Its own loader
     needs Intel's IPEX, which does not match torch 2.13, so its artifacts are served by transformers, which
@@ -98,6 +96,7 @@ class AwqAutoAwq(WeightOnlyIntBackend):
     legacy = True
     requires = ("autoawq", "gptqmodel", "optimum")  # gptqmodel + optimum: what transformers loads AWQ with
     extra = "autoawq"
+    loads_in = ("transformers", "vllm")  # AWQ GEMM, which transformers loads through gptqmodel
     supported_bits = (4,)
     options = INT_OPTIONS | {"calibration"}
     refusal = int_refusal("AutoAWQ", options)
@@ -148,7 +147,6 @@ class AwqAutoAwq(WeightOnlyIntBackend):
         tokenizer.save_pretrained(out)
         return QuantizeOutcome(
             format="awq gemm",
-            loads_in=["transformers", "vllm"],
             calibration=record,
             notes=["AutoAWQ records no version in the checkpoint; see the manifest's libraries"],
         )

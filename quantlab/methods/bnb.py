@@ -14,8 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quantlab.errors import SpecError
-from quantlab.methods.base import Backend, Log, QuantizeOutcome
-from quantlab.methods.registry import register
+from quantlab.methods.base import Backend, Log, QuantizeOutcome, WeightBits, dtype_bits
 from quantlab.models import ModelInfo, SourceModel
 from quantlab.spec import MethodSpec, torch_dtype
 
@@ -57,7 +56,6 @@ def bnb_config(spec: MethodSpec):
     )
 
 
-@register
 class BnbBitsandbytes(Backend):
     method = "bnb"
     name = "bitsandbytes"
@@ -70,6 +68,7 @@ class BnbBitsandbytes(Backend):
     )
     schemes = SCHEMES
     default_scheme = "nf4"
+    loads_in = ("transformers", "vllm")
     # --double-quant and --compute-dtype are 4-bit settings; int8 refuses them by value in `resolve`.
     options = frozenset({"scheme", "dtype", "double_quant", "compute_dtype"})
     refusal = f"bitsandbytes is data-free and its scheme (--scheme {'|'.join(SCHEMES)}) sets the format"
@@ -88,6 +87,14 @@ class BnbBitsandbytes(Backend):
                 )
             return spec.model_copy(update={"backend": self.name, "scheme": scheme})
         return spec.model_copy(update={"backend": self.name, "scheme": scheme, "double_quant": bool(spec.double_quant)})
+
+    def weight_bits(self, spec: MethodSpec) -> WeightBits:
+        other = dtype_bits(spec.dtype)
+        if spec.scheme == "int8":
+            return WeightBits(8.0, other, "int8, one fp32 scale per row")
+        if spec.double_quant:
+            return WeightBits(4.127, other, f"{spec.scheme} + 8-bit absmax per 64 (double quantization)")
+        return WeightBits(4.5, other, f"{spec.scheme} + one fp32 absmax per 64")
 
     def for_model(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
         spec = super().for_model(spec, info)
@@ -116,4 +123,4 @@ class BnbBitsandbytes(Backend):
         log("saving")
         model.save_pretrained(out)
         AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code).save_pretrained(out)
-        return QuantizeOutcome(format=f"bitsandbytes {spec.scheme}", loads_in=["transformers", "vllm"])
+        return QuantizeOutcome(format=f"bitsandbytes {spec.scheme}")

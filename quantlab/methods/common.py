@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from quantlab.errors import SpecError
-from quantlab.methods.base import Backend
+from quantlab.methods.base import Backend, WeightBits, dtype_bits
 from quantlab.models import ModelInfo
 from quantlab.spec import OPTION_FIELDS, Calibration, MethodSpec, option_flag
 
@@ -69,6 +69,17 @@ class WeightOnlyIntBackend(Backend):
                 "calibration": calibration,
                 **self.option_defaults(spec),
             }
+        )
+
+    def weight_bits(self, spec: MethodSpec) -> WeightBits:
+        """One 16-bit scale per group, and a zero point of `bits` per group when asymmetric."""
+        other = dtype_bits(spec.dtype)
+        if spec.group_size == -1:
+            return WeightBits(float(spec.bits), other, f"int{spec.bits}, one scale per output channel")
+        extra = 16 + (0 if spec.symmetric else spec.bits)
+        zero = "" if spec.symmetric else " and zero"
+        return WeightBits(
+            spec.bits + extra / spec.group_size, other, f"int{spec.bits} + one 16-bit scale{zero} per {spec.group_size}"
         )
 
     def option_defaults(self, spec: MethodSpec) -> dict:

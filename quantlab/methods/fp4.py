@@ -13,30 +13,32 @@ keep their unquantized tensors in bf16 and reload only in bf16.
 from __future__ import annotations
 
 from quantlab.methods.presets import Preset, PresetBackend
-from quantlab.methods.registry import register
 
 PRESETS = {
     "NVFP4": Preset(
         "NVFP4",
+        4.5,
         weights="FP4 E2M1, FP8 scale per 16 + FP32 scale per tensor",
         activations="FP4 E2M1, FP8 scale per 16 computed at run time under a calibrated FP32 scale per tensor",
         group=16,
         calibrated=True,
     ),
     "NVFP4A16": Preset(
-        "NVFP4A16", weights="FP4 E2M1, FP8 scale per 16 + FP32 scale per tensor", activations=None, group=16
+        "NVFP4A16", 4.5, weights="FP4 E2M1, FP8 scale per 16 + FP32 scale per tensor", activations=None, group=16
     ),
     "MXFP4": Preset(
         "MXFP4",
+        4.25,
         weights="FP4 E2M1, E8M0 (power-of-two) scale per 32",
         activations="FP4 E2M1, E8M0 scale per 32 computed at run time",
         group=32,
     ),
-    "MXFP4A16": Preset("MXFP4A16", weights="FP4 E2M1, E8M0 (power-of-two) scale per 32", activations=None, group=32),
+    "MXFP4A16": Preset(
+        "MXFP4A16", 4.25, weights="FP4 E2M1, E8M0 (power-of-two) scale per 32", activations=None, group=32
+    ),
 }
 
 
-@register
 class Fp4LlmCompressor(PresetBackend):
     method = "fp4"
     name = "llmcompressor"

@@ -10,11 +10,11 @@ scales come from the weights, the activation scales are computed per token (or p
 from __future__ import annotations
 
 from quantlab.methods.presets import Preset, PresetBackend
-from quantlab.methods.registry import register
 
 PRESETS = {
     "FP8_DYNAMIC": Preset(
         "FP8_DYNAMIC",
+        8.0,
         weights="FP8 E4M3, one scale per output channel",
         activations="FP8 E4M3, scale computed per token at run time",
     ),
@@ -22,18 +22,22 @@ PRESETS = {
     # forward otherwise), and the weights' 128-row blocks every output width (as vLLM's block kernels require).
     "FP8_BLOCK": Preset(
         "FP8_BLOCK",
+        8.0,
         weights="FP8 E4M3, one scale per 128×128 block",
         activations="FP8 E4M3, scale computed per 128-channel group of each token at run time",
         group=128,
         out_block=128,
     ),
     "FP8_W8A16": Preset(
-        "FP8_DYNAMIC", weights="FP8 E4M3, one scale per output channel", activations=None, weight_only_variant=True
+        "FP8_DYNAMIC",
+        8.0,
+        weights="FP8 E4M3, one scale per output channel",
+        activations=None,
+        weight_only_variant=True,
     ),
 }
 
 
-@register
 class Fp8LlmCompressor(PresetBackend):
     method = "fp8"
     name = "llmcompressor"

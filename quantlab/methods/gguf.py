@@ -12,16 +12,14 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from quantlab.artifact import GGUFRecord
 from quantlab.errors import QuantizationError, SpecError
 from quantlab.llamacpp.types import FLOAT_TYPES, GGUF_TYPES, SUPERBLOCK_TYPES, lookup
-from quantlab.methods.base import Backend, Log, QuantizeOutcome
-from quantlab.methods.registry import register
+from quantlab.methods.base import Backend, Log, QuantizeOutcome, WeightBits
 from quantlab.models import ModelInfo, SourceModel
+from quantlab.results.gguf import GGUFRecord
 from quantlab.spec import Calibration, MethodSpec
 
 DEFAULT_TYPE = "Q4_K_M"
-LOADS_IN = ["llama.cpp", "llama-cpp-python", "ollama", "LM Studio"]
 
 
 def census(info: dict, file_type: str, n_params: int, file_bytes: int) -> GGUFRecord:
@@ -53,7 +51,6 @@ def census(info: dict, file_type: str, n_params: int, file_bytes: int) -> GGUFRe
     )
 
 
-@register
 class GGUFLlamaCpp(Backend):
     method = "gguf"
     name = "llamacpp"
@@ -67,6 +64,7 @@ class GGUFLlamaCpp(Backend):
 
     schemes = tuple(GGUF_TYPES)
     default_scheme = DEFAULT_TYPE
+    loads_in = ("llama.cpp", "llama-cpp-python", "ollama", "LM Studio")
     options = frozenset({"scheme", "imatrix", "calibration"})  # --dtype too is the GGUF type's (F32/F16/BF16)
     refusal = (
         f"the GGUF type (--scheme, e.g. {DEFAULT_TYPE}) sets the bits, blocks and float dtype (F32, F16 or BF16 "
@@ -88,6 +86,17 @@ class GGUFLlamaCpp(Backend):
         calibration = (spec.calibration or Calibration()) if imatrix else None
         return spec.model_copy(
             update={"backend": self.name, "scheme": gtype.name, "imatrix": imatrix, "calibration": calibration}
+        )
+
+    def weight_bits(self, spec: MethodSpec) -> WeightBits:
+        """Every tensor at the recipe's main type, embeddings and head included (GGUF quantizes them too)."""
+        gtype = lookup(spec.scheme)
+        return WeightBits(
+            gtype.bits,
+            gtype.bits,
+            f"{gtype.main} blocks ({gtype.bits:g} bits/weight, embeddings and head included); the {spec.scheme} "
+            "recipe keeps some tensors at higher types, and tensors whose rows do not fit its blocks fall back, so "
+            "files run larger",
         )
 
     def for_model(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
@@ -144,6 +153,4 @@ class GGUFLlamaCpp(Backend):
         notes = []
         if gguf.fallbacks:
             notes.append(f"{len(gguf.fallbacks)} tensors fell back from {gtype.main} (rows not a multiple of 256)")
-        return QuantizeOutcome(
-            format=f"gguf {gtype.name}", loads_in=LOADS_IN, calibration=record, gguf=gguf, notes=notes
-        )
+        return QuantizeOutcome(format=f"gguf {gtype.name}", calibration=record, gguf=gguf, notes=notes)

@@ -16,7 +16,6 @@ from quantlab.methods import gptqmodel_backend as gm
 from quantlab.methods import llmcompressor_backend as lc
 from quantlab.methods.base import Availability, Log, QuantizeOutcome
 from quantlab.methods.common import INT_OPTIONS, WeightOnlyIntBackend, int_refusal
-from quantlab.methods.registry import register
 from quantlab.models import SourceModel
 from quantlab.spec import MethodSpec
 
@@ -31,13 +30,13 @@ def _recipe(spec: MethodSpec, scheme, head: str) -> list:
     return [GPTQModifier(config_groups={"group_0": scheme}, ignore=[head], dampening_frac=spec.damp, actorder=actorder)]
 
 
-@register
 class GptqLlmCompressor(WeightOnlyIntBackend):
     method = "gptq"
     name = "llmcompressor"
     default = True
     requires = lc.REQUIRES
     extra = lc.EXTRA
+    loads_in = lc.LOADS_IN
     options = GPTQ_OPTIONS
     refusal = int_refusal("GPTQ", options)
     summary = "GPTQ int4/int8, compressed-tensors pack-quantized; loads in transformers, vLLM"
@@ -52,12 +51,12 @@ class GptqLlmCompressor(WeightOnlyIntBackend):
         return lc.quantize_with(_recipe, source, spec, out, log, trust_remote_code=trust_remote_code)
 
 
-@register
 class GptqGptqModel(WeightOnlyIntBackend):
     method = "gptq"
     name = "gptqmodel"
     requires = gm.REQUIRES
     extra = gm.EXTRA
+    loads_in = gm.LOADS_IN
     supported_bits = (3, 4, 8)
     options = GPTQ_OPTIONS
     refusal = int_refusal("GPTQ", options)
@@ -78,7 +77,6 @@ class GptqGptqModel(WeightOnlyIntBackend):
         return gm.quantize_with("gptq", source, spec, out, log, trust_remote_code=trust_remote_code)
 
 
-@register
 class GptqAutoGptq(WeightOnlyIntBackend):
     """auto-gptq is end-of-life upstream (its README points to GPTQModel). quantlab detects it and explains
     why it cannot run rather than pretending to support it."""
@@ -87,6 +85,7 @@ class GptqAutoGptq(WeightOnlyIntBackend):
     name = "auto-gptq"
     legacy = True
     requires = ("auto-gptq",)
+    loads_in = gm.LOADS_IN  # the GPTQ checkpoint format GPTQModel writes
     options = INT_OPTIONS | {"calibration"}  # quantlab never drove its GPTQ options: it cannot run here
     refusal = int_refusal("legacy auto-gptq", options)
     summary = "legacy, end-of-life upstream: replaced by --backend gptqmodel (same checkpoint format)"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -18,11 +17,12 @@ from typing import Literal
 from quantlab import calibration, compat
 from quantlab.errors import QuantizationError, SpecError
 from quantlab.methods.base import Log, QuantizeOutcome
-from quantlab.models import SourceModel
+from quantlab.models import SourceModel, quantization_config
 from quantlab.spec import MethodSpec, torch_dtype
 
 REQUIRES = ("gptqmodel", "optimum")
 EXTRA = "gptqmodel"
+LOADS_IN = ("transformers", "vllm", "tgi")  # the GPTQ and AWQ GEMM checkpoint formats
 GROUP_SIZES = (16, 32, 64, 128, 256, 512, 1024)
 DEFAULT_DAMP = 0.05  # GPTQModel's own default (llm-compressor's is 0.01); recorded in every manifest
 
@@ -87,6 +87,6 @@ def quantize_with(
         except Exception as exc:
             raise QuantizationError(f"GPTQModel failed: {exc}") from exc
     tokenizer.save_pretrained(out)
-    qc = json.loads((out / "config.json").read_text()).get("quantization_config", {})
+    qc = quantization_config(out) or {}
     fmt = f"{qc.get('quant_method', kind)} format {qc.get('checkpoint_format') or qc.get('format', '?')}"
-    return QuantizeOutcome(format=fmt, loads_in=["transformers", "vllm", "tgi"], calibration=record)
+    return QuantizeOutcome(format=fmt, calibration=record)

@@ -4,7 +4,6 @@ recipe."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,11 +13,12 @@ from quantlab import calibration, compat
 from quantlab.errors import QuantizationError
 from quantlab.methods.base import Log, QuantizeOutcome
 from quantlab.methods.common import output_head_name
-from quantlab.models import SourceModel
+from quantlab.models import SourceModel, quantization_config
 from quantlab.spec import MethodSpec, torch_dtype
 
 REQUIRES = ("llmcompressor", "compressed-tensors")
 EXTRA = "llmcompressor"
+LOADS_IN = ("transformers", "vllm")  # compressed-tensors checkpoints
 
 # (spec, scheme for the Linear layers, name of the output head) -> the list of modifiers
 RecipeBuilder = Callable[[MethodSpec, object, str], list]
@@ -104,5 +104,5 @@ def quantize_with(
     log("saving compressed-tensors")
     model.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)
-    fmt = json.loads((out / "config.json").read_text()).get("quantization_config", {}).get("format", "unknown")
-    return QuantizeOutcome(format=f"compressed-tensors {fmt}", loads_in=["transformers", "vllm"], calibration=record)
+    fmt = (quantization_config(out) or {}).get("format", "unknown")
+    return QuantizeOutcome(format=f"compressed-tensors {fmt}", calibration=record)

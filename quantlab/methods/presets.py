@@ -9,23 +9,23 @@ kernels and must never share a row.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from quantlab.errors import QuantizationError, SpecError
 from quantlab.methods import llmcompressor_backend as lc
-from quantlab.methods.base import Backend, Log, QuantizeOutcome
+from quantlab.methods.base import Backend, Log, QuantizeOutcome, WeightBits, dtype_bits
 from quantlab.methods.common import resolve_calibration
-from quantlab.models import ModelInfo, SourceModel
+from quantlab.models import ModelInfo, SourceModel, quantization_config
 from quantlab.spec import MethodSpec
 
 
 @dataclass(frozen=True)
 class Preset:
     preset: str  # compressed-tensors preset the scheme is built from
-    weights: str  # said in `quantlab methods` and the docs
+    bits: float  # per weight, its scales included (a per-tensor scale counts as nothing)
+    weights: str  # said in `quantlab methods`, the docs and the memory plan
     activations: str | None  # None: weight-only (A16), activations stay in the compute dtype
     group: int | None = None  # channels per scale along the input dimension (weights or activations)
     out_block: int | None = None  # rows per weight scale block along the output dimension
@@ -54,6 +54,11 @@ class PresetBackend(Backend):
     bf16_only: ClassVar[str | None] = None  # why the unquantized tensors must be bf16, if they must
     requires = lc.REQUIRES
     extra = lc.EXTRA
+    loads_in = lc.LOADS_IN
+
+    def weight_bits(self, spec: MethodSpec) -> WeightBits:
+        preset = self.presets[spec.scheme]
+        return WeightBits(linear=preset.bits, other=dtype_bits(spec.dtype), counted=preset.weights)
 
     def resolve(self, spec: MethodSpec) -> MethodSpec:
         who = f"{self.method}/{self.name}"
@@ -105,7 +110,7 @@ class PresetBackend(Backend):
             trust_remote_code=trust_remote_code,
             scheme=lambda _: preset.build(),
         )
-        groups = json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]
+        groups = (quantization_config(out) or {}).get("config_groups", {})
         acts = [g.get("input_activations") for g in groups.values()]
         if any(bool(a) != bool(preset.activations) for a in acts):  # the file must say what the row claims
             raise QuantizationError(f"{spec.scheme}: the saved config does not match the scheme's activation handling")

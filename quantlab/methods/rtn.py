@@ -12,18 +12,17 @@ from pathlib import Path
 from quantlab.methods import llmcompressor_backend as lc
 from quantlab.methods.base import Log, QuantizeOutcome
 from quantlab.methods.common import INT_OPTIONS, WeightOnlyIntBackend, int_refusal
-from quantlab.methods.registry import register
 from quantlab.models import SourceModel
 from quantlab.spec import MethodSpec
 
 
-@register
 class RtnLlmCompressor(WeightOnlyIntBackend):
     method = "rtn"
     name = "llmcompressor"
     default = True
     requires = lc.REQUIRES
     extra = lc.EXTRA
+    loads_in = lc.LOADS_IN
     options = INT_OPTIONS
     refusal = int_refusal("round-to-nearest", options)
     summary = "int4/int8 weight-only, compressed-tensors pack-quantized; loads in transformers, vLLM"

@@ -22,10 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantlab.env import FP8_MIN_CAPABILITY, cuda_capability
 from quantlab.errors import SpecError
-from quantlab.methods.base import Backend, Log, QuantizeOutcome
-from quantlab.methods.registry import register
+from quantlab.methods.base import Backend, DeviceNeed, Log, QuantizeOutcome, WeightBits, dtype_bits
 from quantlab.models import ModelInfo, SourceModel
 from quantlab.spec import MethodSpec, torch_dtype
 
@@ -33,34 +31,22 @@ from quantlab.spec import MethodSpec, torch_dtype
 @dataclass(frozen=True)
 class Scheme:
     summary: str
-    needs: str | None = None  # None: any device; "cuda": a CUDA GPU; "fp8": compute capability >= 8.9
+    bits: float  # per weight at the default group size, scales included (`weight_bits` counts other groups)
+    needs: str = "any"  # "cuda": a CUDA GPU; "fp8": FP8 tensor cores (compute capability >= 8.9)
 
 
 SCHEMES = {
-    "int8wo": Scheme("int8 weights, one scale per output channel; activations in the model dtype"),
-    "int8dq": Scheme("int8 weights per channel, int8 activations per token at run time (W8A8)"),
-    "int4wo": Scheme("int4 weights in groups, packed for tinygemm (tile_packed_to_4d)", needs="cuda"),
-    "float8dq": Scheme("float8 E4M3 weights and per-token activations, row-wise scales", needs="fp8"),
+    "int8wo": Scheme("int8 weights, one scale per output channel; activations in the model dtype", 8.0),
+    "int8dq": Scheme("int8 weights per channel, int8 activations per token at run time (W8A8)", 8.0),
+    "int4wo": Scheme("int4 weights in groups, packed for tinygemm (tile_packed_to_4d)", 4.25, needs="cuda"),
+    "float8dq": Scheme("float8 E4M3 weights and per-token activations, row-wise scales", 8.0, needs="fp8"),
 }
 INT4_GROUPS = (32, 64, 128, 256)
 
 
-def device_problem(scheme: str, device: str | None = None) -> str | None:
-    """Why `device` (None: this host's GPU, where quantizing happens) cannot run, or for int4wo even pack,
-    `scheme`; None when it can."""
-    import torch
-
-    needs = SCHEMES[scheme].needs
-    if needs is None:
-        return None
-    if device is not None and not device.startswith("cuda"):
-        return f"torchao {scheme} needs a CUDA GPU ({SCHEMES[scheme].summary}); it cannot run on {device}"
-    if not torch.cuda.is_available():
-        return f"torchao {scheme} needs a CUDA GPU ({SCHEMES[scheme].summary}); this host has none"
-    cc = cuda_capability(device or "cuda:0")
-    if needs == "fp8" and cc < FP8_MIN_CAPABILITY:
-        return f"torchao {scheme} needs FP8 tensor cores (compute capability ≥ 8.9); this GPU has {cc[0]}.{cc[1]}"
-    return None
+def device_need(scheme: str) -> DeviceNeed:
+    """What `scheme` needs of a device: to run, and for int4wo (packed on the GPU) to be made at all."""
+    return DeviceNeed(SCHEMES[scheme].needs, f"torchao {scheme}", SCHEMES[scheme].summary)
 
 
 def torchao_config(spec: MethodSpec):
@@ -82,7 +68,6 @@ def torchao_config(spec: MethodSpec):
     return TorchAoConfig(quant_type=quant_type)
 
 
-@register
 class TorchaoBackend(Backend):
     method = "torchao"
     name = "torchao"
@@ -95,6 +80,7 @@ class TorchaoBackend(Backend):
     )
     schemes = tuple(SCHEMES)
     default_scheme = "int8wo"
+    loads_in = ("transformers", "vllm")
     options = frozenset({"scheme", "dtype", "group_size"})
     refusal = f"torchao is data-free and its scheme (--scheme {'|'.join(SCHEMES)}) sets the format"
 
@@ -116,9 +102,23 @@ class TorchaoBackend(Backend):
             raise SpecError(f"{who} --group-size applies to int8wo and int4wo; {scheme} scales per output channel")
         return spec.model_copy(update={"backend": self.name, "scheme": scheme, "group_size": group})
 
+    def weight_bits(self, spec: MethodSpec) -> WeightBits:
+        """int8 scales per channel (or per group, in the model dtype); int4wo keeps a bf16 scale and zero point
+        per group (tinygemm's layout)."""
+        other = dtype_bits(spec.dtype)
+        group = spec.group_size
+        if spec.scheme == "int4wo":
+            return WeightBits(4 + 32 / group, other, f"int4 + a bf16 scale and zero point per {group} (tinygemm)")
+        if spec.scheme == "int8wo" and group not in (None, -1):
+            return WeightBits(8 + 16 / group, other, f"int8 + one scale per {group}")
+        return WeightBits(SCHEMES[spec.scheme].bits, other, SCHEMES[spec.scheme].summary)
+
+    def device_need(self, spec: MethodSpec) -> DeviceNeed:
+        return device_need(spec.scheme)
+
     def for_model(self, spec: MethodSpec, info: ModelInfo) -> MethodSpec:
         spec = super().for_model(spec, info)
-        problem = device_problem(spec.scheme)
+        problem = device_need(spec.scheme).problem(None)
         if problem:
             raise SpecError(problem)
         if spec.group_size not in (None, -1):
@@ -136,7 +136,7 @@ class TorchaoBackend(Backend):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         # int4wo packs for a CUDA kernel and float8dq checks its hardware: both quantize on the GPU
-        device = "cpu" if SCHEMES[spec.scheme].needs is None else "cuda:0"
+        device = "cpu" if SCHEMES[spec.scheme].needs == "any" else "cuda:0"
         log(f"loading {source.ref} as {spec.dtype} on {device}, quantizing to torchao {spec.label()}")
         model = AutoModelForCausalLM.from_pretrained(
             source.path,
@@ -148,4 +148,4 @@ class TorchaoBackend(Backend):
         log("saving")
         model.save_pretrained(out, safe_serialization=True)
         AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code).save_pretrained(out)
-        return QuantizeOutcome(format=f"torchao {spec.scheme}", loads_in=["transformers", "vllm"])
+        return QuantizeOutcome(format=f"torchao {spec.scheme}")

@@ -11,10 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from quantlab.memfit import Footprint
+from quantlab.results.fit import Footprint
 from quantlab.results.kernels import KvAllocation
+from quantlab.results.serving import ServingOptions
 from quantlab.results.slo import Slo
-from quantlab.serve.options import ServingOptions
 
 PROTOCOL = (
     "token-level; non-overlapping windows of ctx tokens (short last window dropped); all tokens but "
@@ -56,6 +56,18 @@ class QualityMetrics(BaseModel):
         reader can recompute it from the ppl columns printed next to it.
         """
         return None if self.vs_baseline is None else 100 * self.vs_baseline.baseline_ppl / self.ppl
+
+
+class Roofline(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bandwidth_gb_s: float
+    bandwidth_method: str
+    bytes_per_token: int
+    bytes_detail: str
+    limit_tok_s: float
+    achieved_tok_s: float
+    pct_of_limit: float
 
 
 class Spread(BaseModel):

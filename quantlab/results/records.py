@@ -12,12 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from quantlab.artifact import GGUFRecord
-from quantlab.corpus import TextSource
-from quantlab.env import HostInfo
+from quantlab.results.gguf import GGUFRecord
 from quantlab.results.kernels import RuntimeDescription
-from quantlab.results.metrics import LoadSweep, QualityMetrics, SpeedPoint, TaskResults
-from quantlab.roofline import Roofline
+from quantlab.results.metrics import LoadSweep, QualityMetrics, Roofline, SpeedPoint, TaskResults
+from quantlab.results.provenance import HostInfo, TextSource
 
 SCHEMA_VERSION = 1
 

@@ -23,6 +23,7 @@ class PlanRow:
     bits: float
     bits_note: str
     footprints: list  # memfit.Footprint per rig, in the recipe's rig order
+    unrunnable: list  # per rig: why the format cannot run there (its backend's device need), or None
 
 
 def _architecture(model: ModelEntry, path: Path):
@@ -52,6 +53,7 @@ def _architecture(model: ModelEntry, path: Path):
 def memory_plan(recipe: Recipe, path: str | Path) -> list[tuple[ModelEntry, object, list[PlanRow]]]:
     """Per model: its architecture and, per cell, the nominal bits and the memory-fit verdict on every rig."""
     from quantlab import memfit
+    from quantlab.methods import backend_of
     from quantlab.rigs import load_rigs
 
     path = Path(path)
@@ -63,19 +65,18 @@ def memory_plan(recipe: Recipe, path: str | Path) -> list[tuple[ModelEntry, obje
         arch = _architecture(model, path)
         rows = []
         for cell in (c for c in all_cells if c.model is model):
-            bits, note = memfit.nominal_weight_bits(cell.spec)
-            # GGUF quantizes the embeddings and the output head too; other formats keep them in the dtype
-            other = bits if cell.spec.method == "gguf" else 32.0 if cell.spec.dtype == "fp32" else 16.0
+            backend = backend_of(cell.spec)
+            bits, need = backend.weight_bits(cell.spec), backend.device_need(cell.spec)
             rows.append(
                 PlanRow(
                     cell=cell,
-                    bits=bits,
-                    bits_note=note,
+                    bits=bits.linear,
+                    bits_note=bits.counted,
                     footprints=[
                         memfit.footprint(
                             arch,
-                            weight_bits=bits,
-                            other_bits=other,
+                            weight_bits=bits.linear,
+                            other_bits=bits.other,
                             kv_dtype=recipe.memory_fit.kv_dtype,
                             batch=recipe.memory_fit.batch,
                             ctx=recipe.memory_fit.ctx,
@@ -85,14 +86,16 @@ def memory_plan(recipe: Recipe, path: str | Path) -> list[tuple[ModelEntry, obje
                         )
                         for rig in rigs
                     ],
+                    unrunnable=[need.rig_problem(rig.device) for rig in rigs],
                 )
             )
         plan.append((model, arch, rows))
     return plan
 
 
-def plan_tables(recipe: Recipe, path: str | Path, overrides: dict | None = None) -> list:
-    """The dry-run as rich renderables: one memory-fit table per model, the bits notes, and what would run."""
+def plan_tables(recipe: Recipe, path: str | Path, overrides: dict | None = None, *, more: list[str] = ()) -> list:
+    """The dry-run as rich renderables: one memory-fit table per model, the bits notes, and what would run (with
+    `more` lines, e.g. what each cell would reserve on a Ray cluster)."""
     models = memory_plan(recipe, path)
     rigs = recipe.rig_entries()
     fit = recipe.memory_fit
@@ -114,11 +117,15 @@ def plan_tables(recipe: Recipe, path: str | Path, overrides: dict | None = None)
                 + (f", tensor_parallel {row.cell.tensor_parallel}" if row.cell.tensor_parallel > 1 else ""),
                 f"{row.bits:.3g}",
                 f"{row.footprints[0].weight_bytes / 1e9:.1f}",
-                *(_verdict(f) for f in row.footprints),
+                *(
+                    f"[red]cannot run[/red] ({why})" if why else _verdict(f)
+                    for f, why in zip(row.footprints, row.unrunnable, strict=True)
+                ),
             )
         notes = sorted({f"{r.cell.spec.method} {r.cell.spec.label()}: {r.bits_note}" for r in rows})
         out += [table, "bits per weight:\n" + "\n".join(f"  {n}" for n in notes)]
     would = _would_run(recipe, len(models), len(models[0][2]) if models else 0, overrides)
+    would += more
     return [*out, "would run:\n" + "\n".join(f"  - {w}" for w in would)]
 
 
