@@ -8,7 +8,7 @@ results file with half a comparison in it, so every such check runs here, first.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from quantlab.corpus import TokenStream, load_text, tokenize
 from quantlab.env import host_info
 from quantlab.errors import BenchError, RigError
 from quantlab.rigs import Rig, check_matches, get_rig
-from quantlab.runtimes import Runtime, default_device, select_runtime
+from quantlab.runtimes import LoadRequest, Runtime, default_device, select_runtime
 from quantlab.runtimes.placement import gpu_span
 
 
@@ -112,11 +112,14 @@ def check_span(rig: Rig, gpus: int) -> None:
 
 @dataclass
 class Subject:
-    """One artifact as the bench measures it: loaded manifest, runtime, token stream."""
+    """One artifact as the bench measures it: loaded manifest, runtime, token stream, and how each of its loads
+    is asked for (checked against the runtime before any loads; None: that pass does not run)."""
 
     artifact: Artifact
     runtime: Runtime
     stream: TokenStream
+    quality: LoadRequest | None = None
+    speed: LoadRequest | None = None
 
 
 @dataclass
@@ -140,8 +143,8 @@ def prepare(artifacts: list[str | Path], baseline: str | Path | None, config: Be
     def subject(artifact: Artifact) -> Subject:
         return Subject(artifact, select_runtime(artifact, config.runtime), streams.for_artifact(artifact))
 
-    subjects = [subject(a) for a in loaded]
-    base_subject = subject(base) if base is not None else None
+    subjects = [_requests(subject(a), config, device) for a in loaded]
+    base_subject = _baseline_request(subject(base), config, device) if base is not None else None
     for s in subjects:
         windows(s.stream.ids, config.ctx)
         if base_subject is not None and not np.array_equal(s.stream.ids, base_subject.stream.ids):
@@ -149,74 +152,44 @@ def prepare(artifacts: list[str | Path], baseline: str | Path | None, config: Be
                 f"baseline {base.path} and {s.artifact.path} tokenize the dataset differently: "
                 "they are not the same source model, so their logits cannot be compared"
             )
-    if config.tasks:
-        _check_tasks(config, [*subjects, *([base_subject] if base_subject else [])])
-    if config.kv_cache_dtype:
-        _check_kv_cache(config.kv_cache_dtype, subjects)
-    if config.kernel:
-        _check_kernel(config.kernel, subjects, device)
-    for s in [*subjects, *([base_subject] if base_subject else [])]:
-        problem = s.runtime.device_problem(s.artifact, device)
-        if problem:
-            raise BenchError(f"{s.artifact.path.name}: {problem}")
-        if config.tensor_parallel > 1 and not s.runtime.spans_gpus:
-            raise BenchError(
-                f"--tensor-parallel {config.tensor_parallel}: {s.artifact.path.name} runs on the {s.runtime.name} "
-                "runtime, which measures on one device (the transformers runtime spans GPUs; served, vLLM does)"
-            )
-    if config.compile and config.tensor_parallel > 1:
-        raise BenchError("--compile decodes on one GPU; a model over several (--tensor-parallel) decodes eager")
-    if config.compile and config.speed:
-        for s in subjects:
-            if not s.runtime.compiles:
-                raise BenchError(
-                    f"--compile: {s.artifact.path.name} runs on the {s.runtime.name} runtime, which has no compiled "
-                    "decode loop to choose (the transformers runtime has)"
-                )
-    return Prepared(subjects=subjects, baseline=base_subject, device=device, rig=rig)
-
-
-def _check_kv_cache(dtype: str, subjects: list[Subject]) -> None:
-    for s in subjects:
-        if dtype not in s.runtime.kv_cache_dtypes:
-            offered = ", ".join(s.runtime.kv_cache_dtypes) or "none (a perplexity window never reads a cache back)"
-            raise BenchError(
-                f"--kv-cache-dtype {dtype}: {s.artifact.path.name} runs on the {s.runtime.name} runtime, whose "
-                f"KV-cache types are: {offered}"
-            )
-
-
-def _check_kernel(kernel: str, subjects: list[Subject], device: str) -> None:
-    for s in subjects:
-        problem = (
-            s.runtime.kernel_problem(s.artifact, kernel, device)
-            if kernel in s.runtime.kernels
-            else f"the {s.runtime.name} runtime has no --kernel {kernel} (the transformers runtime has)"
-        )
-        if problem:
-            raise BenchError(f"{s.artifact.path.name}: {problem}")
-
-
-def decode_compiled(config: BenchConfig, subject: Subject, device: str) -> bool:
-    """--compile, or by default compiled on CUDA (where the eager loop measures Python) for runtimes that can."""
-    if config.compile is not None:
-        return config.compile and subject.runtime.compiles
-    return device.startswith("cuda") and subject.runtime.compiles and config.tensor_parallel == 1
-
-
-def baseline_kv_cache(config: BenchConfig, baseline: Subject) -> str | None:
-    """With --kv-cache-dtype, a baseline whose runtime has cache types gets an explicit f16 cache, so it differs
-    from the artifacts in the cache type alone (an explicit type also sets the attention path, see the runtime)."""
-    return "f16" if config.kv_cache_dtype and "f16" in baseline.runtime.kv_cache_dtypes else None
-
-
-def _check_tasks(config: BenchConfig, subjects: list[Subject]) -> None:
-    from quantlab.bench.tasks import check_tasks
-
-    check_tasks(config.tasks, config.task_path)
-    for s in subjects:
-        if s.runtime.name != "transformers":
+    everyone = [*subjects, *([base_subject] if base_subject else [])]
+    for s in everyone:
+        if config.tasks and not s.runtime.capabilities.scores_tasks:
             raise BenchError(
                 f"--tasks scores a transformers model; {s.artifact.path.name} is served by "
                 f"{s.runtime.name} (GGUF task accuracy is not supported)"
             )
+        for request in (s.quality, s.speed):
+            problem = request and s.runtime.refusal(s.artifact, request)
+            if problem:
+                raise BenchError(problem)
+    if config.tasks:
+        from quantlab.bench.tasks import check_tasks
+
+        check_tasks(config.tasks, config.task_path)
+    return Prepared(subjects=subjects, baseline=base_subject, device=device, rig=rig)
+
+
+def _requests(subject: Subject, config: BenchConfig, device: str) -> Subject:
+    """An artifact's loads: quality with the asked KV type and kernel, speed also compiled where asked."""
+    load = LoadRequest(device, config.dtype, config.kv_cache_dtype, gpus=config.tensor_parallel, kernel=config.kernel)
+    subject.quality = load if config.quality else None
+    subject.speed = replace(load, compiled=decode_compiled(config, subject, device)) if config.speed else None
+    return subject
+
+
+def _baseline_request(subject: Subject, config: BenchConfig, device: str) -> Subject:
+    """The baseline is loaded for its logits only, with the format's own kernel; with --kv-cache-dtype, a runtime
+    that has cache types gives it an explicit f16 cache, so it differs from the artifacts in the cache type alone
+    (an explicit type also sets the attention path, see the runtime)."""
+    kv = "f16" if config.kv_cache_dtype and "f16" in subject.runtime.capabilities.kv_cache_dtypes else None
+    subject.quality = LoadRequest(device, config.dtype, kv, gpus=config.tensor_parallel)
+    return subject
+
+
+def decode_compiled(config: BenchConfig, subject: Subject, device: str) -> bool:
+    """--compile as asked (a runtime without a compiled loop refuses it), or by default compiled on CUDA (where
+    the eager loop measures Python) for runtimes that can."""
+    if config.compile is not None:
+        return config.compile
+    return device.startswith("cuda") and subject.runtime.capabilities.compiles and config.tensor_parallel == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,7 @@ import numpy as np
 from quantlab.artifact import Artifact
 from quantlab.bench import records
 from quantlab.bench.config import BenchConfig
-from quantlab.bench.prepare import (
-    Prepared,
-    Subject,
-    baseline_kv_cache,
-    decode_compiled,
-    device_name,
-    prepare,
-    tokenizer_dir,
-)
+from quantlab.bench.prepare import Prepared, Subject, device_name, prepare, tokenizer_dir
 from quantlab.bench.quality import ReusedBaseline, score, windows
 from quantlab.bench.worker import measure_in_worker
 from quantlab.errors import BenchError
@@ -54,15 +47,7 @@ def bench(
     if plan.baseline is not None:
         base = plan.baseline
         progress(f"loading baseline {base.artifact.path.name}")
-        base_session = ReusedBaseline(
-            base.runtime.load(
-                base.artifact,
-                device=plan.device,
-                dtype=config.dtype,
-                kv_cache_dtype=baseline_kv_cache(config, base),
-                gpus=config.tensor_parallel,
-            )
-        )
+        base_session = ReusedBaseline(base.runtime.load_as(base.artifact, base.quality))
         if config.tasks and baseline_tasks is not None:
             base_tasks = baseline_tasks
         elif config.tasks:
@@ -90,14 +75,7 @@ def _measure(
     quality = description = task_results = None
     if config.quality:
         progress(f"{name}: loading for quality")
-        session = subject.runtime.load(
-            artifact,
-            device=plan.device,
-            dtype=config.dtype,
-            kv_cache_dtype=config.kv_cache_dtype,
-            gpus=config.tensor_parallel,
-            kernel=config.kernel,
-        )
+        session = subject.runtime.load_as(artifact, subject.quality)
         description = session.describe()
         total, done = len(windows(subject.stream.ids, config.ctx)), itertools.count(1)
         base = plan.baseline.artifact if plan.baseline else None
@@ -119,7 +97,7 @@ def _measure(
     memory = roof = None
     if config.speed:
         answer = measure_in_worker(
-            _worker_request(subject, plan.device, config),
+            _worker_request(subject, config),
             f"speed/memory measurement of {artifact.path}",
             lambda msg: progress(f"{name}: speed, {msg}"),
         )
@@ -142,19 +120,14 @@ def _measure(
     )
 
 
-def _worker_request(subject: Subject, device: str, config: BenchConfig) -> dict:
+def _worker_request(subject: Subject, config: BenchConfig) -> dict:
     ids = subject.stream.ids
     needed = max(config.batch_sizes) * config.prompt_tokens
     return {
         "artifact": str(subject.artifact.path),
         "runtime": subject.runtime.name,
-        "device": device,
-        "gpus": config.tensor_parallel,
-        "dtype": config.dtype,
-        "kv_cache_dtype": config.kv_cache_dtype,
-        "compiled": decode_compiled(config, subject, device),
-        "kernel": config.kernel,
-        "profile": config.profile if config.profile is not None else device.startswith("cuda"),
+        "load": asdict(subject.speed),
+        "profile": config.profile if config.profile is not None else subject.speed.device.startswith("cuda"),
         "ids": np.resize(ids, max(needed, 1)).tolist() if len(ids) < needed else ids[:needed].tolist(),
         "batch_sizes": config.batch_sizes,
         "prompt_tokens": config.prompt_tokens,

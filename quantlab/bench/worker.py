@@ -122,11 +122,11 @@ def main(request_path: str, answer_path: str) -> int:
     import transformers  # noqa: F401  (imported before the reading: part of the runtime, not the model)
 
     from quantlab.artifact import load_artifact
-    from quantlab.runtimes import select_runtime
+    from quantlab.runtimes import LoadRequest, select_runtime
     from quantlab.runtimes.placement import gpu_span
 
-    device = request["device"]
-    gpus = request.get("gpus", 1)
+    load = LoadRequest(**request["load"])
+    device, gpus = load.device, load.gpus
     cuda = device.startswith("cuda")
     # every GPU the model is placed on (--tensor-parallel): its memory is the sum of theirs
     devices = [f"cuda:{i}" for i in gpu_span(device, gpus)] if cuda else []
@@ -138,15 +138,7 @@ def main(request_path: str, answer_path: str) -> int:
     before = _rss()
     _say("loading")
     artifact = load_artifact(request["artifact"])
-    session = select_runtime(artifact, request["runtime"]).load(
-        artifact,
-        device=device,
-        dtype=request["dtype"],
-        kv_cache_dtype=request.get("kv_cache_dtype"),
-        compiled=request.get("compiled", False),
-        gpus=gpus,
-        kernel=request.get("kernel"),
-    )
+    session = select_runtime(artifact, request["runtime"]).load_as(artifact, load)
     after = _rss()
     cuda_after = sum(torch.cuda.memory_allocated(each) for each in devices) if cuda else None
     points = _speed_points(session, request)

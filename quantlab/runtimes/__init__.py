@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quantlab.artifact import Artifact
 from quantlab.errors import BenchError
-from quantlab.runtimes.base import Runtime, Session
+from quantlab.runtimes.base import Capabilities, LoadRequest, Runtime, Session
 from quantlab.runtimes.llamacpp_rt import LlamaCppRuntime
 from quantlab.runtimes.transformers_rt import TransformersRuntime
 
@@ -25,10 +25,26 @@ def select_runtime(artifact: Artifact, name: str | None = None) -> Runtime:
     raise BenchError(f"no runtime can load {artifact.path} ({artifact.manifest.format})")
 
 
+def runtime_for(loads_in: list[str] | tuple[str, ...], name: str | None = None) -> Runtime | None:
+    """The runtime that will measure artifacts loading in `loads_in` (a backend's declaration, before any artifact
+    exists), the named one if it can; None when none can."""
+    candidates = [RUNTIMES[name]] if name in RUNTIMES else [] if name else list(RUNTIMES.values())
+    return next((runtime for runtime in candidates if runtime.loads(loads_in)), None)
+
+
 def default_device() -> str:
     import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-__all__ = ["RUNTIMES", "Runtime", "Session", "default_device", "select_runtime"]
+__all__ = [
+    "RUNTIMES",
+    "Capabilities",
+    "LoadRequest",
+    "Runtime",
+    "Session",
+    "default_device",
+    "runtime_for",
+    "select_runtime",
+]

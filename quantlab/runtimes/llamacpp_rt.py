@@ -35,7 +35,7 @@ from quantlab.llamacpp.kv import kv_allocation
 from quantlab.llamacpp.types import FLOAT_TYPES
 from quantlab.results import RuntimeDescription
 from quantlab.roofline import BytesPerToken
-from quantlab.runtimes.base import GenTiming, Runtime, Session
+from quantlab.runtimes.base import Capabilities, GenTiming, LoadRequest, Runtime, Session
 
 SPEED_CTX = 2048
 KV_CACHE_DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")  # common/arg.cpp
@@ -67,20 +67,14 @@ class LlamaCppSession(Session):
     max_batch_size = 1
 
     def __init__(self, artifact: Artifact, device: str, kv_cache_dtype: str | None = None) -> None:
-        if device != "cpu" and not device.startswith("cuda"):
-            raise BenchError(f"the llamacpp runtime runs on cpu or cuda, not {device!r}")
         if device != "cpu" and (tools := build.ensure()).backend != "cuda":
             raise BenchError(f"device {device!r} needs a CUDA build of llama.cpp; this one is {tools.label}")
         self.device = device
         gguf = artifact.manifest.gguf
-        if gguf is None:
-            raise BenchError(f"{artifact.path} has no GGUF record in its manifest")
         self.path = artifact.path / gguf.file
         self.gguf = gguf
         self.source_dir = artifact.manifest.source.path  # the architecture (config.json) for the KV size
         self.threads = threads()
-        if kv_cache_dtype is not None and kv_cache_dtype not in KV_CACHE_DTYPES:
-            raise BenchError(f"llama.cpp has no KV-cache type {kv_cache_dtype!r} ({', '.join(KV_CACHE_DTYPES)})")
         self.kv_cache_dtype = kv_cache_dtype
         self._llm = None
         self._kv = None  # the KV cache llama.cpp says it allocated for the open context
@@ -237,30 +231,14 @@ class LlamaCppSession(Session):
 
 
 class LlamaCppRuntime(Runtime):
+    """llama.cpp's own kernels, compiled ahead of time, in the GGUF's own types, on one device."""
+
     name = "llamacpp"
+    loads_from = "llama-cpp-python"
+    capabilities = Capabilities(kv_cache_dtypes=KV_CACHE_DTYPES, dtypes=False)
 
     def supports(self, artifact: Artifact) -> bool:
-        return artifact.manifest.gguf is not None
+        return super().supports(artifact) and artifact.manifest.gguf is not None
 
-    kv_cache_dtypes = KV_CACHE_DTYPES
-
-    def load(
-        self,
-        artifact: Artifact,
-        *,
-        device: str,
-        dtype: str = "auto",
-        kv_cache_dtype: str | None = None,
-        compiled: bool = False,
-        gpus: int = 1,
-        kernel: str | None = None,
-    ) -> Session:
-        if kernel:
-            raise BenchError(f"the llamacpp runtime runs llama.cpp's own kernels; --kernel {kernel} does not apply")
-        if gpus > 1:
-            raise BenchError("the llamacpp runtime measures a GGUF on one device; --tensor-parallel does not apply")
-        if compiled:
-            raise BenchError("the llamacpp runtime runs llama.cpp's own compiled kernels; --compile does not apply")
-        if dtype != "auto":
-            raise BenchError("the llamacpp runtime computes in the GGUF's own types; --dtype does not apply")
-        return LlamaCppSession(artifact, device, kv_cache_dtype)
+    def open(self, artifact: Artifact, request: LoadRequest) -> Session:
+        return LlamaCppSession(artifact, request.device, request.kv_cache_dtype)

@@ -7,17 +7,15 @@ eager or compiled (`runtimes.compiled`).
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from quantlab.artifact import Artifact
 from quantlab.env import fp8_hardware, host_info
-from quantlab.errors import BenchError
+from quantlab.models import quantization_config
 from quantlab.results import RuntimeDescription
 from quantlab.roofline import BytesPerToken
 from quantlab.runtimes import gemlite_kernels
-from quantlab.runtimes.base import GenTiming, Runtime, Session
+from quantlab.runtimes.base import Capabilities, GenTiming, LoadRequest, Runtime, Session
 from quantlab.runtimes.compiled import DecodeLoop
 from quantlab.runtimes.kernel_labels import gemlite_kernel, kernel_path, native_fp8_eligible
 from quantlab.runtimes.placement import check_placed, placement
@@ -31,11 +29,6 @@ def _stored(tensor) -> list[tuple[int, int]]:
         names, _ = tensor.__tensor_flatten__()
         return [entry for name in names for entry in _stored(getattr(tensor, name))]
     return [(tensor.data_ptr(), tensor.nbytes)]
-
-
-def _quant_config(artifact: Artifact) -> dict | None:
-    """The checkpoint's own `quantization_config` (None: unquantized), read from config.json, not from loading."""
-    return json.loads((artifact.path / "config.json").read_text()).get("quantization_config")
 
 
 class TransformersSession(Session):
@@ -54,7 +47,7 @@ class TransformersSession(Session):
 
         self.device = device
         self.config_dir = artifact.path
-        quant_config = _quant_config(artifact)
+        quant_config = quantization_config(artifact.path)
         extra = {}
         if native_fp8_eligible(quant_config) and fp8_hardware(device) and not kernel:
             from transformers import CompressedTensorsConfig
@@ -169,42 +162,17 @@ class TransformersSession(Session):
 
 class TransformersRuntime(Runtime):
     name = "transformers"
-    compiles = True
-    spans_gpus = True
-    kernels = gemlite_kernels.KERNELS
+    loads_from = "transformers"
+    capabilities = Capabilities(scores_tasks=True, compiles=True, spans_gpus=True, kernels=gemlite_kernels.KERNELS)
 
     def supports(self, artifact: Artifact) -> bool:
-        return "transformers" in artifact.manifest.loads_in and (artifact.path / "config.json").is_file()
-
-    def device_problem(self, artifact: Artifact, device: str) -> str | None:
-        spec = artifact.manifest.spec
-        if spec.method == "torchao" and spec.scheme:
-            from quantlab.methods.torchao_backend import device_problem
-
-            return device_problem(spec.scheme, device)
-        return None
+        return super().supports(artifact) and (artifact.path / "config.json").is_file()
 
     def kernel_problem(self, artifact: Artifact, kernel: str, device: str) -> str | None:
-        return gemlite_kernels.problem(_quant_config(artifact), device)
+        return gemlite_kernels.problem(quantization_config(artifact.path), device)
 
-    def load(
-        self,
-        artifact: Artifact,
-        *,
-        device: str,
-        dtype: str = "auto",
-        kv_cache_dtype: str | None = None,
-        compiled: bool = False,
-        gpus: int = 1,
-        kernel: str | None = None,
-    ) -> Session:
-        problem = self.device_problem(artifact, device) or (kernel and self.kernel_problem(artifact, kernel, device))
-        if problem:
-            raise BenchError(f"{artifact.path.name}: {problem}")
-        if kv_cache_dtype is not None:
-            # A perplexity window is one forward pass, which never reads a cache back: a quantized cache would
-            # leave the quality columns untouched and the table would call it free.
-            raise BenchError("the transformers runtime measures no quantized KV cache; --kv-cache-dtype is for GGUF")
-        if gpus > 1 and compiled:
-            raise BenchError("a compiled decode runs on one GPU; a model over several decodes eager (drop --compile)")
-        return TransformersSession(artifact, device, dtype, compiled, gpus, kernel)
+    def open(self, artifact: Artifact, request: LoadRequest) -> Session:
+        # No KV-cache types: a perplexity window is one forward pass, which never reads a cache back, so a
+        # quantized cache would leave the quality columns untouched and the table would call it free.
+        r = request
+        return TransformersSession(artifact, r.device, r.dtype, r.compiled, r.gpus, r.kernel)
