@@ -97,8 +97,8 @@ def test_a_measurement_is_labelled_with_a_rig_of_exactly_its_gpus():
 
 
 def test_only_vllm_splits_a_served_model(q8):
+    from quantlab.results.serving import ServingOptions
     from quantlab.serve.engines import ENGINES
-    from quantlab.serve.options import ServingOptions
 
     options = ServingOptions(tensor_parallel=2)
     assert options.label() == "tensor parallel 2" and ServingOptions().label() == "plain"
@@ -167,7 +167,7 @@ def test_a_run_measures_what_this_host_can_and_fails_the_cells_it_cannot(serial_
 def test_a_ray_run_reserves_each_cell_the_gpus_it_spans(tmp_path):
     from quantlab.bench.config import BenchConfig
     from quantlab.sweep import cluster
-    from quantlab.sweep.ray_runner import _rigs
+    from quantlab.sweep.ray_executor import cluster_rigs
 
     methods = "  - {name: a, method: rtn, bits: 8}\n  - {name: b, method: rtn, bits: 8, tensor_parallel: 2}\n"
     path = _recipe(tmp_path, methods, rigs="[h100, 2xh100]")
@@ -176,7 +176,7 @@ def test_a_ray_run_reserves_each_cell_the_gpus_it_spans(tmp_path):
 
     def on(gpus: int) -> tuple[dict, dict]:
         nodes = [cluster.Node(node_id="n", host="h", ip="10.0.0.1", cpus=16, gpus=gpus)]
-        return _rigs(recipe, path, BenchConfig(), plan, nodes, cluster.RaySettings())
+        return cluster_rigs(recipe, path, BenchConfig(), plan, nodes, cluster.RaySettings())
 
     usable, refused = on(2)
     assert {n: (c.rig, c.tensor_parallel, r.num_gpus) for n, (c, r) in usable.items()} == {

@@ -24,9 +24,9 @@ def _execute(
     from pydantic import ValidationError
 
     from quantlab.errors import BenchError, describe_validation_error
-    from quantlab.signals import exit_on_sigterm
     from quantlab.sweep.recipe import load_recipe
     from quantlab.sweep.runner import run_recipe
+    from quantlab.util.signals import exit_on_sigterm
 
     plan = load_recipe(recipe)
     try:
@@ -89,7 +89,8 @@ def run(
         typer.Option(
             "--dry-run",
             help="Validate the recipe and print the plan: every cell, its nominal bits per weight, and the "
-            "memory-fit verdict on each rig. Loads no weights.",
+            "memory-fit verdict on each rig (with --ray: what each cell would reserve on the cluster). Loads no "
+            "weights and starts no cluster.",
         ),
     ] = False,
     results: ResultsOption = None,
@@ -103,12 +104,12 @@ def run(
     if not dry_run:
         _execute(recipe, results, work_dir, settings, ray_address or ray)
         return
-    from quantlab.sweep.plan import plan_tables
     from quantlab.sweep.recipe import load_recipe
+    from quantlab.sweep.runner import dry_run
 
-    plan = load_recipe(recipe)
+    wants_ray = bool(ray_address or ray or (ray is None and load_recipe(recipe).ray))
     with library_output():
-        renderables = plan_tables(plan, recipe, settings)
+        renderables = dry_run(recipe, settings, ray=wants_ray)
     for renderable in renderables:
         out_console.print(renderable, highlight=False)
 

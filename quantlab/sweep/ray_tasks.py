@@ -1,4 +1,4 @@
-"""What a Ray worker runs for one cell: the same library calls as the serial runner (`obtain`, `bench`,
+"""What a Ray worker runs for one stage of a cell: the same library calls as the serial executor (`obtain`, `bench`,
 `bench_load`), with no results file. A task returns its record as JSON and the driver appends it, so the results
 file has one writer and a task retried after its worker died can never leave a second copy.
 
@@ -47,7 +47,7 @@ class TaskContext:
 def _started(ctx: TaskContext) -> Callable[[str], None]:
     import ray
 
-    from quantlab.signals import default_sigterm_in_forked_children
+    from quantlab.util.signals import default_sigterm_in_forked_children
 
     if Path(ctx.cwd).is_dir():
         os.chdir(ctx.cwd)
@@ -63,10 +63,9 @@ def _started(ctx: TaskContext) -> Callable[[str], None]:
 def quantize_task(ctx: TaskContext, model: str, spec: MethodSpec, out: str) -> dict:
     """The cell's artifact, reused when finished (a retried task picks up nothing half-made: `building`)."""
     from quantlab.quantizer import obtain
-    from quantlab.runtimes import select_runtime
 
     artifact = obtain(model, spec, out, log=_started(ctx))
-    return {"path": str(artifact.path), "digest": artifact.digest, "runtime": select_runtime(artifact).name}
+    return {"path": str(artifact.path), "digest": artifact.digest}
 
 
 def bench_task(
