@@ -1,16 +1,10 @@
 """quantlab: quantize LLMs to every format that matters, serve each artifact in a real runtime, measure it
 the same way every time. The library API mirrors the CLI."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("quantlab")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
-
 
 def __getattr__(name: str):
-    # Lazy: `import quantlab` must stay cheap (the CLI's --help should not import torch).
+    # Lazy: `import quantlab` must stay cheap (the CLI's --help should not import torch), and nothing inside the
+    # package imports this facade (tests/test_layers.py): its modules take what they need from where it lives.
     if name == "quantize":
         from quantlab.quantizer import quantize
 
@@ -19,6 +13,10 @@ def __getattr__(name: str):
         from quantlab.spec import MethodSpec
 
         return MethodSpec
+    if name == "__version__":
+        from quantlab.env import quantlab_version
+
+        return quantlab_version()
     raise AttributeError(name)
 
 

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from quantlab.env import HostInfo
 from quantlab.errors import ArtifactError, describe_validation_error
-from quantlab.fsutil import write_atomic
-from quantlab.models import WEIGHT_SUFFIXES, SourceModel, file_sha256
+from quantlab.models import WEIGHT_SUFFIXES, SourceModel
+from quantlab.results.gguf import GGUFRecord
+from quantlab.results.provenance import HostInfo
 from quantlab.spec import MethodSpec
+from quantlab.util.files import file_sha256, write_atomic
 
 MANIFEST = "quantlab.json"
 SCHEMA_VERSION = 1
@@ -49,31 +50,6 @@ class CalibrationRecord(BaseModel):
     seq_len: int
     seed: int
     token_fingerprint: str
-
-
-class ImatrixRecord(BaseModel):
-    """The importance matrix a GGUF was quantized with (computed from the manifest's calibration data)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    file: str  # inside the artifact, llama.cpp's GGUF imatrix format
-    entries: int  # weight tensors it covers
-    tokens: int
-    how: str
-
-
-class GGUFRecord(BaseModel):
-    """What llama.cpp really wrote, read back from the file: a GGUF type name is a recipe, not a promise."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    file: str  # the model file inside the artifact
-    file_type: str  # the recipe asked for, e.g. Q4_K_M
-    tensor_types: dict[str, int]  # ggml type → number of tensors
-    type_bytes: dict[str, int]  # ggml type → bytes
-    bits_per_weight: float  # file bytes × 8 / parameters of the source model
-    fallbacks: list[str]  # tensors llama.cpp could not give the recipe's block type, and what they got
-    imatrix: ImatrixRecord | None = None
 
 
 class Manifest(BaseModel):

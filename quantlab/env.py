@@ -11,7 +11,7 @@ import os
 import platform
 import socket
 
-from pydantic import BaseModel, ConfigDict
+from quantlab.results.provenance import HostInfo
 
 TRACKED_LIBRARIES = (
     "quantlab",
@@ -43,24 +43,19 @@ def library_versions(names: tuple[str, ...] = TRACKED_LIBRARIES) -> dict[str, st
     return versions
 
 
+def quantlab_version() -> str:
+    try:
+        return importlib.metadata.version("quantlab")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0+unknown"
+
+
 def is_installed(distribution: str) -> bool:
     try:
         importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return False
     return True
-
-
-class HostInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    hostname: str
-    os: str
-    python: str
-    cpu: str
-    cpu_count: int
-    memory_bytes: int
-    gpus: list[str]
 
 
 def _cpu_name() -> str:

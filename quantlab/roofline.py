@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from quantlab.fsutil import write_atomic
 from quantlab.paths import cache_dir
+from quantlab.results.metrics import Roofline
+from quantlab.util.files import write_atomic
 
 PROBE_BYTES = 1 << 30
 PROBE_REPEATS = 5
@@ -45,18 +46,6 @@ class BytesPerToken(BaseModel):
     @property
     def total(self) -> int:
         return self.weights + self.kv
-
-
-class Roofline(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    bandwidth_gb_s: float
-    bandwidth_method: str
-    bytes_per_token: int
-    bytes_detail: str
-    limit_tok_s: float
-    achieved_tok_s: float
-    pct_of_limit: float
 
 
 def _host_key(device: str, device_name: str) -> str:

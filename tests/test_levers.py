@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from quantlab.bench.loadgen import Outcome, summarize
 from quantlab.errors import ServeError
+from quantlab.results.serving import ServingOptions
 from quantlab.results.slo import Slo
 from quantlab.serve.engines import ENGINES
-from quantlab.serve.options import ServingOptions
 
 from .conftest import error_lines, run_cli
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-import quantlab
 from quantlab.artifact import Artifact
 from quantlab.bench.config import BenchConfig
 from quantlab.corpus import TokenStream, token_fingerprint
-from quantlab.env import host_info, library_versions
+from quantlab.env import host_info, library_versions, quantlab_version
 from quantlab.results import (
     ArtifactRef,
     BenchSettings,
@@ -18,12 +17,13 @@ from quantlab.results import (
     QualityMetrics,
     Result,
     RigRef,
+    Roofline,
     RuntimeDescription,
     SpeedPoint,
     TaskResults,
 )
 from quantlab.rigs import Rig, usd_per_million
-from quantlab.roofline import BytesPerToken, Roofline, host_bandwidth, roofline
+from quantlab.roofline import BytesPerToken, host_bandwidth, roofline
 
 
 def new_run_id() -> str:
@@ -115,7 +115,7 @@ def in_process_result(
     return Result(
         run_id=run_id,
         timestamp=datetime.now(UTC),
-        quantlab_version=quantlab.__version__,
+        quantlab_version=quantlab_version(),
         artifact=artifact_ref(artifact),
         runtime=description,
         rig=rig_ref(rig),

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import quantlab
 from quantlab.artifact import load_artifact
 from quantlab.bench import records, speculative
 from quantlab.bench.config import BenchConfig
@@ -30,7 +29,7 @@ from quantlab.bench.loadgen import Request, run_level
 from quantlab.bench.prepare import resolve_device, resolve_rig
 from quantlab.bench.served_inputs import Prompts, cut_prompts, describe_engine, memfit_for, server_peak_rss
 from quantlab.corpus import token_fingerprint
-from quantlab.env import host_info, library_versions
+from quantlab.env import host_info, library_versions, quantlab_version
 from quantlab.errors import ServeError
 from quantlab.results import (
     BenchSettings,
@@ -43,9 +42,9 @@ from quantlab.results import (
     Result,
     append_result,
 )
+from quantlab.results.serving import ServingOptions
 from quantlab.rigs import usd_per_million
 from quantlab.serve.engines import Engine, LaunchPlan, select_engine
-from quantlab.serve.options import ServingOptions
 from quantlab.serve.process import ServerProcess, check_port_free, free_port
 
 Progress = Callable[[str], None]
@@ -252,7 +251,7 @@ def _served_result(
     return Result(
         run_id=records.new_run_id(),
         timestamp=datetime.now(UTC),
-        quantlab_version=quantlab.__version__,
+        quantlab_version=quantlab_version(),
         artifact=records.artifact_ref(artifact),
         runtime=description,
         rig=records.rig_ref(rig),

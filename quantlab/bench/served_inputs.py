@@ -13,9 +13,10 @@ from quantlab.artifact import Artifact
 from quantlab.bench.config import BenchConfig
 from quantlab.bench.loadgen import Request
 from quantlab.bench.prepare import tokenizer_dir
-from quantlab.corpus import TextSource, load_text, tokenize
+from quantlab.corpus import load_text, tokenize
 from quantlab.errors import BenchError
 from quantlab.results import RuntimeDescription
+from quantlab.results.provenance import TextSource
 from quantlab.runtimes import select_runtime
 from quantlab.serve.engines import Engine
 

@@ -25,8 +25,8 @@ from quantlab.bench.loadgen import Request
 from quantlab.bench.prepare import tokenizer_dir, tokenizer_key
 from quantlab.errors import BenchError
 from quantlab.results import GreedyCheck
+from quantlab.results.serving import NGRAM, ServingOptions
 from quantlab.serve.base import Engine, LaunchPlan
-from quantlab.serve.options import NGRAM, ServingOptions
 
 CHECK_PROMPTS = 8
 

@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 
 from quantlab.errors import BenchError
-from quantlab.fsutil import write_atomic
 from quantlab.results.metrics import TaskScore
+from quantlab.util.files import write_atomic
 
 BUILTIN_TASK = "quantlab_wikitext_nextword"
 TASK_ITEMS = 400

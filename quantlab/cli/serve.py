@@ -42,11 +42,11 @@ def serve(
     (and anything it started) on Ctrl-C, SIGTERM or failure."""
     from quantlab.artifact import load_artifact
     from quantlab.bench.speculative import draft_options
+    from quantlab.results.serving import ServingOptions
     from quantlab.runtimes import default_device
     from quantlab.serve.engines import select_engine
-    from quantlab.serve.options import ServingOptions
     from quantlab.serve.process import ServerProcess, check_port_free
-    from quantlab.signals import exit_on_sigterm
+    from quantlab.util.signals import exit_on_sigterm
 
     config = build(BenchConfig, settings, BenchError)
     exit_on_sigterm()

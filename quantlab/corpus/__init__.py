@@ -22,25 +22,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from quantlab.errors import DatasetError
+from quantlab.results.provenance import TextSource
 
 Split = Literal["test", "validation"]
 
 EMBEDDED_FILES: dict[str, str] = {"test": "wiki.test.tokens.xz", "validation": "wiki.valid.tokens.xz"}
 HUB_DATASET = ("Salesforce/wikitext", "wikitext-2-raw-v1")
 NAMED = ("default", "wikitext2", "embedded")
-
-
-class TextSource(BaseModel):
-    """Which text was used, said precisely enough to reproduce it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str  # what the user asked for (or `default`)
-    kind: Literal["hub", "local", "embedded"]
-    split: str | None
-    description: str
-    text_sha256: str
-    n_chars: int
 
 
 class TokenStream(BaseModel):

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from quantlab.artifact import ImatrixRecord
 from quantlab.errors import QuantizationError
 from quantlab.llamacpp import build
+from quantlab.results.gguf import ImatrixRecord
 
 
 class Vocab:

@@ -1,10 +1,15 @@
 """The results schema and its files: records (`records`), the measurements they carry (`metrics`), the kernel
-vocabulary (`kernels`), and JSONL reading and appending (`io`).
+vocabulary (`kernels`), where a number came from (`provenance`: text and host), what llama.cpp wrote (`gguf`),
+the memory-fit arithmetic (`fit`), the serving levers (`serving`), goodput (`slo`), and JSONL reading and
+appending (`io`).
 
-Importing this package loads no torch, no transformers and no runtime: reading results is cheap and does not
-depend on the measuring code.
+Importing this package loads no torch, no transformers and no runtime, and it imports nothing of quantlab but
+itself and the error family (tests/test_layers.py): every layer writes or reads these records, and reading
+results stays cheap and independent of the measuring code.
 """
 
+from quantlab.results.fit import Footprint
+from quantlab.results.gguf import GGUFRecord, ImatrixRecord
 from quantlab.results.io import append_result, read_results, repair_tail
 from quantlab.results.kernels import (
     KERNEL_MEANING,
@@ -24,11 +29,13 @@ from quantlab.results.metrics import (
     LoadLevel,
     LoadSweep,
     QualityMetrics,
+    Roofline,
     SpeedPoint,
     Spread,
     TaskResults,
     TaskScore,
 )
+from quantlab.results.provenance import HostInfo, TextSource
 from quantlab.results.records import (
     SCHEMA_VERSION,
     ArtifactRef,
@@ -39,9 +46,11 @@ from quantlab.results.records import (
     Result,
     RigRef,
 )
+from quantlab.results.serving import NGRAM, ServingOptions
 
 __all__ = [
     "KERNEL_MEANING",
+    "NGRAM",
     "PROTOCOL",
     "SCHEMA_VERSION",
     "ArtifactRef",
@@ -52,7 +61,11 @@ __all__ = [
     "DecodePath",
     "Dist",
     "EngineCounters",
+    "Footprint",
+    "GGUFRecord",
     "GreedyCheck",
+    "HostInfo",
+    "ImatrixRecord",
     "Kernel",
     "KvAllocation",
     "LoadLevel",
@@ -62,11 +75,14 @@ __all__ = [
     "QualityMetrics",
     "Result",
     "RigRef",
+    "Roofline",
     "RuntimeDescription",
+    "ServingOptions",
     "SpeedPoint",
     "Spread",
     "TaskResults",
     "TaskScore",
+    "TextSource",
     "append_result",
     "read_results",
     "repair_tail",

@@ -16,7 +16,7 @@ from typing import ClassVar
 from quantlab.artifact import Artifact
 from quantlab.errors import ServeError
 from quantlab.results.kernels import KvAllocation
-from quantlab.serve.options import ServingOptions
+from quantlab.results.serving import ServingOptions
 
 LOOPBACK = "127.0.0.1"
 

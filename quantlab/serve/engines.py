@@ -23,8 +23,8 @@ import sys
 from quantlab.artifact import Artifact
 from quantlab.errors import BackendUnavailableError, ServeError
 from quantlab.results.kernels import KvAllocation
+from quantlab.results.serving import ServingOptions
 from quantlab.serve.base import LOOPBACK, Engine, LaunchPlan, loopback_plan
-from quantlab.serve.options import ServingOptions
 
 __all__ = ["ENGINES", "LOOPBACK", "Engine", "LaunchPlan", "select_engine"]
 

@@ -6,7 +6,7 @@ Guarantees, in order of how they are kept:
   grace period.
 - `ServerProcess` is a context manager and `stop()` runs on every exit path: success, a failed load, an
   exception, Ctrl-C (KeyboardInterrupt) and SIGTERM (the CLI turns it into SystemExit, see
-  `quantlab.signals.exit_on_sigterm`).
+  `quantlab.util.signals.exit_on_sigterm`).
 - On Linux the child also asks the kernel to SIGKILL it if quantlab itself dies without running any Python
   (SIGKILL, OOM kill): PR_SET_PDEATHSIG. That covers the direct child, which is the server for every engine
   quantlab runs on the CPU.
