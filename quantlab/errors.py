@@ -49,11 +49,12 @@ class ServeError(QuantlabError):
     """A server that cannot be started, did not become ready, or died while being measured."""
 
 
-def exception_line(exc: BaseException, limit: int = 300) -> str:
+def exception_line(exc: BaseException, limit: int = 300, *, last: bool = False) -> str:
     """`Type: first line of the message`, for a library's exception quoted inside a one-line report (their
-    messages often run to tracebacks or hints over many lines)."""
-    first = (str(exc).strip().splitlines() or [""])[0][:limit]
-    return f"{type(exc).__name__}: {first}".rstrip(": ")
+    messages often run to tracebacks or hints over many lines); `last`: its last line instead, where a message
+    ends with the error after a traceback (Ray's task errors). An empty message gives the type alone."""
+    lines = str(exc).strip().splitlines() or [""]
+    return f"{type(exc).__name__}: {lines[-1 if last else 0][:limit]}".rstrip(": ")
 
 
 def describe_validation_error(exc) -> str:

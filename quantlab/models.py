@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from quantlab.errors import ModelNotFoundError
+from quantlab.util.files import file_sha256
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
@@ -60,14 +61,6 @@ def content_sha256(path: Path) -> str:
         digest.update(file.name.encode())
         digest.update(b"\0")
         digest.update(file_sha256(file).encode())
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
     return digest.hexdigest()
 
 
@@ -158,6 +151,8 @@ def model_info(path: str | Path, *, trust_remote_code: bool = False) -> ModelInf
     )
 
 
-def read_config(path: str | Path) -> dict:
+def quantization_config(path: str | Path) -> dict | None:
+    """A checkpoint's own `quantization_config` from its config.json (None: unquantized): what the file says it
+    is, read without loading it, by the backends that check what they wrote and the runtime that loads it."""
     with open(Path(path) / "config.json", encoding="utf-8") as fh:
-        return json.load(fh)
+        return json.load(fh).get("quantization_config")

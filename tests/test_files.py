@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from quantlab import fsutil
-from quantlab.fsutil import write_atomic
+from quantlab.util import files
+from quantlab.util.files import write_atomic
 
 
 def test_writes_text_and_bytes_creating_parents(tmp_path):
@@ -36,8 +36,25 @@ def test_a_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypa
     def boom(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(fsutil.os, failing, boom)
+    monkeypatch.setattr(files.os, failing, boom)
     with pytest.raises(OSError, match="No space left"):
         write_atomic(target, "new")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["manifest.json"]
+
+
+def test_exclusive_or_fail_names_the_holder_and_frees_on_exit(tmp_path):
+    import subprocess
+    import sys
+
+    from quantlab.util.files import Held, exclusive_or_fail
+
+    lock = tmp_path / "run.lock"
+    child = f"import pathlib, quantlab.util.files as f\nwith f.exclusive_or_fail(pathlib.Path({str(lock)!r})): pass"
+    with exclusive_or_fail(lock):
+        proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=False)
+        assert proc.returncode != 0 and f"held by process {os.getpid()}" in proc.stderr
+        with pytest.raises(Held), exclusive_or_fail(lock):  # another open of it, even in this process, is refused
+            pass
+    with exclusive_or_fail(lock):  # released
+        pass

@@ -286,7 +286,7 @@ def test_forked_children_get_the_default_sigterm_back():
     bootstrap pool, stopped by multiprocessing with SIGTERM) must die of it, or `quantlab run` hangs joining it."""
     code = """
 import os, signal, time
-from quantlab.signals import exit_on_sigterm
+from quantlab.util.signals import exit_on_sigterm
 exit_on_sigterm()
 pid = os.fork()
 if pid == 0:

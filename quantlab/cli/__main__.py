@@ -1,3 +1,3 @@
-from quantlab.cli.app import main
+from quantlab.cli import main
 
 main()

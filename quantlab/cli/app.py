@@ -1,17 +1,13 @@
-"""The typer application, its global `--debug` switch, and the one place failures become one line.
-
-Failures the user can fix are `QuantlabError`s: printed as one line, exit code 1, no traceback unless `--debug`.
-"""
+"""The typer application and its global `--debug` switch; each command module registers itself on `app`, and
+`quantlab.cli.main` (the one place failures become one line) runs it."""
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
-from quantlab.cli.console import error, quiet_libraries, state
-from quantlab.errors import QuantlabError
+from quantlab.cli.console import quiet_libraries, state
 
 app = typer.Typer(
     add_completion=False,
@@ -36,25 +32,3 @@ def _root(
     state["debug"] = debug
     if not debug:
         quiet_libraries()
-
-
-def main() -> None:
-    import quantlab.cli  # noqa: F401  (registers every command on `app`)
-
-    try:
-        app()
-    except KeyboardInterrupt:
-        # Every server and temporary directory was released on the way out (context managers).
-        error("interrupted")
-        sys.exit(130)
-    except QuantlabError as exc:
-        if state["debug"]:
-            raise
-        error(str(exc))
-        sys.exit(1)
-    except Exception as exc:  # a bug or a library failure we did not anticipate: still one line
-        if state["debug"]:
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        error(f"unexpected {type(exc).__name__}: {first} (run with --debug for the traceback)", unexpected=True)
-        sys.exit(1)

@@ -69,7 +69,7 @@ def bench(
     config = build(BenchConfig, settings, BenchError)
     if load:
         from quantlab.bench.served import bench_load
-        from quantlab.signals import exit_on_sigterm
+        from quantlab.util.signals import exit_on_sigterm
 
         exit_on_sigterm()
         with steps("serving") as step:

@@ -27,7 +27,7 @@ def build(
 ) -> None:
     """Build the tools once (minutes; progress in the log), or say where the finished build is."""
     from quantlab.llamacpp import build as tools
-    from quantlab.signals import exit_on_sigterm
+    from quantlab.util.signals import exit_on_sigterm
 
     if backend is not None and backend not in ("cpu", "cuda"):
         raise typer.BadParameter(f"--backend must be cpu or cuda, not {backend}")

@@ -23,8 +23,8 @@ def report(
     """Render the tradeoff table from a results file (the newest record per configuration); rows from more than
     one host say which host made them."""
     from quantlab import report as rendering
-    from quantlab.fsutil import write_atomic
     from quantlab.results import read_results
+    from quantlab.util.files import write_atomic
 
     if format not in rendering.FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(rendering.FORMATS)}, not {format}")

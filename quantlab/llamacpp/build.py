@@ -36,9 +36,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from quantlab.default_model import exclusive
 from quantlab.errors import BackendUnavailableError
 from quantlab.llamacpp import source
+from quantlab.util.files import exclusive
 
 # llama-batched-bench: the engine's own batching ceiling on a workload (benchmarks/gguf_batching_ceiling.py)
 TOOLS = (

@@ -15,10 +15,10 @@ from functools import cache
 from pathlib import Path
 
 from quantlab.errors import ArtifactError, QuantizationError
-from quantlab.fsutil import write_atomic
 from quantlab.llamacpp import build
 from quantlab.llamacpp.source import tools_dir, tools_env
 from quantlab.paths import cache_dir
+from quantlab.util.files import write_atomic
 
 GGUF_TOOL = Path(__file__).with_name("gguf_tool.py")
 

@@ -21,16 +21,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
-from quantlab.default_model import exclusive
 from quantlab.errors import BackendUnavailableError
-from quantlab.models import file_sha256 as sha256_file
 from quantlab.paths import cache_dir
+from quantlab.util.files import exclusive
+from quantlab.util.files import file_sha256 as sha256_file
+from quantlab.util.pip import pip_download
 
 DISTRIBUTION = "llama-cpp-python"
 # sdists whose content quantlab has checked; another version is used too, but is not hash-checked.
@@ -98,27 +97,10 @@ def _sdist(version: str, tmp: Path, log) -> Path:
         path = Path(local).expanduser()
     else:
         log(f"downloading the llama-cpp-python {version} sdist from PyPI for its llama.cpp tree (77 MB, once)")
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                "--disable-pip-version-check",
-                "-d",
-                str(tmp),
-                f"{DISTRIBUTION}=={version}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        failed = pip_download(f"{DISTRIBUTION}=={version}", tmp, source=True)
         found = sorted(tmp.glob("llama_cpp_python-*.tar.gz"))
-        if proc.returncode != 0 or not found:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        if failed or not found:
+            last = failed or "no sdist in its output"
             raise BackendUnavailableError(
                 f"could not fetch llama.cpp's converter: 'pip download {DISTRIBUTION}=={version}' failed ({last}); "
                 "set QUANTLAB_LLAMACPP_SDIST to a local copy of that sdist"

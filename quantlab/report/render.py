@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from quantlab.fsutil import write_atomic
 from quantlab.report import plots
 from quantlab.report.choose import choose_table
 from quantlab.report.claims import claims_table
 from quantlab.report.notes import footnotes
 from quantlab.report.tables import batch_table, gguf_table, load_table, main_table, tasks_table
 from quantlab.results import Result
+from quantlab.util.files import write_atomic
 
 TITLE = "quantlab results"
 

@@ -1,4 +1,4 @@
-"""Writing files so that a reader never sees half of one.
+"""Files: written whole or not at all, hashed, and locked between processes.
 
 A report, a manifest or a cache entry cut short by a crash or a kill would be read later as if it were whole
 (a truncated manifest makes a finished artifact look corrupt, a truncated cache entry is trusted), so every
@@ -7,9 +7,12 @@ file quantlab writes in one piece goes through `write_atomic`: the old content o
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import secrets
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -50,3 +53,50 @@ def _sync_dir(directory: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """One holder at a time of `lock_path` across processes (a cache being filled: a second process waits, then
+    finds the work done). The kernel releases it when the holder dies, so a killed process never leaves it held."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class Held(Exception):
+    """`exclusive_or_fail` found the lock held; its message says by which process."""
+
+
+@contextmanager
+def exclusive_or_fail(lock_path: Path) -> Iterator[None]:
+    """Like `exclusive`, but raises `Held` (naming the holder's pid) instead of waiting: for work two processes
+    must not do side by side at all."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            raise Held(f"held by process {holder}") from None
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
