@@ -41,25 +41,16 @@ def serve(
     until Ctrl-C. quantlab starts the engine's server, waits until it answers a first request, and stops it
     (and anything it started) on Ctrl-C, SIGTERM or failure."""
     from quantlab.artifact import load_artifact
-    from quantlab.bench.speculative import draft_options
-    from quantlab.results.serving import ServingOptions
-    from quantlab.runtimes import default_device
-    from quantlab.serve.engines import select_engine
+    from quantlab.bench.prepare import resolve_device
+    from quantlab.bench.served_plan import engine_and_options
     from quantlab.serve.process import ServerProcess, check_port_free
     from quantlab.util.signals import exit_on_sigterm
 
     config = build(BenchConfig, settings, BenchError)
     exit_on_sigterm()
     loaded = load_artifact(artifact)
-    device = config.device or default_device()
-    chosen = select_engine(loaded, config.engine, device=device, gpus=config.tensor_parallel)
-    options = ServingOptions(
-        kv_cache_dtype=config.kv_cache_dtype,
-        prefix_cache=config.prefix_cache,
-        tensor_parallel=config.tensor_parallel,
-        **draft_options(loaded, config),
-    )
-    chosen.check_options(options)
+    device = resolve_device(config)
+    chosen, options = engine_and_options(loaded, config, device)
     check_port_free(port)
     threads = config.threads or os.cpu_count() or 1
     plan = chosen.plan(

@@ -48,6 +48,10 @@ class Engine(ABC):
     prefix_caching: ClassVar[bool] = False
     speculation: ClassVar[tuple[str, ...]] = ()  # "draft" (a draft model) and/or "ngram" (draft-free)
     tensor_parallel: ClassVar[bool] = False  # splits one copy of the model over several GPUs
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    loads_from: ClassVar[str | None] = None  # a manifest `loads_in` entry the artifact must also name
+    # False: the engine picks its kernel at load time and does not say which; quantlab records `unknown`
+    kernel_readable: ClassVar[bool] = True
 
     def check_options(self, options: ServingOptions) -> None:
         """Refuse a lever this engine lacks, before anything starts."""
@@ -74,9 +78,14 @@ class Engine(ABC):
         return None
 
     def supports(self, artifact: Artifact) -> bool:
+        """Whether it serves this artifact: its manifest says it loads where the engine loads from."""
         from quantlab.runtimes import RUNTIMES
 
-        return RUNTIMES[self.same_library_runtime].supports(artifact)
+        loads = self.loads_from is None or self.loads_from in artifact.manifest.loads_in
+        return loads and RUNTIMES[self.same_library_runtime].supports(artifact)
+
+    def serves_on(self, device: str) -> bool:
+        return device.split(":")[0] in self.devices
 
     def missing(self) -> str | None:
         """Why the engine cannot start here, or None."""
@@ -104,6 +113,8 @@ class Engine(ABC):
         """How to start this engine for `artifact`; a lever it lacks is refused here, for every caller."""
         options = options or ServingOptions()
         self.check_options(options)
+        if not self.serves_on(device):
+            raise ServeError(f"engine {self.name!r} is wired for {'/'.join(self.devices)} rigs, not {device}")
         return self._plan(
             artifact, port=port, device=device, threads=threads, ctx=ctx, max_concurrency=max_concurrency,
             options=options,

@@ -198,13 +198,13 @@ class VllmServer(Engine):
     batches_requests = True
     batching_note = "continuous batching (vLLM's scheduler, PagedAttention)"
     verified = False
-    same_library_runtime = "transformers"  # what it can load; its kernels are its own (see bench.served)
+    same_library_runtime = "transformers"  # what it can load; its kernels are its own (see bench.served_run)
+    loads_from = "vllm"
+    devices = ("cuda",)
+    kernel_readable = False
     kv_cache_dtypes = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")  # vLLM's --kv-cache-dtype choices (unverified)
     prefix_caching = True
     tensor_parallel = True  # --tensor-parallel-size: the GPUs from CUDA_VISIBLE_DEVICES on (unverified)
-
-    def supports(self, artifact: Artifact) -> bool:
-        return super().supports(artifact) and artifact.manifest.spec.method != "bnb"
 
     def _plan(
         self,
@@ -217,8 +217,6 @@ class VllmServer(Engine):
         max_concurrency: int,
         options: ServingOptions,
     ) -> LaunchPlan:
-        if not device.startswith("cuda"):
-            raise ServeError("engine 'vllm' is wired for CUDA rigs; on the CPU use --engine transformers")
         model = str(artifact.path)
         program = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
         flags = ["--max-model-len", str(ctx), "--disable-log-requests"]
@@ -253,9 +251,7 @@ def select_engine(artifact: Artifact, name: str | None = None, *, device: str = 
             raise BackendUnavailableError(reason)
         return engine
     candidates = [
-        e
-        for e in ENGINES.values()
-        if e.supports(artifact) and (e.name != "vllm" or device.startswith("cuda")) and (gpus == 1 or e.tensor_parallel)
+        e for e in ENGINES.values() if e.supports(artifact) and e.serves_on(device) and (gpus == 1 or e.tensor_parallel)
     ]
     for engine in candidates:
         if engine.missing() is None:
