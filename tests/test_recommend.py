@@ -7,7 +7,7 @@ import pytest
 
 from quantlab.errors import ResultsError
 from quantlab.report import select
-from quantlab.report.recommend import recommend
+from quantlab.report.recommend import explain, recommend
 from quantlab.results import read_results
 
 from .conftest import REPO, run_cli
@@ -50,3 +50,27 @@ def test_cli_says_why_and_fails_when_nothing_fits():
     assert "Recommended on cpu" in proc.stdout and "Runner-up" in proc.stdout and "Excluded" in proc.stdout
     proc = run_cli("recommend", str(FORMATS), "--rig", "cpu", "--min-quality", "101")
     assert proc.returncode == 1 and "No format on rig cpu meets" in proc.stdout
+
+
+def test_records_of_another_host_or_baseline_are_set_aside_and_the_answer_says_what_it_rests_on(records):
+    """The report's comparability rule: a cheaper record measured on another machine, or scored against another
+    baseline, is excluded with that reason instead of winning (it used to win: the newest record per digest was
+    taken whatever its host or baseline)."""
+    from datetime import timedelta
+
+    plain = recommend(records, rig="cpu", min_quality=80, max_memory_gb=1.0)
+    winner = next(r for r in records if r.artifact.digest == plain.winner.digest)
+    elsewhere = winner.model_copy(deep=True)
+    elsewhere.host.cpu, elsewhere.timestamp = "Another CPU", winner.timestamp + timedelta(hours=1)
+    elsewhere.cost = [c.model_copy(update={"usd_per_1m_tokens": c.usd_per_1m_tokens / 100}) for c in winner.cost]
+    rebased = elsewhere.model_copy(deep=True)
+    rebased.host.cpu = winner.host.cpu
+    rebased.quality.vs_baseline.baseline_digest = "0" * 16
+    for odd, reason in ((elsewhere, "measured on Another CPU"), (rebased, "scored against another baseline")):
+        rec = recommend([*records, odd], rig="cpu", min_quality=80, max_memory_gb=1.0)
+        assert rec.winner.digest == plain.winner.digest and rec.winner.usd_per_1m == plain.winner.usd_per_1m
+        assert any(why.startswith(reason) for _, why in rec.excluded), rec.excluded
+    base = winner.quality.vs_baseline
+    assert plain.host == winner.host.cpu and base.baseline_digest in plain.baseline
+    text = explain(plain, rig="cpu", min_quality=80, max_memory_gb=1.0, at=1)
+    assert f"Compared on {winner.host.cpu}" in text and base.baseline_label in text
