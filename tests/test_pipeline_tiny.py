@@ -218,22 +218,24 @@ def test_a_backend_without_its_library_says_so(monkeypatch, tiny_model, tmp_path
 
 
 def test_help_everywhere():
-    for command in (
-        [],
-        ["quantize"],
-        ["bench"],
-        ["report"],
-        ["methods"],
-        ["rigs"],
-        ["demo"],
-        ["serve"],
-        ["fit"],
-        ["recommend"],
-        ["run"],
-    ):
-        proc = run_cli(*command, "--help")
-        assert proc.returncode == 0, command
-        assert "Usage" in proc.stdout
+    """Every command's help, as `--help | grep` sees it (piped, 80 columns): nothing cut short with …, and every
+    option named whole (a hidden `--no-X` in the text of its `--X`)."""
+    from typer.main import get_command
+
+    from quantlab.cli import app
+
+    commands = get_command(app).commands
+    assert {"quantize", "bench", "report", "methods", "rigs", "demo", "serve", "fit", "recommend", "run"} <= set(
+        commands
+    )
+    for name, command in [("", None), *commands.items()]:
+        proc = run_cli(*([name] if name else []), "--help", env={"COLUMNS": "80"})
+        assert proc.returncode == 0 and "Usage" in proc.stdout, name
+        assert "…" not in proc.stdout, (name, [line for line in proc.stdout.splitlines() if "…" in line])
+        assert max(len(line) for line in proc.stdout.splitlines()) <= 80, name
+        text = " ".join(proc.stdout.split())
+        options = [o for p in (command.params if command else []) for o in [*p.opts, *p.secondary_opts]]
+        assert [o for o in options if o.startswith("--") and o not in text] == [], name
 
 
 def _state_dict(path):

@@ -67,13 +67,19 @@ def _default_text(info: FieldInfo) -> str:
     return f" Default: {value}."
 
 
+def _negative(name: str) -> str:
+    return f"--no-{flag(name)[2:]}"
+
+
 def parse_list(text: str, item: type, option: str) -> list:
+    """Typer has parsed the text; what it holds is quantlab's to check, so a mistake is a one-line error (exit
+    code 1), like every other value quantlab validates, not click's usage box."""
     try:
         values = [item(part.strip()) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise typer.BadParameter(f"{option} takes comma-separated values, e.g. 1,8") from None
+        raise QuantlabError(f"{option} takes comma-separated values, e.g. 1,8 (not {text[:100]!r})") from None
     if not values:
-        raise typer.BadParameter(f"{option} is empty")
+        raise QuantlabError(f"{option} is empty")
     return values
 
 
@@ -97,20 +103,33 @@ def model_options(
         parameters = inspect.signature(func).parameters.values()
         own = [p.replace(annotation=hints[p.name]) for p in parameters if p.name != into]
         added = []
+        negated = [n for n in names if _cli_type(model.model_fields[n]) is bool and n not in spelled]
         for name in names:
             info = model.model_fields[name]
             kind = _cli_type(info)
-            spelling = spelled.get(name) or (f"{flag(name)}/--no-{flag(name)[2:]}" if kind is bool else flag(name))
-            text = (info.description or "") + _default_text(info) + extra_help(name)
-            option = typer.Option(spelling, help=text, rich_help_panel=panel, show_default=False)
+            off = f" {_negative(name)} turns it off." if name in negated else ""
+            text = (info.description or "") + _default_text(info) + off + extra_help(name)
+            option = typer.Option(spelled.get(name) or flag(name), help=text, rich_help_panel=panel, show_default=False)
             annotation = Annotated[kind | None, option]
             added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+        for name in negated:
+            # A hidden `--no-X` beside a listed `--X`, instead of typer's `--X/--no-X` pair, whose second column of
+            # names left the help of an 80-column terminal too narrow for the longest option names (cut with …).
+            hidden = typer.Option(_negative(name), hidden=True, show_default=False)
+            annotation = Annotated[bool, hidden]
+            added.append(
+                inspect.Parameter(f"no_{name}", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=annotation)
+            )
 
         @functools.wraps(func)
         def command(**kwargs: Any) -> Any:
             chosen = {}
             for name in names:
                 value = kwargs.pop(name)
+                if name in negated and kwargs.pop(f"no_{name}"):
+                    if value:
+                        raise typer.BadParameter(f"{flag(name)} and {_negative(name)} contradict each other")
+                    value = False
                 if value is None:
                     continue
                 info = model.model_fields[name]

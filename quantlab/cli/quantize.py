@@ -62,8 +62,10 @@ def quantize(
     out: Annotated[Path, typer.Option(help="Artifact directory to create (must not exist unless --force).")],
     options: dict,
     calib: dict,
-    force: Annotated[bool, typer.Option(help="Replace an existing --out (atomically).")] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own Python code to run.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out (atomically).")] = False,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code to run.")
+    ] = False,
 ) -> None:
     """Quantize MODEL into an artifact directory: engine-native files plus the quantlab.json manifest.
 
