@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from quantlab.errors import ModelNotFoundError
+from quantlab.errors import ModelNotFoundError, exception_line
 from quantlab.util.files import file_sha256
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -106,7 +106,7 @@ def _from_hub(ref: str, revision: str | None) -> SourceModel:
     try:
         path = Path(snapshot_download(ref, revision=revision, allow_patterns=_HUB_FILES))
     except Exception as exc:  # the hub client raises many types; all mean "could not get it"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = exception_line(exc)
         raise ModelNotFoundError(
             f"model {ref!r}: no such local directory, and the Hugging Face hub did not provide it ({reason})"
         ) from exc

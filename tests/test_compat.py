@@ -17,7 +17,6 @@ def test_llmcompressor_awq_still_pins_memory_without_an_accelerator():
     with pytest.raises(RuntimeError, match="accelerator"):
         cache.pin_memory(0)
     with compat.llmcompressor_on_cpu():
-        cache.pin_memory(0)  # skipped
-    assert IntermediatesCache.pin_memory is not None
+        cache.pin_memory(0)  # made a no-op inside the block
     with pytest.raises(RuntimeError, match="accelerator"):
         cache.pin_memory(0)  # restored after the block

@@ -1,4 +1,4 @@
-"""The compiled decode loop (issue 17): static KV cache + torch.compile, checked against the eager loop.
+"""The compiled decode loop: static KV cache + torch.compile, checked against the eager loop.
 
 A tiny random Llama in fp32, its weights drawn wide enough (std 0.2) that greedy continuations of real text
 do not collapse into one repeated token, so "identical tokens" compares sequences that could differ. Compiling

@@ -181,3 +181,25 @@ def test_baseline_of_another_model_is_refused_before_any_work(tiny_artifact, tmp
     proc = run_cli("bench", str(tiny_artifact), "--baseline", str(other_art), "--results", str(results))
     _one_line_error(proc, "tokenize the dataset differently")
     assert not results.exists()
+
+
+def test_a_library_error_is_quoted_in_one_line_even_when_its_message_is_empty_or_a_traceback(monkeypatch):
+    """What the hand-trimmed quotes got wrong: an empty message raised IndexError instead of the report."""
+    import ray
+
+    from quantlab.errors import exception_line
+    from quantlab.sweep import cluster
+
+    assert exception_line(ValueError("")) == "ValueError"
+    assert exception_line(RuntimeError("  \n")) == "RuntimeError"
+    assert (
+        exception_line(RuntimeError("Traceback ...\n  File x\nValueError: bad"), last=True)
+        == "RuntimeError: ValueError: bad"
+    )
+
+    def refuse(**_):
+        raise RuntimeError("")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(cluster.ClusterError, match=r"^ray: cannot join local: RuntimeError$"):
+        cluster.connect("local")

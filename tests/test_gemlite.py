@@ -1,4 +1,4 @@
-"""`--kernel gemlite` (issue 17, item 2): compressed-tensors weights handed to gemlite's Triton kernels.
+"""`--kernel gemlite`: compressed-tensors weights handed to gemlite's Triton kernels.
 
 gemlite's kernels need a CUDA GPU (importing gemlite queries one), so on a CPU host these tests check what does
 not: the weights handed to gemlite (int4/int8 integers with scales and zero points, FP8 weights with scales)

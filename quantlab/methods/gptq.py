@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quantlab.env import is_installed
-from quantlab.errors import BackendUnavailableError
+from quantlab.errors import BackendUnavailableError, exception_line
 from quantlab.methods import gptqmodel_backend as gm
 from quantlab.methods import llmcompressor_backend as lc
 from quantlab.methods.base import Availability, Log, QuantizeOutcome
@@ -97,7 +97,7 @@ class GptqAutoGptq(WeightOnlyIntBackend):
         try:
             import auto_gptq  # noqa: F401
         except Exception as exc:  # it fails in several ways on transformers 5
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = exception_line(exc)
             return Availability(
                 False, f"auto-gptq does not import here ({reason}); end-of-life upstream: {replacement}"
             )

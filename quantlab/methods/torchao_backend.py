@@ -2,8 +2,8 @@
 
 torchao quantizes as the weights load, into tensor subclasses whose matmul calls the kernel of their layout;
 `save_pretrained` writes them as safetensors with torchao's metadata, and `from_pretrained` (transformers) and
-vLLM read them back. Data-free. The schemes are the torchao configs the issue measured on a GPU, plus the int8
-ones that also run on a CPU:
+vLLM read them back. Data-free. The schemes are torchao's GPU configs for int4 weight-only and float8 W8A8,
+plus the int8 ones that also run on a CPU:
 
 - int8wo: int8 weights, one scale per output channel (or per group of `--group-size`); activations stay in the
   model dtype.

@@ -15,7 +15,7 @@ import pandas as pd
 from quantlab.report.selection import host
 from quantlab.results import Result
 
-KLD_NEGLIGIBLE = 0.01  # "negligible quality impact": KLD below the bound issue 16 set for a q8_0 cache
+KLD_NEGLIGIBLE = 0.01  # "negligible quality impact": KLD below this bound, the one a q8_0 KV cache is held to
 SIXTEEN_BIT = ("bf16", "fp16")
 
 

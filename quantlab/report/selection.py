@@ -40,10 +40,10 @@ def _key(r: Result) -> tuple:
         r.settings.ctx,
         r.quality.vs_baseline.baseline_digest if r.quality and r.quality.vs_baseline else None,
         host(r),  # the same configuration on another machine is another measurement, not a re-run
-        r.runtime.kv_cache_dtype,  # the levers (issue 16): another KV type, serving option or workload is
+        r.runtime.kv_cache_dtype,  # the serving levers: another KV type, serving option or workload is
         r.load.options.model_dump_json() if r.load else None,  # another configuration
         r.load.shared_prefix_tokens if r.load else None,
-        compiled(r),  # issue 17: the compiled decode loop is another measurement of the same artifact
+        compiled(r),  # the compiled decode loop is another measurement of the same artifact
         r.runtime.kernel_option,  # and so is another matmul kernel for the same weights
     )
 

@@ -6,7 +6,7 @@ Quality: the token ids the transformers runtime scores are fed as ids (`Llama.ev
 with `logits_all=True` so every position's logits come back. Speed: prefill = one `eval` of the prompt,
 decode = one `eval` per greedy token, timed separately with the same threads. Batching: none. The
 high-level `Llama` object holds one sequence; batch sizes above 1 are skipped and the result says why
-(issue 6's server runtime is where multi-sequence batching is measured).
+(a served sweep, `llama-server`, is where multi-sequence batching is measured).
 
 KV cache: f16 by default, flash attention off (llama-cpp-python's defaults). `kv_cache_dtype` sets K and V to
 a llama.cpp cache type and turns flash attention on (a quantized V requires it; f16 named explicitly gets it

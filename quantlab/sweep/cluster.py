@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from quantlab.errors import QuantlabError
+from quantlab.errors import QuantlabError, exception_line
 
 PROBE_TIMEOUT_S = 120.0
 CONNECT_TIMEOUT_S = 10.0
@@ -108,7 +108,7 @@ def connect(address: str | None) -> str:
             logging_level="warning",
         )
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ClusterError(f"ray: cannot join {address}: {str(exc).splitlines()[0]}") from None
+        raise ClusterError(f"ray: cannot join {address}: {exception_line(exc)}") from None
     return "a local Ray cluster started for this run" if address == "local" else f"the Ray cluster at {address}"
 
 
