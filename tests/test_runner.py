@@ -89,3 +89,15 @@ def test_sigkill_anywhere_then_rerun_finishes_with_every_cell_once(tiny_model, t
     after = _created(work)
     assert {k: after[k] for k in before} == before  # nothing finished was quantized again
     assert len(after) == 3
+
+
+def test_a_second_run_on_the_same_work_dir_is_refused_before_any_work(tiny_model, tmp_path):
+    """Two runs on one work dir would build the same artifacts side by side; the second is refused in one line,
+    and runs again once the first is done."""
+    from quantlab.sweep.recipe import RecipeError
+    from quantlab.util.files import exclusive_or_fail
+
+    recipe, work, results = _recipe(tmp_path, tiny_model), tmp_path / "work", tmp_path / "r.jsonl"
+    with exclusive_or_fail(work / ".quantlab-run.lock"), pytest.raises(RecipeError, match="in use by another run"):
+        run_recipe(recipe, results=results, work_dir=work)
+    assert not results.exists() and [p.name for p in work.iterdir()] == [".quantlab-run.lock"]
