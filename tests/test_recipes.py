@@ -160,7 +160,7 @@ def test_every_backend_declares_what_planning_needs(backend):
         assert backend.loads_in
 
 
-COMMITTED = sorted([*RECIPES.glob("*.yaml"), *(REPO / "benchmarks" / "recipes").glob("*.yaml")])
+COMMITTED = sorted([*RECIPES.glob("*.yaml"), *(REPO / "benchmarks" / "sweeps" / "recipes").glob("*.yaml")])
 
 
 @pytest.mark.parametrize("ray", [False, True], ids=["serial", "ray"])
@@ -183,6 +183,6 @@ def test_every_committed_recipe_dry_runs(path, ray):
 
 def test_the_torchao_recipe_dry_runs_on_ray_from_the_cli():
     """The committed recipe whose dry-run once crashed (a method the plan did not know) runs through the CLI."""
-    proc = run_cli("run", str(REPO / "benchmarks" / "recipes" / "torchao-smollm2.yaml"), "--dry-run", "--ray")
+    proc = run_cli("run", str(REPO / "benchmarks/sweeps/recipes/torchao-smollm2.yaml"), "--dry-run", "--ray")
     assert proc.returncode == 0, proc.stderr
     assert "torchao-int8wo" in proc.stdout and "on Ray (" in proc.stdout

@@ -4,7 +4,7 @@ backends, AWQ for the default one.
 CI settings are reduced (8 × 256 calibration tokens, 2048 evaluation tokens) and the artifacts come from the
 session cache (conftest.SmolCache; the fp32 baseline and RTN w4 sym are shared with other slow tests, GPTQ with
 llm-compressor with tests/test_slow_serve.py); the issue's full settings (64 × 512, 16384 tokens) are run by
-`benchmarks/calibrated_quality.py` and committed under results/, for all four backends.
+`python -m benchmarks.sweeps.calibrated_quality` and committed under results/, for all four backends.
 
 GPTQModel's AWQ is left out here to keep `make test` within its 45-minute budget: it alone took 8.5 min of the
 suite on a 2-core AMD EPYC (measured: 513 s, 62 % of it in its clip search, which samples a fixed 512 tokens

@@ -2,8 +2,8 @@
 names, every artifact served by the bench with its kernel label, reloaded in a fresh process.
 
 CI evaluates 2048 tokens (NVFP4 calibrated on 16 × 256), through the session cache of artifacts
-(conftest.SmolCache); `benchmarks/fp_formats_quality.py` runs the issue's full settings (16384 tokens, 64 × 512)
-and its results are committed under results/.
+(conftest.SmolCache); `python -m benchmarks.sweeps.fp_formats_quality` runs the issue's full settings (16384
+tokens, 64 × 512) and its results are committed under results/.
 """
 
 from __future__ import annotations

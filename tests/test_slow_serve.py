@@ -4,8 +4,8 @@ GGUF Q4_K_M, each served by its engine and swept at concurrency 1/8/32 with zero
 than at 1.
 
 CI settings: 64-token prompts, 16 output tokens, 2 × concurrency requests per level (at least 8), artifacts from
-the session cache (conftest.SmolCache); the committed results (`benchmarks/served_load.py`) use 128-token prompts
-and 32 output tokens.
+the session cache (conftest.SmolCache); the committed results (`python -m benchmarks.sweeps.served_load`) use
+128-token prompts and 32 output tokens.
 """
 
 from __future__ import annotations

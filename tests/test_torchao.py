@@ -152,7 +152,7 @@ def test_standins_refuse_what_they_cannot_stand_in_for():
 
 @pytest.mark.parametrize("scheme", ["int4wo", "float8dq"])
 def test_artifact_check_reads_back_the_standins_values_and_names_a_layer_that_differs(tiny_model, tmp_path, scheme):
-    """What benchmarks/gpu_compiled.py asks of the real GPU artifacts, exercised here on the stand-ins (CPU
+    """What benchmarks/gpu/compiled_decode.py asks of the real GPU artifacts, exercised here on the stand-ins (CPU
     layouts of the same values); a source weight changed after quantizing must be caught."""
     import shutil
 

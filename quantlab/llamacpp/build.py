@@ -40,7 +40,8 @@ from quantlab.errors import BackendUnavailableError
 from quantlab.llamacpp import source
 from quantlab.util.files import exclusive
 
-# llama-batched-bench: the engine's own batching ceiling on a workload (benchmarks/gguf_batching_ceiling.py)
+# llama-batched-bench: the engine's own batching ceiling on a workload
+# (benchmarks/crosschecks/served_batching_vs_batched_bench.py)
 TOOLS = (
     "llama-server",
     "llama-bench",

@@ -9,7 +9,7 @@ kernel that multiplies them, and torchao computes those values on a CPU too:
   `tinygemm_mismatches` checks that per layer, exactly: same integers, same scales and zeros.
 - float8dq: the backend's own config, through the same transformers loading path, with only torchao's hardware
   assertion lifted. Weights and per-token activation scales are torchao's; the FP8 matmul is torch._scaled_mm's
-  CPU path (an upcast and an fp32 matmul: benchmarks/cpu_fp8_matmul.py), where the GPU also sums in fp32.
+  CPU path (an upcast and an fp32 matmul: benchmarks/crosschecks/cpu_fp8_matmul.py), where the GPU also sums in fp32.
 
 These models are never saved: they are not artifacts, and whatever reports them says it ran a stand-in.
 """

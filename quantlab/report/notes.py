@@ -96,8 +96,8 @@ def op_name(op: str) -> str:
 
 
 def _decode_notes(results: list[Result]) -> list[str]:
-    """Which decode loop made the speed figures, where a record says (records made before the compiled loop existed do not); of the
-    newest record of each configuration, as the tables show."""
+    """Which decode loop made the speed figures, where a record says (records made before the compiled loop
+    existed do not); of the newest record of each configuration, as the tables show."""
     notes = set()
     for r in select(results):
         decode = r.runtime.decode

@@ -1,8 +1,8 @@
 """A trivial OpenAI-compatible completions endpoint: streams `max_tokens` fixed chunks, no model.
 
-It exists to measure the measuring: the load generator's own ceiling (benchmarks/load_generator_overhead.py)
-and exact expectations in tests (a known delay per token gives a known TTFT and ITL). It never stands in for
-an engine in a result.
+It exists to measure the measuring: the load generator's own ceiling
+(benchmarks/crosschecks/load_generator_ceiling.py) and exact expectations in tests (a known delay per token gives
+a known TTFT and ITL). It never stands in for an engine in a result.
 
 Run: `python -m quantlab.serve.trivial --port P [--token-delay-ms D] [--fail-every N] [--short-every N]`.
 """

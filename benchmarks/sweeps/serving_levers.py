@@ -1,0 +1,103 @@
+"""The guide's other levers on the default model, measured side by side in one run: KV-cache types, prefix
+caching, speculative decoding (a quantized draft and draft-free n-grams), with goodput under an SLO.
+
+    python -m benchmarks.sweeps.serving_levers [--model default] [--target Q8_0] [--draft Q4_0] [--draft-tokens 4]
+                                               [--levers kv,kv-served,prefix,spec] [--slo ttft_ms=2000,tpot_ms=100]
+                                               [--results results/levers-smollm2.jsonl]
+
+Every record is a quantlab Result appended to `--results`; the report beside it (`quantlab report`, with its
+table "The guide's claims, measured here") is rendered from that file at the end. All on llama.cpp (the one
+engine quantlab drives that has every lever), target `--target` made from `--model`:
+- kv: in-process, the target against itself with an explicit f16 cache, per KV type (f16, q8_0, q4_0): ppl and
+  KLD over 16k tokens at ctx 512, batch-1 speed, and the KV bytes per token llama.cpp allocates;
+- kv-served: one served sweep per type (concurrency 1 and 8; 128-token prompts, 32 new tokens).
+- prefix: 1024-token shared prefix + 64-token distinct suffix, llama-server's prompt cache off, then on.
+- spec: no speculation, a `--draft` GGUF of the same model, and n-gram lookup, at concurrency 1 and 8 (each
+  speculative sweep records its greedy check).
+Sweeps of one lever run back to back, so a ratio compares two measurements of the same minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from benchmarks.lib.artifacts import gguf
+from benchmarks.lib.console import log
+
+KV_TYPES = ("f16", "q8_0", "q4_0")
+
+
+def kv(target, args) -> None:
+    from quantlab.bench import BenchConfig, bench
+
+    for dtype in KV_TYPES:
+        config = BenchConfig(ctx=512, max_tokens=16384, batch_sizes=[1], kv_cache_dtype=dtype)
+        bench([target.path], baseline=target.path, config=config, results_path=args.results, progress=log)
+
+
+def kv_served(target, args) -> None:
+    from quantlab.bench import BenchConfig, bench_load
+
+    for dtype in KV_TYPES:
+        config = BenchConfig(concurrency=[1, 8], kv_cache_dtype=dtype, slo=args.slo)
+        bench_load(target.path, config=config, results_path=args.results, progress=log)
+
+
+def prefix(target, args) -> None:
+    from quantlab.bench import BenchConfig, bench_load
+
+    for on in (False, True):
+        config = BenchConfig(
+            concurrency=[1, 8], shared_prefix_tokens=1024, prompt_tokens=64, prefix_cache=on, slo=args.slo
+        )
+        bench_load(target.path, config=config, results_path=args.results, progress=log)
+
+
+def spec(target, args) -> None:
+    from quantlab.bench import BenchConfig, bench_load
+
+    draft = gguf(args.model, args.draft)
+    for chosen in (None, str(draft.path), "ngram"):
+        config = BenchConfig(
+            concurrency=[1, 8],
+            draft=chosen,
+            draft_tokens=args.draft_tokens if chosen else None,
+            slo=args.slo,
+        )
+        bench_load(target.path, config=config, results_path=args.results, progress=log)
+
+
+LEVERS = {"kv": kv, "kv-served": kv_served, "prefix": prefix, "spec": spec}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--target", default="Q8_0")
+    parser.add_argument("--draft", default="Q4_0")
+    parser.add_argument("--draft-tokens", type=int, default=4)
+    parser.add_argument("--levers", default=",".join(LEVERS))
+    parser.add_argument("--slo", default="ttft_ms=2000,tpot_ms=100", help="default: MLPerf llama3.1-8b's SLO")
+    parser.add_argument("--results", type=Path, default=Path("results/levers-smollm2.jsonl"))
+    args = parser.parse_args(argv)
+    chosen = args.levers.split(",")
+    unknown = [lever for lever in chosen if lever not in LEVERS]
+    if unknown:
+        parser.error(f"unknown lever {unknown[0]!r}; levers: {', '.join(LEVERS)}")
+
+    from quantlab.report import select, write_report
+    from quantlab.results import read_results
+
+    target = gguf(args.model, args.target)
+    start = time.monotonic()
+    for lever in chosen:
+        log(f"lever {lever}")
+        LEVERS[lever](target, args)
+    written = write_report(select(read_results(args.results)), args.results)
+    log(f"done in {(time.monotonic() - start) / 60:.1f} min: {', '.join(map(str, written[:1]))}")
+
+
+if __name__ == "__main__":
+    main()
