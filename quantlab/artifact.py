@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from quantlab.errors import ArtifactError, describe_validation_error
 from quantlab.models import WEIGHT_SUFFIXES, SourceModel
 from quantlab.results.gguf import GGUFRecord
+from quantlab.results.io import decode_json
 from quantlab.results.provenance import HostInfo
 from quantlab.spec import MethodSpec
 from quantlab.util.files import file_sha256, write_atomic
@@ -35,8 +36,18 @@ class FileEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str
-    bytes: int
+    bytes: int = Field(ge=0)
     sha256: str
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        """A relative path below the artifact, as `list_files` writes it: a manifest naming a file elsewhere would
+        have the loader check, and a runtime read, a file that is not the artifact's."""
+        parts = PurePosixPath(value).parts
+        if not parts or PurePosixPath(value).is_absolute() or ".." in parts:
+            raise ValueError(f"{value[:100]!r} is not a path inside the artifact")
+        return value
 
 
 class CalibrationRecord(BaseModel):
@@ -174,22 +185,32 @@ def building(out: Path, *, force: bool = False) -> Iterator[Path]:
         raise
 
 
+def _expanded(path: str | Path) -> Path:
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # `~user` of a user this host does not have: the path as typed, which does not exist
+        return Path(path)
+
+
 def load_artifact(path: str | Path, *, check_files: bool = True) -> Artifact:
     """Read and validate an artifact directory; every failure is one line naming the directory."""
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise ArtifactError(f"artifact {path} does not exist")
-    if not root.is_dir():
-        raise ArtifactError(f"artifact {path} is not a directory")
+    root = _expanded(path)
     manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
-        raise ArtifactError(
-            f"{path} has no {MANIFEST}: not a quantlab artifact (make one with "
-            "'quantlab quantize MODEL --method none --out DIR')"
-        )
     try:
-        data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if not root.exists():
+            raise ArtifactError(f"artifact {path} does not exist")
+        if not root.is_dir():
+            raise ArtifactError(f"artifact {path} is not a directory")
+        if not manifest_path.is_file():
+            raise ArtifactError(
+                f"{path} has no {MANIFEST}: not a quantlab artifact (make one with "
+                "'quantlab quantize MODEL --method none --out DIR')"
+            )
+    except OSError as exc:  # a name the file system refuses (too long, ...)
+        raise ArtifactError(f"artifact {path}: cannot look it up ({exc.strerror})") from exc
+    try:
+        data = decode_json(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON (decode_json)
         raise ArtifactError(f"corrupted manifest {manifest_path}: {exc}") from exc
     try:
         manifest = Manifest.model_validate(data)
@@ -201,15 +222,28 @@ def load_artifact(path: str | Path, *, check_files: bool = True) -> Artifact:
             f"(this quantlab reads {SCHEMA_VERSION})"
         )
     if check_files:
-        for entry in manifest.files:
-            file = root / entry.path
-            if not file.is_file():
-                raise ArtifactError(f"artifact {path} is incomplete: {entry.path} is missing")
-            if file.stat().st_size != entry.bytes:
-                raise ArtifactError(
-                    f"artifact {path}: {entry.path} has {file.stat().st_size} bytes, the manifest says {entry.bytes}"
-                )
+        _check_files(root, path, manifest)
     return Artifact(path=root.absolute(), manifest=manifest)
+
+
+def _check_files(root: Path, path: str | Path, manifest: Manifest) -> None:
+    """Every listed file is there with its size, and the GGUF files the manifest names are listed ones."""
+    listed = {entry.path for entry in manifest.files}
+    named = [manifest.gguf.file] if manifest.gguf else []
+    named += [manifest.gguf.imatrix.file] if manifest.gguf and manifest.gguf.imatrix else []
+    for name in named:
+        if name not in listed:
+            raise ArtifactError(f"corrupted manifest in {path}: the GGUF file {name!r} is not one of its files")
+    for entry in manifest.files:
+        file = root / entry.path
+        try:
+            size = file.stat().st_size if file.is_file() else None
+        except OSError as exc:  # a name the file system refuses (too long, ...)
+            raise ArtifactError(f"artifact {path}: cannot check {entry.path!r} ({exc.strerror})") from exc
+        if size is None:
+            raise ArtifactError(f"artifact {path} is incomplete: {entry.path!r} is missing")
+        if size != entry.bytes:
+            raise ArtifactError(f"artifact {path}: {entry.path!r} has {size} bytes, the manifest says {entry.bytes}")
 
 
 def verify_hashes(artifact: Artifact) -> list[str]:

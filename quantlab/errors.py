@@ -45,6 +45,11 @@ class ResultsError(QuantlabError):
     """A results file that cannot be read."""
 
 
+class OptionError(QuantlabError):
+    """A command-line option value that parses but cannot be used (a list with a non-number, a setting of the
+    mode not running): one line and exit 1, like any value quantlab checks, not the parser's usage box."""
+
+
 class ServeError(QuantlabError):
     """A server that cannot be started, did not become ready, or died while being measured."""
 
@@ -76,4 +81,6 @@ def describe_validation_error(exc) -> str:
 
 
 def _where(error) -> str:
-    return ".".join(str(part) for part in error["loc"]) or "(top level)"
+    # a key that is not printable text (a line break in a YAML key) is quoted, so the message stays one line
+    parts = (str(part) if str(part).isprintable() else repr(part) for part in error["loc"])
+    return ".".join(parts) or "(top level)"

@@ -8,6 +8,7 @@ H100 would be a number from one machine labelled as another.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -20,17 +21,18 @@ COST_FORMULA = "$/1M tokens = price_per_hour / (tokens_per_second × 3600) × 1e
 
 
 class Rig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # A price or size of .inf or .nan (YAML spells both) would reach every cost table as a number.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     description: str
     device: Literal["cpu", "cuda"]
     gpu_match: str | None = Field(None, description="substring of the CUDA device name that identifies it")
-    n_gpus: int = 0
+    n_gpus: int = Field(0, ge=0)
     price_per_hour: float = Field(gt=0)
     price_note: str
-    memory_gb: float | None = None  # per rig (all GPUs together); None = measured on the host
-    bandwidth_gb_s: float | None = None  # per GPU, vendor peak
+    memory_gb: float | None = Field(None, gt=0)  # per rig (all GPUs together); None = measured on the host
+    bandwidth_gb_s: float | None = Field(None, gt=0)  # per GPU, vendor peak
 
 
 _INDICATIVE = "indicative on-demand cloud price, not a quote; override with --price-per-hour or --rigs-file"
@@ -138,8 +140,8 @@ def get_rig(name: str, *, rigs_file: str | Path | None = None, price_per_hour: f
     if rig is None:
         raise RigError(f"unknown rig {name!r}; known rigs: {', '.join(rigs)} (add one with --rigs-file)")
     if price_per_hour is not None:
-        if price_per_hour <= 0:
-            raise RigError(f"--price-per-hour must be positive, not {price_per_hour}")
+        if not 0 < price_per_hour < math.inf:  # NaN fails both comparisons
+            raise RigError(f"--price-per-hour must be a positive number, not {price_per_hour}")
         rig = rig.model_copy(update={"price_per_hour": price_per_hour, "price_note": "given on the command line"})
     return rig
 

@@ -203,3 +203,19 @@ def test_a_library_error_is_quoted_in_one_line_even_when_its_message_is_empty_or
     monkeypatch.setattr(ray, "init", refuse)
     with pytest.raises(cluster.ClusterError, match=r"^ray: cannot join local: RuntimeError$"):
         cluster.connect("local")
+
+
+def test_a_key_with_a_line_break_is_quoted_and_a_ray_setting_must_be_finite():
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    from quantlab.errors import describe_validation_error
+    from quantlab.sweep.cluster import RaySettings
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    with pytest.raises(ValidationError) as caught:
+        Strict.model_validate({"bad\nkey": 1})
+    assert describe_validation_error(caught.value).splitlines() == ["'bad\\nkey': Extra inputs are not permitted"]
+    with pytest.raises(ValidationError, match="finite"):
+        RaySettings(cpus_per_cell=float("inf"))

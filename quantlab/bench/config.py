@@ -98,7 +98,10 @@ class BenchConfig(BaseModel):
         None, "Requests per concurrency level; default 2 × concurrency, at least 8.", "served"
     )
     request_rate: PositiveFloat | None = _setting(
-        None, "Poisson arrivals at this many requests/s (capped by the concurrency); default: all at once.", "served"
+        None,
+        "Poisson arrivals at this many requests/s (capped by the concurrency); default: all at once.",
+        "served",
+        allow_inf_nan=False,
     )
     engine: str | None = _setting(
         None,
@@ -145,7 +148,7 @@ class BenchConfig(BaseModel):
         None, "Rig the measurement runs on (prices $/1M); default 'cpu' on a CPU host. See 'quantlab rigs'.", "both"
     )
     rigs_file: str | None = _setting(None, "YAML file adding or overriding rigs.", "both")
-    price_per_hour: PositiveFloat | None = _setting(None, "Override the rig's $/hour.", "both")
+    price_per_hour: PositiveFloat | None = _setting(None, "Override the rig's $/hour.", "both", allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _consistent(self) -> BenchConfig:

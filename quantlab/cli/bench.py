@@ -12,7 +12,7 @@ from quantlab.bench.config import BenchConfig, applies
 from quantlab.cli.app import app
 from quantlab.cli.console import console, emit, steps
 from quantlab.cli.options import build, flag, model_options
-from quantlab.errors import BenchError
+from quantlab.errors import BenchError, OptionError
 
 PANEL = "Bench settings"
 
@@ -28,7 +28,7 @@ def _refuse_other_mode(settings: dict, load: bool) -> None:
     other = "in-process" if load else "served"
     wrong = [flag(name) for name in settings if applies(name) == other]
     if wrong:
-        raise typer.BadParameter(
+        raise OptionError(
             f"{', '.join(wrong)} measure(s) in-process runs, not --load"
             if load
             else f"{', '.join(wrong)} only apply with --load"
@@ -65,7 +65,7 @@ def bench(
 
     _refuse_other_mode(settings, load)
     if load and baseline is not None:
-        raise typer.BadParameter("--baseline measures in-process runs, not --load")
+        raise OptionError("--baseline measures in-process runs, not --load")
     config = build(BenchConfig, settings, BenchError)
     if load:
         from quantlab.bench.served import bench_load

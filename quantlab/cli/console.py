@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 
@@ -117,10 +118,11 @@ def emit(text: str) -> None:
 
 
 def warning(message: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    # escaped: a message quotes file names and library text, where `[...]` is text, not rich markup
+    console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def error(message: str, *, unexpected: bool = False) -> None:
     """One line; for a failure quantlab did not anticipate, where the libraries' own output went."""
     hint = f" (library output: {state['log']})" if unexpected and state["log"] else ""
-    console.print(f"[red]error:[/red] {message}{hint}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(message + hint)}", highlight=False, soft_wrap=True)

@@ -3,6 +3,7 @@ for one model on the rigs."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -52,8 +53,8 @@ def fit(
     from quantlab.rigs import load_rigs
 
     asked = build(MemoryFitQuestion, question, SpecError)
-    if weight_bits <= 0:
-        raise SpecError("--weight-bits must be > 0")
+    if not 0 < weight_bits < math.inf:  # NaN fails both comparisons
+        raise SpecError(f"--weight-bits must be a positive number, not {weight_bits}")
     rigs = load_rigs(rigs_file)
     unknown = [name for name in rig or [] if name not in rigs]
     if unknown:

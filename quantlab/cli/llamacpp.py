@@ -9,6 +9,7 @@ import typer
 
 from quantlab.cli.app import app
 from quantlab.cli.console import emit, steps
+from quantlab.errors import OptionError
 
 llamacpp_app = typer.Typer(
     no_args_is_help=True,
@@ -30,7 +31,7 @@ def build(
     from quantlab.util.signals import exit_on_sigterm
 
     if backend is not None and backend not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"--backend must be cpu or cuda, not {backend}")
+        raise OptionError(f"--backend must be cpu or cuda, not {backend}")
     # `make setup` runs this in the background, where Ctrl-C reaches it as SIGTERM (and SIGINT arrives ignored):
     # both must unwind, so the half-built temporary tree and the build lock are removed
     exit_on_sigterm()

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from quantlab.cli.app import app
 from quantlab.cli.console import emit, out_console
+from quantlab.errors import OptionError
 
 
 @app.command()
@@ -21,7 +22,7 @@ def methods(
     from quantlab.methods import all_backends
 
     if format not in ("table", "json"):
-        raise typer.BadParameter(f"--format must be table or json, not {format}")
+        raise OptionError(f"--format must be table or json, not {format}")
     rows = []
     for backend in all_backends():
         availability = backend.availability()

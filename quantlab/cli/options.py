@@ -19,7 +19,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from quantlab.errors import QuantlabError, describe_validation_error
+from quantlab.errors import OptionError, QuantlabError, describe_validation_error
 
 
 def flag(name: str) -> str:
@@ -77,10 +77,35 @@ def parse_list(text: str, item: type, option: str) -> list:
     try:
         values = [item(part.strip()) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise QuantlabError(f"{option} takes comma-separated values, e.g. 1,8 (not {text[:100]!r})") from None
+        raise OptionError(f"{option} takes comma-separated values, e.g. 1,8 (not {text[:100]!r})") from None
     if not values:
-        raise QuantlabError(f"{option} is empty")
+        raise OptionError(f"{option} is empty")
     return values
+
+
+def _parameters(
+    model: type[BaseModel],
+    names: list[str],
+    negated: list[str],
+    spelled: dict[str, str],
+    panel: str,
+    extra_help: Callable[[str], str],
+) -> list[inspect.Parameter]:
+    """One keyword-only typer parameter per field, and a hidden `--no-X` for each field in `negated`."""
+    added = []
+    for name in names:
+        info = model.model_fields[name]
+        off = f" {_negative(name)} turns it off." if name in negated else ""
+        text = (info.description or "") + _default_text(info) + off + extra_help(name)
+        option = typer.Option(spelled.get(name) or flag(name), help=text, rich_help_panel=panel, show_default=False)
+        annotation = Annotated[_cli_type(info) | None, option]
+        added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+    for name in negated:
+        # A hidden `--no-X` beside a listed `--X`, instead of typer's `--X/--no-X` pair, whose second column of
+        # names left the help of an 80-column terminal too narrow for the longest option names (cut with …).
+        hidden = Annotated[bool, typer.Option(_negative(name), hidden=True, show_default=False)]
+        added.append(inspect.Parameter(f"no_{name}", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=hidden))
+    return added
 
 
 def model_options(
@@ -102,24 +127,8 @@ def model_options(
         hints = typing.get_type_hints(func, include_extras=True)
         parameters = inspect.signature(func).parameters.values()
         own = [p.replace(annotation=hints[p.name]) for p in parameters if p.name != into]
-        added = []
         negated = [n for n in names if _cli_type(model.model_fields[n]) is bool and n not in spelled]
-        for name in names:
-            info = model.model_fields[name]
-            kind = _cli_type(info)
-            off = f" {_negative(name)} turns it off." if name in negated else ""
-            text = (info.description or "") + _default_text(info) + off + extra_help(name)
-            option = typer.Option(spelled.get(name) or flag(name), help=text, rich_help_panel=panel, show_default=False)
-            annotation = Annotated[kind | None, option]
-            added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
-        for name in negated:
-            # A hidden `--no-X` beside a listed `--X`, instead of typer's `--X/--no-X` pair, whose second column of
-            # names left the help of an 80-column terminal too narrow for the longest option names (cut with …).
-            hidden = typer.Option(_negative(name), hidden=True, show_default=False)
-            annotation = Annotated[bool, hidden]
-            added.append(
-                inspect.Parameter(f"no_{name}", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=annotation)
-            )
+        added = _parameters(model, names, negated, spelled, panel, extra_help)
 
         @functools.wraps(func)
         def command(**kwargs: Any) -> Any:
@@ -128,7 +137,7 @@ def model_options(
                 value = kwargs.pop(name)
                 if name in negated and kwargs.pop(f"no_{name}"):
                     if value:
-                        raise typer.BadParameter(f"{flag(name)} and {_negative(name)} contradict each other")
+                        raise OptionError(f"{flag(name)} and {_negative(name)} contradict each other")
                     value = False
                 if value is None:
                     continue

@@ -9,6 +9,7 @@ import typer
 
 from quantlab.cli.app import app
 from quantlab.cli.console import console, emit, warning
+from quantlab.errors import OptionError
 
 
 @app.command()
@@ -27,7 +28,7 @@ def report(
     from quantlab.util.files import write_atomic
 
     if format not in rendering.FORMATS:
-        raise typer.BadParameter(f"--format must be one of {', '.join(rendering.FORMATS)}, not {format}")
+        raise OptionError(f"--format must be one of {', '.join(rendering.FORMATS)}, not {format}")
     records = rendering.select(read_results(results, warn=warning), latest_only=not all_records)
     text = rendering.FORMATS[format](records)
     if out is None:

@@ -101,9 +101,20 @@ def _hub(name: str, split: Split) -> tuple[str, TextSource]:
     )
 
 
+def _exists(path: Path) -> bool:
+    """`Path.exists`, but False for a name the file system refuses (too long ...) instead of an OSError."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def _local(name: str) -> tuple[str, TextSource]:
-    path = Path(name).expanduser()
-    if not path.exists():
+    try:
+        path = Path(name).expanduser()
+    except RuntimeError as exc:  # `~user/...` of a user this host does not have
+        raise DatasetError(f"dataset path {name!r}: {exc}") from exc
+    if not _exists(path):
         raise DatasetError(f"dataset path {name!r} does not exist")
     if not path.is_file():
         raise DatasetError(f"dataset path {name!r} is not a file (expected .txt or .jsonl)")
@@ -120,6 +131,8 @@ def _local(name: str) -> tuple[str, TextSource]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"dataset {name!r} line {lineno}: not JSON ({exc.msg})") from exc
+            except (ValueError, RecursionError) as exc:  # an integer over 4300 digits; nesting past the stack
+                raise DatasetError(f"dataset {name!r} line {lineno}: unreadable JSON ({exc!s:.100})") from exc
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise DatasetError(f"dataset {name!r} line {lineno}: expected an object with a 'text' string")
             texts.append(record["text"])
@@ -152,7 +165,7 @@ def load_text(name: str = "default", split: Split = "test") -> tuple[str, TextSo
         return _hub(name, split)
     if name == "embedded":
         return _embedded(name, split)
-    if "/" not in name and "." not in name and not Path(name).exists():
+    if "/" not in name and "." not in name and not _exists(Path(name)):
         raise DatasetError(f"unknown dataset {name!r}: use one of {', '.join(NAMED)} or a .txt/.jsonl path")
     return _local(name)
 

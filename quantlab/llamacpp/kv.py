@@ -15,18 +15,21 @@ import re
 from quantlab.results.kernels import KvAllocation
 
 _LINE = re.compile(
-    r"llama_kv_cache: size = +([\d.]+) MiB \( *(\d+) cells, +\d+ layers, +\d+/(\d+) seqs\), "
+    r"llama_kv_cache: size = +(\d{1,15}\.\d{2}) MiB \( *(\d{1,12}) cells, +\d+ layers, +\d+/(\d{1,6}) seqs\), "
     r"K \((\w+)\): +[\d.]+ MiB, V \((\w+)\): +[\d.]+ MiB"
-)
+)  # the widths bound what the C format can print, so a damaged line never reaches float() or int() out of range
 
 
 def kv_allocation(log: str, where: str) -> KvAllocation | None:
-    """The last KV-cache line of `log` (a context made later replaces an earlier one), or None."""
+    """The last KV-cache line of `log` (a context made later replaces an earlier one), or None: no such line, or
+    one with no positions to divide by."""
     found = list(_LINE.finditer(log))
     if not found:
         return None
     mib, cells, streams, type_k, type_v = found[-1].groups()
     total, positions = float(mib) * 2**20, int(cells) * int(streams)
+    if positions == 0:
+        return None
     return KvAllocation(
         type_k=type_k,
         type_v=type_v,

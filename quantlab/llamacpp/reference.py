@@ -4,7 +4,8 @@ quantlab scores GGUFs in-process (llama-cpp-python on the library `build.py` com
 llama.cpp ships `llama-perplexity` (ppl, and KLD against a base model's saved log-probs) and `llama-bench`
 (decode tok/s), built from the same tree. Running them on the same file, text, ctx and threads says whether
 quantlab's numbers are llama.cpp's numbers, so a reader can set quantlab's tables next to published ones.
-The cross-check test (tests/test_slow_gguf.py) and benchmarks/gguf_speed.py both use this module.
+The cross-check test (tests/test_slow_gguf.py) and benchmarks/crosschecks/gguf_decode_vs_llama_bench.py both use
+this module.
 
 llama-perplexity's protocol (tools/perplexity/perplexity.cpp of the tree), which differs from quantlab's:
 - It tokenizes the text file itself (special tokens added: a BOS only where the GGUF says add_bos_token), cuts
@@ -23,13 +24,14 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from quantlab.errors import BenchError
+from quantlab.errors import BenchError, exception_line
 from quantlab.llamacpp import build
 
 TIMEOUT_S = 1800.0
@@ -90,11 +92,14 @@ class KldBase:
 def read_kld_base(path: Path) -> KldBase:
     """Parse the header llama-perplexity wrote (layout in the module docstring), to check the token ids."""
     with open(path, "rb") as f:
-        if f.read(8) != b"_logits_":
+        head = f.read(20)
+        if len(head) < 20 or head[:8] != b"_logits_":
             raise BenchError(f"{path} is not a llama-perplexity --kl-divergence-base file")
-        n_ctx = int(np.frombuffer(f.read(4), dtype="<u4")[0])
-        n_vocab, n_chunk = (int(v) for v in np.frombuffer(f.read(8), dtype="<i4"))
-        tokens = np.frombuffer(f.read(4 * n_ctx * n_chunk), dtype="<i4")
+        n_ctx, n_vocab, n_chunk = struct.unpack("<Iii", head[8:])
+        if n_vocab <= 0 or n_chunk < 0:  # a damaged header; checked before its counts size a read
+            raise BenchError(f"{path}: header says n_vocab {n_vocab}, n_chunk {n_chunk}: not a file llama.cpp wrote")
+        data = f.read(min(4 * n_ctx * n_chunk, path.stat().st_size))
+    tokens = np.frombuffer(data[: len(data) // 4 * 4], dtype="<i4")
     if tokens.size != n_ctx * n_chunk:
         raise BenchError(f"{path} is truncated: {tokens.size} of {n_ctx * n_chunk} tokens")
     return KldBase(n_ctx=n_ctx, n_vocab=n_vocab, n_chunk=n_chunk, tokens=tokens.reshape(n_chunk, n_ctx))
@@ -141,7 +146,7 @@ class KldStats:
 
 def parse_kld(output: str, what: str) -> KldStats:
     """The summary block of a `--kl-divergence` run (printed only when ≥ 100 positions were scored)."""
-    number = r"(-?[0-9.]+(?:e[-+]?\d+)?)"
+    number = r"(-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|-?nan|-?inf)"  # C's %f/%e, NaN and inf included
     patterns = {
         "kld": rf"Mean\s+KLD:\s*{number}\s*±\s*{number}",
         "ppl": rf"Mean PPL\(Q\)\s*:\s*{number}",
@@ -153,14 +158,17 @@ def parse_kld(output: str, what: str) -> KldStats:
     missing = [key for key, m in found.items() if m is None]
     if missing:
         raise BenchError(f"{what}: no KLD summary ({', '.join(missing)} missing): {last_error_line(output)}")
-    n_chunk, n_ctx = int(found["chunks"].group(1)), int(found["chunks"].group(2))
+    try:
+        n_chunk, n_ctx = int(found["chunks"].group(1)), int(found["chunks"].group(2))
+    except ValueError as exc:  # digits past Python's 4300
+        raise BenchError(f"{what}: its chunk count or n_ctx is out of range") from exc
     return KldStats(
         kld_mean=float(found["kld"].group(1)),
         kld_mean_err=float(found["kld"].group(2)),
         ppl=float(found["ppl"].group(1)),
         ppl_base=float(found["base"].group(1)),
         top1=float(found["top"].group(1)) / 100,
-        tokens_scored=n_chunk * (n_ctx - 1 - n_ctx // 2),
+        tokens_scored=n_chunk * max(n_ctx - 1 - n_ctx // 2, 0),
     )
 
 
@@ -192,23 +200,28 @@ def parse_llama_bench(output: str, what: str) -> list[TgRun]:
     start = output.find("[")
     try:
         records = json.JSONDecoder().raw_decode(output, start)[0] if start >= 0 else None
-    except ValueError:
+    except (ValueError, RecursionError):
         records = None
     if not isinstance(records, list):
         raise BenchError(f"{what}: llama-bench printed no JSON results: {last_error_line(output)}")
-    return [
-        TgRun(
-            tok_s=float(r["avg_ts"]),
-            tok_s_stddev=float(r["stddev_ts"]),
-            samples=[float(s) for s in r.get("samples_ts", [])],
-            n_gen=int(r["n_gen"]),
-            n_depth=int(r.get("n_depth", 0)),
-            threads=int(r["n_threads"]),
-            flash_attn=FLASH_ATTN.get(str(r.get("flash_attn")), str(r.get("flash_attn"))),
-        )
-        for r in records
-        if int(r.get("n_gen", 0)) > 0 and int(r.get("n_prompt", 0)) == 0
-    ]
+    try:
+        return [
+            TgRun(
+                tok_s=float(r["avg_ts"]),
+                tok_s_stddev=float(r["stddev_ts"]),
+                samples=[float(s) for s in r.get("samples_ts", [])],
+                n_gen=int(r["n_gen"]),
+                n_depth=int(r.get("n_depth", 0)),
+                threads=int(r["n_threads"]),
+                flash_attn=FLASH_ATTN.get(str(r.get("flash_attn")), str(r.get("flash_attn"))),
+            )
+            for r in records
+            if int(r.get("n_gen", 0)) > 0 and int(r.get("n_prompt", 0)) == 0
+        ]
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # another llama-bench's, or damaged
+        raise BenchError(
+            f"{what}: llama-bench's JSON is not the one this quantlab reads ({exception_line(exc)})"
+        ) from exc
 
 
 def llama_bench_tg(
@@ -259,18 +272,26 @@ def llama_batched_bench(
     args = ["-m", str(gguf), "-c", str(ctx), "-npp", str(prompt), "-ntg", str(gen)]
     args += ["-npl", ",".join(map(str, parallel)), "-t", str(threads), "-tb", str(threads), "-ngl", "0"]
     what = f"llama-batched-bench on {gguf.name}"
-    rows = [json.loads(ln) for ln in run_tool(tool, [*args, "--output-format", "jsonl"], what).splitlines()
-            if ln.startswith('{"n_kv_max"')]  # fmt: skip
-    if len(rows) != len(parallel):
-        raise BenchError(f"{what}: {len(rows)} result rows for {len(parallel)} batch sizes")
-    return [
-        BatchedRun(
-            prompt=int(r["pp"]),
-            gen=int(r["tg"]),
-            parallel=int(r["pl"]),
-            prefill_s=float(r["t_pp"]),
-            decode_s=float(r["t_tg"]),
-            total_s=float(r["t"]),
-        )
-        for r in rows
-    ]
+    return parse_batched_bench(run_tool(tool, [*args, "--output-format", "jsonl"], what), what, len(parallel))
+
+
+def parse_batched_bench(output: str, what: str, expected: int) -> list[BatchedRun]:
+    """llama-batched-bench's `--output-format jsonl` rows (one per batch size, among its logs): `expected` of them."""
+    try:
+        rows = [json.loads(ln) for ln in output.splitlines() if ln.startswith('{"n_kv_max"')]
+        runs = [
+            BatchedRun(
+                prompt=int(r["pp"]),
+                gen=int(r["tg"]),
+                parallel=int(r["pl"]),
+                prefill_s=float(r["t_pp"]),
+                decode_s=float(r["t_tg"]),
+                total_s=float(r["t"]),
+            )
+            for r in rows
+        ]
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:  # inf → int()
+        raise BenchError(f"{what}: a result row is not the one this quantlab reads ({exception_line(exc)})") from exc
+    if len(runs) != expected:
+        raise BenchError(f"{what}: {len(runs)} result rows for {expected} batch sizes")
+    return runs

@@ -18,7 +18,7 @@ KEYS = ("ttft_ms", "tpot_ms", "e2e_ms")
 class Slo(BaseModel):
     """Upper bounds in milliseconds; a request is good when it meets every bound that is set."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # `ttft_ms=inf` is no bound: refused
 
     ttft_ms: PositiveFloat | None = None
     tpot_ms: PositiveFloat | None = None
@@ -40,6 +40,8 @@ class Slo(BaseModel):
             key, sep, number = part.partition("=")
             if not sep:
                 raise ValueError(f"{part!r} is not key=milliseconds (keys: {', '.join(KEYS)})")
+            if key.strip() in parsed:  # the text form has no other way to say which one was meant
+                raise ValueError(f"{key.strip()!r} given twice")
             parsed[key.strip()] = number.strip()
         return cls._from_text(parsed)
 

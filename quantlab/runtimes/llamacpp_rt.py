@@ -22,8 +22,10 @@ dequantized copy of the model), so quantized GGUFs are `native`; F16/BF16/F32 fi
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -230,6 +232,34 @@ class LlamaCppSession(Session):
             self._llm = None
 
 
+_PROBE = (
+    "import sys\n"
+    "from quantlab.llamacpp import build\n"
+    "llama_cpp = build.llama_cpp(log=lambda _: None)\n"
+    "llama_cpp.Llama(model_path=sys.argv[1], n_ctx=16, n_gpu_layers=0, verbose=False).close()\n"
+)
+
+
+@functools.cache
+def _loadable(path: Path, size: int, mtime_ns: int) -> None:
+    """Open the GGUF once in a child process first: llama.cpp GGML_ASSERTs on some damaged files (a vocabulary
+    with a repeated token, a block count of 0) and abort()s whatever process opened them, which for the in-process
+    runtime is quantlab itself, with no error line. A child's death becomes one line instead; once per file per
+    process (`size`, `mtime_ns`: a file replaced since is probed again)."""
+    import subprocess
+    import sys
+
+    from quantlab.llamacpp.reference import last_error_line
+
+    env = {**os.environ, "GGML_NO_BACKTRACE": "1"}  # an abort must not wait on a debugger attaching
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, env=env, check=False
+    )
+    if proc.returncode != 0:
+        said = last_error_line(proc.stderr) or f"exit code {proc.returncode}"
+        raise BenchError(f"llama.cpp cannot load {path.name}: {said}")
+
+
 class LlamaCppRuntime(Runtime):
     """llama.cpp's own kernels, compiled ahead of time, in the GGUF's own types, on one device."""
 
@@ -241,4 +271,7 @@ class LlamaCppRuntime(Runtime):
         return super().supports(artifact) and artifact.manifest.gguf is not None
 
     def open(self, artifact: Artifact, request: LoadRequest) -> Session:
+        path = artifact.path / artifact.manifest.gguf.file
+        stat = path.stat()
+        _loadable(path, stat.st_size, stat.st_mtime_ns)
         return LlamaCppSession(artifact, request.device, request.kv_cache_dtype)

@@ -55,7 +55,10 @@ class RaySettings(BaseModel):
     )
     retries: int = Field(2, ge=0, description="retries of a cell whose worker process or node died mid-cell")
     cpus_per_cell: float | None = Field(
-        None, gt=0, description="CPUs a cell reserves; default: a whole node on the cpu rig, 1 on a CUDA rig"
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="CPUs a cell reserves; default: a whole node on the cpu rig, 1 on a CUDA rig",
     )
 
 

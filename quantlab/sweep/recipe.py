@@ -85,7 +85,7 @@ RecipeBench = create_model(
 
 
 class RigEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     price_per_hour: float | None = Field(None, gt=0)
@@ -122,7 +122,8 @@ class Recipe(BaseModel):
         load_cells = self.bench.load_cells
         unknown = [n for n in (load_cells if isinstance(load_cells, list) else []) if n not in names]
         if unknown:
-            raise ValueError(f"bench.load_cells names no cell: {', '.join(unknown)}; cells: {', '.join(names)}")
+            shown = ", ".join(n if n.isprintable() else repr(n) for n in unknown)  # a line break would end the line
+            raise ValueError(f"bench.load_cells names no cell: {shown}; cells: {', '.join(names)}")
         if load_cells is None and "concurrency" in self.bench.model_fields_set:
             raise ValueError(
                 "bench.concurrency is set but bench.load_cells is not: name the cells to serve under load, or `all`"
@@ -197,7 +198,10 @@ def rigs_file_of(recipe: Recipe, path: Path) -> str | None:
 
 
 def relative_to_recipe(recipe_path: Path, value: str) -> str:
-    candidate = Path(value).expanduser()
+    try:
+        candidate = Path(value).expanduser()
+    except RuntimeError:  # `~user` of a user this host does not have: the path as written, which is not there
+        candidate = Path(value)
     return str(candidate if candidate.is_absolute() else recipe_path.parent / candidate)
 
 
