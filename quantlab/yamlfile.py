@@ -41,7 +41,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
     if problem and mark is not None:
         return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return exception_line(exc)
 
 
 def load_yaml_model(path: str | Path, model: type[M], error: type[QuantlabError], what: str) -> M:

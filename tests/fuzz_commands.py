@@ -1,7 +1,7 @@
 """The command-line side of the fuzz properties: `quantlab ...` run as a user runs it on a malformed input exits 1
 with one `error:` line (the library's own message) and writes nothing; click's own refusal of an option's type is
 its usage error (exit code 2), which is the CLI convention. Shared by tests/test_fuzz_cli.py and
-benchmarks/fuzz_inputs.py; imports no pytest.
+benchmarks/crosschecks/fuzz_inputs.py; imports no pytest.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ F32, ≈0.7 MB, loadable by llama.cpp), corrupted or cut short, read the two way
 - llama.cpp itself, as `quantlab bench` opens the file (the `llamacpp` runtime, in-process): in a long-lived child
   (`LoadOracle`) restarted whenever llama.cpp kills it, so an abort is seen as such.
 
-Shared by the tests and benchmarks/fuzz_inputs.py; imports no pytest.
+Shared by the tests and benchmarks/crosschecks/fuzz_inputs.py; imports no pytest.
 """
 
 from __future__ import annotations

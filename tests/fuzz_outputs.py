@@ -1,6 +1,6 @@
 """Fuzzing what quantlab reads from llama.cpp's tools (llama-perplexity's KLD summary and base file, llama-bench's
 JSON, llama-batched-bench's rows, the KV-cache log line) and the values of its command-line options. Strategies
-and properties, shared by the tests and benchmarks/fuzz_inputs.py; imports no pytest.
+and properties, shared by the tests and benchmarks/crosschecks/fuzz_inputs.py; imports no pytest.
 """
 
 from __future__ import annotations

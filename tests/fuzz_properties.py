@@ -1,8 +1,8 @@
 """The properties every input quantlab parses must keep, as functions of one input that return what happened
 (`ACCEPTED`, `ERROR`, `WARNING`) or raise `Violation`: a malformed input is one `QuantlabError` whose message is a
 single line naming the file, never another exception, never a multi-line message; what is accepted can be written
-back and read again. Shared by the tests (which assert no Violation) and benchmarks/fuzz_inputs.py (which counts
-outcomes); imports no pytest.
+back and read again. Shared by the tests (which assert no Violation) and benchmarks/crosschecks/fuzz_inputs.py
+(which counts outcomes); imports no pytest.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """Hypothesis strategies for fuzzing the inputs quantlab parses, and the settings profiles every fuzz test runs
-under. Shared by the tests (tests/test_fuzz_*.py) and benchmarks/fuzz_inputs.py, so it imports no pytest.
+under. Shared by the tests (tests/test_fuzz_*.py) and benchmarks/crosschecks/fuzz_inputs.py, so it imports no
+pytest.
 
 Inputs are mostly valid ones mutated: parsed, changed where a user or a crash would change them (a key dropped,
 renamed or given twice, a value of the wrong type, huge, negative, NaN, deeply nested, unicode, markup), written
 back, then sometimes damaged as text or bytes (cut short, spliced, re-encoded). Some are random through and through.
 
 Profiles: `ci` (the default: derandomized, no example database, nothing written into the repository, no deadline,
-QUANTLAB_FUZZ_EXAMPLES examples per test at most, 40 unless set) and `long` (benchmarks/fuzz_inputs.py: many more,
-seeded). QUANTLAB_FUZZ_PROFILE picks one for the tests.
+QUANTLAB_FUZZ_EXAMPLES examples per test at most, 40 unless set) and `long`
+(benchmarks/crosschecks/fuzz_inputs.py: many more, seeded). QUANTLAB_FUZZ_PROFILE picks one for the tests.
 """
 
 from __future__ import annotations

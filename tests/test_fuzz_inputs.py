@@ -1,7 +1,8 @@
 """Property-based fuzzing of the files quantlab reads, in-process: recipes and rigs files (YAML), artifact
 manifests (JSON), results files (JSONL) and --dataset files. Every malformed input is one QuantlabError of one line
 naming the file; a torn last results line is a warning and a skip; what is accepted survives being written back.
-The strategies and properties live in tests/fuzz_*.py, shared with benchmarks/fuzz_inputs.py (the long run)."""
+The strategies and properties live in tests/fuzz_*.py, shared with benchmarks/crosschecks/fuzz_inputs.py (the
+long run)."""
 
 from __future__ import annotations
 

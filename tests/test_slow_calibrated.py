@@ -3,7 +3,7 @@ backends, AWQ for the default one.
 
 CI settings are reduced (8 × 256 calibration tokens, 2048 evaluation tokens) and the artifacts come from the
 session cache (conftest.SmolCache; the fp32 baseline and RTN w4 sym are shared with other slow tests, GPTQ with
-llm-compressor with tests/test_slow_serve.py); the issue's full settings (64 × 512, 16384 tokens) are run by
+llm-compressor with tests/test_slow_serve.py); the full settings (64 × 512, 16384 tokens) are run by
 `python -m benchmarks.sweeps.calibrated_quality` and committed under results/, for all four backends.
 
 GPTQModel's AWQ is left out here to keep `make test` within its 45-minute budget: it alone took 8.5 min of the
@@ -48,7 +48,7 @@ def quality(smol):
 def test_calibrated_beats_rtn(quality, made, method, backend):
     mine = quality[f"{method}-{backend}"]
     same_grid = "rtn-sym" if made[f"{method}-{backend}"].manifest.spec.symmetric else "rtn-asym"
-    for rtn in {same_grid, "rtn-sym"}:  # like for like, and the default RTN the issue names
+    for rtn in {same_grid, "rtn-sym"}:  # like for like, and the default (symmetric) RTN
         assert mine.ppl < quality[rtn].ppl, (rtn, mine.ppl, quality[rtn].ppl)
         assert mine.vs_baseline.kld_mean < quality[rtn].vs_baseline.kld_mean
 

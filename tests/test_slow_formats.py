@@ -1,8 +1,8 @@
-"""FP8, FP4 and bitsandbytes on the real default model: the quality and size orderings the formats issue
-names, every artifact served by the bench with its kernel label, reloaded in a fresh process.
+"""FP8, FP4 and bitsandbytes on the real default model: the quality and size orderings expected of
+them, every artifact served by the bench with its kernel label, reloaded in a fresh process.
 
 CI evaluates 2048 tokens (NVFP4 calibrated on 16 × 256), through the session cache of artifacts
-(conftest.SmolCache); `python -m benchmarks.sweeps.fp_formats_quality` runs the issue's full settings (16384
+(conftest.SmolCache); `python -m benchmarks.sweeps.fp_formats_quality` runs the full settings (16384
 tokens, 64 × 512) and its results are committed under results/.
 """
 

@@ -1,4 +1,4 @@
-"""The issue's serving acceptance on the real default model: bf16, a calibrated 4-bit HF artifact (GPTQ) and
+"""Serving on the real default model: bf16, a calibrated 4-bit HF artifact (GPTQ) and
 GGUF Q4_K_M, each served by its engine and swept at concurrency 1/8/32 with zero errors; every engine batches
 (GGUF through llama.cpp's own llama-server, a slot per concurrent request) and delivers more total tok/s at 8
 than at 1.

@@ -1,4 +1,4 @@
-"""torchao (issue 17): int8 schemes quantize on a CPU, load back unmodified and name their kernel from the ops
+"""torchao: int8 schemes quantize on a CPU, load back unmodified and name their kernel from the ops
 that ran; the CUDA-only schemes are refused on a CPU host before any weight loads."""
 
 from __future__ import annotations
