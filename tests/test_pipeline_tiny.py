@@ -122,6 +122,10 @@ def test_cli_end_to_end(tiny_model, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stderr
+    again = ("quantize", str(tiny_model), "--method", "rtn", "--bits", "4", "--group-size", "128", "--out", str(art))
+    proc = run_cli(*again, "--force", "--no-force")  # the negative wins, as for every other --no-X
+    assert proc.returncode == 1 and "already exists" in proc.stderr.lower(), proc.stderr
+    assert run_cli(*again, "--force").returncode == 0
     results = tmp_path / "r.jsonl"
     proc = run_cli(
         "bench",

@@ -62,10 +62,19 @@ def quantize(
     out: Annotated[Path, typer.Option(help="Artifact directory to create (must not exist unless --force).")],
     options: dict,
     calib: dict,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out (atomically).")] = False,
-    trust_remote_code: Annotated[
-        bool, typer.Option("--trust-remote-code", help="Allow the model's own Python code to run.")
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing --out (atomically). --no-force turns it off.")
     ] = False,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code", help="Allow the model's own Python code to run. --no-trust-remote-code turns it off."
+        ),
+    ] = False,
+    # Hidden negatives keep the `--no-force`/`--no-trust-remote-code` spellings working without a second column
+    # of names in the help (which cut the longest option names on an 80-column terminal).
+    no_force: Annotated[bool, typer.Option("--no-force", hidden=True)] = False,
+    no_trust_remote_code: Annotated[bool, typer.Option("--no-trust-remote-code", hidden=True)] = False,
 ) -> None:
     """Quantize MODEL into an artifact directory: engine-native files plus the quantlab.json manifest.
 
@@ -73,6 +82,8 @@ def quantize(
     fails (or the process is killed), nothing appears at --out.
     """
     from quantlab.quantizer import quantize as run_quantize
+
+    force, trust_remote_code = force and not no_force, trust_remote_code and not no_trust_remote_code
 
     if calib:
         options["calibration"] = build(Calibration, calib, SpecError, CALIB_FLAGS)
