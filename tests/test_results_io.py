@@ -53,3 +53,23 @@ def test_a_broken_line_that_is_not_the_last_is_still_an_error(tmp_path):
     path.write_text(path.read_text(encoding="utf-8") + "\n" + whole[0], encoding="utf-8")
     with pytest.raises(ResultsError, match="line 4: not JSON"):
         read_results(path)
+
+
+def test_a_diverged_measurement_is_written_and_read_back(tmp_path):
+    """An infinite perplexity or a NaN divergence is a real outcome (an fp16 overflow, a broken quantization), so
+    its record must stay readable: written as the string "Infinity"/"NaN", read back as the same float, rendered
+    by the report. Pydantic's default wrote null, which the float field then refused, losing the whole file."""
+    record = next(r for r in read_results(COMMITTED) if r.quality and r.quality.vs_baseline)
+    quality = record.quality.model_copy(
+        update={
+            "ppl": float("inf"),
+            "vs_baseline": record.quality.vs_baseline.model_copy(update={"kld_mean": float("nan")}),
+        }
+    )
+    path = tmp_path / "diverged.jsonl"
+    append_result(path, record.model_copy(update={"quality": quality}))
+    assert '"ppl":"Infinity"' in path.read_text(encoding="utf-8")
+    (back,) = read_results(path)
+    assert back.quality.ppl == float("inf") and back.quality.vs_baseline.kld_mean != back.quality.vs_baseline.kld_mean
+    proc = run_cli("report", str(path), "--format", "csv")
+    assert proc.returncode == 0 and "inf" in proc.stdout.lower(), proc.stderr

@@ -1,7 +1,7 @@
 """The results schema and its files: records (`records`), the measurements they carry (`metrics`), the kernel
 vocabulary (`kernels`), where a number came from (`provenance`: text and host), what llama.cpp wrote (`gguf`),
-the memory-fit arithmetic (`fit`), the serving levers (`serving`), goodput (`slo`), and JSONL reading and
-appending (`io`).
+the memory-fit arithmetic (`fit`), the serving levers (`serving`), goodput (`slo`), JSONL reading and
+appending (`io`), and the base every model derives from (`schema`).
 
 Importing this package loads no torch, no transformers and no runtime, and it imports nothing of quantlab but
 itself and the error family (tests/test_layers.py): every layer writes or reads these records, and reading

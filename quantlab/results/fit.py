@@ -3,12 +3,10 @@ it; a served result keeps the figure for its largest level beside the peak it me
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from quantlab.results.schema import Schema
 
 
-class Footprint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Footprint(Schema):
     weight_bits: float
     weight_bytes: int
     kv_dtype: str

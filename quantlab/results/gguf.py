@@ -3,13 +3,11 @@ and in every result of it, since a GGUF type name is a recipe, not a promise."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from quantlab.results.schema import Schema
 
 
-class ImatrixRecord(BaseModel):
+class ImatrixRecord(Schema):
     """The importance matrix a GGUF was quantized with (computed from the manifest's calibration data)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     file: str  # inside the artifact, llama.cpp's GGUF imatrix format
     entries: int  # weight tensors it covers
@@ -17,10 +15,8 @@ class ImatrixRecord(BaseModel):
     how: str
 
 
-class GGUFRecord(BaseModel):
+class GGUFRecord(Schema):
     """What llama.cpp really wrote, read back from the file: a GGUF type name is a recipe, not a promise."""
-
-    model_config = ConfigDict(extra="forbid")
 
     file: str  # the model file inside the artifact
     file_type: str  # the recipe asked for, e.g. Q4_K_M

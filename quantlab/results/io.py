@@ -63,10 +63,10 @@ def repair_tail(path: str | Path) -> bool:
 
 def decode_json(text: str) -> Any:
     """`json.loads` for the JSON quantlab writes (results lines, manifests), with every way it can fail as a
-    ValueError whose message is one short line. Beyond malformed JSON that is: NaN and infinities (pydantic writes
-    them as null, so a value read as one could not be written back), a key given twice or one that is not
-    printable text (pydantic writes neither), an integer over Python's 4300 digits, nesting deeper than the
-    recursion limit."""
+    ValueError whose message is one short line. Beyond malformed JSON that is: bare NaN and infinities (not JSON;
+    quantlab writes a non-finite measurement as the string "NaN" or "Infinity", `results.schema`), a key given
+    twice or one that is not printable text (pydantic writes neither), an integer over Python's 4300 digits,
+    nesting deeper than the recursion limit."""
     try:
         return json.loads(
             text, parse_constant=_no_constant, parse_float=_finite, parse_int=_integer, object_pairs_hook=_object

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
+
+from quantlab.results.schema import Schema
 
 Kernel = Literal["dense", "native", "mixed", "dequantized", "emulated", "unknown"]
 
@@ -33,23 +35,19 @@ def speed_is_formats_own(kernel: str) -> bool:
     return kernel in ("dense", "native")
 
 
-class OpShare(BaseModel):
+class OpShare(Schema):
     """One op of a profiled decode: its share of the profiled time and its calls per decode step."""
-
-    model_config = ConfigDict(extra="forbid")
 
     op: str
     share: float  # of the op total over the profiled steps (self time: device time on CUDA, CPU time on a CPU)
     calls_per_step: float
 
 
-class DecodePath(BaseModel):
+class DecodePath(Schema):
     """How the decode steps ran: eager Python calling the model per token, or one compiled graph per step.
 
     On a GPU the eager loop measures the Python and kernel-launch overhead more than the hardware (measured on an
     H200: 19% of the bandwidth limit for bf16, eager), so a speed figure says which loop made it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     mode: Literal["eager", "compiled"]
     detail: str  # the cache and compiler settings that ran
@@ -64,14 +62,12 @@ class DecodePath(BaseModel):
     # first differing token: a gap near the dtype's rounding step means a near-tie flipped, not a wrong result
     eager_check_divergence_margin: float | None = None
     # where the time goes: the top ops of the batch-1 decode steps under torch.profiler (prefill excluded)
-    profile: list[OpShare] = []
+    profile: list[OpShare] = Field(default_factory=list)
     profile_detail: str | None = None
 
 
-class KvAllocation(BaseModel):
+class KvAllocation(Schema):
     """The KV cache as the engine allocated it (read from the engine, not computed from the architecture)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type_k: str
     type_v: str
@@ -81,9 +77,7 @@ class KvAllocation(BaseModel):
     source: str  # where the figure was read
 
 
-class RuntimeDescription(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RuntimeDescription(Schema):
     runtime: str
     runtime_version: str
     device: str  # cpu | cuda:0 ...

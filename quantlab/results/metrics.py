@@ -9,10 +9,11 @@ from __future__ import annotations
 import statistics
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from quantlab.results.fit import Footprint
 from quantlab.results.kernels import KvAllocation
+from quantlab.results.schema import Schema
 from quantlab.results.serving import ServingOptions
 from quantlab.results.slo import Slo
 
@@ -23,9 +24,7 @@ PROTOCOL = (
 )
 
 
-class BaselineComparison(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BaselineComparison(Schema):
     baseline_digest: str
     baseline_label: str
     baseline_ppl: float
@@ -37,9 +36,7 @@ class BaselineComparison(BaseModel):
     top1_agreement: float
 
 
-class QualityMetrics(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class QualityMetrics(Schema):
     ppl: float
     nll_mean: float
     tokens_scored: int
@@ -58,9 +55,7 @@ class QualityMetrics(BaseModel):
         return None if self.vs_baseline is None else 100 * self.vs_baseline.baseline_ppl / self.ppl
 
 
-class Roofline(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Roofline(Schema):
     bandwidth_gb_s: float
     bandwidth_method: str
     bytes_per_token: int
@@ -70,9 +65,7 @@ class Roofline(BaseModel):
     pct_of_limit: float
 
 
-class Spread(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Spread(Schema):
     median: float
     min: float
     max: float
@@ -83,9 +76,7 @@ class Spread(BaseModel):
         return cls(median=statistics.median(values), min=min(values), max=max(values), n=len(values))
 
 
-class SpeedPoint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SpeedPoint(Schema):
     batch_size: int
     prompt_tokens: int
     new_tokens: int
@@ -95,9 +86,7 @@ class SpeedPoint(BaseModel):
     tpot_ms: Spread  # decode time per step (per output token of one sequence)
 
 
-class Dist(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Dist(Schema):
     mean: float
     median: float
     p90: float
@@ -120,11 +109,9 @@ class Dist(BaseModel):
         )
 
 
-class EngineCounters(BaseModel):
+class EngineCounters(Schema):
     """What the engine itself says it did for a level's completed requests (llama-server's per-request
     `timings`), summed; not derived from quantlab's own counts."""
-
-    model_config = ConfigDict(extra="forbid")
 
     prompt_tokens_computed: int  # prompt tokens the engine ran through the model (prefill work)
     prompt_tokens_cached: int  # prompt tokens taken from its cache instead
@@ -144,9 +131,7 @@ class EngineCounters(BaseModel):
         return decode_tokens / (decode_tokens - self.draft_tokens_accepted)
 
 
-class LoadLevel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LoadLevel(Schema):
     concurrency: int
     request_rate: float | None  # requests/s (Poisson arrivals); None: all at once, capped by concurrency
     requests: int
@@ -172,11 +157,9 @@ class LoadLevel(BaseModel):
     engine_counters: EngineCounters | None = None
 
 
-class GreedyCheck(BaseModel):
+class GreedyCheck(Schema):
     """Whether speculative decoding changed any output: the same prompts served greedily without speculation
     (same engine, file and settings) and with it, generated token ids compared one by one."""
-
-    model_config = ConfigDict(extra="forbid")
 
     prompts: int
     concurrency: int  # the check's requests ran this many at a time (1: see bench.speculative)
@@ -188,10 +171,8 @@ class GreedyCheck(BaseModel):
         return self.identical == self.prompts
 
 
-class LoadSweep(BaseModel):
+class LoadSweep(Schema):
     """One served artifact measured at several concurrency levels."""
-
-    model_config = ConfigDict(extra="forbid")
 
     engine: str
     engine_version: str
@@ -213,9 +194,7 @@ class LoadSweep(BaseModel):
     greedy_check: GreedyCheck | None = None  # with speculative decoding (options.speculative)
 
 
-class TaskScore(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TaskScore(Schema):
     task: str
     metric: str
     value: float
@@ -226,9 +205,7 @@ class TaskScore(BaseModel):
     recovery_pct: float | None = None
 
 
-class TaskResults(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TaskResults(Schema):
     harness: str  # "lm-eval <version>"
     tasks: list[str]
     task_path: str | None

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from quantlab.results.schema import Schema
 
 
-class TextSource(BaseModel):
+class TextSource(Schema):
     """Which text was used, said precisely enough to reproduce it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str  # what the user asked for (or `default`)
     kind: Literal["hub", "local", "embedded"]
@@ -21,9 +19,7 @@ class TextSource(BaseModel):
     n_chars: int
 
 
-class HostInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class HostInfo(Schema):
     hostname: str
     os: str
     python: str

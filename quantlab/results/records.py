@@ -10,19 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from quantlab.results.gguf import GGUFRecord
 from quantlab.results.kernels import RuntimeDescription
 from quantlab.results.metrics import LoadSweep, QualityMetrics, Roofline, SpeedPoint, TaskResults
 from quantlab.results.provenance import HostInfo, TextSource
+from quantlab.results.schema import Schema
 
 SCHEMA_VERSION = 1
 
 
-class ArtifactRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ArtifactRef(Schema):
     path: str
     digest: str
     method: str
@@ -49,9 +46,7 @@ class ArtifactRef(BaseModel):
         return f"{name} {self.label}" if scheme else name
 
 
-class BenchSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BenchSettings(Schema):
     dataset: TextSource
     n_tokens: int
     token_fingerprint: str
@@ -63,9 +58,7 @@ class BenchSettings(BaseModel):
     repeats: int
 
 
-class MemoryMetrics(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MemoryMetrics(Schema):
     kind: Literal["cpu-peak-rss-fresh-process", "cuda-peak-allocated", "cpu-peak-rss-server"]
     peak_bytes: int
     after_load_bytes: int
@@ -74,28 +67,22 @@ class MemoryMetrics(BaseModel):
     note: str
 
 
-class RigRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RigRef(Schema):
     name: str
     description: str
     price_per_hour: float
     price_note: str
 
 
-class CostPoint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CostPoint(Schema):
     batch_size: int  # basis `served`: the concurrency level
     tokens_per_second: float  # decode: median decode tok/s at this batch size; served: output tok/s
     usd_per_1m_tokens: float
     basis: Literal["decode", "served"] = "decode"
 
 
-class CellRef(BaseModel):
+class CellRef(Schema):
     """The recipe cell a record belongs to (`quantlab run`): what a resumed run checks to skip finished work."""
-
-    model_config = ConfigDict(extra="forbid")
 
     recipe: str
     model: str
@@ -104,9 +91,7 @@ class CellRef(BaseModel):
     stage: Literal["bench", "load"]
 
 
-class Result(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Result(Schema):
     schema_version: int = SCHEMA_VERSION
     run_id: str
     timestamp: datetime

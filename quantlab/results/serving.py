@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from quantlab.results.schema import Schema
 
 NGRAM = "ngram"  # --draft ngram: the draft-free variant, drafts looked up in the prompt and output so far
 
 
-class ServingOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ServingOptions(Schema):
     kv_cache_dtype: str | None = None  # None: the engine's default (llama.cpp: f16 K and V)
     prefix_cache: bool = False  # the engine reuses the KV of a prompt prefix it has already computed
     # speculative decoding: a draft model's tokens, or n-grams looked up in the text so far, verified by the model

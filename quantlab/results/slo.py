@@ -10,15 +10,17 @@ is never good; a one-token request has no TPOT and meets a TPOT bound only vacuo
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, PositiveFloat, model_validator
+from pydantic import ConfigDict, PositiveFloat, model_validator
+
+from quantlab.results.schema import Schema
 
 KEYS = ("ttft_ms", "tpot_ms", "e2e_ms")
 
 
-class Slo(BaseModel):
+class Slo(Schema):
     """Upper bounds in milliseconds; a request is good when it meets every bound that is set."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # `ttft_ms=inf` is no bound: refused
+    model_config = ConfigDict(allow_inf_nan=False)  # `ttft_ms=inf` is no bound: refused
 
     ttft_ms: PositiveFloat | None = None
     tpot_ms: PositiveFloat | None = None
