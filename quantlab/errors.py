@@ -45,6 +45,10 @@ class ResultsError(QuantlabError):
     """A results file that cannot be read."""
 
 
+class ReferenceFileError(QuantlabError):
+    """A baseline reference file that cannot be used: not one, cut short, corrupt, or made for another stream."""
+
+
 class OptionError(QuantlabError):
     """A command-line option value that parses but cannot be used (a list with a non-number, a setting of the
     mode not running): one line and exit 1, like any value quantlab checks, not the parser's usage box."""

@@ -17,3 +17,11 @@ def cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "quantlab"
+
+
+def references_dir() -> Path:
+    """`$QUANTLAB_REFERENCES`, else `references` in the cache: baseline reference files are large (4 bytes per
+    scored token per vocabulary entry: 8.4 GB for 16k tokens of a 128k vocabulary), so they may need a disk of
+    their own."""
+    explicit = os.environ.get("QUANTLAB_REFERENCES")
+    return Path(explicit).expanduser() if explicit else cache_dir() / "references"

@@ -29,6 +29,7 @@ ORDER = (
     "quantlab.yamlfile",
     "quantlab.spec",  # what to quantize to
     "quantlab.corpus",  # text and token streams
+    "quantlab.reference",  # the baseline's log-probabilities on a stream, as a file
     "quantlab.rigs",
     "quantlab.default_model",
     "quantlab.models",  # source models
