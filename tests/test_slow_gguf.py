@@ -106,7 +106,7 @@ class _SecondHalves(Session):
         self.inner.close()
 
 
-def test_kld_agrees_with_llama_perplexity(smol, tmp_path):
+def test_kld_agrees_with_llama_perplexity(smol, tmp_path, monkeypatch):
     """quantlab's KLD of Q8_0 and Q4_K_M agrees with `llama-perplexity --kl-divergence` within 10% on the same
     text, ctx (512), windows (4), threads and llama.cpp build.
 
@@ -123,9 +123,11 @@ def test_kld_agrees_with_llama_perplexity(smol, tmp_path):
     import torch
     from transformers import AutoTokenizer
 
+    monkeypatch.setenv("QUANTLAB_REFERENCES", str(tmp_path / "references"))
     from quantlab.bench import BenchConfig
     from quantlab.bench.prepare import prepare, tokenizer_dir
-    from quantlab.bench.quality import ReusedBaseline, score
+    from quantlab.bench.quality import score
+    from quantlab.bench.reference import make_reference
     from quantlab.llamacpp import reference
     from quantlab.runtimes.llamacpp_rt import threads
 
@@ -147,22 +149,22 @@ def test_kld_agrees_with_llama_perplexity(smol, tmp_path):
     assert (header.tokens.ravel() == ids[: chunks * ctx]).all(), "llama.cpp tokenized the text differently"
 
     base = _SecondHalves(plan.baseline.runtime.load(plan.baseline.artifact, device="cpu"))
-    reused = ReusedBaseline(base)
-    measured = {}
-    try:
-        for subject in plan.subjects:
-            name = subject.artifact.manifest.spec.scheme
-            session = _SecondHalves(subject.runtime.load(subject.artifact, device="cpu"))
-            try:
-                ours = score(session, ids, ctx, baseline=reused).vs_baseline.kld_mean
-            finally:
-                session.close()
-            half = torch.cat([(b.exp() * (b - q)).sum(-1) for b, q in zip(base.rows, session.rows, strict=True)])
-            theirs = reference.kl_divergence(gguf(name), base_file, ctx=ctx, threads=n_threads, tools_build=build)
-            assert theirs.tokens_scored == half.numel() == chunks * (ctx - 1 - ctx // 2)
-            measured[name] = (half.double().mean().item(), theirs.kld_mean, ours)
+    try:  # the F16 baseline's reference file, as the bench makes it: its logits computed once
+        made_ref = make_reference(base, plan.baseline.artifact, "llamacpp", plan.baseline.stream, ctx)
     finally:
-        reused.close()
+        base.close()
+    measured = {}
+    for subject in plan.subjects:
+        name = subject.artifact.manifest.spec.scheme
+        session = _SecondHalves(subject.runtime.load(subject.artifact, device="cpu"))
+        try:
+            ours = score(session, ids, ctx, baseline=made_ref).vs_baseline.kld_mean
+        finally:
+            session.close()
+        half = torch.cat([(b.exp() * (b - q)).sum(-1) for b, q in zip(base.rows, session.rows, strict=True)])
+        theirs = reference.kl_divergence(gguf(name), base_file, ctx=ctx, threads=n_threads, tools_build=build)
+        assert theirs.tokens_scored == half.numel() == chunks * (ctx - 1 - ctx // 2)
+        measured[name] = (half.double().mean().item(), theirs.kld_mean, ours)
     for name, (same_positions, theirs, ours) in measured.items():
         assert abs(same_positions / theirs - 1) <= 0.10, (name, measured)
         # Not the same positions: a loose bound that still catches a misaligned window or a wrong reference.

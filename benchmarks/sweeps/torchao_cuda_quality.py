@@ -79,30 +79,40 @@ def main(argv: list[str] | None = None) -> None:
 
     from transformers import AutoTokenizer
 
-    from quantlab.corpus import load_text, token_fingerprint, tokenize
+    from quantlab.corpus import TokenStream, load_text, token_fingerprint, tokenize
 
     fp32, bf16 = unquantized("default", "fp32"), unquantized("default", "bf16")
-    text, _ = load_text("embedded", "test")
+    text, source = load_text("embedded", "test")
     ids = tokenize(AutoTokenizer.from_pretrained(bf16.path), text, args.max_tokens)
+    stream = TokenStream(ids=ids, source=source, tokenizer=str(bf16.path))
     refs = {name: committed(name) for name in COMMITTED}  # each committed record, read once
     log(f"{len(ids)} tokens (fingerprint {token_fingerprint(ids)}), ctx {args.ctx}; baseline fp32 {fp32.digest}")
-    rows = measure(args, ids, fp32, bf16)
+    rows = measure(args, stream, fp32, bf16)
     checks(rows, ids, refs)
     write(args, rows, refs, ids, fp32)
 
 
-def measure(args, ids, fp32, bf16) -> list[dict]:
-    """Score dense bf16, then each stand-in, against the fp32 baseline's logits (computed once, reused); the
-    int4wo stand-ins are first checked to hold tinygemm's values layer by layer."""
+def measure(args, stream, fp32, bf16) -> list[dict]:
+    """Score dense bf16, then each stand-in, against the fp32 baseline's reference file (its log-probabilities
+    computed once, as `quantlab bench` does, and the baseline unloaded); the int4wo stand-ins are first checked to
+    hold tinygemm's values layer by layer."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from quantlab.bench.quality import ReusedBaseline, score
+    from quantlab.bench.quality import score
+    from quantlab.bench.reference import make_reference
     from quantlab.methods.registry import get_backend
     from quantlab.methods.torchao_standin import STANDINS, load_standin, tinygemm_mismatches
     from quantlab.spec import MethodSpec
 
-    baseline = ReusedBaseline(_Model(AutoModelForCausalLM.from_pretrained(fp32.path, dtype=torch.float32).eval()))
+    ids = stream.ids
+    baseline = make_reference(
+        _Model(AutoModelForCausalLM.from_pretrained(fp32.path, dtype=torch.float32).eval()),
+        fp32,
+        "transformers",
+        stream,
+        args.ctx,
+    )
     dense = AutoModelForCausalLM.from_pretrained(bf16.path, dtype=torch.bfloat16).eval()
     rows = []
 
@@ -130,7 +140,6 @@ def measure(args, ids, fp32, bf16) -> list[dict]:
             )
         scored(label, model, f"CPU stand-in: {STANDINS[scheme]}")
         del model
-    baseline.close()
     return rows
 
 

@@ -19,6 +19,8 @@ from quantlab.bench.quality import windows
 from quantlab.corpus import TokenStream, load_text, tokenize
 from quantlab.env import host_info
 from quantlab.errors import BenchError, RigError
+from quantlab.reference import Reference
+from quantlab.results.metrics import PROTOCOL
 from quantlab.rigs import Rig, check_matches, get_rig
 from quantlab.runtimes import LoadRequest, Runtime, default_device, select_runtime
 from quantlab.runtimes.placement import gpu_span
@@ -125,16 +127,19 @@ class Subject:
 @dataclass
 class Prepared:
     subjects: list[Subject]
-    baseline: Subject | None
+    baseline: Subject | None  # a baseline artifact, loaded once to make its reference
     device: str
     rig: Rig
+    reference: Reference | None = None  # a baseline given as its reference file
 
 
 def prepare(artifacts: list[str | Path], baseline: str | Path | None, config: BenchConfig) -> Prepared:
     loaded = [load_artifact(a) for a in artifacts]
     if not loaded:
         raise BenchError("no artifact to bench")
-    base = load_artifact(baseline) if baseline is not None and config.quality else None
+    given = baseline is not None and config.quality
+    reference = Reference.open(baseline) if given and Path(baseline).is_file() else None
+    base = load_artifact(baseline) if given and reference is None else None
     device = resolve_device(config)
     rig = resolve_rig(config, device)
     text, source = load_text(config.dataset, "test")
@@ -152,6 +157,8 @@ def prepare(artifacts: list[str | Path], baseline: str | Path | None, config: Be
                 f"baseline {base.path} and {s.artifact.path} tokenize the dataset differently: "
                 "they are not the same source model, so their logits cannot be compared"
             )
+    for s in subjects if reference is not None else []:
+        reference.check_stream(s.stream.ids, config.ctx, PROTOCOL)
     everyone = [*subjects, *([base_subject] if base_subject else [])]
     for s in everyone:
         if config.tasks and not s.runtime.capabilities.scores_tasks:
@@ -167,7 +174,7 @@ def prepare(artifacts: list[str | Path], baseline: str | Path | None, config: Be
         from quantlab.bench.tasks import check_tasks
 
         check_tasks(config.tasks, config.task_path)
-    return Prepared(subjects=subjects, baseline=base_subject, device=device, rig=rig)
+    return Prepared(subjects=subjects, baseline=base_subject, device=device, rig=rig, reference=reference)
 
 
 def _requests(subject: Subject, config: BenchConfig, device: str) -> Subject:

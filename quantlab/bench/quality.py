@@ -9,11 +9,9 @@ per scored position and whether both put their top-1 on the same token — the d
 
 from __future__ import annotations
 
-import hashlib
 import math
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -21,42 +19,32 @@ from quantlab.errors import BenchError
 from quantlab.results.metrics import BaselineComparison, QualityMetrics
 from quantlab.runtimes.base import Session
 
+if TYPE_CHECKING:
+    import torch
 
-class ReusedBaseline(Session):
-    """The baseline's logits, computed once per window and kept on local disk for every later artifact.
+    from quantlab.reference import Reference
 
-    A bench of N artifacts otherwise re-runs the baseline N times (half the scoring time). Disk, not memory:
-    a window is ctx × vocab float32 (100 MB at ctx 512 for a 49k vocabulary). The values are the same
-    float32 logits, so the metrics do not change.
-    """
 
-    def __init__(self, inner: Session) -> None:
-        self.inner = inner
-        self._dir = tempfile.TemporaryDirectory(prefix="quantlab-baseline-")
-        self._seen: dict[str, Path] = {}
+Baseline = Union[Session, "Reference"]  # a loaded baseline (tests, cross-checks) or its reference file (bench)
 
-    def logits(self, ids: np.ndarray):
-        import torch
 
-        key = hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()
-        path = self._seen.get(key)
-        if path is not None:
-            return torch.from_numpy(np.load(path, allow_pickle=False))
-        out = self.inner.logits(ids).float().cpu().numpy()
-        path = Path(self._dir.name) / f"{key}.npy"
-        np.save(path, out, allow_pickle=False)
-        self._seen[key] = path
-        return torch.from_numpy(out)
+def log_probs(logits) -> torch.Tensor:
+    """A window's log-probabilities for every position but the last (the ones that predict a scored token): the
+    one computation both a cell and its baseline go through, so a reference holds exactly what scoring uses."""
+    import torch
 
-    def timed_generate(self, prompts: np.ndarray, new_tokens: int):
-        return self.inner.timed_generate(prompts, new_tokens)
+    return torch.log_softmax(logits[:-1].cpu(), dim=-1)
 
-    def describe(self):
-        return self.inner.describe()
 
-    def close(self) -> None:
-        self.inner.close()
-        self._dir.cleanup()
+def baseline_rows(baseline: Baseline, index: int, window: np.ndarray) -> torch.Tensor:
+    """The baseline's log-probabilities for window `index`: read from its reference, or computed."""
+    import torch
+
+    from quantlab.reference import Reference
+
+    if isinstance(baseline, Reference):
+        return torch.from_numpy(baseline.logprobs(index))
+    return log_probs(baseline.logits(window))
 
 
 def windows(ids: np.ndarray, ctx: int) -> list[np.ndarray]:
@@ -73,7 +61,7 @@ def score(
     ids: np.ndarray,
     ctx: int,
     *,
-    baseline: Session | None = None,
+    baseline: Baseline | None = None,
     baseline_digest: str = "",
     baseline_label: str = "",
     on_window: Callable[[], None] | None = None,
@@ -86,13 +74,13 @@ def score(
     klds: list[torch.Tensor] = []
     agree = 0
     parts = windows(ids, ctx)
-    for window in parts:
+    for index, window in enumerate(parts):
         targets = torch.as_tensor(np.asarray(window[1:], dtype=np.int64))
-        logp = torch.log_softmax(session.logits(window)[:-1].cpu(), dim=-1)
+        logp = log_probs(session.logits(window))
         nll_sum += -logp.gather(1, targets[:, None]).sum().item()
         scored += len(targets)
         if baseline is not None:
-            base_logp = torch.log_softmax(baseline.logits(window)[:-1].cpu(), dim=-1)
+            base_logp = baseline_rows(baseline, index, window)
             base_nll_sum += -base_logp.gather(1, targets[:, None]).sum().item()
             klds.append((base_logp.exp() * (base_logp - logp)).sum(-1))
             agree += int((base_logp.argmax(-1) == logp.argmax(-1)).sum().item())

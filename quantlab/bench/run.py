@@ -1,7 +1,8 @@
 """`bench(artifacts, ...)`: measure artifacts the same way and append one Result per artifact.
 
-Quality runs in this process, with the baseline (if any) loaded once and each artifact scored on exactly the
-same windows. Speed and memory run in a fresh subprocess per artifact (see `worker`), so peak memory is the
+Quality runs in this process: the baseline (if any) is loaded once to write its reference file (or not at all,
+when the cache holds it already) and unloaded before the first artifact, which is then scored against the file on
+exactly the same windows. Speed and memory run in a fresh subprocess per artifact (see `worker`), so peak memory is the
 artifact's own. Every input is checked before the first model is loaded (`prepare`).
 """
 
@@ -18,9 +19,11 @@ from quantlab.artifact import Artifact
 from quantlab.bench import records
 from quantlab.bench.config import BenchConfig
 from quantlab.bench.prepare import Prepared, Subject, device_name, prepare, tokenizer_dir
-from quantlab.bench.quality import ReusedBaseline, score, windows
+from quantlab.bench.quality import score, windows
+from quantlab.bench.reference import cached, make_reference
 from quantlab.bench.worker import measure_in_worker
 from quantlab.errors import BenchError
+from quantlab.reference import Reference
 from quantlab.results import CellRef, Result, RuntimeDescription, SpeedPoint, TaskScore, append_result
 
 Progress = Callable[[str], None]
@@ -43,33 +46,61 @@ def bench(
         raise BenchError("nothing to measure: --no-quality and --no-speed together")
     plan = prepare(artifacts, baseline, config)
     run_id = records.new_run_id()
-    base_session = base_tasks = None
+    reference, base_tasks = plan.reference, None
     if plan.baseline is not None:
-        base = plan.baseline
-        progress(f"loading baseline {base.artifact.path.name}")
-        base_session = ReusedBaseline(base.runtime.load_as(base.artifact, base.quality))
-        if config.tasks and baseline_tasks is not None:
-            base_tasks = baseline_tasks
-        elif config.tasks:
-            progress(f"{base.artifact.path.name}: lm-eval tasks {', '.join(config.tasks)}")
-            base_tasks = _tasks(base_session.inner, base.artifact, config, plan.device)
+        reference, base_tasks = _baseline(plan.baseline, config, baseline_tasks, plan.device, progress)
     out: list[Result] = []
-    try:
-        for i, subject in enumerate(plan.subjects):
-            result = _measure(subject, plan, config, run_id, base_session, base_tasks, progress)
-            if cells is not None:
-                result.cell = cells[i]
-            if results_path is not None:
-                append_result(results_path, result)
-            out.append(result)
-    finally:
-        if base_session is not None:
-            base_session.close()
+    for i, subject in enumerate(plan.subjects):
+        result = _measure(subject, plan, config, run_id, reference, base_tasks, progress)
+        if cells is not None:
+            result.cell = cells[i]
+        if results_path is not None:
+            append_result(results_path, result)
+        out.append(result)
     return out
 
 
+def _baseline(
+    base: Subject, config: BenchConfig, known_tasks: list[TaskScore] | None, device: str, progress: Progress
+) -> tuple[Reference, list[TaskScore] | None]:
+    """The baseline's reference (found in the cache, or made now) and its task scores, the baseline loaded only
+    for as long as they take: it is closed before any cell loads, so no cell is measured beside it."""
+    name = base.artifact.path.name
+    reference = cached(base.artifact, base.stream, config.ctx)
+    tasks = known_tasks if config.tasks else None
+    if reference is not None:
+        progress(f"{name}: reference {reference.path} made already, baseline not loaded for it")
+    if reference is not None and (tasks is not None or not config.tasks):
+        return reference, tasks
+    progress(f"loading baseline {name}")
+    session = base.runtime.load_as(base.artifact, base.quality)
+    try:
+        if config.tasks and tasks is None:
+            progress(f"{name}: lm-eval tasks {', '.join(config.tasks)}")
+            tasks = _tasks(session, base.artifact, config, device)
+        if reference is None:
+            reference = make_reference(
+                session,
+                base.artifact,
+                base.runtime.name,
+                base.stream,
+                config.ctx,
+                on_window=lambda i, n: progress(f"{name}: reference window {i}/{n}"),
+            )
+            progress(f"{name}: reference written to {reference.path}; baseline unloaded")
+    finally:
+        session.close()
+    return reference, tasks
+
+
 def _measure(
-    subject: Subject, plan: Prepared, config: BenchConfig, run_id: str, base_session, base_tasks, progress: Progress
+    subject: Subject,
+    plan: Prepared,
+    config: BenchConfig,
+    run_id: str,
+    reference: Reference | None,
+    base_tasks,
+    progress: Progress,
 ) -> Result:
     artifact, name = subject.artifact, subject.artifact.path.name
     quality = description = task_results = None
@@ -84,9 +115,9 @@ def _measure(
                 session,
                 subject.stream.ids,
                 config.ctx,
-                baseline=base_session,
-                baseline_digest=base.digest if base else "",
-                baseline_label=records.artifact_ref(base).display_label(backend=False) if base else "",
+                baseline=reference,
+                baseline_digest=reference.header.baseline_digest if reference else "",
+                baseline_label=reference.header.baseline_label if reference else "",
                 on_window=lambda: progress(f"{name}: perplexity window {next(done)}/{total}"),
             )
             if config.tasks:
@@ -180,3 +211,14 @@ def _task_results(scores, base_scores, base: Artifact | None, config: BenchConfi
         baseline_digest=base.digest if base else None,
         scores=scores,
     )
+
+
+def reference(
+    baseline: str | Path, *, config: BenchConfig | None = None, progress: Progress = lambda _: None
+) -> Reference:
+    """The reference file of `baseline` (an artifact) for `config`'s stream, ctx and load settings: found in the
+    quantlab cache, or made now, with the same checks and the same code as a bench's."""
+    config = (config or BenchConfig()).model_copy(update={"quality": True, "speed": False, "tasks": None})
+    plan = prepare([baseline], baseline, config)
+    made, _ = _baseline(plan.baseline, config, None, plan.device, progress)
+    return made

@@ -8,7 +8,17 @@ Failures the user can fix are `QuantlabError`s: `main` prints them as one line, 
 
 import sys
 
-from quantlab.cli import bench, fit, llamacpp, methods, quantize, report, run, serve  # noqa: F401  (registers the commands)
+from quantlab.cli import (  # noqa: F401  (registers the commands)
+    bench,
+    fit,
+    llamacpp,
+    methods,
+    quantize,
+    reference,
+    report,
+    run,
+    serve,
+)
 from quantlab.cli.app import app
 from quantlab.cli.console import error, state
 from quantlab.errors import QuantlabError, exception_line

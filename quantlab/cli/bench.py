@@ -43,7 +43,9 @@ def bench(
     baseline: Annotated[
         Path | None,
         typer.Option(
-            help="Artifact to compare against (KLD, top-1, Δppl), usually the 'none' artifact of the same model."
+            help="Compare against it (KLD, top-1, Δppl): an artifact, usually the 'none' one of the same model "
+            "(its reference file is made once, in the quantlab cache, and the baseline unloaded before any "
+            "artifact loads), or such a reference file itself (see 'quantlab reference')."
         ),
     ] = None,
     results: Annotated[Path, typer.Option(help="JSONL file the results are appended to.")] = Path(

@@ -1,0 +1,83 @@
+"""A baseline's reference, made once from the loaded baseline (or found already made) before any cell loads.
+
+References live in `paths.references_dir()` under their content address (`reference.content_key`): a later bench
+on the same stream, ctx and protocol against the same baseline artifact reads the file instead of loading the
+baseline again, whichever command made it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from quantlab.artifact import Artifact
+from quantlab.bench import records
+from quantlab.bench.quality import log_probs, windows
+from quantlab.corpus import TokenStream, token_fingerprint
+from quantlab.env import quantlab_version
+from quantlab.errors import ReferenceFileError
+from quantlab.paths import references_dir
+from quantlab.reference import Reference, ReferenceHeader, content_key, reference_name, write_reference
+from quantlab.results.metrics import PROTOCOL
+from quantlab.runtimes.base import Session
+
+
+def _scored(stream: TokenStream, ctx: int) -> np.ndarray:
+    return np.stack(windows(stream.ids, ctx))
+
+
+def cached_path(artifact: Artifact, stream: TokenStream, ctx: int) -> Path:
+    scored = _scored(stream, ctx)
+    key = content_key(PROTOCOL, ctx, len(scored), token_fingerprint(scored.ravel()), artifact.digest)
+    return references_dir() / reference_name(key)
+
+
+def cached(artifact: Artifact, stream: TokenStream, ctx: int) -> Reference | None:
+    """The reference already made for this baseline, stream and ctx, if the cache holds one that opens whole (a
+    damaged one is made again)."""
+    path = cached_path(artifact, stream, ctx)
+    try:
+        return Reference.open(path) if path.is_file() else None
+    except ReferenceFileError:
+        return None
+
+
+def make_reference(
+    session: Session,
+    artifact: Artifact,
+    runtime: str,
+    stream: TokenStream,
+    ctx: int,
+    on_window: Callable[[int, int], None] = lambda i, n: None,
+) -> Reference:
+    """Score the baseline `session` once over the stream's windows and write its reference into the cache."""
+    scored = _scored(stream, ctx)
+
+    def rows() -> Iterator[np.ndarray]:
+        for i, window in enumerate(scored):
+            block = log_probs(session.logits(window)).numpy()
+            on_window(i + 1, len(scored))
+            yield block
+
+    produced = rows()
+    first = next(produced)
+    header = ReferenceHeader(
+        protocol=PROTOCOL,
+        ctx=ctx,
+        windows=len(scored),
+        vocab=first.shape[1],
+        tokens_fingerprint=token_fingerprint(scored.ravel()),
+        text=stream.source,
+        tokenizer=stream.tokenizer,
+        baseline_digest=artifact.digest,
+        baseline_label=records.artifact_ref(artifact).display_label(backend=False),
+        runtime=runtime,
+        quantlab_version=quantlab_version(),
+    )
+    path = cached_path(artifact, stream, ctx)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_reference(path, header, scored, itertools.chain([first], produced))
+    return Reference.open(path)
