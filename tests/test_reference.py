@@ -37,7 +37,7 @@ def _write(tmp_path, base: FixedSession, ids: np.ndarray, ctx: int = CTX, name: 
         tokenizer="tok",
         baseline_digest="b" * 16,
         baseline_label="base",
-        runtime="fixed",
+        baseline_load="fixed tables",
         quantlab_version="0",
     )
     rows = (log_probs(base.logits(w)).numpy() for w in scored)
@@ -77,10 +77,12 @@ def test_its_name_is_what_its_numbers_depend_on(tmp_path, models):
     base, _, ids = models
     header = _write(tmp_path, base, ids).header
     assert reference_name(header.key()) == reference_name(header.key())
-    again = header.model_copy(update={"runtime": "other", "quantlab_version": "9", "window_sha256": []})
+    again = header.model_copy(update={"quantlab_version": "9", "baseline_label": "x", "window_sha256": []})
     assert again.key() == header.key()
     assert header.model_copy(update={"baseline_digest": "c" * 16}).key() != header.key()
-    assert content_key(PROTOCOL, CTX + 1, header.windows, header.tokens_fingerprint, "b" * 16) != header.key()
+    assert header.model_copy(update={"baseline_load": "on cuda"}).key() != header.key()
+    other_ctx = content_key(PROTOCOL, CTX + 1, header.windows, header.tokens_fingerprint, "b" * 16, "fixed tables")
+    assert other_ctx != header.key()
 
 
 def test_another_stream_ctx_or_protocol_is_refused(tmp_path, models):
@@ -104,8 +106,7 @@ def _damage(path, how):
     if how == "padded":
         return bytes(data + b"\0" * 4)
     if how == "header":
-        size = struct.unpack("<Q", data[:8])[0]
-        data[8 + size // 2] = ord("{")
+        data[8] = ord("x")  # the header's opening brace
         return bytes(data)
     if how == "not-ours":
         text = json.dumps({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()

@@ -150,7 +150,7 @@ def test_kld_agrees_with_llama_perplexity(smol, tmp_path, monkeypatch):
 
     base = _SecondHalves(plan.baseline.runtime.load(plan.baseline.artifact, device="cpu"))
     try:  # the F16 baseline's reference file, as the bench makes it: its logits computed once
-        made_ref = make_reference(base, plan.baseline.artifact, "llamacpp", plan.baseline.stream, ctx)
+        made_ref = make_reference(base, plan.baseline.artifact, "llamacpp on cpu", plan.baseline.stream, ctx)
     finally:
         base.close()
     measured = {}

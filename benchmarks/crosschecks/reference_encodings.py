@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parts = windows(ids, args.ctx)
     session = plan.baseline.runtime.load_as(plan.baseline.artifact, plan.baseline.quality)
     base_logits = [session.logits(w) for w in parts]
-    ref = make_reference(session, base, "transformers", plan.baseline.stream, args.ctx)
+    ref = make_reference(session, base, "transformers on cpu, fp32", plan.baseline.stream, args.ctx)
     run = start_run(BENCHMARK, {"max_tokens": args.max_tokens, "ctx": args.ctx, "bytes_per_entry": ENCODINGS})
     records = []
     try:

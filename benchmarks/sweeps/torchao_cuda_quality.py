@@ -109,7 +109,7 @@ def measure(args, stream, fp32, bf16) -> list[dict]:
     baseline = make_reference(
         _Model(AutoModelForCausalLM.from_pretrained(fp32.path, dtype=torch.float32).eval()),
         fp32,
-        "transformers",
+        "transformers (this script's own load), fp32",
         stream,
         args.ctx,
     )

@@ -22,23 +22,30 @@ from quantlab.errors import ReferenceFileError
 from quantlab.paths import references_dir
 from quantlab.reference import Reference, ReferenceHeader, content_key, reference_name, write_reference
 from quantlab.results.metrics import PROTOCOL
-from quantlab.runtimes.base import Session
+from quantlab.runtimes.base import LoadRequest, Session
 
 
 def _scored(stream: TokenStream, ctx: int) -> np.ndarray:
     return np.stack(windows(stream.ids, ctx))
 
 
-def cached_path(artifact: Artifact, stream: TokenStream, ctx: int) -> Path:
+def load_label(runtime: str, request: LoadRequest) -> str:
+    """How a baseline is loaded, as far as its logits depend on it (the device's kind, not its index)."""
+    kind = request.device.split(":")[0]
+    kv = request.kv_cache_dtype or "default"
+    return f"{runtime} on {kind}, dtype {request.dtype}, KV cache {kv}, {request.gpus} GPU(s)"
+
+
+def cached_path(artifact: Artifact, load: str, stream: TokenStream, ctx: int) -> Path:
     scored = _scored(stream, ctx)
-    key = content_key(PROTOCOL, ctx, len(scored), token_fingerprint(scored.ravel()), artifact.digest)
+    key = content_key(PROTOCOL, ctx, len(scored), token_fingerprint(scored.ravel()), artifact.digest, load)
     return references_dir() / reference_name(key)
 
 
-def cached(artifact: Artifact, stream: TokenStream, ctx: int) -> Reference | None:
-    """The reference already made for this baseline, stream and ctx, if the cache holds one that opens whole (a
-    damaged one is made again)."""
-    path = cached_path(artifact, stream, ctx)
+def cached(artifact: Artifact, load: str, stream: TokenStream, ctx: int) -> Reference | None:
+    """The reference already made for this baseline, load, stream and ctx, if the cache holds one that opens
+    whole (a damaged one is made again)."""
+    path = cached_path(artifact, load, stream, ctx)
     try:
         return Reference.open(path) if path.is_file() else None
     except ReferenceFileError:
@@ -48,12 +55,13 @@ def cached(artifact: Artifact, stream: TokenStream, ctx: int) -> Reference | Non
 def make_reference(
     session: Session,
     artifact: Artifact,
-    runtime: str,
+    load: str,
     stream: TokenStream,
     ctx: int,
     on_window: Callable[[int, int], None] = lambda i, n: None,
 ) -> Reference:
-    """Score the baseline `session` once over the stream's windows and write its reference into the cache."""
+    """Score the baseline `session` (loaded as `load` says) once over the stream's windows and write its
+    reference into the references directory."""
     scored = _scored(stream, ctx)
 
     def rows() -> Iterator[np.ndarray]:
@@ -74,10 +82,10 @@ def make_reference(
         tokenizer=stream.tokenizer,
         baseline_digest=artifact.digest,
         baseline_label=records.artifact_ref(artifact).display_label(backend=False),
-        runtime=runtime,
+        baseline_load=load,
         quantlab_version=quantlab_version(),
     )
-    path = cached_path(artifact, stream, ctx)
+    path = cached_path(artifact, load, stream, ctx)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_reference(path, header, scored, itertools.chain([first], produced))
     return Reference.open(path)

@@ -20,7 +20,7 @@ from quantlab.bench import records
 from quantlab.bench.config import BenchConfig
 from quantlab.bench.prepare import Prepared, Subject, device_name, prepare, tokenizer_dir
 from quantlab.bench.quality import score, windows
-from quantlab.bench.reference import cached, make_reference
+from quantlab.bench.reference import cached, load_label, make_reference
 from quantlab.bench.worker import measure_in_worker
 from quantlab.errors import BenchError
 from quantlab.reference import Reference
@@ -66,7 +66,8 @@ def _baseline(
     """The baseline's reference (found in the cache, or made now) and its task scores, the baseline loaded only
     for as long as they take: it is closed before any cell loads, so no cell is measured beside it."""
     name = base.artifact.path.name
-    reference = cached(base.artifact, base.stream, config.ctx)
+    load = load_label(base.runtime.name, base.quality)
+    reference = cached(base.artifact, load, base.stream, config.ctx)
     tasks = known_tasks if config.tasks else None
     if reference is not None:
         progress(f"{name}: reference {reference.path} made already, baseline not loaded for it")
@@ -82,7 +83,7 @@ def _baseline(
             reference = make_reference(
                 session,
                 base.artifact,
-                base.runtime.name,
+                load,
                 base.stream,
                 config.ctx,
                 on_window=lambda i, n: progress(f"{name}: reference window {i}/{n}"),

@@ -46,18 +46,23 @@ class ReferenceHeader(BaseModel):
     tokenizer: str
     baseline_digest: str
     baseline_label: str
-    runtime: str  # the runtime that computed the baseline's logits
+    baseline_load: str  # how the baseline was loaded (runtime, device kind, dtype, KV cache, GPUs): its logits' source
     quantlab_version: str
     window_sha256: list[str] = Field(default_factory=list)  # of each window's logprobs rows, as stored
 
     def key(self) -> str:
-        return content_key(self.protocol, self.ctx, self.windows, self.tokens_fingerprint, self.baseline_digest)
+        return content_key(
+            self.protocol, self.ctx, self.windows, self.tokens_fingerprint, self.baseline_digest, self.baseline_load
+        )
 
 
-def content_key(protocol: str, ctx: int, windows: int, tokens_fingerprint: str, baseline_digest: str) -> str:
-    """The content address: what the numbers depend on, not who wrote them or when (the vocabulary is the
-    baseline's, so its digest covers it)."""
-    parts = [FORMAT, ENCODING, protocol, ctx, windows, tokens_fingerprint, baseline_digest]
+def content_key(
+    protocol: str, ctx: int, windows: int, tokens_fingerprint: str, baseline_digest: str, baseline_load: str
+) -> str:
+    """The content address: what the numbers depend on, not who wrote them or when. The vocabulary is the
+    baseline's, so its digest covers it; how it was loaded is part of it, since a baseline loaded on another
+    kind of device or in another dtype gives other logits (enough to move a near-lossless cell's KLD by 1%)."""
+    parts = [FORMAT, ENCODING, protocol, ctx, windows, tokens_fingerprint, baseline_digest, baseline_load]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
