@@ -13,7 +13,9 @@ from quantlab.cli.console import console, steps
 from quantlab.cli.options import build, model_options
 from quantlab.errors import BenchError
 
-SETTINGS = ("dataset", "ctx", "max_tokens", "dtype", "runtime", "kernel", "device", "tensor_parallel", "kv_cache_dtype")
+# What the stream and the baseline's load depend on; the baseline always runs its format's own kernel, so no
+# --kernel (it would be accepted and ignored).
+SETTINGS = ("dataset", "ctx", "max_tokens", "dtype", "runtime", "device", "tensor_parallel", "kv_cache_dtype")
 
 
 @app.command()
@@ -24,8 +26,9 @@ def reference(
 ) -> None:
     """Write BASELINE's reference file: its log-probabilities on every scored position of the bench's token
     stream (float32, exact), so that 'quantlab bench ART --baseline FILE' compares against it without loading the
-    baseline. The file goes to the quantlab cache under a name made from what it depends on (stream, ctx,
-    protocol, baseline digest); when it is there already, nothing is loaded. Prints its path."""
+    baseline. The file goes to $QUANTLAB_REFERENCES (default: the quantlab cache's references folder) under a name
+    made from what it depends on (stream, ctx, protocol, baseline digest, how the baseline is loaded); when it is
+    there already, nothing is loaded. Prints its path."""
     from quantlab.bench.run import reference as make
 
     config = build(BenchConfig, settings, BenchError)

@@ -50,6 +50,15 @@ class ReferenceHeader(BaseModel):
     quantlab_version: str
     window_sha256: list[str] = Field(default_factory=list)  # of each window's logprobs rows, as stored
 
+    @property
+    def ids_bytes(self) -> int:
+        return self.windows * self.ctx * 4
+
+    @property
+    def window_bytes(self) -> int:
+        """One window's rows: every position but the last, float32 over the vocabulary."""
+        return (self.ctx - 1) * self.vocab * 4
+
     def key(self) -> str:
         return content_key(
             self.protocol, self.ctx, self.windows, self.tokens_fingerprint, self.baseline_digest, self.baseline_load
@@ -72,14 +81,13 @@ def reference_name(key: str) -> str:
 
 def _layout(header: ReferenceHeader) -> bytes:
     """The safetensors header for these shapes, padded with spaces to a multiple of 8 bytes as safetensors does."""
-    rows = header.windows * (header.ctx - 1)
-    ids_bytes = header.windows * header.ctx * 4
+    ids_bytes = header.ids_bytes
     tensors = {
         "ids": {"dtype": "I32", "shape": [header.windows, header.ctx], "data_offsets": [0, ids_bytes]},
         "logprobs": {
             "dtype": "F32",
-            "shape": [rows, header.vocab],
-            "data_offsets": [ids_bytes, ids_bytes + rows * header.vocab * 4],
+            "shape": [header.windows * (header.ctx - 1), header.vocab],
+            "data_offsets": [ids_bytes, ids_bytes + header.windows * header.window_bytes],
         },
         "__metadata__": {METADATA_KEY: header.model_dump_json()},
     }
@@ -149,7 +157,7 @@ class Reference:
         header = _parse(path, raw)
         if raw.rstrip(b" ") != _layout(header).rstrip(b" "):
             raise ReferenceFileError(f"{path}: its tensors are not the layout of a {FORMAT} file")
-        expected = 8 + size + header.windows * header.ctx * 4 + header.windows * (header.ctx - 1) * header.vocab * 4
+        expected = 8 + size + header.ids_bytes + header.windows * header.window_bytes
         if length != expected:
             raise ReferenceFileError(f"{path}: cut short or padded: {length} bytes where its header says {expected}")
         return cls(path, header, 8 + size)
@@ -163,15 +171,13 @@ class Reference:
     def logprobs(self, window: int) -> np.ndarray:
         """Window `window`'s rows, [ctx − 1, vocab] float32, checked against their sha256."""
         h = self.header
-        rows = h.ctx - 1
-        offset = self._start + h.windows * h.ctx * 4 + window * rows * h.vocab * 4
-        data = bytearray(rows * h.vocab * 4)  # writable, so torch can wrap it without a copy
+        data = bytearray(h.window_bytes)  # writable, so torch can wrap it without a copy
         with open(self.path, "rb") as fh:
-            fh.seek(offset)
+            fh.seek(self._start + h.ids_bytes + window * h.window_bytes)
             got = fh.readinto(data)
         if got != len(data) or hashlib.sha256(data).hexdigest() != h.window_sha256[window]:
             raise ReferenceFileError(f"{self.path}: window {window}'s log-probabilities are corrupt (sha256 differs)")
-        return np.frombuffer(data, dtype="<f4").reshape(rows, h.vocab)
+        return np.frombuffer(data, dtype="<f4").reshape(h.ctx - 1, h.vocab)
 
     def check_stream(self, ids: np.ndarray, ctx: int, protocol: str) -> None:
         """Refuse, before anything loads, a reference made for another token stream, ctx or protocol."""
@@ -201,7 +207,7 @@ def _parse(path: Path, raw: bytes) -> ReferenceHeader:
         if not isinstance(text, str):
             raise ReferenceFileError(f"{path}: a safetensors file, but not a quantlab reference")
         return ReferenceHeader.model_validate(decode_json(text))
+    except ValidationError as exc:
+        raise ReferenceFileError(f"{path}: {describe_validation_error(exc)}") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, ValidationError):
-            raise ReferenceFileError(f"{path}: {describe_validation_error(exc)}") from None
         raise ReferenceFileError(f"{path}: its header is not valid JSON ({exception_line(exc)})") from None
