@@ -85,3 +85,57 @@ def test_identical_models_have_zero_divergence():
     metrics = score(FixedSession(table), np.arange(64) % 16, 8, baseline=FixedSession(table))
     assert abs(metrics.vs_baseline.kld_mean) < 1e-6
     assert metrics.vs_baseline.top1_agreement == 1.0
+
+
+def _llama_percentile(values: list[float], fraction: float) -> float:
+    """llama-perplexity's percentile, written from its definition: linear between the sorted values."""
+    values = sorted(values)
+    p = fraction * (len(values) - 1)
+    i = int(p)
+    return (1 - (p - i)) * values[i] + (p - i) * values[min(i + 1, len(values) - 1)]
+
+
+def test_divergence_detail_follows_llama_perplexity():
+    """The KLD and Δp distributions, Δp mean/RMS and standard errors, computed by hand as llama-perplexity does
+    (its percentile interpolation; the median of an even count is the mean of the middle two)."""
+    vocab, ctx = 8, 10
+    torch.manual_seed(1)
+    base_table = torch.randn(vocab, vocab)
+    other_table = base_table + 0.7 * torch.randn(vocab, vocab)
+    ids = np.random.default_rng(0).integers(0, vocab, 40)
+    vs = score(FixedSession(other_table), ids, ctx, baseline=FixedSession(base_table)).vs_baseline
+    kls, dps, nll, base_nll = [], [], [], []
+    for w in windows(ids, ctx):
+        for pos in range(ctx - 1):
+            q = torch.log_softmax(other_table[w[pos]].double(), -1)
+            p = torch.log_softmax(base_table[w[pos]].double(), -1)
+            kls.append((p.exp() * (p - q)).sum().item())
+            dps.append(q[w[pos + 1]].exp().item() - p[w[pos + 1]].exp().item())
+            nll.append(-q[w[pos + 1]].item())
+            base_nll.append(-p[w[pos + 1]].item())
+    detail = vs.detail
+    assert len(kls) == 36  # an even count: the median is the mean of the middle two
+    ordered = sorted(kls)
+    assert vs.kld_median == detail.kld.median == pytest.approx((ordered[17] + ordered[18]) / 2, rel=1e-4)
+    for field, fraction in [("p0_1", 0.001), ("p1", 0.01), ("p5", 0.05), ("p10", 0.1), ("p90", 0.9)]:
+        assert getattr(detail.kld, field) == pytest.approx(_llama_percentile(kls, fraction), rel=1e-4, abs=1e-7)
+    assert (detail.kld.min, detail.kld.max) == (pytest.approx(min(kls), abs=1e-6), pytest.approx(max(kls)))
+    assert detail.kld.p99_9 == pytest.approx(_llama_percentile(kls, 0.999), rel=1e-4)
+    for field, fraction in [("p25", 0.25), ("p75", 0.75), ("p95", 0.95), ("p99", 0.99)]:
+        assert getattr(detail.delta_p, field) == pytest.approx(_llama_percentile(dps, fraction), abs=1e-6)
+    assert detail.delta_p_mean == pytest.approx(np.mean(dps), abs=1e-7)
+    assert detail.delta_p_rms == pytest.approx(math.sqrt(np.mean(np.square(dps))), rel=1e-5)
+    n = len(kls)
+    assert detail.kld_mean_stderr == pytest.approx(math.sqrt((np.mean(np.square(kls)) - np.mean(kls) ** 2) / (n - 1)))
+    assert detail.delta_p_mean_stderr == pytest.approx(
+        math.sqrt((np.mean(np.square(dps)) - np.mean(dps) ** 2) / (n - 1))
+    )
+    assert detail.nll_correlation == pytest.approx(np.corrcoef(nll, base_nll)[0, 1], rel=1e-5)
+    assert -1 < detail.delta_p.min < 0 < detail.delta_p.max < 1
+
+
+def test_identical_models_have_no_delta_p():
+    table = torch.randn(16, 16)
+    detail = score(FixedSession(table), np.arange(64) % 16, 8, baseline=FixedSession(table)).vs_baseline.detail
+    assert detail.delta_p.min == detail.delta_p.max == detail.delta_p_rms == 0
+    assert detail.kld.max < 1e-6 and detail.nll_correlation == pytest.approx(1)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 
 from quantlab.errors import BenchError
-from quantlab.results.metrics import BaselineComparison, QualityMetrics
+from quantlab.results.metrics import BaselineComparison, DivergenceDetail, QualityMetrics, Quantiles
 from quantlab.runtimes.base import Session
 
 if TYPE_CHECKING:
@@ -68,31 +68,36 @@ def score(
 ) -> QualityMetrics:
     import torch
 
-    nll_sum = 0.0
-    base_nll_sum = 0.0
-    scored = 0
+    nlls: list[torch.Tensor] = []  # per scored position, in stream order
+    base_nlls: list[torch.Tensor] = []
     klds: list[torch.Tensor] = []
     agree = 0
     parts = windows(ids, ctx)
     for index, window in enumerate(parts):
-        targets = torch.as_tensor(np.asarray(window[1:], dtype=np.int64))
+        targets = torch.as_tensor(np.asarray(window[1:], dtype=np.int64))[:, None]
         logp = log_probs(session.logits(window))
-        nll_sum += -logp.gather(1, targets[:, None]).sum().item()
-        scored += len(targets)
+        nlls.append(-logp.gather(1, targets)[:, 0])
         if baseline is not None:
             base_logp = baseline_rows(baseline, index, window)
-            base_nll_sum += -base_logp.gather(1, targets[:, None]).sum().item()
+            base_nlls.append(-base_logp.gather(1, targets)[:, 0])
             klds.append((base_logp.exp() * (base_logp - logp)).sum(-1))
             agree += int((base_logp.argmax(-1) == logp.argmax(-1)).sum().item())
         if on_window:
             on_window()
-    nll = nll_sum / scored
+    nll = torch.cat(nlls).double()
+    scored = nll.numel()
     metrics = QualityMetrics(
-        ppl=math.exp(nll), nll_mean=nll, tokens_scored=scored, n_windows=len(parts), ctx=ctx, stride=ctx
+        ppl=math.exp(nll.mean().item()),
+        nll_mean=nll.mean().item(),
+        tokens_scored=scored,
+        n_windows=len(parts),
+        ctx=ctx,
+        stride=ctx,
     )
     if baseline is not None:
-        kld = torch.cat(klds).double()
-        base_ppl = math.exp(base_nll_sum / scored)
+        kld, base_nll = torch.cat(klds).double(), torch.cat(base_nlls).double()
+        base_ppl = math.exp(base_nll.mean().item())
+        detail = divergence_detail(kld.numpy(), nll.numpy(), base_nll.numpy())
         metrics.vs_baseline = BaselineComparison(
             baseline_digest=baseline_digest,
             baseline_label=baseline_label,
@@ -100,8 +105,37 @@ def score(
             ppl_ratio=metrics.ppl / base_ppl,
             delta_ppl_pct=(metrics.ppl / base_ppl - 1) * 100,
             kld_mean=kld.mean().item(),
-            kld_median=kld.median().item(),
-            kld_p99=torch.quantile(kld, 0.99).item(),
+            kld_median=detail.kld.median,
+            kld_p99=detail.kld.p99,
             top1_agreement=agree / scored,
+            detail=detail,
         )
     return metrics
+
+
+def quantiles(values: np.ndarray) -> Quantiles:
+    """`values` at llama-perplexity's points; numpy's default (linear) interpolation is llama.cpp's."""
+    points = np.percentile(values, [0, 0.1, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9, 100])
+    return Quantiles(**dict(zip(Quantiles.model_fields, (float(v) for v in points), strict=True)))
+
+
+def _mean_stderr(values: np.ndarray) -> float:
+    # llama.cpp's mean_and_uncertainty: the population variance over n − 1
+    n = values.size
+    return math.sqrt(max(float((values**2).mean() - values.mean() ** 2), 0.0) / (n - 1)) if n > 1 else 0.0
+
+
+def divergence_detail(kld: np.ndarray, nll: np.ndarray, base_nll: np.ndarray) -> DivergenceDetail:
+    """llama-perplexity's statistics from per-position KLD and the two models' NLLs of the right token."""
+    delta_p = np.exp(-nll) - np.exp(-base_nll)
+    spread = nll.std() * base_nll.std()
+    correlation = float(((nll - nll.mean()) * (base_nll - base_nll.mean())).mean() / spread) if spread else 1.0
+    return DivergenceDetail(
+        kld=quantiles(kld),
+        kld_mean_stderr=_mean_stderr(kld),
+        delta_p=quantiles(delta_p),
+        delta_p_mean=float(delta_p.mean()),
+        delta_p_mean_stderr=_mean_stderr(delta_p),
+        delta_p_rms=float(np.sqrt((delta_p**2).mean())),
+        nll_correlation=correlation,
+    )

@@ -24,6 +24,41 @@ PROTOCOL = (
 )
 
 
+class Quantiles(Schema):
+    """A per-token distribution at the points llama-perplexity prints, with its interpolation (linear between
+    order statistics; the median of an even count is the mean of the middle two), so a figure here can be set
+    beside one from `llama-perplexity --kl-divergence`."""
+
+    min: float
+    p0_1: float
+    p1: float
+    p5: float
+    p10: float
+    p25: float
+    median: float
+    p75: float
+    p90: float
+    p95: float
+    p99: float
+    p99_9: float
+    max: float
+
+
+class DivergenceDetail(Schema):
+    """The rest of llama-perplexity's `--kl-divergence` summary, in its definitions: the KLD distribution, and
+    Δp = p_model(right token) − p_baseline(right token) per scored position (a quant that loses confidence in the
+    right token shows a negative mean Δp even where its top-1 still agrees). Standard errors as llama.cpp
+    computes them: sqrt((mean of squares − square of mean) / (n − 1))."""
+
+    kld: Quantiles
+    kld_mean_stderr: float
+    delta_p: Quantiles
+    delta_p_mean: float
+    delta_p_mean_stderr: float
+    delta_p_rms: float
+    nll_correlation: float  # Pearson r of the per-token NLLs of model and baseline (llama.cpp's Cor(ln PPL))
+
+
 class BaselineComparison(Schema):
     baseline_digest: str
     baseline_label: str
@@ -33,7 +68,8 @@ class BaselineComparison(Schema):
     kld_mean: float
     kld_median: float
     kld_p99: float
-    top1_agreement: float
+    top1_agreement: float  # llama-perplexity's "same top p"
+    detail: DivergenceDetail | None = None  # absent from records made before it was measured
 
 
 class QualityMetrics(Schema):
