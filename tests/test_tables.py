@@ -194,3 +194,46 @@ def test_the_choose_table_compares_the_rows_of_one_host(demo):
     note = next(n for n in footnotes(select(demo + fewer)) if n.startswith("Which format to choose"))
     assert f"rig cpu, host {host(demo[0])} only" in note
     assert "host" not in next(n for n in footnotes(demo) if n.startswith("Which format to choose"))
+
+
+@pytest.fixture(scope="module")
+def detailed(demo):
+    """The demo's records with llama-perplexity's statistics, as a bench writes them today, from per-token values
+    drawn at random (the table's arithmetic is checked here; the statistics' own in tests/test_quality.py)."""
+    import numpy as np
+
+    from quantlab.bench.quality import divergence_detail
+
+    rng, out = np.random.default_rng(0), []
+    for r in demo:
+        vs = r.quality.vs_baseline if r.quality else None
+        if vs is not None:
+            nll = rng.gamma(2.0, 1.5, 4000)
+            detail = divergence_detail(rng.exponential(vs.kld_mean, 4000), nll, nll + rng.normal(0, 0.1, 4000))
+            quality = r.quality.model_copy(update={"vs_baseline": vs.model_copy(update={"detail": detail})})
+            r = r.model_copy(update={"quality": quality})
+        out.append(r)
+    return out
+
+
+def test_the_quality_detail_table_prints_llama_perplexity_statistics(demo, detailed):
+    from quantlab.report.quality_detail import quality_detail_table
+
+    assert quality_detail_table(demo).empty  # records made before the statistics: no table, no note
+    assert "Quality in detail" not in markdown(demo)
+    table = quality_detail_table(detailed)
+    measured = [r for r in detailed if r.load is None and r.quality and r.quality.vs_baseline]
+    assert len(table) == len(measured) > 3
+    for (_, row), r in zip(table.iterrows(), measured, strict=True):
+        vs = r.quality.vs_baseline
+        assert row["scheme"] == r.artifact.label
+        assert row["KLD 99.9 %"] == tables.kld(vs.detail.kld.p99_9)
+        assert row["KLD mean ± se"].startswith(tables.kld(vs.kld_mean) + " ± ")
+        assert row["RMS Δp %"] == f"{100 * vs.detail.delta_p_rms:.3f}"
+        assert row["same top p %"] == f"{100 * vs.top1_agreement:.2f}"
+    assert tables.main_table(detailed).equals(tables.main_table(demo))  # the main table stays as it is
+    report = markdown(detailed)
+    assert "## Quality in detail (llama-perplexity's statistics)" in report
+    assert any(n.startswith("Quality in detail: llama-perplexity's") for n in footnotes(detailed))
+    both = quality_detail_table(select(detailed + [_elsewhere(r, cpu=OTHER_CPU) for r in detailed]))
+    assert list(both.columns).index("host") == 2 and Counter(both["host"])[OTHER_CPU] == len(table)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
+from quantlab.report.quality_detail import quality_detail_notes
 from quantlab.report.selection import comparable, host, select, spans_hosts
 from quantlab.report.tables import cell_key, mark_numbers, tensor_types
 from quantlab.results import KERNEL_MEANING, Result
@@ -18,7 +19,7 @@ from quantlab.rigs import COST_FORMULA
 
 def footnotes(results: list[Result]) -> list[str]:
     """Every note of a report, in the order the report prints them."""
-    notes = _quality_notes(results) + _speed_notes(results)
+    notes = _quality_notes(results) + quality_detail_notes(results) + _speed_notes(results)
     notes += [f"Memory: {kind}." for kind in sorted({r.memory.note for r in results if r.memory})]
     sources = {r.artifact.source_description for r in results if r.artifact.source_description}
     notes += [f"Model: {desc}." for desc in sorted(sources)]

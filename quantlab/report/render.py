@@ -17,6 +17,7 @@ from quantlab.report import plots
 from quantlab.report.choose import choose_table
 from quantlab.report.claims import claims_table
 from quantlab.report.notes import footnotes
+from quantlab.report.quality_detail import quality_detail_table
 from quantlab.report.tables import batch_table, gguf_table, load_table, main_table, tasks_table
 from quantlab.results import Result
 from quantlab.util.files import write_atomic
@@ -29,6 +30,7 @@ def sections(results: list[Result]) -> list[tuple[str | None, pd.DataFrame]]:
     tables = [
         (None, main_table(results)),
         ("Which format to choose (measured)", choose_table(results)),
+        ("Quality in detail (llama-perplexity's statistics)", quality_detail_table(results)),
         ("Throughput by batch size", batch_table(results)),
         ("Task accuracy (lm-eval) and recovery", tasks_table(results)),
         ("Served under load (batching)", load_table(results)),
