@@ -67,7 +67,7 @@ class Cluster:
         self.port = self.free.pop()
         self.address = f"127.0.0.1:{self.port}"
 
-    def _start(self, args: list[str], prefix: list[str] | None = None) -> None:
+    def _start(self, args: list[str], prefix: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         log = open(self.root / f"node-{len(self.procs)}.log", "w")  # noqa: SIM115 (closed with the process)
         self.procs.append(
             subprocess.Popen(
@@ -83,6 +83,7 @@ class Cluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env={**os.environ, **(env or {})},
             )
         )
 
@@ -91,9 +92,9 @@ class Cluster:
         self._start(["--head", f"--port={self.port}", "--num-cpus=0", "--include-dashboard=false", *extra])
         return self
 
-    def worker(self, cpus: int = 2, prefix: list[str] | None = None) -> Cluster:
+    def worker(self, cpus: int = 2, prefix: list[str] | None = None, env: dict[str, str] | None = None) -> Cluster:
         ports = [f"{flag}={self.free.pop()}" for flag in AGENT_PORTS]
-        self._start([f"--address={self.address}", f"--num-cpus={cpus}", *ports], prefix)
+        self._start([f"--address={self.address}", f"--num-cpus={cpus}", *ports], prefix, env)
         return self
 
     def wait(self, nodes: int, timeout: float = 180) -> Cluster:
@@ -151,7 +152,8 @@ def cluster(no_token_auth) -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="qlray-"))  # short: Ray's unix sockets live below it
     running = Cluster(root)
     try:
-        yield running.head().worker(cpus=2).wait(nodes=2)
+        # the worker node's references cache is not the driver's, as on machines that share no disk but the work dir
+        yield running.head().worker(cpus=2, env={"QUANTLAB_REFERENCES": str(root / "node-references")}).wait(nodes=2)
     finally:
         running.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -187,6 +189,11 @@ def test_ray_run_equals_serial_and_a_killed_worker_is_retried_once(serial_run, t
     done = run_recipe(recipe, results=results, work_dir=tmp_path / "ray-work", progress=progress, ray=cluster.address)
     assert killed and any("w8 bench: running on " in m and "attempt 2 of 3" in m for m in messages), messages
     assert done.failed == {}
+    # the baseline's bench made its reference on the worker node and published it to the driver's machine; the
+    # other benches found it on their node (the next test's run fetches one from the driver)
+    loaded = [m for m in messages if "loading baseline" in m]
+    assert len(loaded) == 1 and loaded[0].startswith("[3/6] fp32 bench: "), messages
+    assert any(m.startswith("[3/6] fp32 bench: reference ") and " published to " in m for m in messages)
     assert _bench_records(results) == Counter(CELLS)  # the killed attempt left no record
     ray_run, serial = _stable(results), _stable(serial_run.results)
     assert {
@@ -213,6 +220,11 @@ def test_benches_on_ray_reuse_the_baselines_own_task_scores(serial_run, tmp_path
     scored = {run: [m for m in messages if ": lm-eval tasks" in m] for run, messages in said.items()}
     assert len(scored["ray"]) == len(scored["serial"]) == len(CELLS), scored  # the baseline once, in its own bench
     ray_log = said["ray"]
+    # the serial run made the reference on the driver's machine, for these artifacts; the worker node, whose
+    # references cache lacks it, fetched it from there instead of computing it (the baseline is loaded only for
+    # its lm-eval tasks)
+    assert any("fp32 bench: " in m and " fetched, baseline not loaded" in m for m in ray_log), ray_log
+    assert not any("reference window" in m for m in ray_log)
     baseline_done = next(i for i, m in enumerate(ray_log) if m.endswith("fp32 bench: done"))
     assert all(i > baseline_done for i, m in enumerate(ray_log) if m.endswith(("w8 bench: queued", "w4 bench: queued")))
     ray_run, serial_records = _stable(on_ray), _stable(serial)

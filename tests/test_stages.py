@@ -37,18 +37,23 @@ def _by(plan) -> dict:
 
 
 def test_tasks_only_where_both_runtimes_score_them_and_benches_wait_for_the_baselines(recipe):
+    """A bench waits for its baseline's bench (same span) when it can reuse what that made: tasks, reference."""
     loaded, made = recipe
     config = BenchConfig(tasks=["quantlab_wikitext_nextword"])
     stages = _by(plan_stages(loaded, made, {1: config, 2: config}, {}))
     base_bench = (made[0].key(), "bench")
     assert stages[("w4", "bench")].config.tasks and stages[("w4", "bench")].after == (base_bench,)
-    assert stages[("q8", "bench")].config.tasks is None and stages[("q8", "bench")].after == ()  # GGUF: llama.cpp
+    # GGUF (llama.cpp) scores no tasks, but it reads the reference the baseline's bench makes
+    assert stages[("q8", "bench")].config.tasks is None and stages[("q8", "bench")].after == (base_bench,)
     assert stages[("w8-tp2", "bench")].after == ()  # another span: its baseline is placed like it, scored anew
     assert stages[("base", "bench")].needs == ((made[0].key(), "quantize"),)
     assert (made[0].key(), "quantize") in stages[("w4", "bench")].needs
     assert ("w4", "load") in stages and ("q8", "load") not in stages
-    without = _by(plan_stages(loaded, made, {1: BenchConfig(), 2: BenchConfig()}, {}))
-    assert without[("w4", "bench")].after == ()  # nothing to reuse without tasks
+    quality_only = _by(plan_stages(loaded, made, {1: BenchConfig(), 2: BenchConfig()}, {}))
+    assert quality_only[("w4", "bench")].after == (base_bench,)  # the baseline's reference, made once
+    speed = BenchConfig(quality=False)
+    speed_only = _by(plan_stages(loaded, made, {1: speed, 2: speed}, {}))
+    assert speed_only[("w4", "bench")].after == ()  # nothing to reuse
 
 
 def test_a_gguf_baseline_takes_the_tasks_from_every_cell(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -23,6 +24,18 @@ from quantlab.paths import references_dir
 from quantlab.reference import Reference, ReferenceHeader, content_key, reference_name, write_reference
 from quantlab.results.metrics import PROTOCOL
 from quantlab.runtimes.base import LoadRequest, Session
+
+
+class Shelf(Protocol):
+    """Where references are shared between machines without a common filesystem (a Ray run's driver): a bench
+    fetches a reference it lacks before it would load the baseline, and publishes one it has."""
+
+    @property
+    def where(self) -> str: ...
+
+    def fetch(self, name: str, dest: Path) -> bool: ...
+
+    def publish(self, path: Path) -> bool: ...
 
 
 def _scored(stream: TokenStream, ctx: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from quantlab.bench import records
 from quantlab.bench.config import BenchConfig
 from quantlab.bench.prepare import Prepared, Subject, device_name, prepare, tokenizer_dir
 from quantlab.bench.quality import score, windows
-from quantlab.bench.reference import cached, load_label, make_reference
+from quantlab.bench.reference import Shelf, cached, cached_path, load_label, make_reference
 from quantlab.bench.worker import measure_in_worker
 from quantlab.errors import BenchError
 from quantlab.reference import Reference
@@ -38,9 +38,11 @@ def bench(
     progress: Progress = lambda _: None,
     cells: list[CellRef] | None = None,
     baseline_tasks: list[TaskScore] | None = None,
+    shelf: Shelf | None = None,
 ) -> list[Result]:
     """`cells` (quantlab run): one CellRef per artifact, recorded in its Result. `baseline_tasks`: the baseline's
-    lm-eval scores under this very config, measured already (a Ray run's baseline cell): not scored again."""
+    lm-eval scores under this very config, measured already (a Ray run's baseline cell): not scored again.
+    `shelf`: where the baseline's reference is fetched from, or published to, when this machine lacks it."""
     config = config or BenchConfig()
     if not (config.quality or config.speed):
         raise BenchError("nothing to measure: --no-quality and --no-speed together")
@@ -48,7 +50,7 @@ def bench(
     run_id = records.new_run_id()
     reference, base_tasks = plan.reference, None
     if plan.baseline is not None:
-        reference, base_tasks = _baseline(plan.baseline, config, baseline_tasks, plan.device, progress)
+        reference, base_tasks = _baseline(plan.baseline, config, baseline_tasks, plan.device, progress, shelf)
     out: list[Result] = []
     for i, subject in enumerate(plan.subjects):
         result = _measure(subject, plan, config, run_id, reference, base_tasks, progress)
@@ -61,37 +63,69 @@ def bench(
 
 
 def _baseline(
-    base: Subject, config: BenchConfig, known_tasks: list[TaskScore] | None, device: str, progress: Progress
+    base: Subject,
+    config: BenchConfig,
+    known_tasks: list[TaskScore] | None,
+    device: str,
+    progress: Progress,
+    shelf: Shelf | None = None,
 ) -> tuple[Reference, list[TaskScore] | None]:
-    """The baseline's reference (found in the cache, or made now) and its task scores, the baseline loaded only
-    for as long as they take: it is closed before any cell loads, so no cell is measured beside it."""
+    """The baseline's reference (found in the cache, fetched from the shelf, or made now) and its task scores, the
+    baseline loaded only for as long as they take: it is closed before any cell loads, so no cell is measured
+    beside it."""
     name = base.artifact.path.name
     load = load_label(base.runtime.name, base.quality)
     reference = cached(base.artifact, load, base.stream, config.ctx)
+    fetched = (
+        reference is None
+        and shelf is not None
+        and _fetch(shelf, cached_path(base.artifact, load, base.stream, config.ctx), progress)
+    )
+    if fetched:
+        reference = cached(base.artifact, load, base.stream, config.ctx)
     tasks = known_tasks if config.tasks else None
     if reference is not None:
-        progress(f"{name}: reference {reference.path} made already, baseline not loaded for it")
-    if reference is not None and (tasks is not None or not config.tasks):
-        return reference, tasks
-    progress(f"loading baseline {name}")
-    session = base.runtime.load_as(base.artifact, base.quality)
-    try:
-        if config.tasks and tasks is None:
-            progress(f"{name}: lm-eval tasks {', '.join(config.tasks)}")
-            tasks = _tasks(session, base.artifact, config, device)
-        if reference is None:
-            reference = make_reference(
-                session,
-                base.artifact,
-                load,
-                base.stream,
-                config.ctx,
-                on_window=lambda i, n: progress(f"{name}: reference window {i}/{n}"),
-            )
-            progress(f"{name}: reference written to {reference.path}; baseline unloaded")
-    finally:
-        session.close()
+        progress(
+            f"{name}: reference {reference.path} {'fetched' if fetched else 'made already'}, baseline not loaded for it"
+        )
+    if reference is None or (config.tasks and tasks is None):
+        progress(f"loading baseline {name}")
+        session = base.runtime.load_as(base.artifact, base.quality)
+        try:
+            if config.tasks and tasks is None:
+                progress(f"{name}: lm-eval tasks {', '.join(config.tasks)}")
+                tasks = _tasks(session, base.artifact, config, device)
+            if reference is None:
+                reference = make_reference(
+                    session,
+                    base.artifact,
+                    load,
+                    base.stream,
+                    config.ctx,
+                    on_window=lambda i, n: progress(f"{name}: reference window {i}/{n}"),
+                )
+                progress(f"{name}: reference written to {reference.path}; baseline unloaded")
+        finally:
+            session.close()
+    if shelf is not None and not fetched:
+        _publish(shelf, reference.path, progress)
     return reference, tasks
+
+
+def _fetch(shelf: Shelf, path: Path, progress: Progress) -> bool:
+    try:
+        return shelf.fetch(path.name, path)
+    except BenchError as exc:  # a shelf that cannot be reached only costs this machine a baseline load
+        progress(f"{exc}; making the reference here")
+        return False
+
+
+def _publish(shelf: Shelf, path: Path, progress: Progress) -> None:
+    try:
+        if shelf.publish(path):
+            progress(f"reference {path.name} published to {shelf.where}")
+    except BenchError as exc:
+        progress(f"{exc}; other machines will make their own")
 
 
 def _measure(

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantlab.bench.config import BenchConfig
+from quantlab.paths import references_dir
 from quantlab.results import Result
 from quantlab.sweep import cluster, ray_tasks
 from quantlab.sweep.orchestrate import Progress, RecipeRun, Sweep, choose_rig, per_span
 from quantlab.sweep.recipe import Cell, Recipe
+from quantlab.sweep.shelf import Shelf, ShelfServer
 from quantlab.sweep.stages import Stage, plan_stages
 
 POLL_S = 0.5
@@ -135,7 +137,10 @@ def run_on_ray(
             progress(f"{where}: {len(nodes)} node(s); each {span} reserves {reserve} (rig {chosen.rig})")
         plan = plan_stages(recipe, cells, {gpus: c for gpus, (c, _) in rigs.items()}, refused)
         sweep = Sweep(recipe, plan, results, progress, hosts={n.host for n in nodes})
-        _Driver(sweep, rigs, root, settings, memory).run()
+        # the nodes share the work dir (checked above) but each has its own references cache
+        with ShelfServer(references_dir(), ray.util.get_node_ip_address()) as server:
+            progress(f"baseline references shared from this machine's cache at {server.shelf.where}")
+            _Driver(sweep, rigs, root, settings, memory, server.shelf).run()
         return sweep.finish()
     finally:
         ray.shutdown()
@@ -156,10 +161,11 @@ class _Driver:
         root: Path,
         settings: cluster.RaySettings,
         memory: dict[str, int],  # cell key → bytes it reserves (CPU rigs)
+        shelf: Shelf,
     ) -> None:
         import ray
 
-        self.sweep, self.rigs, self.root, self.memory = sweep, rigs, root, memory
+        self.sweep, self.rigs, self.root, self.memory, self.shelf = sweep, rigs, root, memory, shelf
         self.retries = settings.retries
         self.inbox = ray.remote(num_cpus=0)(ray_tasks.Inbox).remote()
         self.jobs: dict[int, _Job] = {}
@@ -196,6 +202,7 @@ class _Driver:
                     stage.config,
                     sweep.ref(stage),
                     sweep.baseline_scores(stage),
+                    self.shelf,
                 )
             else:
                 args = (ray_tasks.load_task, str(sweep.artifacts[cell.key()].path), stage.config, sweep.ref(stage))

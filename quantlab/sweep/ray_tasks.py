@@ -69,7 +69,13 @@ def quantize_task(ctx: TaskContext, model: str, spec: MethodSpec, out: str) -> d
 
 
 def bench_task(
-    ctx: TaskContext, artifact: str, baseline: str | None, config: BenchConfig, cell: CellRef, baseline_tasks=None
+    ctx: TaskContext,
+    artifact: str,
+    baseline: str | None,
+    config: BenchConfig,
+    cell: CellRef,
+    baseline_tasks=None,
+    shelf=None,  # a sweep.shelf.Shelf: the driver's references, for a node whose cache lacks one
 ) -> str:
     from quantlab.bench.run import bench
 
@@ -80,6 +86,7 @@ def bench_task(
         cells=[cell],
         progress=_started(ctx),
         baseline_tasks=baseline_tasks,
+        shelf=shelf,
     )
     return result.model_dump_json()
 

@@ -94,8 +94,9 @@ def _bench(cell: Cell, baseline: Cell | None, config: BenchConfig | None, refuse
         needs.append((baseline.key(), "quantize"))
     if config is not None:
         config = bench_config(cell, baseline, config)
-        # the baseline's own bench scores its tasks once; a bench of the same span waits for it and reuses them
+        # The baseline's own bench makes its reference and scores its tasks once; a bench of the same span waits
+        # for it and reuses both (on Ray, cells started together would each load the baseline to make the file).
         same_span = baseline is not None and baseline.tensor_parallel == cell.tensor_parallel
-        if config.tasks and same_span and baseline is not cell:
+        if (config.tasks or config.quality) and same_span and baseline is not cell:
             after = ((baseline.key(), "bench"),)
     return Stage(cell, "bench", needs=tuple(needs), after=after, config=config, refused=refused)
