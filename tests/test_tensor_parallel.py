@@ -18,7 +18,14 @@ from quantlab.sweep.recipe import RecipeError, cells, load_recipe
 from .conftest import REPO, error_lines, run_cli
 
 ARCH = memfit.Architecture(
-    model_type="llama", n_layers=80, n_kv_heads=8, head_dim=128, n_params=70_000_000_000, linear_params=68_000_000_000
+    model_type="llama",
+    n_layers=80,
+    n_kv_heads=8,
+    head_dim=128,
+    n_params=70_000_000_000,
+    linear_params=68_000_000_000,
+    vocab_size=128_256,
+    dtype="bf16",
 )
 
 
