@@ -11,12 +11,14 @@ says.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from quantlab.errors import ModelNotFoundError
 from quantlab.results.fit import Footprint
 from quantlab.rigs import Rig
+from quantlab.spec import dtype_short
 
 # bytes per cached value; llama.cpp's block types store 32 values in 34 (q8_0) or 18 (q4_0) bytes
 KV_DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "q8_0": 34 / 32, "q4_0": 18 / 32}
@@ -42,6 +44,8 @@ class Architecture(BaseModel):
     head_dim: int
     n_params: int
     linear_params: int  # weights of the Linear layers a method quantizes (the output head excluded)
+    vocab_size: int  # the output head's width: the length of every row of logits
+    dtype: str  # the config's dtype (fp32 | bf16 | fp16 | ...), what a load with dtype `auto` computes in
 
 
 class MemoryFitQuestion(BaseModel):
@@ -78,6 +82,7 @@ def architecture(config) -> Architecture:
         model = AutoModelForCausalLM.from_config(config)
     head = model.get_output_embeddings()
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
+    dtype = getattr(text, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
     return Architecture(
         model_type=config.model_type,
         n_layers=text.num_hidden_layers,
@@ -85,6 +90,8 @@ def architecture(config) -> Architecture:
         head_dim=head_dim,
         n_params=sum(p.numel() for p in model.parameters()),
         linear_params=linear,
+        vocab_size=head.weight.shape[0],
+        dtype=dtype_short(dtype),
     )
 
 
@@ -223,3 +230,91 @@ def fit_table(
         + f"; weights from {source}."
     )
     return table, note
+
+
+# The quality bench, as the code holds it (bench/quality.py, bench/reference.py, the runtimes' `logits()`).
+LOGPROB_BYTES = 4  # float32: a reference's rows, and every log-probability row scoring computes on the host
+# Host blocks of one window's rows ((ctx − 1) × vocab float32) alive at once at the peak. Scoring against a
+# reference: the cell's log-probs, the reference's rows, and the KLD's three temporaries (exp, difference,
+# product). Scoring alone: the previous window's log-probs while the next window's are copied off the device and
+# log-softmaxed. Making a reference: its first window (held until the file is whole), the window being written
+# and its bytes, and the next window's device copy and log-softmax.
+QualityRole = Literal["scored", "alone", "reference"]
+HOST_BLOCKS: dict[QualityRole, int] = {"scored": 5, "alone": 3, "reference": 5}
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+
+class QualityFootprint(BaseModel):
+    """One cell's quality measurement on one rig: on its device the weights, the KV of one window at the bench's
+    ctx and batch 1 (`memory`), and the logits of that window as the runtime holds them; on the host, the
+    log-probability rows. The baseline is never loaded beside it: its rows are read from the reference file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory: Footprint  # weights + KV cache, placed on the rig
+    runtime: str
+    logits_bytes: int  # on the device: the logits of one window (and the float32 copy scoring takes of them)
+    host_bytes: int  # on the host: the log-probability rows alive at once
+    needed_bytes: int  # the device's: weights + KV + logits (+ the host's rows on a rig with no GPU: one memory)
+    fits: bool | None = None
+
+
+def window_rows_bytes(vocab: int, ctx: int) -> int:
+    """One window's log-probabilities: every position but the last, float32 over the vocabulary."""
+    return (ctx - 1) * vocab * LOGPROB_BYTES
+
+
+def reference_bytes(vocab: int, ctx: int, windows: int) -> int:
+    """A reference file's rows and scored ids (the JSON header, a few kB with one sha256 per window, not counted)."""
+    return windows * window_rows_bytes(vocab, ctx) + windows * ctx * 4
+
+
+def quality_footprint(
+    arch: Architecture,
+    *,
+    runtime: str,
+    role: QualityRole,
+    ctx: int,
+    compute_dtype: str,
+    weight_bits: float = 16,
+    other_bits: float = 16,
+    rig: Rig | None = None,
+    utilization: float = DEFAULT_UTILIZATION,
+    gpus: int | None = None,
+) -> QualityFootprint:
+    """`role`: `scored` (a cell against its reference), `alone` (no baseline) or `reference` (the baseline making
+    its reference, loaded alone). `compute_dtype`: what the transformers runtime computes the logits in."""
+    from quantlab.runtimes.llamacpp_rt import BATCH_TOKENS
+
+    vocab = arch.vocab_size
+    if runtime == "llamacpp":
+        # Its quality context is at least one batch long; its compute buffer holds one batch's float32 logits;
+        # on the host llama-cpp-python keeps every position's (`scores`) and llama.cpp its output buffer for a
+        # batch (the window's copy `logits()` returns is freed before the KLD's peak).
+        kv_ctx = max(ctx, BATCH_TOKENS)
+        logits = min(kv_ctx, BATCH_TOKENS) * vocab * 4
+        held = (kv_ctx + min(kv_ctx, BATCH_TOKENS)) * vocab * 4
+    else:
+        # transformers: the head's logits of every position in the compute dtype and the float32 copy `logits()`
+        # returns (none when they are float32 already). It scores with use_cache=False, so the KV term is room
+        # for the forward's own buffers rather than a cache it keeps.
+        kv_ctx = ctx
+        per_entry = DTYPE_BYTES.get(compute_dtype, 2) + (4 if compute_dtype != "fp32" else 0)
+        logits = ctx * vocab * per_entry
+        held = 0
+    memory = footprint(
+        arch,
+        weight_bits=weight_bits,
+        other_bits=other_bits,
+        batch=1,
+        ctx=kv_ctx,
+        rig=rig,
+        utilization=utilization,
+        gpus=gpus,
+    )
+    host = HOST_BLOCKS[role] * window_rows_bytes(vocab, ctx) + held
+    needed = memory.needed_bytes + logits + (host if rig is not None and not rig.n_gpus else 0)
+    result = QualityFootprint(memory=memory, runtime=runtime, logits_bytes=logits, host_bytes=host, needed_bytes=needed)
+    if rig is None:
+        return result
+    return result.model_copy(update={"fits": needed <= memory.capacity_bytes and not memory.short_of_gpus()})

@@ -106,3 +106,24 @@ def test_fit_cli_on_an_artifact_and_its_errors(tmp_path, tiny_model):
     assert bad.returncode == 1 and "unknown rig 'tpu9'" in bad.stderr
     bad = run_cli("fit", str(artifact.path), "--kv-dtype", "int2")
     assert bad.returncode == 1 and "--kv-dtype: one of fp32, bf16, fp16, fp8, q8_0, q4_0, not 'int2'" in bad.stderr
+
+
+def test_quality_measurement_holds_what_the_runtime_holds(arch8):
+    """One window's logits as each runtime keeps them, and on a rig without GPUs the host's rows in the same memory."""
+    assert arch8.vocab_size == 128_256 and arch8.dtype == "fp32"  # the config names no dtype: torch's default
+    rows = memfit.window_rows_bytes(128_256, 256)
+    assert rows == 255 * 128_256 * 4
+    fp32 = memfit.quality_footprint(arch8, runtime="transformers", role="alone", ctx=256, compute_dtype="fp32")
+    assert fp32.logits_bytes == 256 * 128_256 * 4  # `.float()` of float32 logits is no copy
+    assert fp32.host_bytes == 3 * rows and fp32.fits is None
+    bf16 = memfit.quality_footprint(arch8, runtime="transformers", role="scored", ctx=256, compute_dtype="bf16")
+    assert bf16.logits_bytes == 256 * 128_256 * 6 and bf16.host_bytes == 5 * rows
+    assert bf16.needed_bytes == bf16.memory.weight_bytes + 131_072 * 256 + bf16.logits_bytes
+    gguf = memfit.quality_footprint(arch8, runtime="llamacpp", role="scored", ctx=256, compute_dtype="bf16")
+    assert gguf.memory.kv_bytes == 131_072 * 512  # its context is at least one 512-token batch
+    assert gguf.logits_bytes == 512 * 128_256 * 4 and gguf.host_bytes == 5 * rows + 2 * 512 * 128_256 * 4
+    cpu = memfit.quality_footprint(
+        arch8, runtime="transformers", role="scored", ctx=256, compute_dtype="bf16", rig=get_rig("cpu"), gpus=1
+    )
+    assert cpu.needed_bytes == bf16.needed_bytes + bf16.host_bytes  # one memory
+    assert memfit.reference_bytes(128_256, 256, 3) == 3 * rows + 3 * 256 * 4

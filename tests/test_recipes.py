@@ -10,7 +10,7 @@ import pytest
 
 from quantlab.methods import all_backends, backend_of
 from quantlab.spec import MethodSpec
-from quantlab.sweep.plan import memory_plan
+from quantlab.sweep.plan import memory_plan, quality_plan
 from quantlab.sweep.recipe import RecipeError, cells, load_recipe
 
 from .conftest import REPO, run_cli
@@ -39,13 +39,67 @@ def test_shipped_recipes_validate(name):
     assert recipe.name == name and recipe.methods
 
 
+def table_rows(text: str) -> dict[str, list[str]]:
+    """A printed table's rows by their first cell (rich's `│` separators), its columns in order."""
+    return {line.split("│")[1].strip(): line.split("│") for line in text.splitlines() if line.startswith("│")}
+
+
 def test_guide_70b_dry_run_flags_fp16_on_one_h100():
     proc = run_cli("run", str(RECIPES / "guide-llama-3.1-70b.yaml"), "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    rows = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("│")}
-    assert "does NOT fit (142.4 / 72.0 GB)" in rows["fp16"].split("│")[5]  # the h100 column
-    assert rows["awq-w4-g128"].split("│")[5].strip().startswith("fits")
+    serving, quality = proc.stdout.split("quality measurement: ", 1)
+    rows = table_rows(serving)
+    assert "does NOT fit (142.4 / 72.0 GB)" in rows["fp16"][5]  # the h100 column
+    assert rows["awq-w4-g128"][5].strip().startswith("fits")
     assert "70.55B parameters" in proc.stdout and "would run" in proc.stdout
+    # its quality measurement: the AWQ cell alone on one H100, the baseline read from its reference file
+    rows = table_rows(quality)
+    assert rows["awq-w4-g128"][3].strip() == "42.0 = 39.8 + 0.67 + 1.58" and rows["awq-w4-g128"][4].strip() == "5.3"
+    assert rows["awq-w4-g128"][5].strip() == "fits (42.0 / 72.0 GB)"
+    assert rows["bf16 → reference, 2 GPUs"][6].strip() == "fits (143.4 / 144.0 GB)"  # made alone, on 2×H100
+    assert "does NOT fit (143.4 / 72.0 GB)" in rows["bf16 → reference, 1 GPU"][5]
+    assert "never loaded beside a cell: 16.8 GB on disk (16 windows × 2047 × 128256 × 4 B" in quality
+
+
+def test_guide_70b_quality_plan_numbers():
+    """The AWQ cell's quality measurement fits one H100: weights + the KV of one 2048-token window + that window's
+    logits (bf16 from the head, and the float32 copy `logits()` returns), by hand from the published config."""
+    path = RECIPES / "guide-llama-3.1-70b.yaml"
+    recipe = load_recipe(path)
+    ((_, arch, rows),) = memory_plan(recipe, path)
+    config = recipe.bench_config()
+    by = {(r.cell.name, r.gpus): r for r in quality_plan(recipe, path, arch, rows, config)}
+    assert arch.vocab_size == 128_256 and arch.dtype == "bf16" and config.ctx == 2048
+    awq = by["awq-w4-g128", None]
+    h100 = awq.footprints[0]
+    # int4 with a 16-bit scale and a 4-bit zero per 128 weights; embeddings, head and norms in bf16
+    weights = round(68_451_041_280 * (4 + 20 / 128) / 8 + (arch.n_params - 68_451_041_280) * 2)
+    kv = 80 * 8 * 128 * 2 * 2 * 2048  # layers × KV heads × head dim × (K, V) × bf16, one window
+    logits = 2048 * 128_256 * (2 + 4)
+    assert (awq.runtime, h100.memory.weight_bytes, h100.memory.kv_bytes) == ("transformers", weights, kv)
+    assert h100.logits_bytes == logits and h100.needed_bytes == weights + kv + logits == 42_014_883_840
+    assert h100.memory.capacity_bytes == 72_000_000_000 and h100.fits
+    # on the host: the cell's rows, the reference's and the KLD's three temporaries, float32
+    assert h100.host_bytes == 5 * 2047 * 128_256 * 4
+    # GGUF is scored by llama.cpp: a context of the window, one 512-token batch of float32 logits on the device
+    gguf = by["gguf-q4_k_m", None].footprints[0]
+    assert gguf.logits_bytes == 512 * 128_256 * 4 and gguf.memory.kv_bytes == kv
+
+
+def test_guide_70b_quality_that_does_not_fit():
+    """The bench makes the reference of the 1-GPU cells by loading the baseline over one GPU: 70B in bf16 does not
+    fit one H100 (nor fits the FP8 cell with its logits); the 2-GPU reference fits 2×H100."""
+    path = RECIPES / "guide-llama-3.1-70b.yaml"
+    recipe = load_recipe(path)
+    ((_, arch, rows),) = memory_plan(recipe, path)
+    by = {(r.cell.name, r.gpus): r for r in quality_plan(recipe, path, arch, rows, recipe.bench_config())}
+    one, two = by["bf16", 1].footprints, by["bf16", 2].footprints
+    bf16 = 2 * arch.n_params + 80 * 8 * 128 * 2 * 2 * 2048 + 2048 * 128_256 * 6
+    assert one[0].needed_bytes == two[1].needed_bytes == bf16 and not one[0].fits and two[1].fits
+    assert two[0].memory.short_of_gpus() and not two[0].fits  # h100 has one GPU
+    fp8 = by["fp8-dynamic", None].footprints[0]
+    assert not fp8.fits and fp8.needed_bytes > fp8.memory.capacity_bytes
+    assert quality_plan(recipe, path, arch, rows, recipe.bench_config({"quality": False, "tasks": []})) == []
 
 
 def test_guide_8b_plan_numbers():

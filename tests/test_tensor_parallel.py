@@ -18,7 +18,14 @@ from quantlab.sweep.recipe import RecipeError, cells, load_recipe
 from .conftest import REPO, error_lines, run_cli
 
 ARCH = memfit.Architecture(
-    model_type="llama", n_layers=80, n_kv_heads=8, head_dim=128, n_params=70_000_000_000, linear_params=68_000_000_000
+    model_type="llama",
+    n_layers=80,
+    n_kv_heads=8,
+    head_dim=128,
+    n_params=70_000_000_000,
+    linear_params=68_000_000_000,
+    vocab_size=128_256,
+    dtype="bf16",
 )
 
 
@@ -49,7 +56,8 @@ def test_a_cell_is_planned_against_the_memory_of_the_gpus_it_spans():
 def test_the_guide_dry_run_says_on_which_rigs_each_cell_fits():
     proc = run_cli("run", str(REPO / "recipes" / "guide-llama-3.1-70b.yaml"), "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    rows = {line.split("│")[1].strip(): line.split("│") for line in proc.stdout.splitlines() if line.startswith("│")}
+    serving = proc.stdout.split("quality measurement: ", 1)[0]  # the memory-fit table, not the quality one
+    rows = {line.split("│")[1].strip(): line.split("│") for line in serving.splitlines() if line.startswith("│")}
     h100, two_h100, two_4090 = 5, 6, 7
     assert "tensor_parallel 2" in rows["bf16 (baseline)"][2]
     assert "does NOT fit (spans 2 GPUs, h100 has 1)" in rows["bf16 (baseline)"][h100]

@@ -40,6 +40,7 @@ from quantlab.roofline import BytesPerToken
 from quantlab.runtimes.base import Capabilities, GenTiming, LoadRequest, Runtime, Session
 
 SPEED_CTX = 2048
+BATCH_TOKENS = 512  # tokens llama.cpp evaluates per batch, and the shortest context a quality window opens
 KV_CACHE_DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")  # common/arg.cpp
 BATCHING = "not batched: llama-cpp-python's Llama serves one sequence; batch sizes above 1 are skipped, not emulated"
 
@@ -102,8 +103,8 @@ class LlamaCppSession(Session):
             self._llm = llama_cpp.Llama(
                 model_path=str(self.path),
                 n_ctx=n_ctx,
-                n_batch=min(n_ctx, 512),
-                n_ubatch=min(n_ctx, 512),
+                n_batch=min(n_ctx, BATCH_TOKENS),
+                n_ubatch=min(n_ctx, BATCH_TOKENS),
                 logits_all=logits_all,
                 n_threads=self.threads,
                 n_threads_batch=self.threads,
@@ -131,7 +132,7 @@ class LlamaCppSession(Session):
 
         n = len(ids)
         if not self._logits_all or self._n_ctx < n:
-            self._open(logits_all=True, n_ctx=max(n, 512))
+            self._open(logits_all=True, n_ctx=max(n, BATCH_TOKENS))
         llm = self._llm
         llm.reset()
         llm.eval([int(t) for t in ids])

@@ -1,7 +1,8 @@
 """The dry-run: what a recipe would make and run, and whether each cell fits each rig's memory, with no weights.
 
 Per model, the architecture comes from the model's config (or the recipe's `config:` file when the model
-cannot be reached here); per cell, its nominal bits per weight and the memory-fit verdict on every rig. The
+cannot be reached here); per cell, its nominal bits per weight and the memory-fit verdict on every rig; and,
+where the bench measures quality, what that measurement holds on every rig (`memfit.quality_footprint`). The
 tables are built here, next to the arithmetic, and only printed by the CLI.
 """
 
@@ -10,11 +11,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from quantlab.errors import QuantlabError
 from quantlab.sweep.recipe import Cell, ModelEntry, Recipe, RecipeError, cells, relative_to_recipe, rigs_file_of
+
+if TYPE_CHECKING:
+    from quantlab.bench.config import BenchConfig
+    from quantlab.memfit import Architecture, QualityFootprint, QualityRole
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,18 @@ class PlanRow:
     bits_note: str
     footprints: list  # memfit.Footprint per rig, in the recipe's rig order
     unrunnable: list  # per rig: why the format cannot run there (its backend's device need), or None
+
+
+@dataclass(frozen=True)
+class QualityRow:
+    """A cell's quality measurement, or (`gpus` set) its baseline loaded alone to make the reference of the cells
+    spanning that many GPUs: the bench loads the baseline over the GPUs of the span it scores."""
+
+    cell: Cell
+    runtime: str
+    footprints: list[QualityFootprint]  # per rig, in the recipe's rig order
+    unrunnable: list  # per rig: why the format cannot run there, or None
+    gpus: int | None = None
 
 
 def _architecture(model: ModelEntry, path: Path):
@@ -93,12 +111,63 @@ def memory_plan(recipe: Recipe, path: str | Path) -> list[tuple[ModelEntry, obje
     return plan
 
 
+def quality_plan(
+    recipe: Recipe, path: Path, arch: Architecture, rows: list[PlanRow], config: BenchConfig
+) -> list[QualityRow]:
+    """One model's quality measurement per rig: a row per cell the bench scores (by the runtime that would measure
+    it), and with a baseline a row per GPU span for the reference it is scored against, made before any cell
+    loads. Empty when the bench measures no quality."""
+    from quantlab import memfit
+    from quantlab.methods import backend_of
+    from quantlab.rigs import load_rigs
+    from quantlab.runtimes import runtime_for
+
+    if not config.quality:
+        return []
+    known = load_rigs(rigs_file_of(recipe, path))
+    rigs = [known[r.name] for r in recipe.rig_entries()]
+    baseline = next((row for row in rows if row.cell.is_baseline), None)
+
+    def row(plan_row: PlanRow, role: QualityRole, gpus: int) -> QualityRow | None:
+        cell = plan_row.cell
+        backend = backend_of(cell.spec)
+        runtime = runtime_for(backend.loads_in, config.runtime)
+        if runtime is None:
+            return None
+        bits = backend.weight_bits(cell.spec)
+        dtype = next((d for d in (config.dtype, cell.spec.dtype, arch.dtype) if d and d != "auto"), "fp32")
+        on = [
+            memfit.quality_footprint(
+                arch,
+                runtime=runtime.name,
+                role=role,
+                ctx=config.ctx,
+                compute_dtype=dtype,
+                weight_bits=bits.linear,
+                other_bits=bits.other,
+                rig=rig,
+                utilization=recipe.memory_fit.utilization,
+                gpus=gpus,
+            )
+            for rig in rigs
+        ]
+        return QualityRow(cell, runtime.name, on, plan_row.unrunnable, gpus if role == "reference" else None)
+
+    spans = sorted({r.cell.tensor_parallel for r in rows}) if baseline else []
+    made = [row(baseline, "reference", gpus) for gpus in spans]
+    role = "scored" if baseline else "alone"
+    scored = [row(r, role, r.cell.tensor_parallel) for r in rows if not r.cell.is_baseline]
+    return [r for r in made + scored if r is not None]
+
+
 def plan_tables(recipe: Recipe, path: str | Path, overrides: dict | None = None, *, more: list[str] = ()) -> list:
-    """The dry-run as rich renderables: one memory-fit table per model, the bits notes, and what would run (with
-    `more` lines, e.g. what each cell would reserve on a Ray cluster)."""
+    """The dry-run as rich renderables: per model a memory-fit table, the bits notes and (where quality is
+    measured) the quality measurement's table; then what would run (with `more` lines, e.g. what each cell would
+    reserve on a Ray cluster)."""
     models = memory_plan(recipe, path)
     rigs = recipe.rig_entries()
     fit = recipe.memory_fit
+    config = recipe.bench_config(overrides)
     out: list = []
     for model, arch, rows in models:
         table = Table(
@@ -124,16 +193,84 @@ def plan_tables(recipe: Recipe, path: str | Path, overrides: dict | None = None,
             )
         notes = sorted({f"{r.cell.spec.method} {r.cell.spec.label()}: {r.bits_note}" for r in rows})
         out += [table, "bits per weight:\n" + "\n".join(f"  {n}" for n in notes)]
+        out += _quality_table(recipe, model, arch, quality_plan(recipe, Path(path), arch, rows, config), config)
     would = _would_run(recipe, len(models), len(models[0][2]) if models else 0, overrides)
     would += more
     return [*out, "would run:\n" + "\n".join(f"  - {w}" for w in would)]
 
 
-def _verdict(f) -> str:
+def _quality_table(
+    recipe: Recipe, model: ModelEntry, arch: Architecture, rows: list[QualityRow], config: BenchConfig
+) -> list:
+    """A table of its own: it answers another question than serving's (the bench's ctx, batch 1, the logits, the
+    host's rows), and beside the serving columns it would double the rig columns past a readable width."""
+    from quantlab import memfit
+
+    if not rows:
+        return []
+    windows = config.max_tokens // config.ctx
+    scored = any(r.gpus for r in rows)  # against a baseline's reference
+    measured = "ppl/KLD" if scored else "ppl (no baseline)"
+    table = Table(
+        title=f"{recipe.name}: {model.id}, quality measurement: {measured} over {windows} windows of ctx "
+        f"{config.ctx}, batch 1" + (", no baseline beside the cell" if scored else ""),
+        caption="device = weights + KV cache of one window + its logits; host = the window's log-probability "
+        "rows; usable as above",
+    )
+    rigs = [r.name for r in recipe.rig_entries()]
+    split = len({r.gpus for r in rows if r.gpus}) > 1  # references for several spans: say which is which
+    for column in ("cell", "runtime", "device GB (weights + KV + logits)", "host GB", *rigs):
+        table.add_column(column)
+    for row in rows:
+        f = row.footprints[0]
+        m = f.memory
+        device = f"{(m.needed_bytes + f.logits_bytes) / 1e9:.1f}"
+        parts = f"{m.weight_bytes / 1e9:.1f} + {m.kv_bytes / 1e9:.2f} + {f.logits_bytes / 1e9:.2f}"
+        label = row.cell.name
+        if row.gpus:
+            label += f" → reference, {row.gpus} GPU{'s' if row.gpus > 1 else ''}" if split else " → reference"
+        table.add_row(
+            label,
+            row.runtime,
+            f"{device} = {parts}",
+            f"{f.host_bytes / 1e9:.1f}",
+            *(
+                f"[red]cannot run[/red] ({why})" if why else _verdict(q.memory, q.needed_bytes, q.fits)
+                for q, why in zip(row.footprints, row.unrunnable, strict=True)
+            ),
+        )
+    rows_gb = memfit.window_rows_bytes(arch.vocab_size, config.ctx) / 1e9
+    size = memfit.reference_bytes(arch.vocab_size, config.ctx, windows) / 1e9
+    spans = "the cells spanning N GPUs are scored against a reference made by loading the baseline alone over N GPUs"
+    made = [
+        f"the baseline is read from a reference file, window by window, never loaded beside a cell: {size:.1f} GB on "
+        f"disk ({windows} windows × {config.ctx - 1} × {arch.vocab_size} × 4 B, + the ids and a header of a few kB; "
+        "windows: max_tokens // ctx, fewer on a shorter text)",
+        (f"{spans} (`→ reference, N GPUs`)" if split else "the reference is made by loading the baseline alone")
+        + " before any cell loads; where that row does not fit, it must be made elsewhere first (its file is named "
+        "by the GPU count, not the rig)",
+    ]
+    held = "the cell's log-probs, the reference's rows and the KLD's three temporaries" if scored else "no baseline"
+    notes = [
+        *(made if scored else []),
+        f"host: {memfit.HOST_BLOCKS['scored' if scored else 'alone']} windows of float32 rows ({rows_gb:.2f} GB "
+        f"each) at the peak ({held}; llama.cpp adds its own logits buffers); on a rig without GPUs device and host "
+        "are one memory, counted together",
+        "logits: transformers, every position in the compute dtype plus its float32 copy; llama.cpp, one 512-token "
+        "batch in float32. KV: transformers scores with use_cache=False, so there it is room for the forward",
+    ]
+    return [table, "quality measurement:\n" + "\n".join(f"  {n}" for n in notes)]
+
+
+def _verdict(f, needed: int | None = None, fits: bool | None = None) -> str:
+    """`f`: a memfit Footprint, its figure replaced by `needed` and `fits` where given (a quality measurement's)."""
+    needed = f.needed_bytes if needed is None else needed
+    fits = f.fits if fits is None else fits
+
     if f.short_of_gpus():
         return f"[red]does NOT fit[/red] (spans {f.gpus} GPUs, {f.rig} has {f.rig_gpus})"
-    numbers = f"({f.needed_bytes / 1e9:.1f} / {f.capacity_bytes / 1e9:.1f} GB)"
-    return f"fits {numbers}" if f.fits else f"[red]does NOT fit[/red] {numbers}"
+    numbers = f"({needed / 1e9:.1f} / {f.capacity_bytes / 1e9:.1f} GB)"
+    return f"fits {numbers}" if fits else f"[red]does NOT fit[/red] {numbers}"
 
 
 def _would_run(recipe: Recipe, n_models: int, n_cells: int, overrides: dict | None) -> list[str]:
