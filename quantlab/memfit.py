@@ -234,13 +234,11 @@ def fit_table(
 
 # The quality bench, as the code holds it (bench/quality.py, bench/reference.py, the runtimes' `logits()`).
 LOGPROB_BYTES = 4  # float32: a reference's rows, and every log-probability row scoring computes on the host
-# Host blocks of one window's rows ((ctx − 1) × vocab float32) alive at once at the peak. Scoring against a
-# reference: the cell's log-probs, the reference's rows, and the KLD's three temporaries (exp, difference,
-# product). Scoring alone: the previous window's log-probs while the next window's are copied off the device and
-# log-softmaxed. Making a reference: its first window (held until the file is whole), the window being written
-# and its bytes, and the next window's device copy and log-softmax.
+# Host blocks of one window's rows ((ctx − 1) × vocab float32) alive at once at the peak, in every role: the window's
+# log-probs and either the float32 logits they are computed from or, scoring against a reference, the baseline's
+# rows (the KL sum runs a few rows at a time, and each window's blocks are freed before the next one's logits).
 QualityRole = Literal["scored", "alone", "reference"]
-HOST_BLOCKS: dict[QualityRole, int] = {"scored": 5, "alone": 3, "reference": 5}
+HOST_BLOCKS = 2
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
@@ -284,7 +282,7 @@ def quality_footprint(
 ) -> QualityFootprint:
     """`role`: `scored` (a cell against its reference), `alone` (no baseline) or `reference` (the baseline making
     its reference, loaded alone). `compute_dtype`: what the transformers runtime computes the logits in."""
-    from quantlab.runtimes.llamacpp_rt import BATCH_TOKENS
+    from quantlab.llamacpp import BATCH_TOKENS
 
     vocab = arch.vocab_size
     if runtime == "llamacpp":
@@ -312,7 +310,7 @@ def quality_footprint(
         utilization=utilization,
         gpus=gpus,
     )
-    host = HOST_BLOCKS[role] * window_rows_bytes(vocab, ctx) + held
+    host = HOST_BLOCKS * window_rows_bytes(vocab, ctx) + held
     needed = memory.needed_bytes + logits + (host if rig is not None and not rig.n_gpus else 0)
     result = QualityFootprint(memory=memory, runtime=runtime, logits_bytes=logits, host_bytes=host, needed_bytes=needed)
     if rig is None:

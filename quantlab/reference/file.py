@@ -116,9 +116,9 @@ def write_reference(path: Path, header: ReferenceHeader, ids: np.ndarray, rows: 
                         f"window {len(sums)} has log-probabilities of shape {block.shape}, "
                         f"not ({header.ctx - 1}, {header.vocab})"
                     )
-                data = block.tobytes()
-                sums.append(hashlib.sha256(data).hexdigest())
-                fh.write(data)
+                sums.append(hashlib.sha256(block).hexdigest())  # the array's own buffer: no copy of a window
+                fh.write(block)
+                del block  # before the next window is computed: one window's rows alive, not two
             if len(sums) != header.windows:
                 raise ReferenceFileError(f"got {len(sums)} windows of log-probabilities for {header.windows}")
             final = _layout(header.model_copy(update={"window_sha256": sums}))
