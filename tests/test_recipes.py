@@ -54,10 +54,11 @@ def test_guide_70b_dry_run_flags_fp16_on_one_h100():
     assert "70.55B parameters" in proc.stdout and "would run" in proc.stdout
     # its quality measurement: the AWQ cell alone on one H100, the baseline read from its reference file
     rows = table_rows(quality)
-    assert rows["awq-w4-g128"][3].strip() == "42.0 = 39.8 + 0.67 + 1.58" and rows["awq-w4-g128"][4].strip() == "5.3"
+    assert rows["awq-w4-g128"][3].strip() == "42.0 = 39.8 + 0.67 + 1.58" and rows["awq-w4-g128"][4].strip() == "2.1"
     assert rows["awq-w4-g128"][5].strip() == "fits (42.0 / 72.0 GB)"
-    assert rows["bf16 → reference, 2 GPUs"][6].strip() == "fits (143.4 / 144.0 GB)"  # made alone, on 2×H100
-    assert "does NOT fit (143.4 / 72.0 GB)" in rows["bf16 → reference, 1 GPU"][5]
+    # made once, alone, on the baseline's own 2×H100; one H100 could not hold it, and no cell asks it to
+    assert rows["bf16 → reference, 2 GPUs"][6].strip() == "fits (143.4 / 144.0 GB)"
+    assert not any(label.startswith("bf16 → reference, 1") for label in rows)
     assert "never loaded beside a cell: 16.8 GB on disk (16 windows × 2047 × 128256 × 4 B" in quality
 
 
@@ -79,23 +80,24 @@ def test_guide_70b_quality_plan_numbers():
     assert (awq.runtime, h100.memory.weight_bytes, h100.memory.kv_bytes) == ("transformers", weights, kv)
     assert h100.logits_bytes == logits and h100.needed_bytes == weights + kv + logits == 42_014_883_840
     assert h100.memory.capacity_bytes == 72_000_000_000 and h100.fits
-    # on the host: the cell's rows, the reference's and the KLD's three temporaries, float32
-    assert h100.host_bytes == 5 * 2047 * 128_256 * 4
+    # on the host: the window's log-probs and the reference's rows, float32
+    assert h100.host_bytes == 2 * 2047 * 128_256 * 4
     # GGUF is scored by llama.cpp: a context of the window, one 512-token batch of float32 logits on the device
     gguf = by["gguf-q4_k_m", None].footprints[0]
     assert gguf.logits_bytes == 512 * 128_256 * 4 and gguf.memory.kv_bytes == kv
 
 
 def test_guide_70b_quality_that_does_not_fit():
-    """The bench makes the reference of the 1-GPU cells by loading the baseline over one GPU: 70B in bf16 does not
-    fit one H100 (nor fits the FP8 cell with its logits); the 2-GPU reference fits 2×H100."""
+    """The baseline's reference is made once, on its own 2 GPUs (70B in bf16 fits 2×H100, not one H100); the FP8
+    cell with its logits does not fit one H100."""
     path = RECIPES / "guide-llama-3.1-70b.yaml"
     recipe = load_recipe(path)
     ((_, arch, rows),) = memory_plan(recipe, path)
     by = {(r.cell.name, r.gpus): r for r in quality_plan(recipe, path, arch, rows, recipe.bench_config())}
-    one, two = by["bf16", 1].footprints, by["bf16", 2].footprints
+    assert [gpus for name, gpus in by if name == "bf16"] == [2]
+    two = by["bf16", 2].footprints
     bf16 = 2 * arch.n_params + 80 * 8 * 128 * 2 * 2 * 2048 + 2048 * 128_256 * 6
-    assert one[0].needed_bytes == two[1].needed_bytes == bf16 and not one[0].fits and two[1].fits
+    assert two[1].needed_bytes == bf16 and two[1].fits
     assert two[0].memory.short_of_gpus() and not two[0].fits  # h100 has one GPU
     fp8 = by["fp8-dynamic", None].footprints[0]
     assert not fp8.fits and fp8.needed_bytes > fp8.memory.capacity_bytes

@@ -45,7 +45,7 @@ def test_tasks_only_where_both_runtimes_score_them_and_benches_wait_for_the_base
     assert stages[("w4", "bench")].config.tasks and stages[("w4", "bench")].after == (base_bench,)
     # GGUF (llama.cpp) scores no tasks, but it reads the reference the baseline's bench makes
     assert stages[("q8", "bench")].config.tasks is None and stages[("q8", "bench")].after == (base_bench,)
-    assert stages[("w8-tp2", "bench")].after == ()  # another span: its baseline is placed like it, scored anew
+    assert stages[("w8-tp2", "bench")].after == (base_bench,)  # another span: the same reference and task scores
     assert stages[("base", "bench")].needs == ((made[0].key(), "quantize"),)
     assert (made[0].key(), "quantize") in stages[("w4", "bench")].needs
     assert ("w4", "load") in stages and ("q8", "load") not in stages

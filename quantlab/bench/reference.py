@@ -7,7 +7,6 @@ baseline again, whichever command made it.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -43,10 +42,12 @@ def _scored(stream: TokenStream, ctx: int) -> np.ndarray:
 
 
 def load_label(runtime: str, request: LoadRequest) -> str:
-    """How a baseline is loaded, as far as its logits depend on it (the device's kind, not its index)."""
+    """How a baseline is loaded, as far as its logits depend on it: the device's kind, not its index, nor how many
+    GPUs it spans (an in-process model spans them by a layer split, the same operations on other devices), so a
+    70B baseline's reference made on its 2 GPUs is the one its one-GPU cells read."""
     kind = request.device.split(":")[0]
     kv = request.kv_cache_dtype or "default"
-    return f"{runtime} on {kind}, dtype {request.dtype}, KV cache {kv}, {request.gpus} GPU(s)"
+    return f"{runtime} on {kind}, dtype {request.dtype}, KV cache {kv}"
 
 
 def cached_path(artifact: Artifact, load: str, stream: TokenStream, ctx: int) -> Path:
@@ -79,17 +80,22 @@ def make_reference(
 
     def rows() -> Iterator[np.ndarray]:
         for i, window in enumerate(scored):
-            block = log_probs(session.logits(window)).numpy()
+            # yielded unnamed: a name here would hold this window's rows while the next window is computed
+            yield log_probs(session.logits(window)).numpy()
             on_window(i + 1, len(scored))
-            yield block
 
     produced = rows()
-    first = next(produced)
+    first = [next(produced)]  # its width is the vocabulary the header needs before any row is written
+
+    def all_rows() -> Iterator[np.ndarray]:
+        yield first.pop()  # not held on to while the other windows are computed
+        yield from produced
+
     header = ReferenceHeader(
         protocol=PROTOCOL,
         ctx=ctx,
         windows=len(scored),
-        vocab=first.shape[1],
+        vocab=first[0].shape[1],
         tokens_fingerprint=token_fingerprint(scored.ravel()),
         text=stream.source,
         tokenizer=stream.tokenizer,
@@ -100,5 +106,5 @@ def make_reference(
     )
     path = cached_path(artifact, load, stream, ctx)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_reference(path, header, scored, itertools.chain([first], produced))
+    write_reference(path, header, scored, all_rows())
     return Reference.open(path)

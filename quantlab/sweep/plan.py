@@ -115,8 +115,8 @@ def quality_plan(
     recipe: Recipe, path: Path, arch: Architecture, rows: list[PlanRow], config: BenchConfig
 ) -> list[QualityRow]:
     """One model's quality measurement per rig: a row per cell the bench scores (by the runtime that would measure
-    it), and with a baseline a row per GPU span for the reference it is scored against, made before any cell
-    loads. Empty when the bench measures no quality."""
+    it), and with a baseline a row for the reference they are all scored against, made once by the baseline's own
+    bench on its own GPUs before any cell loads. Empty when the bench measures no quality."""
     from quantlab import memfit
     from quantlab.methods import backend_of
     from quantlab.rigs import load_rigs
@@ -153,8 +153,7 @@ def quality_plan(
         ]
         return QualityRow(cell, runtime.name, on, plan_row.unrunnable, gpus if role == "reference" else None)
 
-    spans = sorted({r.cell.tensor_parallel for r in rows}) if baseline else []
-    made = [row(baseline, "reference", gpus) for gpus in spans]
+    made = [row(baseline, "reference", baseline.cell.tensor_parallel)] if baseline else []
     role = "scored" if baseline else "alone"
     scored = [row(r, role, r.cell.tensor_parallel) for r in rows if not r.cell.is_baseline]
     return [r for r in made + scored if r is not None]
@@ -218,7 +217,6 @@ def _quality_table(
         "rows; usable as above",
     )
     rigs = [r.name for r in recipe.rig_entries()]
-    split = len({r.gpus for r in rows if r.gpus}) > 1  # references for several spans: say which is which
     for column in ("cell", "runtime", "device GB (weights + KV + logits)", "host GB", *rigs):
         table.add_column(column)
     for row in rows:
@@ -228,7 +226,7 @@ def _quality_table(
         parts = f"{m.weight_bytes / 1e9:.1f} + {m.kv_bytes / 1e9:.2f} + {f.logits_bytes / 1e9:.2f}"
         label = row.cell.name
         if row.gpus:
-            label += f" → reference, {row.gpus} GPU{'s' if row.gpus > 1 else ''}" if split else " → reference"
+            label += " → reference" + (f", {row.gpus} GPUs" if row.gpus > 1 else "")
         table.add_row(
             label,
             row.runtime,
@@ -241,21 +239,19 @@ def _quality_table(
         )
     rows_gb = memfit.window_rows_bytes(arch.vocab_size, config.ctx) / 1e9
     size = memfit.reference_bytes(arch.vocab_size, config.ctx, windows) / 1e9
-    spans = "the cells spanning N GPUs are scored against a reference made by loading the baseline alone over N GPUs"
     made = [
         f"the baseline is read from a reference file, window by window, never loaded beside a cell: {size:.1f} GB on "
         f"disk ({windows} windows × {config.ctx - 1} × {arch.vocab_size} × 4 B, + the ids and a header of a few kB; "
         "windows: max_tokens // ctx, fewer on a shorter text)",
-        (f"{spans} (`→ reference, N GPUs`)" if split else "the reference is made by loading the baseline alone")
-        + " before any cell loads; where that row does not fit, it must be made elsewhere first (its file is named "
-        "by the GPU count, not the rig)",
+        "the reference is made once, by the baseline's own bench loading it alone on its own GPUs, before any cell "
+        "of the model loads; every cell, on any GPU span, reads it (its file is named by the baseline's runtime, "
+        "device kind, dtype and KV cache, not its GPU count: an in-process model spans GPUs by a layer split)",
     ]
-    held = "the cell's log-probs, the reference's rows and the KLD's three temporaries" if scored else "no baseline"
+    held = "the window's log-probs and the reference's rows" if scored else "the window's logits and log-probs"
     notes = [
         *(made if scored else []),
-        f"host: {memfit.HOST_BLOCKS['scored' if scored else 'alone']} windows of float32 rows ({rows_gb:.2f} GB "
-        f"each) at the peak ({held}; llama.cpp adds its own logits buffers); on a rig without GPUs device and host "
-        "are one memory, counted together",
+        f"host: {memfit.HOST_BLOCKS} windows of float32 rows ({rows_gb:.2f} GB each) at the peak ({held}; llama.cpp "
+        "adds its own logits buffers); on a rig without GPUs device and host are one memory, counted together",
         "logits: transformers, every position in the compute dtype plus its float32 copy; llama.cpp, one 512-token "
         "batch in float32. KV: transformers scores with use_cache=False, so there it is room for the forward",
     ]

@@ -94,9 +94,9 @@ def _bench(cell: Cell, baseline: Cell | None, config: BenchConfig | None, refuse
         needs.append((baseline.key(), "quantize"))
     if config is not None:
         config = bench_config(cell, baseline, config)
-        # The baseline's own bench makes its reference and scores its tasks once; a bench of the same span waits
-        # for it and reuses both (on Ray, cells started together would each load the baseline to make the file).
-        same_span = baseline is not None and baseline.tensor_parallel == cell.tensor_parallel
-        if (config.tasks or config.quality) and same_span and baseline is not cell:
+        # The baseline's own bench makes its reference and scores its tasks once, on its own GPUs; every other
+        # bench of the model waits for it and reuses both, on any span: a one-GPU cell of a 70B model could not
+        # load its 2-GPU baseline to make them (and on Ray, cells started together would each make the file).
+        if (config.tasks or config.quality) and baseline is not None and baseline is not cell:
             after = ((baseline.key(), "bench"),)
     return Stage(cell, "bench", needs=tuple(needs), after=after, config=config, refused=refused)
