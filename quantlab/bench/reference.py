@@ -16,11 +16,18 @@ import numpy as np
 from quantlab.artifact import Artifact
 from quantlab.bench import records
 from quantlab.bench.quality import log_probs, windows
-from quantlab.corpus import TokenStream, token_fingerprint
+from quantlab.corpus import TokenStream
 from quantlab.env import quantlab_version
 from quantlab.errors import ReferenceFileError
 from quantlab.paths import references_dir
-from quantlab.reference import Reference, ReferenceHeader, content_key, reference_name, write_reference
+from quantlab.reference import (
+    Reference,
+    ReferenceHeader,
+    content_key,
+    reference_name,
+    scored_windows,
+    write_reference,
+)
 from quantlab.results.metrics import PROTOCOL
 from quantlab.runtimes.base import LoadRequest, Session
 
@@ -51,9 +58,8 @@ def load_label(runtime: str, request: LoadRequest) -> str:
 
 
 def cached_path(artifact: Artifact, load: str, stream: TokenStream, ctx: int) -> Path:
-    scored = _scored(stream, ctx)
-    key = content_key(PROTOCOL, ctx, len(scored), token_fingerprint(scored.ravel()), artifact.digest, load)
-    return references_dir() / reference_name(key)
+    count, fingerprint = scored_windows(stream.ids, ctx)
+    return references_dir() / reference_name(content_key(PROTOCOL, ctx, count, fingerprint, artifact.digest, load))
 
 
 def cached(artifact: Artifact, load: str, stream: TokenStream, ctx: int) -> Reference | None:
@@ -96,7 +102,7 @@ def make_reference(
         ctx=ctx,
         windows=len(scored),
         vocab=first[0].shape[1],
-        tokens_fingerprint=token_fingerprint(scored.ravel()),
+        tokens_fingerprint=scored_windows(stream.ids, ctx)[1],
         text=stream.source,
         tokenizer=stream.tokenizer,
         baseline_digest=artifact.digest,

@@ -26,7 +26,17 @@ from quantlab.reference.file import (
     ReferenceHeader,
     content_key,
     reference_name,
+    scored_windows,
     write_reference,
 )
 
-__all__ = ["ENCODING", "FORMAT", "Reference", "ReferenceHeader", "content_key", "reference_name", "write_reference"]
+__all__ = [
+    "ENCODING",
+    "FORMAT",
+    "Reference",
+    "ReferenceHeader",
+    "content_key",
+    "reference_name",
+    "scored_windows",
+    "write_reference",
+]

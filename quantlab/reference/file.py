@@ -75,6 +75,15 @@ def content_key(
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
+def scored_windows(ids: np.ndarray, ctx: int) -> tuple[int, str]:
+    """How many whole windows of `ctx` the stream scores (a short tail is dropped) and the fingerprint of their
+    ids: what a reference's header records and what a bench checks it against."""
+    from quantlab.corpus import token_fingerprint
+
+    count = len(ids) // ctx if ctx >= 2 else 0
+    return count, token_fingerprint(np.asarray(ids[: count * ctx]))
+
+
 def reference_name(key: str) -> str:
     return f"reference-{key}.safetensors"
 
@@ -181,19 +190,16 @@ class Reference:
 
     def check_stream(self, ids: np.ndarray, ctx: int, protocol: str) -> None:
         """Refuse, before anything loads, a reference made for another token stream, ctx or protocol."""
-        from quantlab.corpus import token_fingerprint
-
         h = self.header
-        count = len(ids) // ctx if ctx >= 2 else 0
-        scored = np.asarray(ids[: count * ctx])
+        count, fingerprint = scored_windows(ids, ctx)
         if h.protocol != protocol:
             raise ReferenceFileError(f"{self.path} was made under another quality protocol than this bench's")
         if h.ctx != ctx:
             raise ReferenceFileError(f"{self.path} was made at --ctx {h.ctx}; this bench scores at --ctx {ctx}")
-        if h.windows != count or h.tokens_fingerprint != token_fingerprint(scored):
+        if h.windows != count or h.tokens_fingerprint != fingerprint:
             raise ReferenceFileError(
                 f"{self.path} was made on another token stream ({h.windows} windows of {h.text.name}, tokens "
-                f"{h.tokens_fingerprint}); this bench scores {count} windows, tokens {token_fingerprint(scored)}"
+                f"{h.tokens_fingerprint}); this bench scores {count} windows, tokens {fingerprint}"
             )
 
 
