@@ -4,8 +4,8 @@ quantlab scores GGUFs in-process (llama-cpp-python on the library `build.py` com
 llama.cpp ships `llama-perplexity` (ppl, and KLD against a base model's saved log-probs) and `llama-bench`
 (decode tok/s), built from the same tree. Running them on the same file, text, ctx and threads says whether
 quantlab's numbers are llama.cpp's numbers, so a reader can set quantlab's tables next to published ones.
-The cross-check test (tests/test_slow_gguf.py) and benchmarks/crosschecks/gguf_decode_vs_llama_bench.py both use
-this module.
+The cross-check test (tests/test_slow_gguf.py), benchmarks/crosschecks/gguf_decode_vs_llama_bench.py and
+benchmarks/crosschecks/kld_vs_llama_perplexity.py (quantlab's KLD on llama.cpp's own base rows) use this module.
 
 llama-perplexity's protocol (tools/perplexity/perplexity.cpp of the tree), which differs from quantlab's:
 - It tokenizes the text file itself (special tokens added: a BOS only where the GGUF says add_bos_token), cuts
