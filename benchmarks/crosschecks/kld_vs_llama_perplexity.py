@@ -2,6 +2,7 @@
 
     python -m benchmarks.crosschecks.kld_vs_llama_perplexity [--types Q8_0,Q4_K_M,Q4_0] [--ctx 512] [--chunks 8]
         [--threads N] [--out results/kld-vs-llama-perplexity]
+    python -m benchmarks.crosschecks.kld_vs_llama_perplexity --render     # OUT.md again from OUT.ndjson, no measuring
 
 On the default model (SmolLM2-135M; its F16 and quantized GGUFs made through quantlab's `obtain`, as the GGUF sweep
 makes them), with the llama.cpp tools built from the tree the in-process runtime links:
@@ -42,6 +43,7 @@ quantlab cache (`benchmarks/kld-vs-llama-perplexity/`) only while the run lasts.
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -55,6 +57,7 @@ BENCHMARK = "benchmarks.crosschecks.kld_vs_llama_perplexity"
 TARGET = 1e-3  # relative difference allowed between quantlab's figures and llama-perplexity's
 SKIPPED = -1.0e4  # an entry llama.cpp leaves out of its KL sum: exp() is 0 in float32, and 0 × finite is 0
 FIGURES = {"kld_mean": "KLD mean", "same_top": "same top p", "ppl_q": "PPL(Q)"}
+PRINTED_STEP = {"kld_mean": 1e-6, "same_top": 1e-5, "ppl_q": 1e-6}  # llama-perplexity's last printed digit
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,6 +67,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunks", type=int, default=8, help="windows of --ctx tokens (llama.cpp's chunks)")
     parser.add_argument("--threads", type=int, default=None, help="default: the llamacpp runtime's (all cores)")
     parser.add_argument("--out", type=Path, default=Path("results/kld-vs-llama-perplexity"))
+    parser.add_argument("--render", action="store_true", help="only render OUT.md again from OUT.ndjson's last run")
     return parser
 
 
@@ -281,6 +285,13 @@ def measure(setup: Setup, name: str, artifact, subject) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    if args.render:
+        from benchmarks.lib.records import read_records, runs_newest_first
+
+        text = table(runs_newest_first(read_records(args.out.with_suffix(".ndjson")))[0])
+        args.out.with_suffix(".md").write_text(text, encoding="utf-8")
+        print(text)
+        return
     import numpy as np
 
     from quantlab.bench import BenchConfig
@@ -397,12 +408,12 @@ def table(records: list[BenchRecord]) -> str:
         " in the llamacpp runtime against llama.cpp's base rows decoded as llama-perplexity decodes them, on the"
         " runtime's float32 logits (as `quantlab bench` scores) and on the same logits widened to float64 (`score`'s"
         " arithmetic in float64). float64: this script's own float64 computation of llama.cpp's definitions from the"
-        f" same logits and rows. Target: relative difference ≤ {TARGET:g}; llama-perplexity prints KLD to 6"
-        " decimals, same top p to 3 (in %), PPL to 6.",
+        f" same logits and rows. Target: relative difference ≤ {TARGET:g}. llama-perplexity prints KLD to 6"
+        ' decimals, same top p to 3 (in %), PPL to 6: "printed to ±" is half its last digit, relative.',
         "",
-        "| type | figure | llama-perplexity | score | rel. diff | check | score, float64 logits | rel. diff | check |"
-        " float64 (rel. diff) |",
-        "|---|---|---:|---:|---:|---|---:|---:|---|---:|",
+        "| type | figure | llama-perplexity | printed to ± | score | rel. diff | check | score, float64 logits |"
+        " rel. diff | check | float64 (rel. diff) |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|",
     ]
     for record in records:
         m = record.measurement
@@ -412,8 +423,10 @@ def table(records: list[BenchRecord]) -> str:
             for variant in ("", "_float64"):
                 value, diff = m[f"quantlab{variant}"][key], m[f"rel_diff{variant}"][key]
                 cells.append(f"{value:.6f} | {diff:.1e} | {'PASS' if diff <= TARGET else 'FAIL'}")
+            printed = PRINTED_STEP[key] / 2 / theirs if theirs else float("inf")
             lines.append(
-                f"| {m['scheme']} | {label} | {theirs:.6f} | {' | '.join(cells)} | {f64:.6f} ({rel(f64, theirs):.1e}) |"
+                f"| {m['scheme']} | {label} | {theirs:.6f} | {printed:.1e} | {' | '.join(cells)} |"
+                f" {f64:.6f} ({rel(f64, theirs):.1e}) |"
             )
     lines += [
         "",
@@ -437,6 +450,20 @@ def table(records: list[BenchRecord]) -> str:
             f"| {m['scheme']} | {theirs:.6f} | {shown} | {b['kept_mass_mean']:.6f} / {b['kept_mass_min']:.6f} |"
             f" {b['clipped_targets']} |"
         )
+    lines += [
+        "",
+        "INFO, `score` on float32 logits minus `score` on the same logits in float64: a log-sum-exp computed low by δ"
+        " in every row raises every log q by δ, so it lowers the KLD by δ (Σp = 1) and ln PPL(Q) by δ; equal columns"
+        " say the float32 difference is that one shift per row.",
+        "",
+        "| type | KLD mean, float32 − float64 | ln PPL(Q), float32 − float64 |",
+        "|---|---:|---:|",
+    ]
+    for record in records:
+        m = record.measurement
+        narrow, wide = m["quantlab"], m["quantlab_float64"]
+        d_ppl = math.log(narrow["ppl_q"]) - math.log(wide["ppl_q"])
+        lines.append(f"| {m['scheme']} | {narrow['kld_mean'] - wide['kld_mean']:.2e} | {d_ppl:.2e} |")
     return "\n".join(lines) + "\n"
 
 
