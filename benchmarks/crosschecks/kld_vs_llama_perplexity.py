@@ -414,7 +414,14 @@ def table(records: list[BenchRecord]) -> str:
         "| type | figure | llama-perplexity | printed to ± | score | rel. diff | check | score, float64 logits |"
         " rel. diff | check | float64 (rel. diff) |",
         "|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|",
+        *agreement_rows(records),
+        *info_tables(records),
     ]
+    return "\n".join(lines) + "\n"
+
+
+def agreement_rows(records: list[BenchRecord]) -> list[str]:
+    lines = []
     for record in records:
         m = record.measurement
         for key, label in FIGURES.items():
@@ -428,7 +435,11 @@ def table(records: list[BenchRecord]) -> str:
                 f"| {m['scheme']} | {label} | {theirs:.6f} | {printed:.1e} | {' | '.join(cells)} |"
                 f" {f64:.6f} ({rel(f64, theirs):.1e}) |"
             )
-    lines += [
+    return lines
+
+
+def info_tables(records: list[BenchRecord]) -> list[str]:
+    lines = [
         "",
         "INFO, KLD mean on the same positions (relative difference from llama-perplexity's): llama.cpp's rows as a"
         " baseline session's logits (`score`'s log_softmax renormalizes each row over its kept entries); every"
@@ -464,7 +475,7 @@ def table(records: list[BenchRecord]) -> str:
         narrow, wide = m["quantlab"], m["quantlab_float64"]
         d_ppl = math.log(narrow["ppl_q"]) - math.log(wide["ppl_q"])
         lines.append(f"| {m['scheme']} | {narrow['kld_mean'] - wide['kld_mean']:.2e} | {d_ppl:.2e} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":
