@@ -21,8 +21,9 @@ llama-perplexity's protocol (tools/perplexity/perplexity.cpp of the tree), which
 - `--kl-divergence` decodes each entry in float32 as scale·level + minimum and sums (in double) KL terms only
   over entries whose decoded log-prob is above −16 (an entry stored as 0 sits at `minimum` ≤ −16 whenever the
   row spans 16 nats, so clipped entries drop out; so do low ones that were stored). The base's NLL of the right
-  token uses its decoded value whether kept or not, and the base's "top" token is the first largest decoded
-  entry; the model's log-probs are logit − max − log Σexp, in float32 with the sum in double.
+  token uses its decoded value whether kept or not. "Same top p" counts rows where the first largest decoded
+  entry is the model's first largest logit. The model's log-probs are logit − max − log Σexp (exps summed in
+  double, the rest float32); each KL term is float32, the sums over entries and rows double.
 - `--kl-divergence-base FILE --kl-divergence` reads the tokens back from FILE (no tokenization) and prints
   `Mean    KLD: x ± y`, `Mean PPL(Q)`, `Mean PPL(base)` and `Same top p: x ± y %`.
 - It exits 0 after several of its errors (it logs and returns), so a run whose summary is missing has failed.
