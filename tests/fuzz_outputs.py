@@ -145,6 +145,92 @@ def kld_base_outcome(folder: Path, data: bytes) -> str:
     return outcome
 
 
+def encode_kld_base(tokens, logits) -> bytes:
+    """A `--kl-divergence-base` file as llama-perplexity writes one, from `tokens` [n_chunk, n_ctx] and the logits
+    of each window's scored positions, [n_chunk, n_ctx − 1 − n_ctx // 2, n_vocab]: written here from the layout
+    (quantlab.llamacpp.reference's docstring) with llama.cpp's float32 steps, so the reader is tested against an
+    encoder of its own rather than against itself."""
+    import numpy as np
+
+    tokens = np.asarray(tokens, dtype="<i4")
+    logits = np.asarray(logits, dtype=np.float32)
+    n_chunk, n_ctx = tokens.shape
+    n_vocab = logits.shape[-1]
+    width = 2 * ((n_vocab + 1) // 2) + 4
+    out = [b"_logits_", struct.pack("<Iii", n_ctx, n_vocab, n_chunk), tokens.tobytes()]
+    for row in logits.reshape(-1, n_vocab):
+        top, low = row.max(), row.min()
+        low = max(low, np.float32(top - np.float32(16)))
+        sum_exp = float(np.exp(row - top).astype(np.float64).sum())  # expf per entry, summed in double
+        log_sum_exp = np.float32(np.log(sum_exp))
+        minimum = np.float32(np.float32(low - top) - log_sum_exp)
+        scale = np.float32(np.float32(top - low) / np.float32(65535))
+        levels = np.zeros(width - 4, dtype="<u2")
+        if scale:
+            inv = np.float32(np.float32(1) / scale)
+            steps = np.rint(inv * (row - low)).astype(np.int64)  # round half to even, as nearest_int does
+            levels[:n_vocab] = np.where(row > low, steps, 0).astype("<u2")
+        out += [np.array([scale, minimum], dtype="<f4").tobytes(), levels.tobytes()]
+    return b"".join(out)
+
+
+@st.composite
+def kld_base_whole_files(draw) -> bytes:
+    """A whole base file, rows included, as llama-perplexity writes it (small n_ctx and vocabularies, logits
+    spanning less and more than the 16 nats a row keeps, all equal in some rows), then damaged or not: cut
+    short, lengthened, or bytes of a row's scale/minimum/levels overwritten."""
+    import numpy as np
+
+    n_ctx = draw(st.sampled_from([3, 4, 6]))
+    n_chunk = draw(st.integers(1, 2))
+    n_vocab = draw(st.integers(1, 9))
+    rows = n_chunk * (n_ctx - 1 - n_ctx // 2)
+    spread = draw(st.sampled_from([0.0, 1.0, 15.0, 40.0]))
+    seed = draw(st.integers(0, 2**16))
+    logits = np.random.default_rng(seed).normal(0, spread or 1, (rows, n_vocab)) * (spread > 0)
+    tokens = np.arange(n_chunk * n_ctx).reshape(n_chunk, n_ctx) % max(n_vocab, 1)
+    data = encode_kld_base(tokens, logits.reshape(n_chunk, -1, n_vocab))
+    damage = draw(st.sampled_from(["none", "none", "cut", "append", "overwrite"]))
+    if damage == "cut":
+        return data[: draw(st.integers(0, len(data) - 1))]
+    if damage == "append":
+        return data + draw(st.binary(min_size=1, max_size=8))
+    if damage == "overwrite":
+        start = 20 + 4 * n_chunk * n_ctx
+        at = draw(st.integers(start, len(data) - 1))
+        floats = [b"\x00\x00\xc0\x7f", b"\x00\x00\x80\x7f", b"\x00\x00\x80\x3f", b"\xff\xff"]  # NaN, inf, 1.0, 65535
+        patch = draw(st.one_of(st.sampled_from(floats), st.binary(min_size=1, max_size=6)))
+        return data[:at] + patch[: len(data) - at] + data[at + len(patch) :]
+    return data
+
+
+def kld_rows_outcome(folder: Path, data: bytes) -> str:
+    """Open a whole base file and decode every window's rows: a one-line BenchError, or rows that hold what
+    KldBaseFile documents."""
+    import numpy as np
+
+    from quantlab.errors import BenchError
+    from quantlab.llamacpp.reference import KldBaseFile
+
+    path = folder / "kld-base-rows.bin"
+    path.write_bytes(data)
+
+    def every_window():
+        base = KldBaseFile(path)
+        return base, [base.rows(k) for k in range(base.header.n_chunk)]
+
+    outcome, value = guarded(every_window, str(path), expected=BenchError)
+    if outcome == ACCEPTED:
+        base, windows = value
+        for rows in windows:
+            shape = (base.rows_per_window, base.header.n_vocab)
+            if rows.log_probs.shape != shape or rows.log_probs.dtype != np.float32:
+                raise Violation(f"rows of shape {rows.log_probs.shape} {rows.log_probs.dtype}, not {shape} float32")
+            if not np.isfinite(rows.log_probs).all() or not (rows.kept == (rows.log_probs > -16)).all():
+                raise Violation("decoded rows not finite, or kept entries not those above -16")
+    return outcome
+
+
 # --- option values ------------------------------------------------------------------------------------------------
 
 VALUE_TEXT = [

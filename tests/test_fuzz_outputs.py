@@ -17,6 +17,8 @@ from tests.fuzz_outputs import (
     TOOL_OUTPUTS,
     kld_base_files,
     kld_base_outcome,
+    kld_base_whole_files,
+    kld_rows_outcome,
     option_values,
     options_outcome,
     reference_outcome,
@@ -44,6 +46,12 @@ def test_tool_outputs(text):
 @given(data=kld_base_files())
 def test_kld_base_files(scratch, data):
     kld_base_outcome(scratch, data)
+
+
+@fuzz_settings()
+@given(data=kld_base_whole_files())
+def test_kld_base_rows(scratch, data):
+    kld_rows_outcome(scratch, data)
 
 
 def _bench_fields() -> list[str]:

@@ -98,6 +98,7 @@ def families(work: Path) -> list[Family]:
         Family("dataset names", nasty_text(), fp.dataset_name_outcome),
         Family("tool outputs", fo.tool_output(), fo.reference_outcome),
         Family("KLD base files", fo.kld_base_files(), lambda d: fo.kld_base_outcome(folder, d)),
+        Family("KLD base rows", fo.kld_base_whole_files(), lambda d: fo.kld_rows_outcome(folder, d)),
         Family(
             "bench options",
             fo.option_values(list(BenchConfig.model_fields)),
