@@ -135,7 +135,7 @@ def kld_base_files(draw) -> bytes:
 
 def kld_base_outcome(folder: Path, data: bytes) -> str:
     from quantlab.errors import BenchError
-    from quantlab.llamacpp.reference import KldBase, read_kld_base
+    from quantlab.llamacpp.kld_base import KldBase, read_kld_base
 
     path = folder / "kld-base.bin"
     path.write_bytes(data)
@@ -210,7 +210,7 @@ def kld_rows_outcome(folder: Path, data: bytes) -> str:
     import numpy as np
 
     from quantlab.errors import BenchError
-    from quantlab.llamacpp.reference import KldBaseFile
+    from quantlab.llamacpp.kld_base import KldBaseFile
 
     path = folder / "kld-base-rows.bin"
     path.write_bytes(data)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from quantlab.errors import BenchError
-from quantlab.llamacpp.reference import KldBaseFile, row_width, scored_per_window
+from quantlab.llamacpp.kld_base import KldBaseFile, row_width, scored_per_window
 from tests.fuzz_outputs import encode_kld_base
 
 N_CTX, N_CHUNK, N_VOCAB = 6, 2, 7  # 2 scored rows per window; an odd vocabulary, so rows carry a padding level

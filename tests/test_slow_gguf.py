@@ -129,6 +129,7 @@ def test_kld_agrees_with_llama_perplexity(smol, tmp_path, monkeypatch):
     from quantlab.bench.quality import score
     from quantlab.bench.reference import make_reference
     from quantlab.llamacpp import reference
+    from quantlab.llamacpp.kld_base import read_kld_base
     from quantlab.runtimes.llamacpp_rt import threads
 
     made = smol.artifacts({name: SPECS[name] for name in ("F16", "Q8_0", "Q4_K_M")})
@@ -144,7 +145,7 @@ def test_kld_agrees_with_llama_perplexity(smol, tmp_path, monkeypatch):
     text = reference.write_eval_text(AutoTokenizer.from_pretrained(tokenizer_dir(made["F16"])), ids, tmp_path / "t")
     base_file = tmp_path / "f16.kld"
     reference.save_kld_base(gguf("F16"), text, base_file, ctx=ctx, chunks=chunks, threads=n_threads, tools_build=build)
-    header = reference.read_kld_base(base_file)
+    header = read_kld_base(base_file)
     assert (header.n_ctx, header.n_chunk) == (ctx, chunks)
     assert (header.tokens.ravel() == ids[: chunks * ctx]).all(), "llama.cpp tokenized the text differently"
 

@@ -14,7 +14,7 @@ makes them), with the llama.cpp tools built from the tree the in-process runtime
 3. quantlab scores the same type in its `llamacpp` runtime with its own `quantlab.bench.quality.score`, on exactly
    those positions (each window's second half is handed to `score` as a window of its own, its logits from the
    whole window), against llama.cpp's base rows decoded as llama-perplexity decodes them
-   (`quantlab.llamacpp.reference.KldBaseFile`): once on the runtime's float32 logits (as `quantlab bench` scores)
+   (`quantlab.llamacpp.kld_base.KldBaseFile`): once on the runtime's float32 logits (as `quantlab bench` scores)
    and once on the same logits widened to float64 (exact), so `score`'s log_softmax and sums run in float64.
    Checks, per type, figure and variant: relative difference ≤ 1e-3 (PASS/FAIL) for KLD mean, same top p and
    PPL(Q). llama-perplexity prints KLD to 6 decimals, same top p to 3 (in %), PPL to 6.
@@ -223,7 +223,7 @@ class Setup:
     work: Path
     windows: object  # int array [chunks, ctx]: quantlab's ids
     base_path: Path = Path()
-    base_file: object = None  # quantlab.llamacpp.reference.KldBaseFile
+    base_file: object = None  # quantlab.llamacpp.kld_base.KldBaseFile
     base_info: dict = field(default_factory=dict)
     f16: ScoredPositions | None = None
 
@@ -234,6 +234,7 @@ def write_base(setup: Setup, base, ids) -> None:
 
     from quantlab.bench.prepare import tokenizer_dir
     from quantlab.llamacpp import reference
+    from quantlab.llamacpp.kld_base import KldBaseFile
 
     args = setup.args
     text = reference.write_eval_text(AutoTokenizer.from_pretrained(tokenizer_dir(base)), ids, setup.work / "eval.txt")
@@ -245,7 +246,7 @@ def write_base(setup: Setup, base, ids) -> None:
         tools_build=setup.tools,
     )  # fmt: skip
     setup.base_info = {"ppl_written": ppl_written, "seconds_written": round(time.monotonic() - started, 1)}
-    setup.base_file = reference.KldBaseFile(setup.base_path)
+    setup.base_file = KldBaseFile(setup.base_path)
     same_tokens = bool((setup.base_file.header.tokens == setup.windows).all())
     check(same_tokens, f"llama.cpp's tokens of the text are quantlab's ids ({setup.windows.size} tokens)")
     if not same_tokens:
