@@ -18,6 +18,7 @@ import numpy as np
 from quantlab.errors import BenchError
 from quantlab.results.metrics import BaselineComparison, DivergenceDetail, QualityMetrics, Quantiles
 from quantlab.runtimes.base import Session
+from quantlab.util.memory import release_freed_memory
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from quantlab.reference import Reference
 
 
-KL_ROWS = 64  # rows per step of the float64 log-softmax and of the KL sum: temporaries of a few MB
+KL_ROWS = 64  # rows per step of the float64 log-softmax and of the KL sum: temporaries of a few tens of MB
 Baseline = Union[Session, "Reference"]  # a loaded baseline (tests, cross-checks) or its reference file (bench)
 
 
@@ -104,6 +105,7 @@ def score(
             agree += int((base_logp.argmax(-1) == logp.argmax(-1)).sum().item())
             del base_logp
         del logp  # before the next window's logits: two windows of rows alive at the peak, not four
+        release_freed_memory()
         if on_window:
             on_window()
     nll = torch.cat(nlls).double()

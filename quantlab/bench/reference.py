@@ -30,6 +30,7 @@ from quantlab.reference import (
 )
 from quantlab.results.metrics import PROTOCOL
 from quantlab.runtimes.base import LoadRequest, Session
+from quantlab.util.memory import release_freed_memory
 
 
 class Shelf(Protocol):
@@ -88,6 +89,7 @@ def make_reference(
         for i, window in enumerate(scored):
             # yielded unnamed: a name here would hold this window's rows while the next window is computed
             yield log_probs(session.logits(window)).numpy()
+            release_freed_memory()
             on_window(i + 1, len(scored))
 
     produced = rows()
