@@ -7,7 +7,6 @@ baseline again, whichever command made it.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -65,18 +64,27 @@ def make_reference(
     scored = _scored(stream, ctx)
 
     def rows() -> Iterator[np.ndarray]:
+        # A window's rows are dropped here as soon as the writer asks for the next (a 128k vocabulary makes them
+        # 262 MB at ctx 512): held while the next window is computed, they would add as much to the peak.
         for i, window in enumerate(scored):
             block = log_probs(session.logits(window)).numpy()
             on_window(i + 1, len(scored))
             yield block
+            del block
 
     produced = rows()
-    first = next(produced)
+    held = [next(produced)]  # the first window tells the vocabulary; handed on below, not kept
+    vocab = held[0].shape[1]
+
+    def chained() -> Iterator[np.ndarray]:
+        yield held.pop()
+        yield from produced
+
     header = ReferenceHeader(
         protocol=PROTOCOL,
         ctx=ctx,
         windows=len(scored),
-        vocab=first.shape[1],
+        vocab=vocab,
         tokens_fingerprint=token_fingerprint(scored.ravel()),
         text=stream.source,
         tokenizer=stream.tokenizer,
@@ -87,5 +95,5 @@ def make_reference(
     )
     path = cached_path(artifact, load, stream, ctx)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_reference(path, header, scored, itertools.chain([first], produced))
+    write_reference(path, header, scored, chained())
     return Reference.open(path)

@@ -116,9 +116,12 @@ def write_reference(path: Path, header: ReferenceHeader, ids: np.ndarray, rows: 
                         f"window {len(sums)} has log-probabilities of shape {block.shape}, "
                         f"not ({header.ctx - 1}, {header.vocab})"
                     )
-                data = block.tobytes()
+                # The rows' own bytes, hashed and written as they lie: a 1B model's window is 262 MB of them,
+                # and a copy (tobytes) would add as much to the peak of making the reference.
+                data = memoryview(block).cast("B")
                 sums.append(hashlib.sha256(data).hexdigest())
                 fh.write(data)
+                del block, data  # dropped before the next window is computed, not after
             if len(sums) != header.windows:
                 raise ReferenceFileError(f"got {len(sums)} windows of log-probabilities for {header.windows}")
             final = _layout(header.model_copy(update={"window_sha256": sums}))
