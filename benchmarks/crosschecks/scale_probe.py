@@ -31,18 +31,14 @@ from pathlib import Path
 from benchmarks.lib.child import ChildRun, phase_peaks, run_child
 from benchmarks.lib.console import check, log
 from benchmarks.lib.records import BenchRecord, append_records, measured, read_records, start_run
+from benchmarks.lib.scale_report import GB, QUANTIZE, gb, latest, render, table, verdicts
 
 BENCHMARK = "benchmarks.crosschecks.scale_probe"
 REPO = Path(__file__).resolve().parents[2]
-GB = 1e9
-CELLS = ("rtn", "gptq", "awq", "gguf", "bnb")
-QUANTIZE = ("none", *CELLS)
 STEPS = (*QUANTIZE, "reference", "score-baseline", "load", "bench")
 CALIBRATION = ["--calib-dataset", "embedded", "--calib-samples", "16", "--calib-seq-len", "256"]
 STREAM = ["--dataset", "embedded", "--max-tokens", "2048", "--ctx", "512", "--device", "cpu"]
 SPEED = ["--batch-sizes", "1", "--prompt-tokens", "128", "--new-tokens", "16", "--warmup", "1", "--repeats", "1"]
-CALIBRATED_LIMIT = 1.5  # × the bf16 weight bytes
-BENCH_ALLOWANCE = 1 * GB  # over the cell's own load footprint
 
 
 def quantize_args(cell: str, group: int) -> list[str]:
@@ -221,122 +217,6 @@ def load_only(path: str) -> None:
     session.close()
 
 
-def verdicts(records: list[BenchRecord], tolerance: float) -> list[tuple[BenchRecord, str, bool | None]]:
-    """Each record with its target and whether it was met (None: reported only)."""
-    by = {(r.measurement["model"], r.measurement["step"], r.measurement["cell"]): r.measurement for r in records}
-    out = []
-    for record in records:
-        m = record.measurement
-        target, ok = "", None
-        if m["returncode"] != 0:
-            target, ok = "runs to its end", False
-        elif m["step"] == "quantize" and m["cell"] in ("gptq", "awq") and m["rss_over_bf16"] is not None:
-            target, ok = f"≤ {CALIBRATED_LIMIT} × bf16", m["rss_over_bf16"] <= CALIBRATED_LIMIT
-        elif m["step"] == "bench" and m["load_footprint_bytes"]:
-            limit = m["load_footprint_bytes"] + BENCH_ALLOWANCE
-            target, ok = f"≤ load + {BENCH_ALLOWANCE / GB:.0f} GB = {limit / GB:.2f}", m["peak_rss_bytes"] <= limit
-        elif m["step"] == "reference" and (score := by.get((m["model"], "score-baseline", "none"))):
-            wall, rss = score["wall_s"] * (1 + tolerance), score["peak_rss_bytes"] * (1 + tolerance)
-            target = f"≤ scoring once (+{tolerance:.0%}): {wall:.0f} s, {rss / GB:.2f} GB"
-            ok = m["wall_s"] <= wall and m["peak_rss_bytes"] <= rss
-        out.append((record, target, ok))
-    return out
-
-
-def _gb(value: int | None) -> str:
-    return f"{value / GB:.2f}" if value else "—"
-
-
-def table(rows: list[tuple[BenchRecord, str, bool | None]]) -> list[str]:
-    lines = [
-        "| step | model | cell | wall s | peak RSS GB | RSS / bf16 | load footprint GB | load avg before → after "
-        "| target | verdict |",
-        "|---|---|---|---:|---:|---:|---:|---|---|---|",
-    ]
-    for record, target, ok in rows:
-        m = record.measurement
-        ratio = f"{m['rss_over_bf16']:.2f}×" if m["rss_over_bf16"] else "—"
-        load = f"{m['loadavg_before'][0]:.2f} → {m['loadavg_after'][0]:.2f}"
-        verdict = "INFO" if ok is None else "PASS" if ok else "FAIL"
-        lines.append(
-            f"| {m['step']} | {m['model']} | {m['cell']} | {m['wall_s']:.1f} | {_gb(m['peak_rss_bytes'])} | {ratio} "
-            f"| {_gb(m['load_footprint_bytes'])} | {load} | {target} | {verdict} |"
-        )
-    return lines
-
-
-def profiles(rows: list[tuple[BenchRecord, str, bool | None]]) -> list[str]:
-    """Where the memory went in each step with a target: the largest RSS sampled in each phase of its output."""
-    lines = []
-    for record, target, ok in rows:
-        m = record.measurement
-        if not target:
-            continue
-        lines.append(f"- {m['step']} {m['cell']} ({m['model']}, {'PASS' if ok else 'FAIL'}), peak RSS by phase:")
-        lines += [f"  - {_gb(peak)} GB: `{phase}`" for phase, peak in m["phases"]]
-    return lines
-
-
-def latest(records: list[BenchRecord]) -> list[BenchRecord]:
-    """The newest record of each (model, step, cell), in the order the steps run: a step run again (after a fix,
-    or a run that stopped half-way resumed with --steps) replaces its earlier measurement; the .md names every
-    run that contributed."""
-    newest: dict[tuple[str, str, str], BenchRecord] = {}
-    for record in sorted(records, key=lambda r: r.timestamp):
-        m = record.measurement
-        newest[(m["model"], m["step"], m["cell"])] = record
-    order = {"quantize": 0, "reference": 1, "score-baseline": 2, "load": 3, "bench": 4}
-    cells = {c: i for i, c in enumerate(QUANTIZE)}
-    return sorted(
-        newest.values(),
-        key=lambda r: (r.measurement["model"] != "1b", order[r.measurement["step"]], cells[r.measurement["cell"]]),
-    )
-
-
-def render(records: list[BenchRecord], tolerance: float) -> str:
-    run = records[-1]
-    rows = verdicts(records, tolerance)
-    host, s = run.host, run.settings
-    runs = {r.run_id: r for r in records}
-    made = [
-        f"- run {r.run_id} ({r.timestamp}, quantlab {r.quantlab_version}): `{r.settings['command']}`, steps "
-        f"{', '.join(sorted({_key(x.measurement) for x in records if x.run_id == r.run_id}))}"
-        for r in sorted(runs.values(), key=lambda r: r.timestamp)
-    ]
-    loads = [x for r in records for x in (r.measurement["loadavg_before"], r.measurement["loadavg_after"])]
-    lines = [
-        "# The scale probe: quantlab's own memory and time against the model's size",
-        "",
-        "Made by (the newest measurement of each step is kept):",
-        "",
-        *made,
-        "",
-        f"Host: {s['cpu_model']}, {host.cpu_count} cores, {host.memory_bytes / 2**30:.1f} GiB RAM, no GPU, shared "
-        "with other sessions: wall times are perturbed by their load. 1-minute load averages around the steps "
-        f"ranged {min(x[0] for x in loads):.2f}–{max(x[0] for x in loads):.2f} (per step in the table).",
-        f"Libraries: {', '.join(f'{k} {v}' for k, v in run.tools.items())}.",
-        "",
-        "Each step is a fresh child process of the `quantlab` CLI; peak RSS is the kernel's `ru_maxrss` for it (the",
-        "largest of the child and each process it waited for); RSS / bf16 divides it by the bf16 baseline's weight",
-        "bytes of the same model. GB = 10⁹ bytes. Settings: " + ", ".join(f"{k} `{v}`" for k, v in s["steps"].items()),
-        "",
-        *table(rows),
-        "",
-        "## Where the memory goes",
-        "",
-        *profiles(rows),
-    ]
-    missed = {k for r, _, ok in rows if ok is False for k in (r.measurement["step"], _key(r.measurement))}
-    notes = [f"- {text}" for key, text in NOTES.items() if key in missed]
-    if notes:
-        lines += ["", "## Missed targets: why, and what would fix them", "", *notes]
-    return "\n".join(lines) + "\n"
-
-
-def _key(m: dict) -> str:
-    return f"{m['step']} {m['cell']}"
-
-
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
         if line.startswith("model name"):
@@ -358,6 +238,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=REPO / "results" / "scale-probe.ndjson")
     parser.add_argument("--tolerance", type=float, default=0.1, help="noise allowed on the reference's cost")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md from the records")
+    parser.add_argument("--reason", default="", help="why steps are absent from the records, said in the .md")
     parser.add_argument("--load-only", metavar="ARTIFACT", help="internal: the load step's child process")
     return parser.parse_args(argv)
 
@@ -375,11 +256,11 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"unknown steps: {', '.join(sorted(unknown))}; choose from {', '.join(STEPS)}")
         probe_models(args, steps)
     newest = latest(read_records(args.results))
-    md.write_text(render(newest, args.tolerance), encoding="utf-8")
+    md.write_text(render(newest, args.tolerance, args.reason), encoding="utf-8")
     for record, target, ok in verdicts(newest, args.tolerance):
         if target:
             m = record.measurement
-            said = f"peak {_gb(m['peak_rss_bytes'])} GB, {m['wall_s']} s; {target}"
+            said = f"peak {gb(m['peak_rss_bytes'])} GB, {m['wall_s']} s; {target}"
             check(ok, f"{m['step']} {m['cell']} ({m['model']}): {said}")
     print("\n".join(table(verdicts(newest, args.tolerance))))
     log(f"wrote {md}")
@@ -403,11 +284,6 @@ def probe_models(args: argparse.Namespace, steps: list[str]) -> None:
         model = model or str(build_model(work))
         cells = [c.strip() for c in args.cells.split(",") if c.strip()]
         run_model(Probe(name, model, group, work, args.results, run), steps, cells)
-
-
-# Why a missed target was missed and what would fix it, shown in the .md under the targets missed (no figures here:
-# the profile above each note holds the run's own).
-NOTES: dict[str, str] = {}
 
 
 if __name__ == "__main__":
