@@ -4,6 +4,8 @@ measured, and the rendered `.md`."""
 
 from __future__ import annotations
 
+import re
+
 from benchmarks.lib.records import BenchRecord
 
 GB = 1e9
@@ -11,6 +13,7 @@ CELLS = ("rtn", "gptq", "awq", "gguf", "bnb")
 QUANTIZE = ("none", *CELLS)
 CALIBRATED_LIMIT = 1.5  # × the bf16 weight bytes
 BENCH_ALLOWANCE = 1 * GB  # over the cell's own load footprint
+PATH = re.compile(r"[^ `]*/[^ `]*/[^ `]*")  # a path in a progress line, shown as <path>
 
 
 def verdicts(records: list[BenchRecord], tolerance: float) -> list[tuple[BenchRecord, str, bool | None]]:
@@ -65,7 +68,7 @@ def profiles(rows: list[tuple[BenchRecord, str, bool | None]]) -> list[str]:
         if not target:
             continue
         lines.append(f"- {m['step']} {m['cell']} ({m['model']}, {'PASS' if ok else 'FAIL'}), peak RSS by phase:")
-        lines += [f"  - {gb(peak)} GB: `{phase}`" for phase, peak in m["phases"]]
+        lines += [f"  - {gb(peak)} GB: `{PATH.sub('<path>', phase)}`" for phase, peak in m["phases"]]
     return lines
 
 
@@ -123,7 +126,7 @@ def render(records: list[BenchRecord], tolerance: float, reason: str = "") -> st
         *profiles(rows),
     ]
     missed = {k for r, _, ok in rows if ok is False for k in (r.measurement["step"], _key(r.measurement))}
-    notes = [f"- {text}" for key, text in NOTES.items() if key in missed]
+    notes = [f"- {text}" for keys, text in NOTES.items() if missed.intersection(keys)]
     if notes:
         lines += ["", "## Missed targets: why, and what would fix them", "", *notes]
     absent = missing(records)
@@ -150,8 +153,41 @@ def _key(m: dict) -> str:
 
 # Why a missed target was missed and what would fix it, shown in the .md under the targets missed (no figures here:
 # the profile above each note holds the run's own).
-NOTES: dict[str, str] = {
-    "bench": "bench: beside the loaded cell, `score()` in `quantlab/bench/quality.py` holds one window's "
+_CALIBRATED = (
+    "quantlab passes `oneshot` the recipe alone, so llm-compressor's default `independent` pipeline gives each "
+    "modifier its own: `sequential` for GPTQModifier and AWQModifier (they need calibration data), `datafree` for "
+    "AWQ's QuantizationModifier. Sequential onloads one decoder layer at a time to the execution device; on a CPU "
+    "that is where the whole model already sits, so it bounds accelerator memory and saves no host memory. The "
+    "peak holds: the `quantize none` row's libraries and weights (bf16 read in place from the source's safetensors "
+    "mmap, so they become resident as each layer is first touched); GPTQ's state for one layer (a float32 in × in "
+    "Hessian per Linear, the MLP down projection's the largest at in = intermediate width, copied twice more by "
+    "the act-order permutation of quantlab's default `--act-order static`, beside float32 copies of the weight); "
+    "and, in `saving compressed-tensors`, the packed int4 weights and scales, allocated while the bf16 pages they "
+    "replace stay resident (they belong to the one checkpoint mapping, which lives as long as any tensor of it, "
+    "e.g. the tied embedding). What would lower it, not measured here: in llm-compressor, permute the Hessian in "
+    "place (`apply_activation_ordering`); in quantlab's `quantize_with` (`quantlab/methods/llmcompressor_backend.py`), "
+    "release each bf16 weight's pages as its module is compressed, which needs the weights in memory of their own "
+    "rather than in the checkpoint mapping (copied layer by layer as the sequential pipeline reaches them)."
+)
+
+NOTES: dict[tuple[str, ...], str] = {
+    ("quantize gptq", "quantize awq"): "quantize gptq, awq: " + _CALIBRATED,
+    ("reference",): "reference: making the reference runs the same forwards as scoring the baseline once, then "
+    "hashes and writes each window's rows ((ctx − 1) × vocab × 4 bytes) and fsyncs the file. The probe checks its "
+    "peak RSS and its wall seconds against the scoring's; the two ran minutes apart on a host whose other "
+    "sessions (and this probe's own concurrent steps) loaded the two cores differently (the load averages in the "
+    "table), so a wall-time verdict within the tolerance says little here. To settle it: both back to back on a "
+    "quiet host (`--steps reference,score-baseline` after removing the cached reference).",
+    ("bench gguf",): "bench gguf: the load step opens the GGUF as the bench's speed pass does (no per-position "
+    "logits), while the quality pass reopens it with `logits_all` (`quantlab/runtimes/llamacpp_rt.py`, "
+    "`LlamaCppSession.logits`): llama.cpp then keeps an n_ctx × vocab float32 output buffer and computes the output "
+    "layer for a whole ubatch, llama-cpp-python mirrors every position's logits in its own `scores` array of the "
+    "same size, and `logits()` copies the window out of it again, before `score()`'s own blocks (the note below). "
+    "The `loading for quality` phase above is that context. What would fix it in the runtime: decode through "
+    "llama.cpp's batch API with logits requested per position and copy them once from `llama_get_logits` into the "
+    "returned tensor, so llama-cpp-python's `scores` mirror is never allocated; and measure a GGUF cell's load "
+    "footprint with the quality context it is benched with.",
+    ("bench",): "bench: beside the loaded cell, `score()` in `quantlab/bench/quality.py` holds one window's "
     "vocabulary-wide rows ((ctx − 1) × vocab × 4 bytes each) five times at its peak: the cell's log-softmax, the "
     "baseline's rows read from the reference, their exp, their difference and the product; and the previous "
     "window's rows stay referenced while the next window's forward runs (the loop rebinds its variables only after "
