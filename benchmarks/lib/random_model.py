@@ -4,9 +4,10 @@ with random weights built on the device, instead of carrying 16 GB of weights to
 network; `tiny` is the same code path small enough for a CPU dry run in minutes.
 
 What the GPU scripts rely on, kept here for all of them: bf16 weights created in bf16 on the device (the 8B shape
-in fp32 would need twice the memory), untied embeddings unless asked, widths that are multiples of 256 (llama.cpp's
-k-quant blocks, 128-channel quantization groups), a seeded init (the same weights on every run), the tokenizer
-copied beside the weights, and a vocabulary larger than the tokenizer's padded with plain tokens (below).
+in fp32 would need twice the memory), untied embeddings unless asked or the shape ties them as published
+(`llama-3.2-1b`, which the CPU scale probe builds), widths that are multiples of 256 (llama.cpp's k-quant blocks,
+128-channel quantization groups), a seeded init (the same weights on every run), the tokenizer copied beside the
+weights, and a vocabulary larger than the tokenizer's padded with plain tokens (below).
 """
 
 from __future__ import annotations
@@ -24,8 +25,21 @@ LLAMA_3_1_8B = dict(
     rope_theta=500000.0,
     max_position_embeddings=8192,
 )
+# Llama-3.2-1B: the 128k vocabulary makes the tied embedding a fifth of its 1.24B parameters
+LLAMA_3_2_1B = dict(
+    hidden_size=2048,
+    intermediate_size=8192,
+    num_hidden_layers=16,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    rope_theta=500000.0,
+    max_position_embeddings=8192,
+    tie_word_embeddings=True,
+)
 SHAPES = {
     "llama-3.1-8b": LLAMA_3_1_8B,
+    "llama-3.2-1b": LLAMA_3_2_1B,
     # vocab_size absent: the tokenizer's own, so every id the model emits is one the tokenizer knows
     "tiny": dict(
         hidden_size=256,
@@ -48,6 +62,7 @@ def build_random_model(
 
     tok = AutoTokenizer.from_pretrained(tokenizer)
     dims = {**SHAPES[shape], **({"num_hidden_layers": layers} if layers else {})}
+    tied = dims.pop("tie_word_embeddings", tied)  # a shape that ties its embeddings (as published) always does
     dims.setdefault("vocab_size", len(tok))
     special = dict(bos_token_id=tok.bos_token_id or 0, eos_token_id=tok.eos_token_id or 0)
     config = LlamaConfig(**dims, tie_word_embeddings=tied, initializer_range=0.02, **special)
@@ -67,7 +82,12 @@ def build_random_model(
     del model
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    return {"config": dims, "params": params, "tokenizer": str(tokenizer), "tokenizer_own_vocab": len(tok)}
+    return {
+        "config": {**dims, "tie_word_embeddings": tied},
+        "params": params,
+        "tokenizer": str(tokenizer),
+        "tokenizer_own_vocab": len(tok),
+    }
 
 
 def pad_vocab(path: Path, start: int, size: int) -> None:
