@@ -60,7 +60,7 @@ def baseline_rows(baseline: Baseline, index: int, window: np.ndarray) -> torch.T
 
 def kl_rows(base_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
     """KL(baseline ‖ model) per row, a few rows at a time: the sum's temporaries (exp, difference, product) then
-    take a few MB instead of three more blocks of a window's size (1 GB each at ctx 2048 of a 128k vocabulary).
+    take tens of MB instead of three more blocks of a window's size (1 GB each at ctx 2048 of a 128k vocabulary).
     Each row's sum is the same whatever the rows around it, so the figures do not depend on the step."""
     import torch
 
