@@ -63,10 +63,9 @@ def cached_path(artifact: Artifact, load: str, stream: TokenStream, ctx: int) ->
     return references_dir() / reference_name(content_key(PROTOCOL, ctx, count, fingerprint, artifact.digest, load))
 
 
-def cached(artifact: Artifact, load: str, stream: TokenStream, ctx: int) -> Reference | None:
-    """The reference already made for this baseline, load, stream and ctx, if the cache holds one that opens
-    whole (a damaged one is made again)."""
-    path = cached_path(artifact, load, stream, ctx)
+def cached(path: Path) -> Reference | None:
+    """The reference at `path` (its `cached_path`), if the cache holds one that opens whole (a damaged one is made
+    again)."""
     try:
         return Reference.open(path) if path.is_file() else None
     except ReferenceFileError:

@@ -75,14 +75,11 @@ def _baseline(
     beside it."""
     name = base.artifact.path.name
     load = load_label(base.runtime.name, base.quality)
-    reference = cached(base.artifact, load, base.stream, config.ctx)
-    fetched = (
-        reference is None
-        and shelf is not None
-        and _fetch(shelf, cached_path(base.artifact, load, base.stream, config.ctx), progress)
-    )
+    path = cached_path(base.artifact, load, base.stream, config.ctx)
+    reference = cached(path)
+    fetched = reference is None and shelf is not None and _fetch(shelf, path, progress)
     if fetched:
-        reference = cached(base.artifact, load, base.stream, config.ctx)
+        reference = cached(path)
     tasks = known_tasks if config.tasks else None
     if reference is not None:
         progress(
