@@ -157,6 +157,33 @@ def test_a_failed_write_leaves_nothing(tmp_path, models):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.safetensors"]
 
 
+def test_a_window_failing_while_the_last_is_written_leaves_nothing(tmp_path, models):
+    """The rows of one window are written on a thread while the next is computed: a failure in that compute
+    (here a window of the wrong width, then a raised error) still leaves no file, and the writer is done."""
+    import threading
+
+    base, _, ids = models
+    scored = np.stack(windows(ids, CTX))
+    header = _write(tmp_path, base, ids).header.model_copy(update={"window_sha256": []})
+
+    def wrong_width():
+        yield np.zeros((CTX - 1, VOCAB), dtype=np.float32)
+        yield np.zeros((CTX - 1, VOCAB + 1), dtype=np.float32)
+
+    def failing():
+        yield np.zeros((CTX - 1, VOCAB), dtype=np.float32)
+        raise RuntimeError("forward failed")
+
+    with pytest.raises(
+        ReferenceFileError, match=f"window 1 has log-probabilities of shape \\({CTX - 1}, {VOCAB + 1}\\)"
+    ):
+        write_reference(tmp_path / "new.safetensors", header, scored, wrong_width())
+    with pytest.raises(RuntimeError, match="forward failed"):
+        write_reference(tmp_path / "new.safetensors", header, scored, failing())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.safetensors"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("reference-writer")]
+
+
 SETTINGS = ("--dataset", "embedded", "--ctx", "128", "--max-tokens", "512")
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import struct
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -106,7 +107,11 @@ def _layout(header: ReferenceHeader) -> bytes:
 
 def write_reference(path: Path, header: ReferenceHeader, ids: np.ndarray, rows: Iterable[np.ndarray]) -> Path:
     """Write `rows` (one float32 [ctx − 1, vocab] array per window, in order) for the windows `ids` [windows, ctx]
-    to `path`, whole or not at all. The header's checksums are filled in as the rows are written."""
+    to `path`, whole or not at all. The header's checksums are filled in as the rows are written.
+
+    Each window is hashed, written and flushed to disk on a thread while `rows` computes the next one (hashing,
+    writing and fdatasync release the GIL), so making a reference costs about what scoring the baseline once
+    does; the price is one more window's rows alive, two in all."""
     ids = np.ascontiguousarray(ids, dtype="<i4")
     if ids.shape != (header.windows, header.ctx):
         raise ReferenceFileError(f"reference windows are {ids.shape}, the header says {header.windows}×{header.ctx}")
@@ -115,19 +120,29 @@ def write_reference(path: Path, header: ReferenceHeader, ids: np.ndarray, rows: 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     sums: list[str] = []
     try:
-        with open(tmp, "wb") as fh:
+        with open(tmp, "wb") as fh, ThreadPoolExecutor(1, thread_name_prefix="reference-writer") as writer:
+
+            def store(block: np.ndarray) -> str:
+                fh.write(block)
+                os.fdatasync(fh.fileno())  # now, beside the next window's compute, not all at the end
+                return hashlib.sha256(block).hexdigest()  # the array's own buffer: no copy of a window
+
             fh.seek(8 + size)
             fh.write(ids.tobytes())
+            pending: Future[str] | None = None
             for block in rows:
                 block = np.ascontiguousarray(block, dtype="<f4")
                 if block.shape != (header.ctx - 1, header.vocab):
                     raise ReferenceFileError(
-                        f"window {len(sums)} has log-probabilities of shape {block.shape}, "
-                        f"not ({header.ctx - 1}, {header.vocab})"
+                        f"window {len(sums) + (pending is not None)} has log-probabilities of shape "
+                        f"{block.shape}, not ({header.ctx - 1}, {header.vocab})"
                     )
-                sums.append(hashlib.sha256(block).hexdigest())  # the array's own buffer: no copy of a window
-                fh.write(block)
-                del block  # before the next window is computed: one window's rows alive, not two
+                if pending is not None:
+                    sums.append(pending.result())
+                pending = writer.submit(store, block)
+                del block  # the writer holds it until stored; rows computes the next window meanwhile
+            if pending is not None:
+                sums.append(pending.result())
             if len(sums) != header.windows:
                 raise ReferenceFileError(f"got {len(sums)} windows of log-probabilities for {header.windows}")
             final = _layout(header.model_copy(update={"window_sha256": sums}))
