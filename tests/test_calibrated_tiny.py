@@ -154,3 +154,21 @@ def test_checkpoint_configs_are_the_libraries_own(artifacts):
     assert qc["quant_method"] == "gptq" and qc["bits"] == 4 and qc["group_size"] == 64
     qc = json.loads((artifacts[("awq", "autoawq")].path / "config.json").read_text())["quantization_config"]
     assert qc == {**qc, "quant_method": "awq", "version": "gemm", "zero_point": True, "bits": 4, "group_size": 64}
+
+
+def test_llmcompressor_gptq_weights_are_the_librarys_own(artifacts, tiny_model, tmp_path, monkeypatch):
+    """quantlab runs llm-compressor's GPTQ with leaner Hessian copies (`compat.llmcompressor_gptq_lean`): the
+    same tensors, byte for byte, as the library's own code makes."""
+    from contextlib import nullcontext
+
+    from safetensors.torch import load_file
+
+    from quantlab import compat
+
+    monkeypatch.setattr(compat, "llmcompressor_gptq_lean", nullcontext)
+    spec = MethodSpec(method="gptq", backend="llmcompressor", bits=4, group_size=64, calibration=CALIB)
+    library = quantize(str(tiny_model), spec, tmp_path / "library")
+    ours = load_file(artifacts[("gptq", "llmcompressor")].path / "model.safetensors")
+    theirs = load_file(library.path / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -97,7 +97,7 @@ def quantize_with(
     modifiers = recipe(spec, scheme(spec), output_head_name(model))
     log(f"{spec.method} {spec.label()} with llm-compressor" + (" (calibrating)" if record else " (data-free)"))
     try:
-        with compat.llmcompressor_on_cpu():
+        with compat.llmcompressor_on_cpu(), compat.llmcompressor_gptq_lean():
             oneshot(model=model, recipe=modifiers, **kwargs)
     except Exception as exc:
         raise QuantizationError(f"llm-compressor failed: {exc}") from exc
