@@ -142,6 +142,9 @@ class Probe:
         self.step("quantize", cell, [*cli(), "quantize", self.model, *args, *out])
 
     def make_reference(self) -> None:
+        # `quantlab reference` loads nothing when the cache holds the file: remove it, so the step makes it
+        for old in self.baseline_references():
+            old.unlink()
         run = self.step("reference", "none", [*cli(), "reference", str(self.artifact("none")), *STREAM])
         lines = [line for line in run.output if line.endswith(".safetensors") and Path(line).is_file()]
         self.reference = Path(lines[-1]) if lines else None
@@ -149,13 +152,19 @@ class Probe:
     def find_reference(self) -> Path | None:
         """The reference made by this run, else (a run of later steps only) the newest one of this baseline."""
         if self.reference is None:
-            from quantlab.artifact import load_artifact
-
-            digest = load_artifact(self.artifact("none")).digest
-            found = sorted((self.work.parent / "references").glob("reference-*.safetensors"), key=os.path.getmtime)
-            mine = [p for p in found if _baseline_digest(p) == digest]
+            mine = self.baseline_references()
             self.reference = mine[-1] if mine else None
         return self.reference
+
+    def baseline_references(self) -> list[Path]:
+        """The references cache's files made from this model's baseline, oldest first."""
+        from quantlab.artifact import load_artifact
+
+        if not (self.artifact("none") / "quantlab.json").is_file():
+            return []
+        digest = load_artifact(self.artifact("none")).digest
+        found = sorted((self.work.parent / "references").glob("reference-*.safetensors"), key=os.path.getmtime)
+        return [p for p in found if _baseline_digest(p) == digest]
 
     def score_baseline(self) -> None:
         out = ["--results", str(self.work / "bench.jsonl")]
