@@ -36,14 +36,13 @@ import numpy as np
 from quantlab.artifact import Artifact
 from quantlab.env import host_info
 from quantlab.errors import BenchError
-from quantlab.llamacpp import BATCH_TOKENS, build
+from quantlab.llamacpp import BATCH_TOKENS, SPEED_CTX, build
 from quantlab.llamacpp.kv import kv_allocation
 from quantlab.llamacpp.types import FLOAT_TYPES
 from quantlab.results import RuntimeDescription
 from quantlab.roofline import BytesPerToken
 from quantlab.runtimes.base import Capabilities, GenTiming, LoadRequest, Runtime, Session
 
-SPEED_CTX = 2048
 KV_CACHE_DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")  # common/arg.cpp
 BATCHING = "not batched: llama-cpp-python's Llama serves one sequence; batch sizes above 1 are skipped, not emulated"
 
