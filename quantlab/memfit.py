@@ -282,16 +282,16 @@ def quality_footprint(
 ) -> QualityFootprint:
     """`role`: `scored` (a cell against its reference), `alone` (no baseline) or `reference` (the baseline making
     its reference, loaded alone). `compute_dtype`: what the transformers runtime computes the logits in."""
-    from quantlab.llamacpp import BATCH_TOKENS
+    from quantlab.llamacpp import BATCH_TOKENS, SPEED_CTX
 
     vocab = arch.vocab_size
     if runtime == "llamacpp":
-        # Its quality context is at least one batch long; its compute buffer holds one batch's float32 logits;
-        # on the host llama-cpp-python keeps every position's (`scores`) and llama.cpp its output buffer for a
-        # batch (the window's copy `logits()` returns is freed before the KLD's peak).
-        kv_ctx = max(ctx, BATCH_TOKENS)
-        logits = min(kv_ctx, BATCH_TOKENS) * vocab * 4
-        held = (kv_ctx + min(kv_ctx, BATCH_TOKENS)) * vocab * 4
+        # Its quality pass runs in the session's speed context, or in one as long as a window that does not fit
+        # there; its compute buffer holds one batch's float32 logits, and on the host llama.cpp's output buffer
+        # another batch's (the window's tensor `logits()` fills from it is freed before the KLD's peak).
+        kv_ctx = max(ctx, SPEED_CTX)
+        logits = BATCH_TOKENS * vocab * 4
+        held = BATCH_TOKENS * vocab * 4
     else:
         # transformers: the head's logits of every position in the compute dtype and the float32 copy `logits()`
         # returns (none when they are float32 already). It scores with use_cache=False, so the KV term is room

@@ -120,8 +120,8 @@ def test_quality_measurement_holds_what_the_runtime_holds(arch8):
     assert bf16.logits_bytes == 256 * 128_256 * 6 and bf16.host_bytes == 2 * rows
     assert bf16.needed_bytes == bf16.memory.weight_bytes + 131_072 * 256 + bf16.logits_bytes
     gguf = memfit.quality_footprint(arch8, runtime="llamacpp", role="scored", ctx=256, compute_dtype="bf16")
-    assert gguf.memory.kv_bytes == 131_072 * 512  # its context is at least one 512-token batch
-    assert gguf.logits_bytes == 512 * 128_256 * 4 and gguf.host_bytes == 2 * rows + 2 * 512 * 128_256 * 4
+    assert gguf.memory.kv_bytes == 131_072 * 2048  # the session's 2048-token speed context, which it reuses
+    assert gguf.logits_bytes == 512 * 128_256 * 4 and gguf.host_bytes == 2 * rows + 512 * 128_256 * 4
     cpu = memfit.quality_footprint(
         arch8, runtime="transformers", role="scored", ctx=256, compute_dtype="bf16", rig=get_rig("cpu"), gpus=1
     )

@@ -2,11 +2,15 @@
 GPU with a CUDA build, every layer offloaded). The library it runs is quantlab's own llama.cpp build
 (`llamacpp/build.py`), the one `llama-server` links.
 
-Quality: the token ids the transformers runtime scores are fed as ids (`Llama.eval`), never re-tokenized,
-with `logits_all=True` so every position's logits come back. Speed: prefill = one `eval` of the prompt,
-decode = one `eval` per greedy token, timed separately with the same threads. Batching: none. The
-high-level `Llama` object holds one sequence; batch sizes above 1 are skipped and the result says why
-(a served sweep, `llama-server`, is where multi-sequence batching is measured).
+Quality: the token ids the transformers runtime scores are fed as ids, never re-tokenized, through llama.cpp's
+batch API with every position marked as an output, in `n_batch` chunks as `Llama.eval` makes them (the same
+graph). Each chunk's rows are copied once from llama.cpp's output buffer into the returned tensor:
+llama-cpp-python's `logits_all=True` would mirror every position's logits in its `scores` array, and being
+fixed when a context is made it would need a context of its own; the open speed context is reused whenever it
+is long enough. Speed: prefill = one `eval` of the prompt, decode = one `eval` per greedy token, timed
+separately with the same threads. Batching: none. The high-level `Llama` object holds one sequence; batch sizes
+above 1 are skipped and the result says why (a served sweep, `llama-server`, is where multi-sequence batching
+is measured).
 
 KV cache: f16 by default, flash attention off (llama-cpp-python's defaults). `kv_cache_dtype` sets K and V to
 a llama.cpp cache type and turns flash attention on (a quantized V requires it; f16 named explicitly gets it
@@ -32,14 +36,13 @@ import numpy as np
 from quantlab.artifact import Artifact
 from quantlab.env import host_info
 from quantlab.errors import BenchError
-from quantlab.llamacpp import BATCH_TOKENS, build
+from quantlab.llamacpp import BATCH_TOKENS, SPEED_CTX, build
 from quantlab.llamacpp.kv import kv_allocation
 from quantlab.llamacpp.types import FLOAT_TYPES
 from quantlab.results import RuntimeDescription
 from quantlab.roofline import BytesPerToken
 from quantlab.runtimes.base import Capabilities, GenTiming, LoadRequest, Runtime, Session
 
-SPEED_CTX = 2048
 KV_CACHE_DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")  # common/arg.cpp
 BATCHING = "not batched: llama-cpp-python's Llama serves one sequence; batch sizes above 1 are skipped, not emulated"
 
@@ -80,11 +83,10 @@ class LlamaCppSession(Session):
         self.kv_cache_dtype = kv_cache_dtype
         self._llm = None
         self._kv = None  # the KV cache llama.cpp says it allocated for the open context
-        self._logits_all = False
         self._n_ctx = 0
-        self._open(logits_all=False, n_ctx=SPEED_CTX)
+        self._open(n_ctx=SPEED_CTX)
 
-    def _open(self, *, logits_all: bool, n_ctx: int) -> None:
+    def _open(self, *, n_ctx: int) -> None:
         llama_cpp = build.llama_cpp()
         self.close()
         kv = {}
@@ -104,7 +106,7 @@ class LlamaCppSession(Session):
                 n_ctx=n_ctx,
                 n_batch=min(n_ctx, BATCH_TOKENS),
                 n_ubatch=min(n_ctx, BATCH_TOKENS),
-                logits_all=logits_all,
+                logits_all=False,  # its `scores` mirror is then n_batch rows that nothing writes
                 n_threads=self.threads,
                 n_threads_batch=self.threads,
                 n_gpu_layers=0 if self.device == "cpu" else -1,  # -1: every layer on the GPU
@@ -124,25 +126,51 @@ class LlamaCppSession(Session):
 
             llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
         self._kv = kv_allocation(b"".join(lines).decode(errors="replace"), "llama.cpp's log")
-        self._logits_all, self._n_ctx = logits_all, n_ctx
+        self._n_ctx = n_ctx
 
     def logits(self, ids: np.ndarray):
         import torch
 
+        ids = np.asarray(ids, dtype=np.int32)
         n = len(ids)
-        if not self._logits_all or self._n_ctx < n:
-            self._open(logits_all=True, n_ctx=max(n, BATCH_TOKENS))
+        if self._n_ctx < n:
+            self._open(n_ctx=max(n, BATCH_TOKENS))
+        llama_cpp = build.llama_cpp()
         llm = self._llm
-        llm.reset()
-        llm.eval([int(t) for t in ids])
-        return torch.from_numpy(np.array(llm.scores[:n], dtype=np.float32, copy=True))
+        vocab, step = llm.n_vocab(), llm.n_batch
+        out = torch.empty((n, vocab), dtype=torch.float32)
+        rows = out.numpy()  # shares the tensor's memory: the one copy of the logits made on the host
+        llm.reset()  # llama-cpp-python's count of cached tokens, which its next `eval` trusts, must say none
+        if (memory := llama_cpp.llama_get_memory(llm.ctx)) is not None:
+            llama_cpp.llama_memory_clear(memory, True)
+        batch = llama_cpp.llama_batch_init(step, 0, 1)
+        try:
+            token, pos, n_seq_id, output = (
+                np.ctypeslib.as_array(field, shape=(step,))
+                for field in (batch.token, batch.pos, batch.n_seq_id, batch.logits)
+            )
+            for i in range(step):
+                batch.seq_id[i][0] = 0
+            n_seq_id[:], output[:] = 1, 1
+            for start in range(0, n, step):
+                size = min(step, n - start)
+                token[:size] = ids[start : start + size]
+                pos[:size] = np.arange(start, start + size)
+                batch.n_tokens = size
+                if (code := llama_cpp.llama_decode(llm.ctx, batch)) != 0:
+                    raise BenchError(f"llama.cpp could not decode {size} tokens at position {start}: code {code}")
+                produced = llama_cpp.llama_get_logits(llm.ctx)
+                rows[start : start + size] = np.ctypeslib.as_array(produced, shape=(size, vocab))
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        return out
 
     def timed_generate(self, prompts: np.ndarray, new_tokens: int) -> GenTiming:
         batch, prompt_len = prompts.shape
         if batch != 1:
             raise BenchError(f"llamacpp runtime: {BATCHING}")
-        if self._logits_all or self._n_ctx < prompt_len + new_tokens:
-            self._open(logits_all=False, n_ctx=max(SPEED_CTX, prompt_len + new_tokens))
+        if self._n_ctx < prompt_len + new_tokens:
+            self._open(n_ctx=max(SPEED_CTX, prompt_len + new_tokens))
         llama_cpp = build.llama_cpp()
         llm = self._llm
         vocab = llm.n_vocab()
