@@ -234,11 +234,12 @@ def fit_table(
 
 # The quality bench, as the code holds it (bench/quality.py, bench/reference.py, the runtimes' `logits()`).
 LOGPROB_BYTES = 4  # float32: a reference's rows, and every log-probability row scoring computes on the host
-# Host blocks of one window's rows ((ctx − 1) × vocab float32) alive at once at the peak, in every role: the window's
-# log-probs and either the float32 logits they are computed from or, scoring against a reference, the baseline's
-# rows (the KL sum runs a few rows at a time, and each window's blocks are freed before the next one's logits).
+# Host blocks of one window's rows ((ctx − 1) × vocab float32) alive at once at the peak, per role. Scoring holds
+# one: a window's float32 logits become its log-probs in place, the baseline's rows are streamed from the reference
+# a few rows at a time, and each window's block is freed before the next one's logits. Making a reference holds
+# two: one window's rows written on a thread while the next window is computed.
 QualityRole = Literal["scored", "alone", "reference"]
-HOST_BLOCKS = 2
+HOST_BLOCKS: dict[str, int] = {"scored": 1, "alone": 1, "reference": 2}
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
@@ -310,7 +311,7 @@ def quality_footprint(
         utilization=utilization,
         gpus=gpus,
     )
-    host = HOST_BLOCKS * window_rows_bytes(vocab, ctx) + held
+    host = HOST_BLOCKS[role] * window_rows_bytes(vocab, ctx) + held
     needed = memory.needed_bytes + logits + (host if rig is not None and not rig.n_gpus else 0)
     result = QualityFootprint(memory=memory, runtime=runtime, logits_bytes=logits, host_bytes=host, needed_bytes=needed)
     if rig is None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from quantlab.bench.quality import score, windows
+from quantlab.bench.quality import log_probs, score, windows
 from quantlab.errors import BenchError
 from quantlab.results import RuntimeDescription
 from quantlab.runtimes.base import GenTiming, Session
@@ -139,3 +139,18 @@ def test_identical_models_have_no_delta_p():
     detail = score(FixedSession(table), np.arange(64) % 16, 8, baseline=FixedSession(table)).vs_baseline.detail
     assert detail.delta_p.min == detail.delta_p.max == detail.delta_p_rms == 0
     assert detail.kld.max < 1e-6 and detail.nll_correlation == pytest.approx(1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_log_probs_in_place_are_the_same_numbers(dtype):
+    """Handed over, float32 logits become their log-probabilities in place (one window of rows alive, not two);
+    the numbers are the ones a fresh tensor gets, and other inputs are left as they were."""
+    logits = (torch.randn(130, 1000) * 4).to(dtype)
+    original = logits.clone()
+    with torch.inference_mode():  # as a runtime's forward returns them
+        handed = logits.clone()
+    fresh = log_probs(logits)
+    over = log_probs(handed, overwrite=True)
+    assert torch.equal(fresh, over) and over.dtype == torch.float32
+    assert (over.data_ptr() == handed.data_ptr()) == (dtype == torch.float32)
+    assert torch.equal(logits, original)  # not handed over: left as it was

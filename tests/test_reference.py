@@ -147,6 +147,24 @@ def test_corrupt_rows_are_refused_when_read(tmp_path, models):
         score(cell, ids, CTX, baseline=ref)
 
 
+def test_blocks_are_the_window_and_a_corrupt_one_raises_after_its_last(tmp_path, models):
+    """Scoring streams a window's rows in blocks: together they are the window, and a damaged window is
+    refused once its last block is read, before its figures can be used."""
+    base, _, ids = models
+    ref = _write(tmp_path, base, ids)
+    blocks = list(ref.logprob_blocks(2, rows=7))
+    assert [len(b) for b in blocks[:-1]] == [7] * (len(blocks) - 1) and 0 < len(blocks[-1]) <= 7
+    assert (np.concatenate(blocks) == ref.logprobs(2)).all()
+    data = bytearray(ref.path.read_bytes())
+    data[-5] ^= 0xFF  # inside the last window's rows
+    ref.path.write_bytes(bytes(data))
+    damaged = Reference.open(ref.path).logprob_blocks(4, rows=7)
+    for _ in range(len(blocks)):
+        next(damaged)  # every block is handed out ...
+    with pytest.raises(ReferenceFileError, match="window 4's log-probabilities are corrupt"):
+        next(damaged)  # ... and the check comes before the window counts as read
+
+
 def test_a_failed_write_leaves_nothing(tmp_path, models):
     base, _, ids = models
     scored = np.stack(windows(ids, CTX))

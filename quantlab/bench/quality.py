@@ -10,7 +10,7 @@ per scored position and whether both put their top-1 on the same token — the d
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
@@ -30,42 +30,53 @@ KL_ROWS = 64  # rows per step of the float64 log-softmax and of the KL sum: temp
 Baseline = Union[Session, "Reference"]  # a loaded baseline (tests, cross-checks) or its reference file (bench)
 
 
-def log_probs(logits) -> torch.Tensor:
+def log_probs(logits, *, overwrite: bool = False) -> torch.Tensor:
     """A window's log-probabilities for every position but the last (the ones that predict a scored token): the
     one computation both a cell and its baseline go through, so a reference holds exactly what scoring uses.
 
     Computed in float64 a few rows at a time and rounded once to float32. torch's float32 log_softmax over a
     49k-entry row puts the log-sum-exp 6–8e-6 nats low (results/kld-vs-llama-perplexity.md): that lowers every
     KLD by as much, 2e-3 of a Q8_0's and more of a near-lossless format's, against any baseline computed otherwise
-    (llama-perplexity's rows, or a cell's own error where it differs from the baseline's)."""
+    (llama-perplexity's rows, or a cell's own error where it differs from the baseline's).
+
+    `overwrite`: the caller hands over `logits` (a runtime's fresh output) and float32 CPU rows are replaced by
+    their log-probabilities in place, so a window's logits and log-probabilities are never both alive."""
     import torch
 
-    rows = logits[:-1].cpu()
-    out = torch.empty(rows.shape, dtype=torch.float32)
-    for start in range(0, rows.shape[0], KL_ROWS):
-        out[start : start + KL_ROWS] = torch.log_softmax(rows[start : start + KL_ROWS].double(), dim=-1)
+    with torch.inference_mode():  # a runtime's logits are often inference tensors, writable only in this mode
+        rows = logits[:-1].cpu()
+        fits = overwrite and rows.dtype == torch.float32 and rows.is_contiguous()
+        out = rows if fits else torch.empty(rows.shape, dtype=torch.float32)
+        for start in range(0, rows.shape[0], KL_ROWS):
+            out[start : start + KL_ROWS] = torch.log_softmax(rows[start : start + KL_ROWS].double(), dim=-1)
     return out
 
 
-def baseline_rows(baseline: Baseline, index: int, window: np.ndarray) -> torch.Tensor:
-    """The baseline's log-probabilities for window `index`: read from its reference, or computed."""
+def baseline_blocks(baseline: Baseline, index: int, window: np.ndarray) -> Iterator[torch.Tensor]:
+    """The baseline's log-probabilities for window `index`, KL_ROWS rows at a time: streamed from its reference
+    (one block in memory, the window's checksum verified after its last block), or computed whole."""
     import torch
 
     from quantlab.reference import Reference
 
     if isinstance(baseline, Reference):
-        return torch.from_numpy(baseline.logprobs(index))
-    return log_probs(baseline.logits(window))
+        return (torch.from_numpy(block) for block in baseline.logprob_blocks(index, KL_ROWS))
+    return iter(log_probs(baseline.logits(window), overwrite=True).split(KL_ROWS))
 
 
-def kl_rows(base_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-    """KL(baseline ‖ model) per row, a few rows at a time: the sum's temporaries (exp, difference, product) then
-    take tens of MB instead of three more blocks of a window's size (1 GB each at ctx 2048 of a 128k vocabulary).
-    Each row's sum is the same whatever the rows around it, so the figures do not depend on the step."""
+def compare_window(base_blocks: Iterable[torch.Tensor], logp: torch.Tensor, targets: torch.Tensor):
+    """Per scored position of one window, block by block: KL(baseline ‖ model), the baseline's NLL of the right
+    token, and how many positions both put their top-1 on. Each row's figures are the same whatever the rows
+    around it, so they do not depend on the block size; the sum's temporaries (exp, difference, product) take
+    tens of MB instead of three more blocks of a window's size (1 GB each at ctx 2048 of a 128k vocabulary)."""
     import torch
 
-    pairs = zip(base_logp.split(KL_ROWS), logp.split(KL_ROWS), strict=True)
-    return torch.cat([(b.exp() * (b - q)).sum(-1) for b, q in pairs])
+    klds, nlls, agree = [], [], 0
+    for b, q, t in zip(base_blocks, logp.split(KL_ROWS), targets.split(KL_ROWS), strict=True):
+        klds.append((b.exp() * (b - q)).sum(-1))
+        nlls.append(-b.gather(1, t)[:, 0])
+        agree += int((b.argmax(-1) == q.argmax(-1)).sum().item())
+    return torch.cat(klds), torch.cat(nlls), agree
 
 
 def windows(ids: np.ndarray, ctx: int) -> list[np.ndarray]:
@@ -96,15 +107,14 @@ def score(
     parts = windows(ids, ctx)
     for index, window in enumerate(parts):
         targets = torch.as_tensor(np.asarray(window[1:], dtype=np.int64))[:, None]
-        logp = log_probs(session.logits(window))
+        logp = log_probs(session.logits(window), overwrite=True)
         nlls.append(-logp.gather(1, targets)[:, 0])
         if baseline is not None:
-            base_logp = baseline_rows(baseline, index, window)
-            base_nlls.append(-base_logp.gather(1, targets)[:, 0])
-            klds.append(kl_rows(base_logp, logp))
-            agree += int((base_logp.argmax(-1) == logp.argmax(-1)).sum().item())
-            del base_logp
-        del logp  # before the next window's logits: two windows of rows alive at the peak, not four
+            kld, base_nll, same = compare_window(baseline_blocks(baseline, index, window), logp, targets)
+            klds.append(kld)
+            base_nlls.append(base_nll)
+            agree += same
+        del logp  # before the next window's logits: one window of rows alive at the peak, not two
         release_freed_memory()
         if on_window:
             on_window()

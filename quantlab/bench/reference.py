@@ -87,7 +87,7 @@ def make_reference(
     def rows() -> Iterator[np.ndarray]:
         for i, window in enumerate(scored):
             # yielded unnamed: a name here would hold this window's rows while the next window is computed
-            yield log_probs(session.logits(window)).numpy()
+            yield log_probs(session.logits(window), overwrite=True).numpy()
             release_freed_memory()
             on_window(i + 1, len(scored))
 

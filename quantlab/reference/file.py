@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
@@ -202,6 +202,24 @@ class Reference:
         if got != len(data) or hashlib.sha256(data).hexdigest() != h.window_sha256[window]:
             raise ReferenceFileError(f"{self.path}: window {window}'s log-probabilities are corrupt (sha256 differs)")
         return np.frombuffer(data, dtype="<f4").reshape(h.ctx - 1, h.vocab)
+
+    def logprob_blocks(self, window: int, rows: int) -> Iterator[np.ndarray]:
+        """Window `window`'s rows, `rows` at a time ([≤ rows, vocab] float32 each), so that scoring holds one
+        block of the baseline's rows instead of the window's. The sha256 is checked after the last block: a
+        consumer must read them all, and a corrupt window raises there, before its figures are used."""
+        h = self.header
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as fh:
+            fh.seek(self._start + h.ids_bytes + window * h.window_bytes)
+            for start in range(0, h.ctx - 1, rows):
+                count = min(rows, h.ctx - 1 - start)
+                data = bytearray(count * h.vocab * 4)
+                if fh.readinto(data) != len(data):
+                    raise ReferenceFileError(f"{self.path}: window {window}'s log-probabilities are cut short")
+                digest.update(data)
+                yield np.frombuffer(data, dtype="<f4").reshape(count, h.vocab)
+        if digest.hexdigest() != h.window_sha256[window]:
+            raise ReferenceFileError(f"{self.path}: window {window}'s log-probabilities are corrupt (sha256 differs)")
 
     def check_stream(self, ids: np.ndarray, ctx: int, protocol: str) -> None:
         """Refuse, before anything loads, a reference made for another token stream, ctx or protocol."""

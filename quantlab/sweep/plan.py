@@ -247,11 +247,19 @@ def _quality_table(
         "of the model loads; every cell, on any GPU span, reads it (its file is named by the baseline's runtime, "
         "device kind, dtype and KV cache, not its GPU count: an in-process model spans GPUs by a layer split)",
     ]
-    held = "the window's log-probs and the reference's rows" if scored else "the window's logits and log-probs"
+    making = (
+        f", {memfit.HOST_BLOCKS['reference']} for the baseline making its reference (one window written while the "
+        "next is computed)"
+        if scored
+        else ""
+    )
     notes = [
         *(made if scored else []),
-        f"host: {memfit.HOST_BLOCKS} windows of float32 rows ({rows_gb:.2f} GB each) at the peak ({held}; llama.cpp "
-        "adds its own logits buffers); on a rig without GPUs device and host are one memory, counted together",
+        f"host: {memfit.HOST_BLOCKS['scored']} window of float32 rows ({rows_gb:.2f} GB) per cell at the peak (its "
+        "logits turned into log-probs in place"
+        + ("; the reference's rows read a few at a time" if scored else "")
+        + f"){making}; llama.cpp adds its own logits buffers; on a rig without GPUs device and host are one memory, "
+        "counted together",
         "logits: transformers, every position in the compute dtype plus its float32 copy; llama.cpp, one 512-token "
         "batch in float32. KV: transformers scores with use_cache=False, so there it is room for the forward",
     ]
