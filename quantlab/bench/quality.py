@@ -64,7 +64,9 @@ def baseline_blocks(baseline: Baseline, index: int, window: np.ndarray) -> Itera
     return iter(log_probs(baseline.logits(window), overwrite=True).split(KL_ROWS))
 
 
-def compare_window(base_blocks: Iterable[torch.Tensor], logp: torch.Tensor, targets: torch.Tensor):
+def compare_window(
+    base_blocks: Iterable[torch.Tensor], logp: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Per scored position of one window, block by block: KL(baseline ‖ model), the baseline's NLL of the right
     token, and how many positions both put their top-1 on. Each row's figures are the same whatever the rows
     around it, so they do not depend on the block size; the sum's temporaries (exp, difference, product) take
