@@ -151,45 +151,58 @@ def _key(m: dict) -> str:
     return f"{m['step']} {m['cell']}"
 
 
-# Why a missed target was missed and what would fix it, shown in the .md under the targets missed (no figures here:
-# the profile above each note holds the run's own).
+# Why a missed target was missed and what would fix it, shown in the .md under the targets missed. The figures here
+# come from diagnostic runs on this host (an in-process RSS sampler around the named library calls, 5 ms apart),
+# not from the records above; the profile above each note holds the run's own.
 _CALIBRATED = (
-    "quantlab passes `oneshot` the recipe alone, so llm-compressor's default `independent` pipeline gives each "
-    "modifier its own: `sequential` for GPTQModifier and AWQModifier (they need calibration data), `datafree` for "
-    "AWQ's QuantizationModifier. Sequential onloads one decoder layer at a time to the execution device; on a CPU "
-    "that is where the whole model already sits, so it bounds accelerator memory and saves no host memory. The "
-    "peak holds: the `quantize none` row's libraries and weights (bf16 read in place from the source's safetensors "
-    "mmap, so they become resident as each layer is first touched); GPTQ's state for one layer (a float32 in × in "
-    "Hessian per Linear, the MLP down projection's the largest at in = intermediate width, copied twice more by "
-    "the act-order permutation of quantlab's default `--act-order static`, beside float32 copies of the weight); "
-    "and, in `saving compressed-tensors`, the packed int4 weights and scales, allocated while the bf16 pages they "
-    "replace stay resident (they belong to the one checkpoint mapping, which lives as long as any tensor of it, "
-    "e.g. the tied embedding). What would lower it, not measured here: in llm-compressor, permute the Hessian in "
-    "place (`apply_activation_ordering`); in quantlab's `quantize_with` (`quantlab/methods/llmcompressor_backend.py`), "
-    "release each bf16 weight's pages as its module is compressed, which needs the weights in memory of their own "
-    "rather than in the checkpoint mapping (copied layer by layer as the sequential pipeline reaches them)."
+    "on the default model the target cannot hold: the libraries alone (the `quantize none` row) are over 3× its "
+    "0.27 GB of bf16 weights. On the 1B model: quantlab passes `oneshot` the recipe alone, so llm-compressor's "
+    "`independent` pipeline runs GPTQModifier and "
+    "AWQModifier through its `sequential` pipeline. That onloads one decoder layer at a time to the execution "
+    "device, which on a CPU is where the whole model already sits: it bounds accelerator memory and saves no host "
+    "memory. GPTQ's peak on the 1B model, profiled per llm-compressor call: the libraries (~0.85 GB); every bf16 "
+    "weight (2.47 GB; read in place from the checkpoint's mapping, the decoder layers as calibration reaches them "
+    "and the tied 0.5 GB embedding when the pipeline's last subgraph, norm and lm_head, runs the calibration data "
+    "through it just before saving); one layer's Hessians (float32 in × in per Linear, 0.37 GB, the down "
+    "projection's 8192² alone 0.27 GB); and the temporary copy of the largest that the Cholesky factorization "
+    "takes (torch's `out=` into a row-major tensor computes in a column-major copy, 0.27 GB). llm-compressor 0.14's "
+    "own code also copied each Hessian twice more, when normalizing and stacking it and when permuting it for "
+    "act-order; quantlab now does both in place (`compat.llmcompressor_gptq_lean`, bit-identical artifacts), which "
+    "took the calibrating phase from 3.88 to 3.63 GB, so the end of calibration, with the embedding resident, now "
+    "sets the peak. What would lower it further: Hessians kept on disk between accumulation and use, a "
+    "factorization without the copy, or a sequential pipeline that skips the output head it does not quantize. "
+    "AWQ: its grid search re-runs each mapping's parent module (the MLP: 16 × 256 tokens, 20 scales) per layer; on "
+    "a 2-layer model of the 1B shape its RSS grew ~0.2 GB per layer beyond the layer's weights, and glibc's heap "
+    "kept part of it (with `MALLOC_MMAP_THRESHOLD_=1048576` the 2-layer peak went from 1.98 to 1.87 GB)."
 )
 
 NOTES: dict[tuple[str, ...], str] = {
     ("quantize gptq", "quantize awq"): "quantize gptq, awq: " + _CALIBRATED,
     ("reference",): "reference: making the reference runs the same forwards and float64 log-softmax as scoring "
-    "the baseline once, then hashes, writes and fsyncs each window's rows ((ctx − 1) × vocab × 4 bytes: 1.05 GB "
-    "for the 1B model's 2048 tokens). Timed alone on this host, writing 1 GB took 1.3 s, its sha256 0.6 s and the "
-    "fsync 0.3 s, most of the difference. What would remove it: hash and write each window on a thread while the "
-    "next window's forward runs (one more window of rows in memory), and drop the fsync (the file is a cache whose "
-    "every window is checksummed when read, so a file a crash left damaged is refused and made again).",
-    ("bench gguf",): "bench gguf: the load step opens the GGUF as the bench's speed pass does (no per-position "
-    "logits), while the quality pass reopens it with `logits_all` (`quantlab/runtimes/llamacpp_rt.py`, "
-    "`LlamaCppSession.logits`): llama.cpp then keeps an n_ctx × vocab float32 output buffer and computes the output "
-    "layer for a whole ubatch, llama-cpp-python mirrors every position's logits in its own `scores` array of the "
-    "same size, and `logits()` copies the window out of it again, before `score()`'s own blocks (the note below). "
-    "The `loading for quality` phase above is that context. What would fix it in the runtime: decode through "
-    "llama.cpp's batch API with logits requested per position and copy them once from `llama_get_logits` into the "
-    "returned tensor, so llama-cpp-python's `scores` mirror is never allocated; and measure a GGUF cell's load "
-    "footprint with the quality context it is benched with.",
-    ("bench",): "bench: beside the loaded cell, `score()` in `quantlab/bench/quality.py` holds two of one window's "
-    "vocabulary-wide rows ((ctx − 1) × vocab × 4 bytes each) at its peak: the cell's log-probs and the baseline's "
-    "rows read from the reference (the KL sum runs 64 rows at a time, each window's rows are dropped before the "
-    "next window's forward, and freed memory is handed back to the OS after each window). A transformers cell "
-    "meets the target with that; a llama.cpp cell's quality context adds its own buffers (the note above).",
+    "the baseline once, and writes each window's rows ((ctx − 1) × vocab × 4 bytes: 1.05 GB for the 1B model's "
+    "2048 tokens), hashed and written on a thread while the next window is computed, then fsynced once. On a "
+    "2-core host the forward already uses both cores, so the hashing (0.15 s per 262 MB window) and the copy into "
+    "the page cache still take time from it: +8 to +11% over scoring once in the 1B runs made. Flushing each "
+    "window as it was written was slower (the kernel's writeback beside the forward). On the default model a "
+    "window's forward takes ~0.6 s, so fixed costs weigh more: in the sampled timelines, the final fsync of 400 MB "
+    "and reopening the file ~0.5 s, the windows' hashing and writing ~0.5 s, and ~0.5 s more start-up before the "
+    "model loads (the same CLI's imports; not the reference's work). What would remove the rest: a cheaper "
+    "checksum than sha256 (crc32 took 0.06 s where sha256 took 0.15 s per 1B window), or no fsync (the file is a "
+    "cache whose every window is checked when read).",
+    ("bench gguf",): "bench gguf: the load step measures the speed context alone: the GGUF's mapped weights, the "
+    "2048-token KV cache and llama.cpp's reserved buffers. Scoring a window adds llama.cpp's own output buffer and "
+    "the compute buffer that hold 512 positions' float32 logits (0.26 + 0.27 GB at a 128k vocabulary, as "
+    "llama-perplexity holds them), the window's logits that quantlab copies out once and turns into log-probs in "
+    "place (0.26 GB), a 64-row block of the reference with the KL temporaries, and ~0.5 GB of process state the "
+    "load child lacks before the first window (not broken down: torch, the token stream, the reference's header). "
+    "Fixed already: llama-cpp-python's per-position `scores` mirror and the second context (the quality pass "
+    "decodes through llama.cpp's batch API in the speed context), a second window-sized block of log-probs, and "
+    "freed blocks glibc kept until the window ended. What would fix the rest: decode each window in smaller output "
+    "batches (llama.cpp's buffers shrink with n_batch, but llama-perplexity scores in one 512-token batch, and "
+    "matching it is what the KLD cross-check holds to), or count the quality pass's llama.cpp buffers in the "
+    "cell's load footprint, as the transformers cell's first forward is counted in its own.",
+    ("bench",): "bench: beside the loaded cell, `score()` in `quantlab/bench/quality.py` holds one window of "
+    "vocabulary-wide rows ((ctx − 1) × vocab × 4 bytes) at its peak: the runtime's float32 logits, turned into "
+    "log-probs in place, while the baseline's rows are read from the reference 64 at a time and freed memory is "
+    "handed back to the OS after each block and window. A llama.cpp cell's own buffers are the note above.",
 }
