@@ -203,7 +203,6 @@ def _quality_table(
 ) -> list:
     """A table of its own: it answers another question than serving's (the bench's ctx, batch 1, the logits, the
     host's rows), and beside the serving columns it would double the rig columns past a readable width."""
-    from quantlab import memfit
 
     if not rows:
         return []
@@ -237,6 +236,14 @@ def _quality_table(
                 for q, why in zip(row.footprints, row.unrunnable, strict=True)
             ),
         )
+    notes = _quality_notes(arch, config, windows, scored)
+    return [table, "quality measurement:\n" + "\n".join(f"  {n}" for n in notes)]
+
+
+def _quality_notes(arch: Architecture, config: BenchConfig, windows: int, scored: bool) -> list[str]:
+    """What the quality table's columns hold, with the reference file's size when cells are scored against one."""
+    from quantlab import memfit
+
     rows_gb = memfit.window_rows_bytes(arch.vocab_size, config.ctx) / 1e9
     size = memfit.reference_bytes(arch.vocab_size, config.ctx, windows) / 1e9
     made = [
@@ -263,7 +270,7 @@ def _quality_table(
         "logits: transformers, every position in the compute dtype plus its float32 copy; llama.cpp, one 512-token "
         "batch in float32. KV: transformers scores with use_cache=False, so there it is room for the forward",
     ]
-    return [table, "quality measurement:\n" + "\n".join(f"  {n}" for n in notes)]
+    return notes
 
 
 def _verdict(f, needed: int | None = None, fits: bool | None = None) -> str:
