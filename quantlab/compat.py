@@ -1,4 +1,4 @@
-"""Workarounds for library behaviour on CPU-only hosts, in one place.
+"""Workarounds for library behaviour (most of it on CPU-only hosts), in one place.
 
 Each one is narrow (applies only where the problem occurs, on the versions where it was seen), restores
 what it changed, and says when it can go.
