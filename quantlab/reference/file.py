@@ -194,15 +194,10 @@ class Reference:
         return flat.reshape(h.windows, h.ctx).astype(np.int64)
 
     def logprobs(self, window: int) -> np.ndarray:
-        """Window `window`'s rows, [ctx − 1, vocab] float32, checked against their sha256."""
-        h = self.header
-        data = bytearray(h.window_bytes)  # writable, so torch can wrap it without a copy
-        with open(self.path, "rb") as fh:
-            fh.seek(self._start + h.ids_bytes + window * h.window_bytes)
-            got = fh.readinto(data)
-        if got != len(data) or hashlib.sha256(data).hexdigest() != h.window_sha256[window]:
-            raise ReferenceFileError(f"{self.path}: window {window}'s log-probabilities are corrupt (sha256 differs)")
-        return np.frombuffer(data, dtype="<f4").reshape(h.ctx - 1, h.vocab)
+        """Window `window`'s rows, [ctx − 1, vocab] float32, checked against their sha256: one block of them all
+        (unpacking reads the generator to its end, where the check is)."""
+        (rows,) = self.logprob_blocks(window, rows=self.header.ctx - 1)
+        return rows
 
     def logprob_blocks(self, window: int, rows: int) -> Iterator[np.ndarray]:
         """Window `window`'s rows, `rows` at a time ([≤ rows, vocab] float32 each), so that scoring holds one
@@ -214,7 +209,7 @@ class Reference:
             fh.seek(self._start + h.ids_bytes + window * h.window_bytes)
             for start in range(0, h.ctx - 1, rows):
                 count = min(rows, h.ctx - 1 - start)
-                data = bytearray(count * h.vocab * 4)
+                data = bytearray(count * h.vocab * 4)  # writable, so torch can wrap it without a copy
                 if fh.readinto(data) != len(data):
                     raise ReferenceFileError(f"{self.path}: window {window}'s log-probabilities are cut short")
                 digest.update(data)
