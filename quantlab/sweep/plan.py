@@ -260,7 +260,7 @@ def _quality_notes(arch: Architecture, config: BenchConfig, windows: int, scored
         if scored
         else ""
     )
-    notes = [
+    return [
         *(made if scored else []),
         f"host: {memfit.HOST_BLOCKS['scored']} window of float32 rows ({rows_gb:.2f} GB) per cell at the peak (its "
         "logits turned into log-probs in place"
@@ -270,7 +270,6 @@ def _quality_notes(arch: Architecture, config: BenchConfig, windows: int, scored
         "logits: transformers, every position in the compute dtype plus its float32 copy; llama.cpp, one 512-token "
         "batch in float32. KV: transformers scores with use_cache=False, so there it is room for the forward",
     ]
-    return notes
 
 
 def _verdict(f, needed: int | None = None, fits: bool | None = None) -> str:
