@@ -25,6 +25,7 @@ from quantlab.env import host_info, library_versions
 from quantlab.errors import BackendUnavailableError
 from quantlab.methods.base import Log
 from quantlab.models import model_info, resolve_model
+from quantlab.results.gguf import TuneRecord
 from quantlab.spec import MethodSpec
 
 
@@ -40,7 +41,9 @@ def quantize(
     force: bool = False,
     trust_remote_code: bool = False,
     log: Log = _quiet,
+    tune: TuneRecord | None = None,
 ) -> Artifact:
+    """`tune`: how `quantlab tune` chose a GGUF's tensor types, recorded in the manifest's GGUF record."""
     backend = methods.get_backend(spec.method, spec.backend)
     availability = backend.availability()
     if not availability.usable:
@@ -55,6 +58,8 @@ def quantize(
         started = time.perf_counter()
         outcome = backend.quantize(source, spec, tmp, log, trust_remote_code=trust_remote_code)
         elapsed = time.perf_counter() - started
+        if tune is not None and outcome.gguf is not None:
+            outcome.gguf = outcome.gguf.model_copy(update={"tune": tune})
         log("hashing files, writing manifest")
         files = list_files(tmp)
         manifest = Manifest(

@@ -98,6 +98,16 @@ class MethodSpec(BaseModel):
         description="GGUF: weigh rounding errors with an importance matrix computed from the calibration data; "
         "on by default when calibration options are given; IQ types need it.",
     )
+    pure: bool | None = Field(
+        None,
+        description="GGUF: every tensor at the --scheme's type (llama-quantize --pure) instead of the file type's "
+        "own per-tensor mix; default off.",
+    )
+    tensor_types: list[str] | None = Field(
+        None,
+        description="GGUF: per-tensor types, NAME=TYPE with a tensor's exact GGUF name and a ggml type (e.g. "
+        "blk.0.ffn_down.weight=Q6_K), passed to llama-quantize; `quantlab tune` writes them.",
+    )
     double_quant: bool | None = Field(
         None,
         description="bitsandbytes nf4/fp4: quantize the per-block scales too "
@@ -129,6 +139,10 @@ class MethodSpec(BaseModel):
             parts.append("sym" if self.symmetric else "asym")
         if self.act_order == "group":
             parts.append("act-order")
+        if self.pure:
+            parts.append("pure")
+        if self.tensor_types:
+            parts.append(f"{len(self.tensor_types)} tensor types set")
         if self.imatrix:
             parts.append("imatrix")
         if self.double_quant:

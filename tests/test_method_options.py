@@ -28,6 +28,8 @@ VALID = {
     "damp": 0.05,
     "n_grid": 10,
     "imatrix": True,
+    "pure": True,
+    "tensor_types": ["token_embd.weight=Q8_0"],
     "double_quant": True,
     "compute_dtype": "bf16",
     "calibration": Calibration(n_samples=8, seq_len=32),

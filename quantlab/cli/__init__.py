@@ -18,6 +18,7 @@ from quantlab.cli import (  # noqa: F401  (registers the commands)
     report,
     run,
     serve,
+    tune,
 )
 from quantlab.cli.app import app
 from quantlab.cli.console import error, state

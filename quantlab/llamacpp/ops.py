@@ -123,15 +123,36 @@ def read_imatrix(imatrix_gguf: Path) -> dict:
     return _gguf_tool("read-imatrix", str(imatrix_gguf), error=QuantizationError)
 
 
-def quantize(src: Path, dst: Path, type_name: str, log, *, imatrix: Path | None = None) -> str:
-    """Run llama.cpp's `llama-quantize`; return its log (per-tensor decisions, fallbacks)."""
+def quantize(
+    src: Path,
+    dst: Path,
+    type_name: str,
+    log,
+    *,
+    imatrix: Path | None = None,
+    pure: bool = False,
+    tensor_types: list[tuple[str, str]] | None = None,
+) -> str:
+    """Run llama.cpp's `llama-quantize`; return its log (per-tensor decisions, fallbacks). `tensor_types` (exact
+    tensor name, ggml type) go in a `--tensor-type-file` beside `dst`, removed afterwards."""
+    from quantlab.llamacpp.types import tensor_type_pattern
+
     tools = build.ensure(log)
-    log(f"quantizing with llama-quantize ({type_name})")
+    log(f"quantizing with llama-quantize ({type_name}{', pure' if pure else ''})")
     args = [str(tools.tool("llama-quantize"))]
     if imatrix is not None:
         args += ["--imatrix", str(imatrix)]
+    if pure:
+        args.append("--pure")
+    listing = dst.with_name(dst.name + ".tensor-types")
+    if tensor_types:
+        listing.write_text("".join(tensor_type_pattern(name, kind) + "\n" for name, kind in tensor_types))
+        args += ["--tensor-type-file", str(listing)]
     args += [str(src), str(dst), type_name, str(os.cpu_count() or 1)]
-    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    finally:
+        listing.unlink(missing_ok=True)
     if proc.returncode != 0 or not dst.is_file():
         dst.unlink(missing_ok=True)
         raise QuantizationError(f"llama-quantize failed ({type_name}): {_last_words(proc)}")

@@ -7,6 +7,7 @@ never says what was written — the manifest's tensor census does.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # Bits per weight of ggml's tensor types: block bytes × 8 / values per block (ggml-common.h block structs).
@@ -99,6 +100,43 @@ SUPERBLOCK_TYPES = frozenset(
     }
 )
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
+
+
+# Values per block of the block types outside SUPERBLOCK_TYPES (ggml-common.h); float types have no blocks.
+SMALL_BLOCK = 32
+# A GGUF tensor name as llama.cpp writes them (lower case; llama-quantize lower-cases the patterns it is given).
+_TENSOR_NAME = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
+
+
+def block_size(tensor_type: str) -> int:
+    """Values per block: a tensor can take a type only if its rows are a multiple of this."""
+    if tensor_type in FLOAT_TYPES:
+        return 1
+    return 256 if tensor_type in SUPERBLOCK_TYPES else SMALL_BLOCK
+
+
+def tensor_bytes(n_elements: int, tensor_type: str) -> int:
+    """Bytes of a tensor of `n_elements` at a type (whole blocks: exact for any tensor whose rows fit)."""
+    return int(n_elements * TENSOR_BITS[tensor_type]) // 8
+
+
+def parse_tensor_type(entry: str) -> tuple[str, str]:
+    """`NAME=TYPE` (a tensor's exact GGUF name, a ggml type) → (name, TYPE); anything else → SpecError."""
+    from quantlab.errors import SpecError
+
+    name, sep, kind = entry.strip().partition("=")
+    kind = kind.strip().upper()
+    if not sep or not _TENSOR_NAME.fullmatch(name.strip()):
+        raise SpecError(f"--tensor-types entry {entry[:80]!r} is not NAME=TYPE with a GGUF tensor name")
+    if kind not in TENSOR_BITS:
+        raise SpecError(f"--tensor-types entry {entry[:80]!r}: unknown ggml type; available: {', '.join(TENSOR_BITS)}")
+    return name.strip(), kind
+
+
+def tensor_type_pattern(name: str, tensor_type: str) -> str:
+    """The llama-quantize `--tensor-type` entry for exactly this tensor: its patterns are regexes searched in the
+    name (the first match wins), so an unanchored `blk.1.ffn_up` would also catch `blk.11.ffn_up`."""
+    return f"^{re.escape(name)}$={tensor_type.lower()}"
 
 
 def lookup(name: str) -> GGUFType:

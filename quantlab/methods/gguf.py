@@ -9,17 +9,67 @@ LM Studio load as they are.
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
+from quantlab.artifact import CalibrationRecord
 from quantlab.errors import QuantizationError, SpecError
-from quantlab.llamacpp.types import FLOAT_TYPES, GGUF_TYPES, SUPERBLOCK_TYPES, lookup
+from quantlab.llamacpp.types import FLOAT_TYPES, GGUF_TYPES, SUPERBLOCK_TYPES, block_size, lookup, parse_tensor_type
 from quantlab.methods.base import Backend, Log, QuantizeOutcome, WeightBits
 from quantlab.models import ModelInfo, SourceModel
-from quantlab.results.gguf import GGUFRecord
+from quantlab.results.gguf import GGUFRecord, ImatrixRecord
 from quantlab.spec import Calibration, MethodSpec
 
 DEFAULT_TYPE = "Q4_K_M"
+# Tensor types llama-quantize refuses to make without an importance matrix (llama-quant.cpp).
+IMATRIX_REQUIRED = frozenset({"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ1_S", "IQ1_M"})
+
+
+def check_tensor_types(info: dict, entries: list[tuple[str, str]]) -> None:
+    """Every named tensor exists and its rows take its type: llama-quantize would skip an unknown name and give
+    a misfit tensor another type, both silently."""
+    rows = {t["name"]: int(t["shape"][0]) for t in info["tensors"] if len(t["shape"]) >= 2}
+    for name, kind in entries:
+        if name not in rows:
+            raise SpecError(f"--tensor-types names {name!r}, which is not a weight of this model's GGUF")
+        if rows[name] % block_size(kind):
+            raise SpecError(f"--tensor-types: {name} has rows of {rows[name]}, not a multiple of {kind}'s blocks")
+
+
+@dataclass(frozen=True)
+class ImportanceMatrix:
+    path: Path
+    record: ImatrixRecord
+    calibration: CalibrationRecord
+
+
+_IMATRIX: dict[tuple, ImportanceMatrix] = {}  # this process's importance matrices, by F16 file and calibration
+
+
+def importance_matrix(base: Path, source_path: str, calibration: Calibration, log, *, trust_remote_code=False):
+    """llama-imatrix over the calibration windows of the F16 file `base`, computed once per process for each
+    (file, calibration): `quantlab tune` and the artifact it makes share one."""
+    from quantlab import calibration as calib
+    from quantlab.llamacpp import imatrix as imx
+    from quantlab.llamacpp import ops
+
+    key = (str(base), base.stat().st_mtime_ns, calibration)
+    if (kept := _IMATRIX.get(key)) is not None and kept.path.is_file():
+        log("reusing this process's importance matrix")
+        return kept
+    tokenizer, samples, record = calib.for_source(source_path, calibration, log, trust_remote_code=trust_remote_code)
+    out = base.with_name(f"imatrix-{len(_IMATRIX)}.gguf")
+    made = imx.compute(base, tokenizer, samples, out, log)
+    written = ops.read_imatrix(out)  # the file, as llama-quantize will read it
+    if written["counts"] != [float(samples.size)] or written["chunk_count"] != len(samples):
+        raise QuantizationError(
+            f"llama-imatrix summed {written['counts']} tokens over {written['chunk_count']} chunks; "
+            f"the calibration has {samples.size} tokens in {len(samples)} windows"
+        )
+    _IMATRIX[key] = ImportanceMatrix(out, made.model_copy(update={"entries": written["entries"]}), record)
+    return _IMATRIX[key]
 
 
 def census(info: dict, file_type: str, n_params: int, file_bytes: int) -> GGUFRecord:
@@ -65,7 +115,8 @@ class GGUFLlamaCpp(Backend):
     schemes = tuple(GGUF_TYPES)
     default_scheme = DEFAULT_TYPE
     loads_in = ("llama.cpp", "llama-cpp-python", "ollama", "LM Studio")
-    options = frozenset({"scheme", "imatrix", "calibration"})  # --dtype too is the GGUF type's (F32/F16/BF16)
+    # --dtype too is the GGUF type's (F32/F16/BF16)
+    options = frozenset({"scheme", "imatrix", "calibration", "pure", "tensor_types"})
     refusal = (
         f"the GGUF type (--scheme, e.g. {DEFAULT_TYPE}) sets the bits, blocks and float dtype (F32, F16 or BF16 "
         "for an unquantized file; quantized types are made from F16)"
@@ -74,7 +125,7 @@ class GGUFLlamaCpp(Backend):
     def resolve(self, spec: MethodSpec) -> MethodSpec:
         gtype = lookup(spec.scheme or self.default_scheme)
         imatrix = spec.imatrix if spec.imatrix is not None else spec.calibration is not None
-        if imatrix and gtype.imatrix == "ignored":
+        if imatrix and gtype.imatrix == "ignored" and not spec.tensor_types:  # a tensor's own type may use one
             raise SpecError(
                 f"GGUF type {gtype.name} does not use an importance matrix; drop --imatrix and the calibration options"
             )
@@ -84,9 +135,15 @@ class GGUFLlamaCpp(Backend):
                 "the default dataset) or --calib-dataset ..."
             )
         calibration = (spec.calibration or Calibration()) if imatrix else None
-        return spec.model_copy(
-            update={"backend": self.name, "scheme": gtype.name, "imatrix": imatrix, "calibration": calibration}
-        )
+        if (spec.pure or spec.tensor_types) and not gtype.quantized:
+            raise SpecError(f"--pure and --tensor-types need a quantized GGUF type, not {gtype.name}")
+        entries = [parse_tensor_type(e) for e in spec.tensor_types or []]
+        needy = sorted({t for _, t in entries if t in IMATRIX_REQUIRED})
+        if needy and not imatrix:
+            raise SpecError(f"tensor types {', '.join(needy)} need an importance matrix: add --imatrix")
+        tensor_types = [f"{name}={kind}" for name, kind in entries] or None
+        update = {"scheme": gtype.name, "imatrix": imatrix, "calibration": calibration, "tensor_types": tensor_types}
+        return spec.model_copy(update={"backend": self.name, **update})
 
     def weight_bits(self, spec: MethodSpec) -> WeightBits:
         """Every tensor at the recipe's main type, embeddings and head included (GGUF quantizes them too)."""
@@ -114,8 +171,6 @@ class GGUFLlamaCpp(Backend):
     def quantize(
         self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
     ) -> QuantizeOutcome:
-        from quantlab import calibration as calib
-        from quantlab.llamacpp import imatrix as imx
         from quantlab.llamacpp import ops
         from quantlab.models import model_info
 
@@ -128,18 +183,14 @@ class GGUFLlamaCpp(Backend):
         else:
             base = ops.converted_f16(source.path, log)
             if spec.imatrix:
-                tokenizer, samples, record = calib.for_source(
-                    source.path, spec.calibration, log, trust_remote_code=trust_remote_code
-                )
-                imatrix_record = imx.compute(base, tokenizer, samples, out / "imatrix.gguf", log)
-                written = ops.read_imatrix(out / "imatrix.gguf")  # the file, as llama-quantize will read it
-                if written["counts"] != [float(samples.size)] or written["chunk_count"] != len(samples):
-                    raise QuantizationError(
-                        f"llama-imatrix summed {written['counts']} tokens over {written['chunk_count']} chunks; "
-                        f"the calibration has {samples.size} tokens in {len(samples)} windows"
-                    )
-                imatrix_record = imatrix_record.model_copy(update={"entries": written["entries"]})
-            ops.quantize(base, model_file, gtype.name, log, imatrix=out / "imatrix.gguf" if spec.imatrix else None)
+                found = importance_matrix(base, source.path, spec.calibration, log, trust_remote_code=trust_remote_code)
+                shutil.copyfile(found.path, out / "imatrix.gguf")
+                record, imatrix_record = found.calibration, found.record.model_copy(update={"file": "imatrix.gguf"})
+            tensor_types = [parse_tensor_type(e) for e in spec.tensor_types or []]
+            check_tensor_types(ops.inspect(base), tensor_types)
+            imatrix = out / "imatrix.gguf" if spec.imatrix else None
+            pure = bool(spec.pure)
+            ops.quantize(base, model_file, gtype.name, log, imatrix=imatrix, pure=pure, tensor_types=tensor_types)
         # The HF tokenizer beside the GGUF: the bench tokenizes the evaluation text with it, so the llamacpp
         # runtime scores exactly the ids the transformers runtime scores (llama.cpp never re-tokenizes them).
         from transformers import AutoTokenizer
@@ -151,6 +202,8 @@ class GGUFLlamaCpp(Backend):
         gguf = census(info, gtype.name, n_params, model_file.stat().st_size)
         gguf = gguf.model_copy(update={"file": model_file.name, "imatrix": imatrix_record})
         notes = []
+        if spec.tensor_types:
+            notes.append(f"{len(spec.tensor_types)} tensors given their own types (--tensor-types)")
         if gguf.fallbacks:
             notes.append(f"{len(gguf.fallbacks)} tensors fell back from {gtype.main} (rows not a multiple of 256)")
         return QuantizeOutcome(format=f"gguf {gtype.name}", calibration=record, gguf=gguf, notes=notes)

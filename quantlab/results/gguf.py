@@ -15,6 +15,31 @@ class ImatrixRecord(Schema):
     how: str
 
 
+class TunedGroup(Schema):
+    """One group of tensors as `quantlab tune` allocated it."""
+
+    name: str  # e.g. "ffn_down 0-5"
+    tensors: int
+    type: str  # the ggml type chosen
+    bytes: int
+    kld: float  # measured with this group alone at this type, every other weight F16
+
+
+class TuneRecord(Schema):
+    """How `quantlab tune` found a GGUF's per-tensor types: what it aimed at, what it measured, what it chose."""
+
+    objective: str  # e.g. "budget 96MB (96.00 MB)" or "max predicted KLD 0.02"
+    max_bytes: int | None = None
+    max_kld: float | None = None
+    candidate_types: list[str]
+    sensitivity: str  # how the group figures were measured: text, windows, base, imatrix, count, cost
+    allocator: str
+    groups: list[TunedGroup]
+    predicted_bytes: int
+    predicted_kld: float  # the sum of the chosen groups' figures: the allocator's model, not a measurement
+    seconds: float  # from the start of tune to the allocation (conversion, imatrix, sensitivity)
+
+
 class GGUFRecord(Schema):
     """What llama.cpp really wrote, read back from the file: a GGUF type name is a recipe, not a promise."""
 
@@ -25,3 +50,4 @@ class GGUFRecord(Schema):
     bits_per_weight: float  # file bytes × 8 / parameters of the source model
     fallbacks: list[str]  # tensors llama.cpp could not give the recipe's block type, and what they got
     imatrix: ImatrixRecord | None = None
+    tune: TuneRecord | None = None  # set when `quantlab tune` chose the tensor types

@@ -71,14 +71,15 @@ def _gpu_name() -> str:
 class LlamaCppSession(Session):
     max_batch_size = 1
 
-    def __init__(self, artifact: Artifact, device: str, kv_cache_dtype: str | None = None) -> None:
+    def __init__(self, artifact: Artifact | None, device: str, kv_cache_dtype: str | None = None, *, path=None) -> None:
+        """On an artifact's GGUF, or (`artifact` None) on a bare GGUF `path`: then only `logits` is meaningful, for
+        measurements made before any artifact exists (`quantlab tune`'s candidates)."""
         if device != "cpu" and (tools := build.ensure()).backend != "cuda":
             raise BenchError(f"device {device!r} needs a CUDA build of llama.cpp; this one is {tools.label}")
         self.device = device
-        gguf = artifact.manifest.gguf
-        self.path = artifact.path / gguf.file
-        self.gguf = gguf
-        self.source_dir = artifact.manifest.source.path  # the architecture (config.json) for the KV size
+        self.gguf = artifact.manifest.gguf if artifact else None
+        self.path = artifact.path / self.gguf.file if artifact else Path(path)
+        self.source_dir = artifact.manifest.source.path if artifact else ""  # config.json, for the KV size
         self.threads = threads()
         self.kv_cache_dtype = kv_cache_dtype
         self._llm = None

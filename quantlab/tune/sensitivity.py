@@ -1,0 +1,141 @@
+"""Measured sensitivity: the KLD, on calibration windows, of one group of tensors alone at a candidate type.
+
+Every candidate is a real GGUF made by llama-quantize from the one F16 conversion, with the one importance matrix:
+the group at the candidate type and every other weight at F16, scored by llama.cpp on the same ids as the F16
+file itself. So a group's figure is its own rounding error as llama.cpp computes with it, imatrix and fallback
+rules included, and nothing else's. Each figure is appended to a file as soon as it is measured: a killed tune
+starts again where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from quantlab.tune.allocate import Sensitivity
+from quantlab.tune.groups import Group, Tensor
+
+# Bump when a measurement would no longer mean the same (base type, windows, KLD definition): old files are then
+# set aside instead of mixed in.
+PROTOCOL = "group alone at the type, every other weight F16; mean KL(F16 || candidate) over the windows; v1"
+
+
+class Store:
+    """The measurements made so far for one (model, imatrix, windows) key, one JSON line each."""
+
+    def __init__(self, path: Path, key: dict) -> None:
+        self.path = path
+        self.key = {**key, "protocol": PROTOCOL}
+        self.found: Sensitivity = {}
+        self.seconds: list[float] = []
+        if path.is_file():
+            lines = path.read_text().splitlines()
+            if lines and _json(lines[0]) == {"key": self.key}:
+                for line in lines[1:]:
+                    row = _json(line)  # a line cut by a kill is skipped and measured again
+                    if row and {"group", "type", "kld"} <= row.keys():
+                        self.found[row["group"], row["type"]] = float(row["kld"])
+                        self.seconds.append(float(row.get("seconds", 0.0)))
+                return
+            path.replace(path.with_suffix(".stale"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"key": self.key}) + "\n")
+
+    def add(self, group: str, tensor_type: str, kld: float, seconds: float) -> None:
+        self.found[group, tensor_type] = kld
+        self.seconds.append(seconds)
+        row = {"group": group, "type": tensor_type, "kld": kld, "seconds": round(seconds, 3)}
+        with self.path.open("a") as out:
+            out.write(json.dumps(row) + "\n")
+
+
+def _json(line: str) -> dict | None:
+    try:
+        found = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
+class Scorer:
+    """The F16 file's log-probabilities on the windows, held for every candidate to be compared with: windows ×
+    (ctx − 1) × vocabulary float32 (0.2 GB for 2 windows of 512 at a 49k vocabulary)."""
+
+    def __init__(self, f16: Path, windows: np.ndarray) -> None:
+        from quantlab.bench.quality import log_probs
+
+        self.windows = windows
+        session = _session(f16)
+        try:
+            self.base = [log_probs(session.logits(w), overwrite=True) for w in windows]
+        finally:
+            session.close()
+
+    def kld(self, candidate: Path) -> float:
+        import torch
+
+        from quantlab.bench.quality import KL_ROWS, compare_window, log_probs
+
+        session = _session(candidate)
+        total, count = 0.0, 0
+        try:
+            for base, window in zip(self.base, self.windows, strict=True):
+                logp = log_probs(session.logits(window), overwrite=True)
+                targets = torch.as_tensor(np.asarray(window[1:], dtype=np.int64))[:, None]
+                kld, _, _ = compare_window(iter(base.split(KL_ROWS)), logp, targets)
+                total, count = total + float(kld.double().sum()), count + kld.numel()
+        finally:
+            session.close()
+        return total / count
+
+
+def _session(path: Path):
+    from quantlab.runtimes.llamacpp_rt import LlamaCppSession
+
+    return LlamaCppSession(None, "cpu", path=path)
+
+
+def overrides(group: Group, tensors: list[Tensor], tensor_type: str) -> list[tuple[str, str]]:
+    inside = {t.name for t in group.tensors}
+    return [(t.name, tensor_type if t.name in inside else "F16") for t in tensors]
+
+
+def measure(
+    groups: list[Group],
+    tensors: list[Tensor],
+    f16: Path,
+    imatrix: Path,
+    scorer: Scorer,
+    store: Store,
+    scratch: Path,
+    log: Callable[[str], None],
+) -> Sensitivity:
+    """Every (group, candidate type) not yet in `store`, measured and stored one by one."""
+    from quantlab.llamacpp import ops
+
+    todo = [(g, t) for g in groups for t in g.types if (g.name, t) not in store.found]
+    total = sum(len(g.types) for g in groups)
+    if len(todo) < total:
+        log(f"sensitivity: {total - len(todo)} of {total} measurements found in {store.path}")
+    candidate = scratch / "candidate.gguf"
+    for i, (group, tensor_type) in enumerate(todo, 1):
+        started = time.perf_counter()
+        ops.quantize(
+            f16, candidate, "Q8_0", lambda _: None, imatrix=imatrix, pure=True,
+            tensor_types=overrides(group, tensors, tensor_type),
+        )  # fmt: skip
+        try:
+            kld = scorer.kld(candidate)
+        finally:
+            candidate.unlink(missing_ok=True)
+        store.add(group.name, tensor_type, kld, time.perf_counter() - started)
+        per = sum(store.seconds[-20:]) / len(store.seconds[-20:])
+        log(
+            f"sensitivity {total - len(todo) + i}/{total}: {group.name} at {tensor_type}: KLD {kld:.5f} "
+            f"({per:.1f} s each, ~{per * (len(todo) - i) / 60:.0f} min left)"
+        )
+    return dict(store.found)
