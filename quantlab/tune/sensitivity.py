@@ -99,6 +99,11 @@ def _session(path: Path):
     return LlamaCppSession(None, "cpu", path=path)
 
 
+def saturated(found: Sensitivity, group: Group, negligible: float) -> bool:
+    measured = [found[group.name, t] for t in group.types if (group.name, t) in found]
+    return bool(measured) and min(measured) <= negligible
+
+
 def overrides(group: Group, tensors: list[Tensor], tensor_type: str) -> list[tuple[str, str]]:
     inside = {t.name for t in group.tensors}
     return [(t.name, tensor_type if t.name in inside else "F16") for t in tensors]
@@ -113,16 +118,20 @@ def measure(
     store: Store,
     scratch: Path,
     log: Callable[[str], None],
+    negligible: float = 0.0,
 ) -> Sensitivity:
-    """Every (group, candidate type) not yet in `store`, measured and stored one by one."""
+    """Every (group, candidate type) not yet in `store`, measured and stored one by one, smallest type first; once
+    a group measures at most `negligible`, its larger types are not measured (they could save no more than that)."""
     from quantlab.llamacpp import ops
 
     todo = [(g, t) for g in groups for t in g.types if (g.name, t) not in store.found]
     total = sum(len(g.types) for g in groups)
     if len(todo) < total:
-        log(f"sensitivity: {total - len(todo)} of {total} measurements found in {store.path}")
+        log(f"sensitivity: {total - len(todo)} of at most {total} measurements found in {store.path}")
     candidate = scratch / "candidate.gguf"
     for i, (group, tensor_type) in enumerate(todo, 1):
+        if saturated(store.found, group, negligible):
+            continue
         started = time.perf_counter()
         ops.quantize(
             f16, candidate, "Q8_0", lambda _: None, imatrix=imatrix, pure=True,
@@ -135,7 +144,7 @@ def measure(
         store.add(group.name, tensor_type, kld, time.perf_counter() - started)
         per = sum(store.seconds[-20:]) / len(store.seconds[-20:])
         log(
-            f"sensitivity {total - len(todo) + i}/{total}: {group.name} at {tensor_type}: KLD {kld:.5f} "
+            f"sensitivity {len(store.found)}/{total}: {group.name} at {tensor_type}: KLD {kld:.5f} "
             f"({per:.1f} s each, ~{per * (len(todo) - i) / 60:.0f} min left)"
         )
     return dict(store.found)

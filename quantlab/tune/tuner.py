@@ -48,6 +48,12 @@ class TuneRequest(BaseModel):
     bands: int = Field(5, ge=1, description="Layer bands per weight kind: the groups measured and allocated.")
     windows: int = Field(2, ge=1, description="Calibration-split windows the sensitivity is measured on.")
     ctx: int = Field(512, ge=16, description="Tokens per sensitivity window.")
+    negligible: float = Field(
+        1e-4,
+        ge=0,
+        description="A group measuring at most this KLD at some type is not measured at larger ones (they could "
+        "save no more).",
+    )
 
 
 @dataclass
@@ -119,7 +125,7 @@ def sensitivities(prep: Prepared, calibration: Calibration, request: TuneRequest
     from transformers import AutoTokenizer
 
     from quantlab.calibration import calibration_samples
-    from quantlab.tune.sensitivity import Scorer, Store, measure
+    from quantlab.tune.sensitivity import Scorer, Store, measure, saturated
 
     tokenizer = AutoTokenizer.from_pretrained(prep.source_path)
     asked = Calibration(dataset=calibration.dataset, n_samples=request.windows, seq_len=request.ctx, seed=1)
@@ -127,17 +133,23 @@ def sensitivities(prep: Prepared, calibration: Calibration, request: TuneRequest
     store = Store(
         prep.work / "sensitivity.ndjson", {"windows": record.token_fingerprint, "imatrix": calibration.model_dump()}
     )
-    todo = sum((g.name, t) not in store.found for g in prep.groups for t in g.types)
+    found = store.found
+    todo = sum(
+        (g.name, t) not in found and not saturated(found, g, request.negligible) for g in prep.groups for t in g.types
+    )
     if todo:
-        log(f"sensitivity: {todo} measurements of {len(prep.groups)} groups on {windows.size} tokens")
+        log(f"sensitivity: up to {todo} measurements of {len(prep.groups)} groups on {windows.size} tokens")
         scorer = Scorer(prep.f16, windows)
-        found = measure(prep.groups, prep.tensors, prep.f16, prep.imatrix, scorer, store, prep.work, log)
+        found = measure(
+            prep.groups, prep.tensors, prep.f16, prep.imatrix, scorer, store, prep.work, log, request.negligible
+        )
     else:
         found = dict(store.found)
     spent = sum(store.seconds)
     how = (
         f"{len(found)} llama.cpp runs of {len(prep.groups)} groups × their candidate types, each group alone at the "
-        f"type and every other weight F16, with the importance matrix; mean KL(F16 || candidate) over "
+        f"type and every other weight F16, with the importance matrix (smallest type first; a group's larger types "
+        f"not measured once it measured ≤ {request.negligible:g}); mean KL(F16 || candidate) over "
         f"{request.windows} windows of {request.ctx} tokens of the calibration split ({record.description}, "
         f"fingerprint {record.token_fingerprint}); {spent / 60:.1f} min of measurement "
         f"({spent / max(len(found), 1):.1f} s each)"

@@ -1,0 +1,125 @@
+"""The size/quality frontier of GGUF on one model: every stock llama.cpp type (the file types' own mixes, and
+`--pure` uniform types, each with and without an importance matrix) beside `quantlab tune` at several budgets, all
+scored on the held-out WikiText-2 test split against the same baseline (the search and the importance matrices
+saw only the validation split).
+
+    python -m benchmarks.sweeps.gguf_frontier [--results FILE.jsonl] [--work-dir DIR] [--max-tokens N]
+
+Budgets: the file sizes of the stock Q3_K_M, Q4_K_M and Q5_K_M, of the uniform Q4_1 and Q4_0 (on the default
+model, whose weights lie on a Q4_1 grid, Q4_1 is the type to beat), and halfway between uniform Q4_0 and Q4_1 and
+between uniform Q4_1 and the Q4_1 mix. 8192 held-out tokens by default (16 windows of 512) to keep the ~60
+artifacts' scoring near 20 minutes on 2 cores. Prints the table and one PASS/FAIL
+line per target: tune never over its budget; at each budget on or beyond the frontier of the stock artifacts; at
+two or more budgets ≥ 10% lower held-out KLD than the best stock artifact of equal or smaller size. Writes
+results/gguf-frontier-smollm2.{jsonl,md,png}; records already in the results file are not measured again.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchmarks.lib.console import check, log
+from benchmarks.lib.frontier import Point, frontier_doc, plot_frontier
+
+MIXES = ["Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0"]
+MIXES += ["Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K"]
+IMATRIX_ONLY = ["IQ4_XS", "IQ4_NL", "IQ3_M", "IQ3_S", "IQ2_M"]
+UNIFORM = ["Q8_0", "Q6_K", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K"]
+BUDGETS_OF = ["Q5_K_M", "Q4_K_M", "Q3_K_M", "Q4_1 pure", "Q4_0 pure"]
+# and halfway between neighbours where the stock sizes leave a gap a mix could fill
+BUDGETS_BETWEEN = [("Q4_0 pure", "Q4_1 pure"), ("Q4_1 pure", "Q4_1")]
+CALIB = {"dataset": "embedded", "n_samples": 64, "seq_len": 512}
+
+
+def stock_specs() -> dict:
+    from quantlab.llamacpp.types import lookup
+    from quantlab.spec import Calibration, MethodSpec
+
+    calib = Calibration(**CALIB)
+    specs = {}
+    for name in MIXES:
+        specs[name] = MethodSpec(method="gguf", scheme=name)
+        if lookup(name).imatrix == "used":
+            specs[f"{name} imatrix"] = MethodSpec(method="gguf", scheme=name, imatrix=True, calibration=calib)
+    for name in IMATRIX_ONLY:
+        specs[f"{name} imatrix"] = MethodSpec(method="gguf", scheme=name, imatrix=True, calibration=calib)
+    for name in UNIFORM:
+        specs[f"{name} pure"] = MethodSpec(method="gguf", scheme=name, pure=True)
+        if lookup(name).imatrix == "used":
+            specs[f"{name} pure imatrix"] = MethodSpec(
+                method="gguf", scheme=name, pure=True, imatrix=True, calibration=calib
+            )
+    return specs
+
+
+def _scored(results: Path) -> dict[str, object]:
+    """Artifact digest → its record already in the results file (a rerun measures only what is missing)."""
+    from quantlab.results.io import read_results
+
+    return {r.artifact.digest: r for r in read_results(results)} if results.is_file() else {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=Path("results/gguf-frontier-smollm2.jsonl"))
+    parser.add_argument("--work-dir", type=Path, default=None, help="default: <quantlab cache>/runs/gguf-frontier")
+    parser.add_argument("--max-tokens", type=int, default=8192)
+    args = parser.parse_args(argv)
+
+    from quantlab.bench import BenchConfig, bench
+    from quantlab.paths import cache_dir
+    from quantlab.quantizer import obtain
+    from quantlab.spec import Calibration, MethodSpec
+    from quantlab.tune.tuner import TuneRequest
+
+    work = args.work_dir or cache_dir() / "runs" / "gguf-frontier"
+    config = BenchConfig(dataset="embedded", max_tokens=args.max_tokens, speed=False)
+    baseline = obtain("default", MethodSpec(method="none", dtype="fp32"), work / "none-fp32", log=log)
+    made = {}
+    for name, spec in stock_specs().items():
+        made[name] = obtain("default", spec, work / name.replace(" ", "-"), log=lambda m, n=name: log(f"{n}: {m}"))
+    sizes = {name: (a.path / a.manifest.gguf.file).stat().st_size for name, a in made.items()}
+    budgets = [sizes[of] for of in BUDGETS_OF] + [(sizes[a] + sizes[b]) // 2 for a, b in BUDGETS_BETWEEN]
+    for budget in budgets:
+        name = f"tune {budget / 1e6:.1f}MB"
+        made[name] = _tuned(work / name.replace(" ", "-"), TuneRequest(budget=f"{budget}B"), Calibration(**CALIB))
+    scored = _scored(args.results)
+    todo = [n for n, a in made.items() if a.digest not in scored]
+    log(f"scoring {len(todo)} artifacts ({len(made) - len(todo)} already in {args.results})")
+    for record in bench([made[n].path for n in todo], baseline=baseline.path, config=config, results_path=args.results,
+                        progress=log):  # fmt: skip
+        scored[record.artifact.digest] = record
+    points = [Point.of(name, made[name], scored[made[name].digest]) for name in made]
+    _report(points, args.results)
+
+
+def _tuned(out: Path, request, calibration):
+    from quantlab.artifact import load_artifact
+    from quantlab.tune.tuner import tune
+
+    if (out / "quantlab.json").is_file():
+        artifact = load_artifact(out)
+        if artifact.manifest.gguf.tune.max_bytes == int(request.budget.removesuffix("B")):
+            return artifact
+    return tune("default", out, request, calibration, lambda m: log(f"{out.name}: {m}"), force=True)
+
+
+def _report(points: list[Point], results: Path) -> None:
+    stock = [p for p in points if not p.tuned]
+    tuned = [p for p in points if p.tuned]
+    text, wins = frontier_doc(points, results)
+    results.with_suffix(".md").write_text(text, encoding="utf-8")
+    results.with_suffix(".png").write_bytes(plot_frontier(points))
+    print(text)
+    for p in tuned:
+        check(p.bytes <= p.budget, f"{p.name}: {p.bytes:,} bytes ≤ budget {p.budget:,}")
+        better = [s for s in stock if s.bytes <= p.bytes and s.kld < p.kld]
+        check(not better, f"{p.name}: no stock artifact as small or smaller has lower held-out KLD"
+              + (f" (beaten by {', '.join(s.name for s in better)})" if better else ""))  # fmt: skip
+    check(sum(wins.values()) >= 2, f"≥ 10% lower held-out KLD than the best stock artifact of equal or smaller size "
+          f"at {sum(wins.values())} of {len(wins)} budgets (two or more wanted)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
