@@ -63,7 +63,7 @@ def _default_text(info: FieldInfo) -> str:
     if isinstance(value, bool):
         return " Default: on." if value else " Default: off."
     if isinstance(value, list):
-        return f" Default: {','.join(map(str, value))}."
+        return f" Default: {', '.join(map(str, value))}."  # spaced: a long list wraps instead of being cut
     return f" Default: {value}."
 
 
