@@ -79,17 +79,22 @@ def main(argv: list[str] | None = None) -> None:
     made = {}
     for name, spec in stock_specs().items():
         made[name] = obtain("default", spec, work / name.replace(" ", "-"), log=lambda m, n=name: log(f"{n}: {m}"))
+    scored = _scored(args.results)
+
+    def score() -> None:  # what is not in the results file yet: the stock files first, so they land early
+        todo = [n for n, a in made.items() if a.digest not in scored]
+        log(f"scoring {len(todo)} artifacts ({len(made) - len(todo)} already in {args.results})")
+        paths = [made[n].path for n in todo]
+        for record in bench(paths, baseline=baseline.path, config=config, results_path=args.results, progress=log):
+            scored[record.artifact.digest] = record
+
+    score()
     sizes = {name: (a.path / a.manifest.gguf.file).stat().st_size for name, a in made.items()}
     budgets = [sizes[of] for of in BUDGETS_OF] + [(sizes[a] + sizes[b]) // 2 for a, b in BUDGETS_BETWEEN]
     for budget in budgets:
         name = f"tune {budget / 1e6:.1f}MB"
         made[name] = _tuned(work / name.replace(" ", "-"), TuneRequest(budget=f"{budget}B"), Calibration(**CALIB))
-    scored = _scored(args.results)
-    todo = [n for n, a in made.items() if a.digest not in scored]
-    log(f"scoring {len(todo)} artifacts ({len(made) - len(todo)} already in {args.results})")
-    for record in bench([made[n].path for n in todo], baseline=baseline.path, config=config, results_path=args.results,
-                        progress=log):  # fmt: skip
-        scored[record.artifact.digest] = record
+    score()
     points = [Point.of(name, made[name], scored[made[name].digest]) for name in made]
     _report(points, args.results)
 

@@ -9,6 +9,7 @@ LM Studio load as they are.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -48,17 +49,49 @@ class ImportanceMatrix:
 _IMATRIX: dict[tuple, ImportanceMatrix] = {}  # this process's importance matrices, by F16 file and calibration
 
 
-def importance_matrix(base: Path, source_path: str, calibration: Calibration, log, *, trust_remote_code=False):
+def importance_matrix(
+    base: Path, source_path: str, calibration: Calibration, log, *, trust_remote_code=False, keep: Path | None = None
+) -> ImportanceMatrix:
     """llama-imatrix over the calibration windows of the F16 file `base`, computed once per process for each
-    (file, calibration): `quantlab tune` and the artifact it makes share one."""
-    from quantlab import calibration as calib
-    from quantlab.llamacpp import imatrix as imx
-    from quantlab.llamacpp import ops
-
+    (file, calibration): `quantlab tune` and the artifact it makes share one. `keep`: a folder (for this source
+    and calibration only) where it is also stored, and found again by a later process (a resumed tune)."""
     key = (str(base), base.stat().st_mtime_ns, calibration)
     if (kept := _IMATRIX.get(key)) is not None and kept.path.is_file():
         log("reusing this process's importance matrix")
         return kept
+    stored = _stored_imatrix(keep) if keep else None
+    if stored is not None:
+        log(f"reusing the importance matrix in {keep}")
+    _IMATRIX[key] = stored or _compute_imatrix(base, source_path, calibration, log, trust_remote_code)
+    if keep and stored is None:
+        from quantlab.util.files import write_atomic
+
+        keep.mkdir(parents=True, exist_ok=True)
+        found = _IMATRIX[key]
+        write_atomic(keep / "imatrix.gguf", found.path.read_bytes())
+        pair = {"record": found.record, "calibration": found.calibration}
+        write_atomic(keep / "imatrix.json", json.dumps({k: v.model_dump(mode="json") for k, v in pair.items()}))
+    return _IMATRIX[key]
+
+
+def _stored_imatrix(folder: Path) -> ImportanceMatrix | None:
+    try:
+        made = json.loads((folder / "imatrix.json").read_text())
+        found = ImportanceMatrix(
+            folder / "imatrix.gguf",
+            ImatrixRecord.model_validate(made["record"]),
+            CalibrationRecord.model_validate(made["calibration"]),
+        )
+    except (OSError, ValueError, KeyError):
+        return None
+    return found if found.path.is_file() else None
+
+
+def _compute_imatrix(base: Path, source_path: str, calibration: Calibration, log, trust_remote_code: bool):
+    from quantlab import calibration as calib
+    from quantlab.llamacpp import imatrix as imx
+    from quantlab.llamacpp import ops
+
     tokenizer, samples, record = calib.for_source(source_path, calibration, log, trust_remote_code=trust_remote_code)
     out = base.with_name(f"imatrix-{len(_IMATRIX)}.gguf")
     made = imx.compute(base, tokenizer, samples, out, log)
@@ -68,8 +101,7 @@ def importance_matrix(base: Path, source_path: str, calibration: Calibration, lo
             f"llama-imatrix summed {written['counts']} tokens over {written['chunk_count']} chunks; "
             f"the calibration has {samples.size} tokens in {len(samples)} windows"
         )
-    _IMATRIX[key] = ImportanceMatrix(out, made.model_copy(update={"entries": written["entries"]}), record)
-    return _IMATRIX[key]
+    return ImportanceMatrix(out, made.model_copy(update={"entries": written["entries"]}), record)
 
 
 def census(info: dict, file_type: str, n_params: int, file_bytes: int) -> GGUFRecord:

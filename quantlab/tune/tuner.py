@@ -109,7 +109,8 @@ def prepare(source, calibration: Calibration, request: TuneRequest, work: Path, 
     info = model_info(source.path, trust_remote_code=trust_remote_code)
     get_backend("gguf", None).for_model(MethodSpec(method="gguf", scheme="Q8_0"), info)  # converter knows it
     f16 = ops.converted_f16(source.path, log)
-    imatrix = importance_matrix(f16, source.path, calibration, log, trust_remote_code=trust_remote_code).path
+    found = importance_matrix(f16, source.path, calibration, log, trust_remote_code=trust_remote_code, keep=work)
+    imatrix = found.path
     tensors = quantizable(ops.inspect(f16))
     groups = make_groups(tensors, request.bands, types)
     empty = [g.name for g in groups if not g.types]
