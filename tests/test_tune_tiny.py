@@ -8,6 +8,7 @@ import pytest
 
 from quantlab.errors import QuantizationError, SpecError
 from quantlab.llamacpp import ops
+from quantlab.methods import gguf
 from quantlab.methods.gguf import check_tensor_types
 from quantlab.spec import Calibration
 from quantlab.tune.tuner import TuneRequest, tune
@@ -58,16 +59,18 @@ def test_a_bigger_budget_buys_lower_predicted_kld_from_the_same_measurements(tun
     assert bigger.manifest.weight_bytes > artifact.manifest.weight_bytes
 
 
-def test_a_killed_tune_measures_only_what_it_lacks(tuned, gguf_tiny_model):
+def test_a_killed_tune_measures_only_what_it_lacks(tuned, gguf_tiny_model, monkeypatch):
     _, _, root = tuned
     store = next((root / "work").glob("*/sensitivity.ndjson"))
     rows = store.read_text().splitlines()
     kept = rows[: len(rows) // 2]
     store.write_text("\n".join(kept) + '\n{"group": "cut mid-li')  # a line half-written when the kill came
+    monkeypatch.setattr(gguf, "_IMATRIX", {})  # a new process: only the work folder remembers
     lines: list[str] = []
     tune(
         str(gguf_tiny_model), root / "c", TuneRequest(budget="12MB", **SEARCH), CALIB, lines.append, root=root / "work"
     )
+    assert any(line.startswith("reusing the importance matrix in") for line in lines)
     measured = [line for line in lines if line.startswith("sensitivity ") and " at " in line]
     assert len(measured) == len(rows) - len(kept)
     assert len(store.read_text().splitlines()) == len(rows)
