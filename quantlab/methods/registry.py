@@ -24,6 +24,7 @@ BACKENDS = (
     "quantlab.methods.awq:AwqGptqModel",
     "quantlab.methods.awq:AwqAutoAwq",
     "quantlab.methods.autoround:AutoRoundLlmCompressor",
+    "quantlab.methods.autoround:AutoRoundGGUF",
     "quantlab.methods.gguf:GGUFLlamaCpp",
     "quantlab.methods.fp8:Fp8LlmCompressor",
     "quantlab.methods.fp4:Fp4LlmCompressor",
