@@ -23,6 +23,7 @@ TRACKED_LIBRARIES = (
     "gptqmodel",
     "optimum",
     "autoawq",
+    "auto-round",
     "accelerate",
     "datasets",
     "tokenizers",

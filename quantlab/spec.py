@@ -60,7 +60,8 @@ class MethodSpec(BaseModel):
     method: str = Field(description="Quantization method; `quantlab methods` lists them with their backends.")
     backend: str | None = Field(None, description="Library that runs the method; default: the method's default.")
     bits: int | None = Field(
-        None, description="Integer weight bits (rtn, gptq, awq; the widths depend on the backend); default 4."
+        None,
+        description="Integer weight bits (rtn, gptq, awq, autoround; the widths depend on the backend); default 4.",
     )
     group_size: int | None = Field(
         None, description="Integer methods: weights per scale; -1 = one scale per output channel; default 128."
@@ -118,9 +119,31 @@ class MethodSpec(BaseModel):
         description="bitsandbytes nf4/fp4: dtype the 4-bit weights are expanded to for the matmul; "
         "default: the dtype option.",
     )
+    iters: int | None = Field(
+        None,
+        ge=0,
+        description="AutoRound: sign-gradient steps per decoder block that tune the rounding and clipping; 0 = "
+        "no tuning (its round-to-nearest); default 200 (the library's).",
+    )
+    batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="AutoRound: calibration windows per tuning step; default 8 (the library's).",
+    )
+    lr: float | None = Field(
+        None,
+        gt=0,
+        description="AutoRound: step size of the sign-gradient tuning; default 1/iters (the library's).",
+    )
+    rotation: Literal["spinquant"] | None = Field(
+        None,
+        description="GPTQ and fp4 (llm-compressor): rotate by Hadamard matrices before quantizing, to spread "
+        "outliers; spinquant = SpinQuant's R1+R2, fused into the weights (no runtime cost; the embedding is "
+        "untied from the output head); default none.",
+    )
     calibration: Calibration | None = Field(
         None,
-        description="Calibration data of the calibrated methods (gptq, awq, fp4 NVFP4, gguf imatrix); "
+        description="Calibration data of the calibrated methods (gptq, awq, autoround, fp4 NVFP4, gguf imatrix); "
         "data-free methods refuse it.",
     )
 
@@ -147,6 +170,10 @@ class MethodSpec(BaseModel):
             parts.append("imatrix")
         if self.double_quant:
             parts.append("double-quant")
+        if self.iters is not None:
+            parts.append(f"{self.iters} iters")
+        if self.rotation:
+            parts.append(f"+{self.rotation}")
         return " ".join(parts)
 
 

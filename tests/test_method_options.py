@@ -32,6 +32,10 @@ VALID = {
     "tensor_types": ["token_embd.weight=Q8_0"],
     "double_quant": True,
     "compute_dtype": "bf16",
+    "iters": 10,
+    "batch_size": 4,
+    "lr": 0.01,
+    "rotation": "spinquant",
     "calibration": Calibration(n_samples=8, seq_len=32),
 }
 PLAUSIBLE_SCHEME = "Q4_K_M"  # a real scheme name, of gguf: what a user might carry over to another method

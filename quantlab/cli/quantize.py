@@ -48,7 +48,7 @@ def _method_help() -> str:
     into="calib",
     panel="Calibration",
     flags=CALIB_FLAGS,
-    extra_help=lambda _: " Taken by the calibrated methods (gptq, awq, gguf --imatrix, fp4 NVFP4).",
+    extra_help=lambda _: " Taken by the calibrated methods (gptq, awq, autoround, gguf --imatrix, fp4 NVFP4).",
 )
 @model_options(MethodSpec, METHOD_FIELDS, into="options", panel="Method options", flags=FLAGS, extra_help=_takers)
 def quantize(

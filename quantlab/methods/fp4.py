@@ -46,7 +46,8 @@ class Fp4LlmCompressor(PresetBackend):
     presets = PRESETS
     schemes = tuple(PRESETS)
     default_scheme = "NVFP4"
-    options = frozenset({"scheme", "dtype", "calibration"})  # NVFP4's static activation scale is calibrated
+    # NVFP4's static activation scale is calibrated; a rotation spreads the outliers 4-bit activations clip
+    options = frozenset({"scheme", "dtype", "calibration", "rotation"})
     refusal = f"the scheme (--scheme {'|'.join(PRESETS)}) sets bits and scales"
     bf16_only = "compressed-tensors decompresses FP4 weights to bf16, and a model mixing dtypes fails to run"
     summary = (

@@ -37,9 +37,9 @@ class GptqLlmCompressor(WeightOnlyIntBackend):
     requires = lc.REQUIRES
     extra = lc.EXTRA
     loads_in = lc.LOADS_IN
-    options = GPTQ_OPTIONS
+    options = GPTQ_OPTIONS | {"rotation"}
     refusal = int_refusal("GPTQ", options)
-    summary = "GPTQ int4/int8, compressed-tensors pack-quantized; loads in transformers, vLLM"
+    summary = "GPTQ int4/int8 (optionally rotated), compressed-tensors pack-quantized; loads in transformers, vLLM"
 
     def option_defaults(self, spec: MethodSpec) -> dict:
         # llm-compressor's own defaults: static act-order (no runtime cost), 1% dampening

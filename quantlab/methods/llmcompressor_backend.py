@@ -63,6 +63,25 @@ def single_recipe(spec: MethodSpec, scheme, head: str) -> list:
     return [QuantizationModifier(config_groups={"group_0": scheme}, ignore=[head])]
 
 
+def rotation_modifiers(spec: MethodSpec) -> list:
+    """The Hadamard rotation a spec asks for, as llm-compressor's transform modifier, placed before the
+    quantization modifier so the weights (and NVFP4's activations) it rounds are the rotated ones.
+
+    SpinQuant's R1 (the residual stream: every Linear's input side, the embedding's output side) and R2
+    (attention values, per head) are fused into the weights, so the checkpoint is a plain compressed-tensors one
+    that loads anywhere; the embedding is untied from the output head first, which then costs its own bytes.
+    `random-hadamard`, because llm-compressor's plain `hadamard` is Sylvester's (powers of two only) and real
+    widths are not (SmolLM2: 576 = 36 × 16); the random kind takes any width with a known Hadamard factor.
+    The online rotations (QuIP's input rotation, SpinQuant's R3/R4) are left out: their checkpoints store the
+    transforms, which transformers 5.17 does not re-apply on load (they load as unexpected keys and the logits
+    change), so such an artifact would not be the model that was measured in memory."""
+    if spec.rotation is None:
+        return []
+    from llmcompressor.modifiers.transform import SpinQuantModifier
+
+    return [SpinQuantModifier(rotations=["R1", "R2"], transform_type="random-hadamard")]
+
+
 def quantize_with(
     recipe: RecipeBuilder,
     source: SourceModel,
@@ -72,7 +91,10 @@ def quantize_with(
     *,
     trust_remote_code: bool,
     scheme: SchemeBuilder = weight_scheme,
+    finish: Callable[[object, MethodSpec], None] | None = None,
 ) -> QuantizeOutcome:
+    """Quantize `source` with the modifiers `recipe` builds (after the rotation the spec asks for) and save the
+    compressed-tensors checkpoint into `out`; `finish(model, spec)` runs on the quantized model before saving."""
     from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -94,13 +116,15 @@ def quantize_with(
     model = AutoModelForCausalLM.from_pretrained(
         source.path, dtype=torch_dtype(spec.dtype), trust_remote_code=trust_remote_code
     )
-    modifiers = recipe(spec, scheme(spec), output_head_name(model))
+    modifiers = rotation_modifiers(spec) + recipe(spec, scheme(spec), output_head_name(model))
     log(f"{spec.method} {spec.label()} with llm-compressor" + (" (calibrating)" if record else " (data-free)"))
     try:
         with compat.llmcompressor_on_cpu(), compat.llmcompressor_gptq_lean():
             oneshot(model=model, recipe=modifiers, **kwargs)
     except Exception as exc:
         raise QuantizationError(f"llm-compressor failed: {exc}") from exc
+    if finish is not None:
+        finish(model, spec)
     log("saving compressed-tensors")
     model.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)

@@ -23,6 +23,8 @@ BACKENDS = (
     "quantlab.methods.awq:AwqLlmCompressor",
     "quantlab.methods.awq:AwqGptqModel",
     "quantlab.methods.awq:AwqAutoAwq",
+    "quantlab.methods.autoround:AutoRoundLlmCompressor",
+    "quantlab.methods.autoround:AutoRoundGGUF",
     "quantlab.methods.gguf:GGUFLlamaCpp",
     "quantlab.methods.fp8:Fp8LlmCompressor",
     "quantlab.methods.fp4:Fp4LlmCompressor",
