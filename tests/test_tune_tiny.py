@@ -45,7 +45,9 @@ def test_the_artifact_fits_its_budget_and_records_its_allocation(tuned):
         kind = entry.split("=")[1]
         asked[kind] = asked.get(kind, 0) + 1
     assert {k: v for k, v in m.gguf.tensor_types.items() if k != "F32"} == asked
-    assert m.spec.pure and m.spec.imatrix and m.gguf.imatrix is not None
+    assert m.spec.pure and (m.gguf.imatrix is not None) == bool(m.spec.imatrix)
+    # with or without the importance matrix, as measured on the whole allocation
+    assert m.gguf.tune.imatrix.split()[0] == ("with" if m.spec.imatrix else "without")
     assert any(line.startswith("sensitivity 1/") for line in lines)
 
 

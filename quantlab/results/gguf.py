@@ -37,6 +37,7 @@ class TuneRecord(Schema):
     groups: list[TunedGroup]
     predicted_bytes: int
     predicted_kld: float  # the sum of the chosen groups' figures: the allocator's model, not a measurement
+    imatrix: str | None = None  # whether the file was made with the importance matrix, and the measurement why
     seconds: float  # from the start of tune to the allocation (conversion, imatrix, sensitivity)
 
 

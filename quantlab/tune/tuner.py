@@ -121,8 +121,8 @@ def prepare(source, calibration: Calibration, request: TuneRequest, work: Path, 
     return Prepared(source.path, info.n_params, f16, imatrix, tensors, groups, fixed, work)
 
 
-def sensitivities(prep: Prepared, calibration: Calibration, request: TuneRequest, log) -> tuple[dict, str]:
-    """Every group's KLD at every candidate type, measured or read back; and how, in words."""
+def sensitivities(prep: Prepared, calibration: Calibration, request: TuneRequest, log):
+    """Every group's KLD at every candidate type, measured or read back; how, in words; and the windows."""
     from transformers import AutoTokenizer
 
     from quantlab.calibration import calibration_samples
@@ -155,7 +155,36 @@ def sensitivities(prep: Prepared, calibration: Calibration, request: TuneRequest
         f"fingerprint {record.token_fingerprint}); {spent / 60:.1f} min of measurement "
         f"({spent / max(len(found), 1):.1f} s each)"
     )
-    return found, how
+    return found, how, windows
+
+
+def with_imatrix(prep: Prepared, allocation: alloc.Allocation, windows, log) -> tuple[bool, str]:
+    """Whether the chosen file is better with the importance matrix than without, measured like the groups were
+    (both files, on the calibration windows): the matrix weighs each rounding error by its activations, which
+    usually helps, but it can also move weights off a grid they already sit on (a model distributed quantized)."""
+    from quantlab.llamacpp import ops
+    from quantlab.methods.gguf import IMATRIX_REQUIRED
+    from quantlab.tune.sensitivity import Scorer
+
+    types = [(t.name, allocation.choice[g.name]) for g in prep.groups for t in g.tensors]
+    if any(kind in IMATRIX_REQUIRED for _, kind in types):
+        return True, "with the importance matrix: some chosen types need one"
+    scorer, kld = Scorer(prep.f16, windows), {}
+    candidate = prep.work / "candidate.gguf"
+    for use in (True, False):
+        imatrix = prep.imatrix if use else None
+        ops.quantize(prep.f16, candidate, "Q8_0", lambda _: None, imatrix=imatrix, pure=True, tensor_types=types)
+        try:
+            kld[use] = scorer.kld(candidate)
+        finally:
+            candidate.unlink(missing_ok=True)
+    use = kld[True] <= kld[False]
+    said = (
+        f"{'with' if use else 'without'} the importance matrix: the whole allocation measured KLD {kld[True]:.5f} "
+        f"with it and {kld[False]:.5f} without, on the sensitivity windows"
+    )
+    log(said)
+    return use, said
 
 
 def choose(prep: Prepared, found: dict, request: TuneRequest, budget_bytes: int | None) -> alloc.Allocation:
@@ -164,7 +193,7 @@ def choose(prep: Prepared, found: dict, request: TuneRequest, budget_bytes: int 
     return alloc.for_quality(prep.groups, found, prep.fixed_bytes, request.max_kld)
 
 
-def spec_of(prep: Prepared, allocation: alloc.Allocation, calibration: Calibration) -> MethodSpec:
+def spec_of(prep: Prepared, allocation: alloc.Allocation, calibration: Calibration, imatrix: bool) -> MethodSpec:
     """The allocation as an ordinary GGUF spec: every quantizable tensor named with its type (the file type is the
     most common of them, which llama.cpp records as the file's type; `--pure` keeps any tensor left unnamed at
     it, though none is)."""
@@ -176,13 +205,13 @@ def spec_of(prep: Prepared, allocation: alloc.Allocation, calibration: Calibrati
         method="gguf",
         scheme=common[0] if common else "Q8_0",
         pure=True,
-        imatrix=True,
-        calibration=calibration,
+        imatrix=imatrix,
+        calibration=calibration if imatrix else None,
         tensor_types=[f"{name}={kind}" for name, kind in by_group.items()],
     )
 
 
-def record_of(prep, allocation, request, budget, how, found, started) -> TuneRecord:
+def record_of(prep, allocation, request, budget, how, found, started, imatrix: str) -> TuneRecord:
     objective = f"budget {budget}" if budget else f"max predicted KLD {request.max_kld:g}"
     groups = [
         TunedGroup(
@@ -204,6 +233,7 @@ def record_of(prep, allocation, request, budget, how, found, started) -> TuneRec
         groups=groups,
         predicted_bytes=allocation.bytes,
         predicted_kld=allocation.predicted_kld,
+        imatrix=imatrix,
         seconds=round(time.perf_counter() - started, 1),
     )
 
@@ -248,11 +278,12 @@ def tune(
     work = work_dir(root or tune_root(), source.content_sha256, calibration, request)
     log = logged(log, work / "tune.log")
     prep = prepare(source, calibration, request, work, log, trust_remote_code=trust_remote_code)
-    found, how = sensitivities(prep, calibration, request, log)
+    found, how, windows = sensitivities(prep, calibration, request, log)
     allocation = choose(prep, found, request, budget.max_bytes if budget else None)
     log(f"allocation: {allocation.bytes / 1e6:,.2f} MB predicted, predicted KLD {allocation.predicted_kld:.5f}")
-    record = record_of(prep, allocation, request, budget, how, found, started)
-    spec = spec_of(prep, allocation, calibration)
+    use_imatrix, said = with_imatrix(prep, allocation, windows, log)
+    record = record_of(prep, allocation, request, budget, how, found, started, said)
+    spec = spec_of(prep, allocation, calibration, use_imatrix)
     artifact = quantize(model, spec, out, force=force, trust_remote_code=trust_remote_code, log=log, tune=record)
     written = (artifact.path / artifact.manifest.gguf.file).stat().st_size
     if budget and written > budget.max_bytes:
