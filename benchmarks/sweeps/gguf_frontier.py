@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         todo = [n for n, a in made.items() if a.digest not in scored]
         log(f"scoring {len(todo)} artifacts ({len(made) - len(todo)} already in {args.results})")
         paths = [made[n].path for n in todo]
+        if not paths:
+            return
         for record in bench(paths, baseline=baseline.path, config=config, results_path=args.results, progress=log):
             scored[record.artifact.digest] = record
 
