@@ -135,9 +135,12 @@ def _about_the_model(points: list[Point]) -> str:
     if mix is not None:
         lines.append(
             f"llama.cpp's own Q4_1 mix keeps the (tied) embedding at Q8_0 and so rebuilds the distributed layout: "
-            f"{mix.kld:.5f} at {mix.bytes / 1e6:.1f} MB, the stock frontier's best point by far. Above its size "
-            "no allocation of these types can do measurably better, and below it the question is what to give "
-            "the embedding, which is where tune's allocations win."
+            f"{mix.kld:.5f} at {mix.bytes / 1e6:.1f} MB, the stock frontier's best point by far. Below its size "
+            "the question is what to give the embedding and which layers to cut for it, which is where tune's "
+            "allocations win. Above it tune makes the same layout but rounds it with the importance matrix (chosen "
+            "per file, by measuring the whole allocation both ways on the calibration windows), which moves the "
+            "Q4_1-grid layers slightly off their grid; choosing the matrix per tensor group is what would close "
+            "that gap."
         )
     return "\n".join(lines) + "\n"
 
