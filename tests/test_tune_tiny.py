@@ -4,6 +4,8 @@ and impossible requests are refused before any work."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from quantlab.errors import QuantizationError, SpecError
@@ -75,7 +77,11 @@ def test_a_killed_tune_measures_only_what_it_lacks(tuned, gguf_tiny_model, monke
     assert any(line.startswith("reusing the importance matrix in") for line in lines)
     measured = [line for line in lines if line.startswith("sensitivity ") and " at " in line]
     assert len(measured) == len(rows) - len(kept)
-    assert len(store.read_text().splitlines()) == len(rows)
+    assert len(store.read_text().splitlines()) == len(rows) + 1  # the cut line stays, on a line of its own
+    from quantlab.tune.sensitivity import Store
+
+    key = json.loads(rows[0])["key"]
+    assert len(Store(store, {k: v for k, v in key.items() if k != "protocol"}).found) == len(rows) - 1
     logged = (store.parent / "tune.log").read_text()
     assert logged.count("sensitivity 1/") == 1 and "found in" in logged  # both runs' steps, with their times
 

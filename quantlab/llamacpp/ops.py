@@ -91,15 +91,16 @@ _F16: dict[tuple, Path] = {}  # the last source converted in this process → it
 
 def converted_f16(model_dir: str, log) -> Path:
     """The source model as an F16 GGUF, converted once per process and source: every quantized type of a ladder
-    or a recipe starts from it. One conversion is kept at a time (the newest source's, in a temporary folder
-    removed at exit), so a sweep holds no more disk than a single quantization did."""
+    or a recipe starts from it (the importance matrices computed from it sit beside it). One source's files are
+    kept at a time (the newest's, in a temporary folder removed at exit), so a sweep holds no more disk than a
+    single quantization did."""
     folder = Path(model_dir)
     key = (str(folder.resolve()), *sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir()))
     kept = _F16.get(key)
     if kept is not None and kept.is_file():
         log("reusing this process's F16 conversion of the source")
         return kept
-    for old in _F16.values():
+    for old in _scratch().iterdir():  # the previous source's F16 and what was made from it (importance matrices)
         old.unlink(missing_ok=True)
     _F16.clear()
     out = _scratch() / "model-F16.gguf"

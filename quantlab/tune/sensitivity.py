@@ -33,8 +33,12 @@ class Store:
         self.found: Sensitivity = {}
         self.seconds: list[float] = []
         if path.is_file():
-            lines = path.read_text().splitlines()
+            text = path.read_text()
+            lines = text.splitlines()
             if lines and _json(lines[0]) == {"key": self.key}:
+                if not text.endswith("\n"):  # a line cut by a kill: the next one must not be glued to it
+                    with path.open("a") as out:
+                        out.write("\n")
                 for line in lines[1:]:
                     row = _json(line)  # a line cut by a kill is skipped and measured again
                     if row and {"group", "type", "kld"} <= row.keys():
