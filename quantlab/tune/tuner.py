@@ -287,9 +287,12 @@ def tune(
     artifact = quantize(model, spec, out, force=force, trust_remote_code=trust_remote_code, log=log, tune=record)
     written = (artifact.path / artifact.manifest.gguf.file).stat().st_size
     if budget and written > budget.max_bytes:
+        import shutil
+
+        shutil.rmtree(artifact.path)  # an artifact over its budget must not sit at --out looking finished
         raise QuantizationError(
-            f"the tuned file is {written:,} bytes, over the budget of {budget.max_bytes:,}: the size model is wrong "
-            f"by {written - allocation.bytes:,} bytes (the artifact is left at {artifact.path} for inspection)"
+            f"the tuned file was {written:,} bytes, over the budget of {budget.max_bytes:,}: the size model is "
+            f"wrong by {written - allocation.bytes:,} bytes; nothing was left at {artifact.path}"
         )
     log(f"wrote {artifact.path}: {written / 1e6:,.2f} MB ({artifact.manifest.gguf.bits_per_weight} bpw)")
     return artifact
