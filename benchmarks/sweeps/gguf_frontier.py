@@ -12,8 +12,9 @@ artifacts' scoring near 10 minutes on 2 quiet cores (every comparison is paired:
 
 Prints the table and one PASS/FAIL line per target: tune never over its budget; at each budget on or beyond the
 frontier of the stock artifacts; at two or more budgets ≥ 10% lower held-out KLD than the best stock artifact of
-equal or smaller size. Writes results/gguf-frontier-smollm2.{jsonl,md,png}; records already in the results file
-(on as many tokens) are not measured again.
+equal or smaller size. Writes results/gguf-frontier-smollm2.{jsonl,md} (the records and their ordinary report)
+and gguf-frontier-smollm2-frontier.{md,png}; records already in the results file (on as many tokens) are not
+measured again.
 """
 
 from __future__ import annotations
@@ -150,8 +151,13 @@ def _report(points: list[Point], results: Path) -> None:
     tuned = [p for p in points if p.tuned]
     text, wins = frontier_doc(points, results)
     text += _about_the_model(points)
-    results.with_suffix(".md").write_text(text, encoding="utf-8")
-    results.with_suffix(".png").write_bytes(plot_frontier(points))
+    from quantlab.report import markdown, select
+    from quantlab.results.io import read_results
+
+    # RESULTS.md is the ordinary report of the records (as beside every results file); the frontier is its own
+    results.with_suffix(".md").write_text(markdown(select(read_results(results))), encoding="utf-8")
+    results.with_name(f"{results.stem}-frontier.md").write_text(text, encoding="utf-8")
+    results.with_name(f"{results.stem}-frontier.png").write_bytes(plot_frontier(points))
     print(text)
     for p in tuned:
         check(p.bytes <= p.budget, f"{p.name}: {p.bytes:,} bytes ≤ budget {p.budget:,}")
