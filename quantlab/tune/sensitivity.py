@@ -70,14 +70,32 @@ class Scorer:
     (ctx − 1) × vocabulary float32 (0.2 GB for 2 windows of 512 at a 49k vocabulary)."""
 
     def __init__(self, f16: Path, windows: np.ndarray) -> None:
+        self.f16 = f16
+        self.windows = windows
+        self._base: list | None = None  # computed on the first candidate: a resumed tune may score none
+
+    @property
+    def base(self) -> list:
         from quantlab.bench.quality import log_probs
 
-        self.windows = windows
-        session = _session(f16)
+        if self._base is None:
+            session = _session(self.f16)
+            try:
+                self._base = [log_probs(session.logits(w), overwrite=True) for w in self.windows]
+            finally:
+                session.close()
+        return self._base
+
+    def file_kld(self, f16: Path, imatrix: Path | None, types: list[tuple[str, str]], scratch: Path) -> float:
+        """The KLD of the file llama-quantize makes from `f16` with these per-tensor types (every weight named)."""
+        from quantlab.llamacpp import ops
+
+        candidate = scratch / "candidate.gguf"
+        ops.quantize(f16, candidate, "Q8_0", lambda _: None, imatrix=imatrix, pure=True, tensor_types=types)
         try:
-            self.base = [log_probs(session.logits(w), overwrite=True) for w in windows]
+            return self.kld(candidate)
         finally:
-            session.close()
+            candidate.unlink(missing_ok=True)
 
     def kld(self, candidate: Path) -> float:
         import torch
@@ -126,25 +144,15 @@ def measure(
 ) -> Sensitivity:
     """Every (group, candidate type) not yet in `store`, measured and stored one by one, smallest type first; once
     a group measures at most `negligible`, its larger types are not measured (they could save no more than that)."""
-    from quantlab.llamacpp import ops
-
     todo = [(g, t) for g in groups for t in g.types if (g.name, t) not in store.found]
     total = sum(len(g.types) for g in groups)
     if len(todo) < total:
         log(f"sensitivity: {total - len(todo)} of at most {total} measurements found in {store.path}")
-    candidate = scratch / "candidate.gguf"
     for i, (group, tensor_type) in enumerate(todo, 1):
         if saturated(store.found, group, negligible):
             continue
         started = time.perf_counter()
-        ops.quantize(
-            f16, candidate, "Q8_0", lambda _: None, imatrix=imatrix, pure=True,
-            tensor_types=overrides(group, tensors, tensor_type),
-        )  # fmt: skip
-        try:
-            kld = scorer.kld(candidate)
-        finally:
-            candidate.unlink(missing_ok=True)
+        kld = scorer.file_kld(f16, imatrix, overrides(group, tensors, tensor_type), scratch)
         store.add(group.name, tensor_type, kld, time.perf_counter() - started)
         per = sum(store.seconds[-20:]) / len(store.seconds[-20:])
         log(

@@ -98,31 +98,30 @@ def baseline_dir(source_sha: str) -> Path:
     return tune_root() / f"baseline-F16-{source_sha[:16]}"
 
 
-def prepare(source, calibration: Calibration, request: TuneRequest, work: Path, log, *, trust_remote_code=False):
+def prepare(source, info, calibration: Calibration, request: TuneRequest, work: Path, log, *, trust_remote_code=False):
     """Convert, compute the importance matrix, and cut the model into groups."""
     from quantlab.llamacpp import ops
     from quantlab.methods import get_backend
     from quantlab.methods.gguf import importance_matrix
-    from quantlab.models import model_info
 
     types = _types(request)
-    info = model_info(source.path, trust_remote_code=trust_remote_code)
     get_backend("gguf", None).for_model(MethodSpec(method="gguf", scheme="Q8_0"), info)  # converter knows it
     f16 = ops.converted_f16(source.path, log)
     found = importance_matrix(f16, source.path, calibration, log, trust_remote_code=trust_remote_code, keep=work)
     imatrix = found.path
-    tensors = quantizable(ops.inspect(f16))
+    listing = ops.inspect(f16)
+    tensors = quantizable(listing)
     groups = make_groups(tensors, request.bands, types)
     empty = [g.name for g in groups if not g.types]
     if empty:
         raise SpecError(f"no candidate type fits the rows of {', '.join(empty[:4])}: add a block-32 type to --types")
-    n_tensors = len(ops.inspect(f16)["tensors"])
-    fixed = f16.stat().st_size - sum(g.bytes_at("F16") for g in groups) + ALIGN * n_tensors
+    fixed = f16.stat().st_size - sum(g.bytes_at("F16") for g in groups) + ALIGN * len(listing["tensors"])
     return Prepared(source.path, info.n_params, f16, imatrix, tensors, groups, fixed, work)
 
 
 def sensitivities(prep: Prepared, calibration: Calibration, request: TuneRequest, log):
-    """Every group's KLD at every candidate type, measured or read back; how, in words; and the windows."""
+    """Every group's KLD at every candidate type, measured or read back; how, in words; and the scorer of the
+    windows (made only when something is scored, and then once: the F16 file's rows cost a full pass)."""
     from transformers import AutoTokenizer
 
     from quantlab.calibration import calibration_samples
@@ -138,9 +137,9 @@ def sensitivities(prep: Prepared, calibration: Calibration, request: TuneRequest
     todo = sum(
         (g.name, t) not in found and not saturated(found, g, request.negligible) for g in prep.groups for t in g.types
     )
+    scorer = Scorer(prep.f16, windows)
     if todo:
         log(f"sensitivity: up to {todo} measurements of {len(prep.groups)} groups on {windows.size} tokens")
-        scorer = Scorer(prep.f16, windows)
         found = measure(
             prep.groups, prep.tensors, prep.f16, prep.imatrix, scorer, store, prep.work, log, request.negligible
         )
@@ -155,29 +154,19 @@ def sensitivities(prep: Prepared, calibration: Calibration, request: TuneRequest
         f"fingerprint {record.token_fingerprint}); {spent / 60:.1f} min of measurement "
         f"({spent / max(len(found), 1):.1f} s each)"
     )
-    return found, how, windows
+    return found, how, scorer
 
 
-def with_imatrix(prep: Prepared, allocation: alloc.Allocation, windows, log) -> tuple[bool, str]:
+def with_imatrix(prep: Prepared, allocation: alloc.Allocation, scorer, log) -> tuple[bool, str]:
     """Whether the chosen file is better with the importance matrix than without, measured like the groups were
     (both files, on the calibration windows): the matrix weighs each rounding error by its activations, which
     usually helps, but it can also move weights off a grid they already sit on (a model distributed quantized)."""
-    from quantlab.llamacpp import ops
     from quantlab.methods.gguf import IMATRIX_REQUIRED
-    from quantlab.tune.sensitivity import Scorer
 
     types = [(t.name, allocation.choice[g.name]) for g in prep.groups for t in g.tensors]
     if any(kind in IMATRIX_REQUIRED for _, kind in types):
         return True, "with the importance matrix: some chosen types need one"
-    scorer, kld = Scorer(prep.f16, windows), {}
-    candidate = prep.work / "candidate.gguf"
-    for use in (True, False):
-        imatrix = prep.imatrix if use else None
-        ops.quantize(prep.f16, candidate, "Q8_0", lambda _: None, imatrix=imatrix, pure=True, tensor_types=types)
-        try:
-            kld[use] = scorer.kld(candidate)
-        finally:
-            candidate.unlink(missing_ok=True)
+    kld = {use: scorer.file_kld(prep.f16, prep.imatrix if use else None, types, prep.work) for use in (True, False)}
     use = kld[True] <= kld[False]
     said = (
         f"{'with' if use else 'without'} the importance matrix: the whole allocation measured KLD {kld[True]:.5f} "
@@ -273,15 +262,15 @@ def tune(
     check_out_free(Path(out), force=force)
     started = time.perf_counter()
     source = resolve_model(model, log=log)
-    n_params = model_info(source.path, trust_remote_code=trust_remote_code).n_params
-    budget = parse_budget(request.budget, n_params) if request.budget else None  # a typo fails before any work
+    info = model_info(source.path, trust_remote_code=trust_remote_code)
+    budget = parse_budget(request.budget, info.n_params) if request.budget else None  # a typo fails before any work
     work = work_dir(root or tune_root(), source.content_sha256, calibration, request)
     log = logged(log, work / "tune.log")
-    prep = prepare(source, calibration, request, work, log, trust_remote_code=trust_remote_code)
-    found, how, windows = sensitivities(prep, calibration, request, log)
+    prep = prepare(source, info, calibration, request, work, log, trust_remote_code=trust_remote_code)
+    found, how, scorer = sensitivities(prep, calibration, request, log)
     allocation = choose(prep, found, request, budget.max_bytes if budget else None)
     log(f"allocation: {allocation.bytes / 1e6:,.2f} MB predicted, predicted KLD {allocation.predicted_kld:.5f}")
-    use_imatrix, said = with_imatrix(prep, allocation, windows, log)
+    use_imatrix, said = with_imatrix(prep, allocation, scorer, log)
     record = record_of(prep, allocation, request, budget, how, found, started, said)
     spec = spec_of(prep, allocation, calibration, use_imatrix)
     artifact = quantize(model, spec, out, force=force, trust_remote_code=trust_remote_code, log=log, tune=record)
