@@ -43,12 +43,11 @@ class Point:
 
 
 def on_frontier(point: Point, points: list[Point]) -> bool:
-    """No other point is as small or smaller and strictly better, nor strictly smaller and as good."""
-    return not any(
-        (o.bytes <= point.bytes and o.kld < point.kld) or (o.bytes < point.bytes and o.kld <= point.kld)
-        for o in points
-        if o is not point
-    )
+    """No other point is as small or smaller and strictly better, nor strictly smaller and as good: the report's
+    own Pareto frontier (identical points are both on it)."""
+    from quantlab.report.plots import pareto
+
+    return (point.bytes, point.kld) in set(pareto([(p.bytes, p.kld) for p in points]))
 
 
 def best_stock_within(point: Point, stock: list[Point]) -> Point | None:
