@@ -19,6 +19,7 @@ from quantlab.errors import QuantizationError, SpecError
 from quantlab.methods import llmcompressor_backend as lc
 from quantlab.methods.base import Backend, Log, QuantizeOutcome, WeightBits
 from quantlab.methods.common import INT_OPTIONS, WeightOnlyIntBackend, int_refusal, resolve_calibration
+from quantlab.methods.gguf import LOADS_IN as GGUF_LOADS_IN
 from quantlab.models import SourceModel
 from quantlab.spec import MethodSpec, torch_dtype
 
@@ -84,7 +85,6 @@ class AutoRoundLlmCompressor(WeightOnlyIntBackend):
 # types describes; left out: its own Q2_K_MIXED recipe (no llama.cpp type) and Q2_K_S (not in that table).
 GGUF_SCHEMES = ("Q4_K_M", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q5_K_S")
 GGUF_SCHEMES += ("Q5_K_M", "Q6_K", "Q8_0")
-GGUF_LOADS_IN = ("llama.cpp", "llama-cpp-python", "ollama", "LM Studio")
 
 
 class AutoRoundGGUF(Backend):

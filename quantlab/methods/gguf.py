@@ -24,6 +24,7 @@ from quantlab.results.gguf import GGUFRecord, ImatrixRecord
 from quantlab.spec import Calibration, MethodSpec
 
 DEFAULT_TYPE = "Q4_K_M"
+LOADS_IN = ("llama.cpp", "llama-cpp-python", "ollama", "LM Studio")  # where any GGUF file loads, whoever wrote it
 # Tensor types llama-quantize refuses to make without an importance matrix (llama-quant.cpp).
 IMATRIX_REQUIRED = frozenset({"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ1_S", "IQ1_M"})
 
@@ -146,7 +147,7 @@ class GGUFLlamaCpp(Backend):
 
     schemes = tuple(GGUF_TYPES)
     default_scheme = DEFAULT_TYPE
-    loads_in = ("llama.cpp", "llama-cpp-python", "ollama", "LM Studio")
+    loads_in = LOADS_IN
     # --dtype too is the GGUF type's (F32/F16/BF16)
     options = frozenset({"scheme", "imatrix", "calibration", "pure", "tensor_types"})
     refusal = (
