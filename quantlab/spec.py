@@ -109,6 +109,11 @@ class MethodSpec(BaseModel):
         description="GGUF: per-tensor types, NAME=TYPE with a tensor's exact GGUF name and a ggml type (e.g. "
         "blk.0.ffn_down.weight=Q6_K), passed to llama-quantize; `quantlab tune` writes them.",
     )
+    imatrix_exclude: list[str] | None = Field(
+        None,
+        description="GGUF with --imatrix: tensors (exact GGUF names) rounded without the importance matrix "
+        "(llama-quantize --exclude-weights); `quantlab tune` writes them where a group measured better without.",
+    )
     double_quant: bool | None = Field(
         None,
         description="bitsandbytes nf4/fp4: quantize the per-block scales too "
@@ -166,6 +171,8 @@ class MethodSpec(BaseModel):
             parts.append("pure")
         if self.tensor_types:
             parts.append(f"{len(self.tensor_types)} tensor types set")
+        if self.imatrix_exclude:
+            parts.append(f"{len(self.imatrix_exclude)} tensors without imatrix")
         if self.imatrix:
             parts.append("imatrix")
         if self.double_quant:

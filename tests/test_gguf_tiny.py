@@ -367,3 +367,37 @@ def test_ctrl_c_stops_serve_whatever_sigint_state_it_inherits(made):
         if proc.poll() is None:
             proc.kill()
     assert code == 0 and not _llama_servers()
+
+
+def _tensor_digests(path) -> dict[str, str]:
+    """Each tensor's data, hashed, read with llama.cpp's own gguf-py."""
+    code = (
+        "import gguf, hashlib, json, sys; r = gguf.GGUFReader(sys.argv[1], 'r'); "
+        "print(json.dumps({t.name: hashlib.sha256(bytes(t.data)).hexdigest() for t in r.tensors}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=tools_env(tools_dir()), check=True
+    )
+    return json.loads(proc.stdout)
+
+
+def test_imatrix_exclude_rounds_exactly_those_tensors_without_the_matrix(gguf_tiny_model, tmp_path):
+    """A tensor named in --imatrix-exclude is rounded as if no matrix were given, every other one as with it."""
+    pure = {"method": "gguf", "scheme": "Q4_K_M", "pure": True}
+    blk0 = [f"blk.0.{k}.weight" for k in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up")]
+    blk0.append("blk.0.ffn_down.weight")
+    specs = {
+        "plain": MethodSpec(**pure),
+        "weighed": MethodSpec(**pure, imatrix=True, calibration=CALIB),
+        "mixed": MethodSpec(**pure, imatrix=True, calibration=CALIB, imatrix_exclude=blk0),
+    }
+    files = {}
+    for name, spec in specs.items():
+        artifact = quantize(str(gguf_tiny_model), spec, tmp_path / name)
+        files[name] = _tensor_digests(artifact.path / artifact.manifest.gguf.file)
+    assert artifact.manifest.spec.imatrix_exclude == blk0
+    for tensor, digest in files["mixed"].items():
+        like = "plain" if tensor in blk0 else "weighed"
+        assert digest == files[like][tensor], tensor
+    assert any(files["plain"][t] != files["weighed"][t] for t in blk0)  # the matrix did change them
+    assert any(files["plain"][t] != files["weighed"][t] for t in files["plain"] if t.startswith("blk.1."))

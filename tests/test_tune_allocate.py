@@ -112,3 +112,43 @@ def test_budget_parser_refuses_anything_else_in_one_line(text):
         parse_budget(text, n_params=1000)
     except SpecError as exc:
         assert "\n" not in str(exc)
+
+
+NAMES = ["output.weight", "token_embd.weight"] + [
+    f"blk.{i}.{kind}.weight" for i in range(12) for kind in ("attn_output", "attn_q", "ffn_down")
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.sampled_from(NAMES)))
+def test_imatrix_exclusions_are_only_names_llama_quantize_matches_alone(wanted):
+    """`--exclude-weights` matches by substring: a kept name must not sit inside any weight left with the matrix,
+    and nothing outside `wanted` is excluded; a name is dropped only for such a clash."""
+    from quantlab.tune.matrix import nameable
+
+    kept = nameable(NAMES, set(wanted))
+    assert set(kept) <= wanted
+    assert not any(n in w and w not in kept for n in kept for w in NAMES)
+    for dropped in set(wanted) - set(kept):
+        assert any(dropped in w and w not in kept for w in NAMES)
+
+
+def test_imatrix_exclude_spec_is_checked_against_the_file_and_the_types():
+    from quantlab.methods import get_backend
+    from quantlab.methods.gguf import check_imatrix_exclude
+    from quantlab.spec import MethodSpec
+
+    info = {"tensors": [{"name": n, "shape": [576, 576]} for n in NAMES[:4]]}  # output, token_embd, blk.0 ×2
+    check_imatrix_exclude(info, ["blk.0.attn_q.weight", "output.weight", "blk.0.attn_output.weight"])
+    with pytest.raises(SpecError, match=r"also exclude blk\.0\.attn_output\.weight"):
+        check_imatrix_exclude(info, ["output.weight"])
+    with pytest.raises(SpecError, match="not a weight"):
+        check_imatrix_exclude(info, ["blk.7.attn_q.weight"])
+    backend = get_backend("gguf", None)
+    with pytest.raises(SpecError, match="add --imatrix"):
+        backend.resolve(MethodSpec(method="gguf", scheme="Q4_0", pure=True, imatrix_exclude=["output.weight"]))
+    needy = MethodSpec(
+        method="gguf", scheme="Q4_0", imatrix=True, tensor_types=["x.weight=IQ2_XS"], imatrix_exclude=["x.weight"]
+    )
+    with pytest.raises(SpecError, match="needs the importance matrix"):
+        backend.resolve(needy)

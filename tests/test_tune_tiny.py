@@ -48,8 +48,11 @@ def test_the_artifact_fits_its_budget_and_records_its_allocation(tuned):
         asked[kind] = asked.get(kind, 0) + 1
     assert {k: v for k, v in m.gguf.tensor_types.items() if k != "F32"} == asked
     assert m.spec.pure and (m.gguf.imatrix is not None) == bool(m.spec.imatrix)
-    # with or without the importance matrix, as measured on the whole allocation
-    assert m.gguf.tune.imatrix.split()[0] == ("with" if m.spec.imatrix else "without")
+    # with or without the importance matrix per group, as the spec makes the file
+    plain = [g for g in tune_record.groups if not g.imatrix]
+    assert bool(m.spec.imatrix) == (len(plain) < len(tune_record.groups))
+    assert len(m.spec.imatrix_exclude or []) <= sum(g.tensors for g in plain)
+    assert tune_record.imatrix.split(":")[0] in {"per group", "all with", "all without"}
     assert any(line.startswith("sensitivity 1/") for line in lines)
 
 
@@ -75,15 +78,25 @@ def test_a_killed_tune_measures_only_what_it_lacks(tuned, gguf_tiny_model, monke
         str(gguf_tiny_model), root / "c", TuneRequest(budget="12MB", **SEARCH), CALIB, lines.append, root=root / "work"
     )
     assert any(line.startswith("reusing the importance matrix in") for line in lines)
-    measured = [line for line in lines if line.startswith("sensitivity ") and " at " in line]
-    assert len(measured) == len(rows) - len(kept)
-    assert len(store.read_text().splitlines()) == len(rows) + 1  # the cut line stays, on a line of its own
+    measured = [line for line in lines if line.startswith(("sensitivity ", "without imatrix ")) and " at " in line]
+    after = store.read_text().splitlines()
+    assert after[len(kept)] == '{"group": "cut mid-li'  # the cut line stays, on a line of its own
+    new = [_key(line) for line in after[len(kept) + 1 :]]
+    assert len(measured) == len(new) and not set(new) & {_key(line) for line in kept[1:]}  # nothing measured twice
+    # every figure with the matrix is back (those without it are the ones this budget's allocation chose)
+    assert {k for k in new if k[2]} == {_key(line) for line in rows[len(kept) :] if _key(line)[2]}
     from quantlab.tune.sensitivity import Store
 
     key = json.loads(rows[0])["key"]
-    assert len(Store(store, {k: v for k, v in key.items() if k != "protocol"}).found) == len(rows) - 1
+    back = Store(store, {k: v for k, v in key.items() if k != "protocol"})
+    assert len(back.found) + len(back.plain) == len(after) - 2  # the key line and the cut one aside
     logged = (store.parent / "tune.log").read_text()
     assert logged.count("sensitivity 1/") == 1 and "found in" in logged  # both runs' steps, with their times
+
+
+def _key(line: str) -> tuple[str, str, bool]:
+    row = json.loads(line)
+    return row["group"], row["type"], row.get("imatrix", True)
 
 
 def test_impossible_requests_fail_before_work(tuned, gguf_tiny_model, tmp_path):

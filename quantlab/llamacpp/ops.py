@@ -133,9 +133,12 @@ def quantize(
     imatrix: Path | None = None,
     pure: bool = False,
     tensor_types: list[tuple[str, str]] | None = None,
+    imatrix_exclude: list[str] | None = None,
 ) -> str:
     """Run llama.cpp's `llama-quantize`; return its log (per-tensor decisions, fallbacks). `tensor_types` (exact
-    tensor name, ggml type) go in a `--tensor-type-file` beside `dst`, removed afterwards."""
+    tensor name, ggml type) go in a `--tensor-type-file` beside `dst`, removed afterwards; `imatrix_exclude` (exact
+    tensor names) are rounded without the importance matrix (`--exclude-weights`, which drops every matrix entry
+    whose name *contains* the string: `methods.gguf.check_imatrix_exclude` refuses names inside other names)."""
     from quantlab.llamacpp.types import tensor_type_pattern
 
     tools = build.ensure(log)
@@ -143,6 +146,8 @@ def quantize(
     args = [str(tools.tool("llama-quantize"))]
     if imatrix is not None:
         args += ["--imatrix", str(imatrix)]
+        for name in imatrix_exclude or []:
+            args += ["--exclude-weights", name]
     if pure:
         args.append("--pure")
     listing = dst.with_name(dst.name + ".tensor-types")

@@ -102,6 +102,12 @@ SUPERBLOCK_TYPES = frozenset(
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 
 
+def matrix_optional(tensor_type: str) -> bool:
+    """Whether a tensor type's rounding uses an importance matrix when given one and is also made without: the
+    k-quants and the legacy 4/5-bit types (Q8_0 and float types ignore it; quantlab keeps IQ types with it)."""
+    return tensor_type not in FLOAT_TYPES and tensor_type != "Q8_0" and not tensor_type.startswith("IQ")
+
+
 # Values per block of the block types outside SUPERBLOCK_TYPES (ggml-common.h); float types have no blocks.
 SMALL_BLOCK = 32
 # A GGUF tensor name as llama.cpp writes them (lower case; llama-quantize lower-cases the patterns it is given).

@@ -40,6 +40,23 @@ def check_tensor_types(info: dict, entries: list[tuple[str, str]]) -> None:
             raise SpecError(f"--tensor-types: {name} has rows of {rows[name]}, not a multiple of {kind}'s blocks")
 
 
+def check_imatrix_exclude(info: dict, names: list[str]) -> None:
+    """Every excluded name is a weight, and no other weight's name contains it: llama-quantize drops every
+    matrix entry whose name contains an `--exclude-weights` string (`output.weight` is inside
+    `blk.0.attn_output.weight`), which would silently round more tensors without the matrix than were named."""
+    weights = [t["name"] for t in info["tensors"] if len(t["shape"]) >= 2]
+    excluded = set(names)
+    for name in names:
+        if name not in weights:
+            raise SpecError(f"--imatrix-exclude names {name!r}, which is not a weight of this model's GGUF")
+        caught = [w for w in weights if name in w and w not in excluded]
+        if caught:
+            raise SpecError(
+                f"--imatrix-exclude {name}: llama-quantize matches by substring, so it would also exclude "
+                f"{caught[0]}; exclude that too or keep {name}"
+            )
+
+
 @dataclass(frozen=True)
 class ImportanceMatrix:
     path: Path
@@ -149,7 +166,7 @@ class GGUFLlamaCpp(Backend):
     default_scheme = DEFAULT_TYPE
     loads_in = LOADS_IN
     # --dtype too is the GGUF type's (F32/F16/BF16)
-    options = frozenset({"scheme", "imatrix", "calibration", "pure", "tensor_types"})
+    options = frozenset({"scheme", "imatrix", "calibration", "pure", "tensor_types", "imatrix_exclude"})
     refusal = (
         f"the GGUF type (--scheme, e.g. {DEFAULT_TYPE}) sets the bits, blocks and float dtype (F32, F16 or BF16 "
         "for an unquantized file; quantized types are made from F16)"
@@ -175,7 +192,14 @@ class GGUFLlamaCpp(Backend):
         if needy and not imatrix:
             raise SpecError(f"tensor types {', '.join(needy)} need an importance matrix: add --imatrix")
         tensor_types = [f"{name}={kind}" for name, kind in entries] or None
+        exclude = list(spec.imatrix_exclude or []) or None
+        if exclude and not imatrix:
+            raise SpecError("--imatrix-exclude names tensors to round without an importance matrix: add --imatrix")
+        needing = sorted(name for name, kind in entries if kind in IMATRIX_REQUIRED and name in set(exclude or []))
+        if needing:
+            raise SpecError(f"--imatrix-exclude: {needing[0]} has a type that needs the importance matrix")
         update = {"scheme": gtype.name, "imatrix": imatrix, "calibration": calibration, "tensor_types": tensor_types}
+        update["imatrix_exclude"] = exclude
         return spec.model_copy(update={"backend": self.name, **update})
 
     def weight_bits(self, spec: MethodSpec) -> WeightBits:
@@ -220,10 +244,12 @@ class GGUFLlamaCpp(Backend):
                 shutil.copyfile(found.path, out / "imatrix.gguf")
                 record, imatrix_record = found.calibration, found.record.model_copy(update={"file": "imatrix.gguf"})
             tensor_types = [parse_tensor_type(e) for e in spec.tensor_types or []]
-            check_tensor_types(ops.inspect(base), tensor_types)
+            listing = ops.inspect(base)
+            check_tensor_types(listing, tensor_types)
+            check_imatrix_exclude(listing, spec.imatrix_exclude or [])
             imatrix = out / "imatrix.gguf" if spec.imatrix else None
-            pure = bool(spec.pure)
-            ops.quantize(base, model_file, gtype.name, log, imatrix=imatrix, pure=pure, tensor_types=tensor_types)
+            options = {"pure": bool(spec.pure), "tensor_types": tensor_types, "imatrix_exclude": spec.imatrix_exclude}
+            ops.quantize(base, model_file, gtype.name, log, imatrix=imatrix, **options)
         # The HF tokenizer beside the GGUF: the bench tokenizes the evaluation text with it, so the llamacpp
         # runtime scores exactly the ids the transformers runtime scores (llama.cpp never re-tokenizes them).
         from transformers import AutoTokenizer
@@ -237,6 +263,8 @@ class GGUFLlamaCpp(Backend):
         notes = []
         if spec.tensor_types:
             notes.append(f"{len(spec.tensor_types)} tensors given their own types (--tensor-types)")
+        if spec.imatrix_exclude:
+            notes.append(f"{len(spec.imatrix_exclude)} tensors rounded without the importance matrix")
         if gguf.fallbacks:
             notes.append(f"{len(gguf.fallbacks)} tensors fell back from {gtype.main} (rows not a multiple of 256)")
         return QuantizeOutcome(format=f"gguf {gtype.name}", calibration=record, gguf=gguf, notes=notes)

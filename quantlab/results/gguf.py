@@ -23,6 +23,7 @@ class TunedGroup(Schema):
     type: str  # the ggml type chosen
     bytes: int
     kld: float  # measured with this group alone at this type, every other weight F16
+    imatrix: bool | None = None  # rounded with the importance matrix (None: not recorded)
 
 
 class TuneRecord(Schema):

@@ -3,8 +3,10 @@
 Every candidate is a real GGUF made by llama-quantize from the one F16 conversion, with the one importance matrix:
 the group at the candidate type and every other weight at F16, scored by llama.cpp on the same ids as the F16
 file itself. So a group's figure is its own rounding error as llama.cpp computes with it, imatrix and fallback
-rules included, and nothing else's. Each figure is appended to a file as soon as it is measured: a killed tune
-starts again where it stopped.
+rules included, and nothing else's. Some candidates are also measured without the importance matrix (`tuner`
+asks for the ones an allocation chose): the matrix weighs each rounding error by its activations, which usually
+helps, but it moves weights off a grid they already sit on (a model distributed quantized). Each figure is appended
+to a file as soon as it is measured: a killed tune starts again where it stopped.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ PROTOCOL = "group alone at the type, every other weight F16; mean KL(F16 || cand
 
 
 class Store:
-    """The measurements made so far for one (model, imatrix, windows) key, one JSON line each."""
+    """The measurements made so far for one (model, imatrix, windows) key, one JSON line each: `found` with the
+    importance matrix, `plain` without it."""
 
     def __init__(self, path: Path, key: dict) -> None:
         self.path = path
         self.key = {**key, "protocol": PROTOCOL}
         self.found: Sensitivity = {}
+        self.plain: Sensitivity = {}
         self.seconds: list[float] = []
         if path.is_file():
             text = path.read_text()
@@ -42,17 +46,20 @@ class Store:
                 for line in lines[1:]:
                     row = _json(line)  # a line cut by a kill is skipped and measured again
                     if row and {"group", "type", "kld"} <= row.keys():
-                        self.found[row["group"], row["type"]] = float(row["kld"])
+                        into = self.found if row.get("imatrix", True) else self.plain
+                        into[row["group"], row["type"]] = float(row["kld"])
                         self.seconds.append(float(row.get("seconds", 0.0)))
                 return
             path.replace(path.with_suffix(".stale"))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"key": self.key}) + "\n")
 
-    def add(self, group: str, tensor_type: str, kld: float, seconds: float) -> None:
-        self.found[group, tensor_type] = kld
+    def add(self, group: str, tensor_type: str, kld: float, seconds: float, *, imatrix: bool = True) -> None:
+        (self.found if imatrix else self.plain)[group, tensor_type] = kld
         self.seconds.append(seconds)
         row = {"group": group, "type": tensor_type, "kld": kld, "seconds": round(seconds, 3)}
+        if not imatrix:
+            row["imatrix"] = False
         with self.path.open("a") as out:
             out.write(json.dumps(row) + "\n")
 
@@ -86,12 +93,21 @@ class Scorer:
                 session.close()
         return self._base
 
-    def file_kld(self, f16: Path, imatrix: Path | None, types: list[tuple[str, str]], scratch: Path) -> float:
-        """The KLD of the file llama-quantize makes from `f16` with these per-tensor types (every weight named)."""
+    def file_kld(
+        self,
+        f16: Path,
+        imatrix: Path | None,
+        types: list[tuple[str, str]],
+        scratch: Path,
+        exclude: list[str] | None = None,
+    ) -> float:
+        """The KLD of the file llama-quantize makes from `f16` with these per-tensor types (every weight named),
+        the tensors in `exclude` rounded without the importance matrix."""
         from quantlab.llamacpp import ops
 
         candidate = scratch / "candidate.gguf"
-        ops.quantize(f16, candidate, "Q8_0", lambda _: None, imatrix=imatrix, pure=True, tensor_types=types)
+        options = {"imatrix": imatrix, "pure": True, "tensor_types": types, "imatrix_exclude": exclude}
+        ops.quantize(f16, candidate, "Q8_0", lambda _: None, **options)
         try:
             return self.kld(candidate)
         finally:
@@ -160,3 +176,22 @@ def measure(
             f"({per:.1f} s each, ~{per * (len(todo) - i) / 60:.0f} min left)"
         )
     return dict(store.found)
+
+
+def measure_plain(
+    asked: list[tuple[Group, str]],
+    tensors: list[Tensor],
+    f16: Path,
+    scorer: Scorer,
+    store: Store,
+    scratch: Path,
+    log: Callable[[str], None],
+) -> None:
+    """These (group, type) pairs measured without the importance matrix, where `store` lacks them."""
+    todo = [(g, t) for g, t in asked if (g.name, t) not in store.plain]
+    for i, (group, tensor_type) in enumerate(todo, 1):
+        started = time.perf_counter()
+        kld = scorer.file_kld(f16, None, overrides(group, tensors, tensor_type), scratch)
+        store.add(group.name, tensor_type, kld, time.perf_counter() - started, imatrix=False)
+        with_it = store.found[group.name, tensor_type]
+        log(f"without imatrix {i}/{len(todo)}: {group.name} at {tensor_type}: KLD {kld:.5f} (with: {with_it:.5f})")

@@ -3,9 +3,10 @@ measurement and verified on text the search never saw.
 
 Steps, each logged: one F16 conversion (llama.cpp's converter); one importance matrix (llama-imatrix over the
 calibration windows); the sensitivity of every tensor group at every candidate type (`sensitivity`, resumable);
-the allocation (`allocate`); the artifact, made by the ordinary GGUF backend from the allocation as per-tensor
-types (`--tensor-types`), so `quantlab quantize` with the recorded spec makes the same file; its size checked
-against the budget; then, unless skipped, its held-out quality measured by the ordinary bench on the test split.
+the allocation (`allocate`), each group with or without the importance matrix as measured (`matrix`); the
+artifact, made by the ordinary GGUF backend from the allocation as per-tensor types (`--tensor-types`,
+`--imatrix-exclude`), so `quantlab quantize` with the recorded spec makes the same file; its size checked against
+the budget; then, unless skipped, its held-out quality measured by the ordinary bench on the test split.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from quantlab.results.gguf import TunedGroup, TuneRecord
 from quantlab.spec import Calibration, MethodSpec
 from quantlab.tune import allocate as alloc
 from quantlab.tune.groups import DEFAULT_TYPES, Group, Tensor, make_groups, quantizable
+from quantlab.tune.matrix import MatrixChoice, better, choose_matrix
 
 ALLOCATOR = (
     "additive model (predicted KLD = sum of each group's KLD measured alone); greedy hull steps by KLD saved per "
@@ -66,6 +68,7 @@ class Prepared:
     groups: list[Group]
     fixed_bytes: int
     work: Path
+    weighed: frozenset[str]  # the tensors the importance matrix has an entry for (matmul inputs it saw)
 
 
 def _types(request: TuneRequest) -> tuple[str, ...]:
@@ -116,12 +119,16 @@ def prepare(source, info, calibration: Calibration, request: TuneRequest, work: 
     if empty:
         raise SpecError(f"no candidate type fits the rows of {', '.join(empty[:4])}: add a block-32 type to --types")
     fixed = f16.stat().st_size - sum(g.bytes_at("F16") for g in groups) + ALIGN * len(listing["tensors"])
-    return Prepared(source.path, info.n_params, f16, imatrix, tensors, groups, fixed, work)
+    weighed = frozenset(
+        t["name"].removesuffix(".in_sum2") for t in ops.inspect(imatrix)["tensors"] if t["name"].endswith(".in_sum2")
+    )
+    return Prepared(source.path, info.n_params, f16, imatrix, tensors, groups, fixed, work, weighed)
 
 
 def sensitivities(prep: Prepared, calibration: Calibration, request: TuneRequest, log):
-    """Every group's KLD at every candidate type, measured or read back; how, in words; and the scorer of the
-    windows (made only when something is scored, and then once: the F16 file's rows cost a full pass)."""
+    """Every group's KLD at every candidate type, measured or read back (the store); the windows' record; and the
+    scorer of the windows (made only when something is scored, and then once: the F16 file's rows cost a full
+    pass)."""
     from transformers import AutoTokenizer
 
     from quantlab.calibration import calibration_samples
@@ -140,40 +147,20 @@ def sensitivities(prep: Prepared, calibration: Calibration, request: TuneRequest
     scorer = Scorer(prep.f16, windows)
     if todo:
         log(f"sensitivity: up to {todo} measurements of {len(prep.groups)} groups on {windows.size} tokens")
-        found = measure(
-            prep.groups, prep.tensors, prep.f16, prep.imatrix, scorer, store, prep.work, log, request.negligible
-        )
-    else:
-        found = dict(store.found)
-    spent = sum(store.seconds)
-    how = (
-        f"{len(found)} llama.cpp runs of {len(prep.groups)} groups × their candidate types, each group alone at the "
+        measure(prep.groups, prep.tensors, prep.f16, prep.imatrix, scorer, store, prep.work, log, request.negligible)
+    return store, record, scorer
+
+
+def how_measured(prep: Prepared, store, record, request: TuneRequest) -> str:
+    runs, spent = len(store.found) + len(store.plain), sum(store.seconds)
+    return (
+        f"{runs} llama.cpp runs: {len(prep.groups)} groups × their candidate types, each group alone at the "
         f"type and every other weight F16, with the importance matrix (smallest type first; a group's larger types "
-        f"not measured once it measured ≤ {request.negligible:g}); mean KL(F16 || candidate) over "
-        f"{request.windows} windows of {request.ctx} tokens of the calibration split ({record.description}, "
-        f"fingerprint {record.token_fingerprint}); {spent / 60:.1f} min of measurement "
-        f"({spent / max(len(found), 1):.1f} s each)"
+        f"not measured once it measured ≤ {request.negligible:g}), and {len(store.plain)} of them without it (types "
+        f"an allocation chose); mean KL(F16 || candidate) over {request.windows} windows of {request.ctx} tokens "
+        f"of the calibration split ({record.description}, fingerprint {record.token_fingerprint}); "
+        f"{spent / 60:.1f} min of measurement ({spent / max(runs, 1):.1f} s each)"
     )
-    return found, how, scorer
-
-
-def with_imatrix(prep: Prepared, allocation: alloc.Allocation, scorer, log) -> tuple[bool, str]:
-    """Whether the chosen file is better with the importance matrix than without, measured like the groups were
-    (both files, on the calibration windows): the matrix weighs each rounding error by its activations, which
-    usually helps, but it can also move weights off a grid they already sit on (a model distributed quantized)."""
-    from quantlab.methods.gguf import IMATRIX_REQUIRED
-
-    types = [(t.name, allocation.choice[g.name]) for g in prep.groups for t in g.tensors]
-    if any(kind in IMATRIX_REQUIRED for _, kind in types):
-        return True, "with the importance matrix: some chosen types need one"
-    kld = {use: scorer.file_kld(prep.f16, prep.imatrix if use else None, types, prep.work) for use in (True, False)}
-    use = kld[True] <= kld[False]
-    said = (
-        f"{'with' if use else 'without'} the importance matrix: the whole allocation measured KLD {kld[True]:.5f} "
-        f"with it and {kld[False]:.5f} without, on the sensitivity windows"
-    )
-    log(said)
-    return use, said
 
 
 def choose(prep: Prepared, found: dict, request: TuneRequest, budget_bytes: int | None) -> alloc.Allocation:
@@ -182,14 +169,15 @@ def choose(prep: Prepared, found: dict, request: TuneRequest, budget_bytes: int 
     return alloc.for_quality(prep.groups, found, prep.fixed_bytes, request.max_kld)
 
 
-def spec_of(prep: Prepared, allocation: alloc.Allocation, calibration: Calibration, imatrix: bool) -> MethodSpec:
+def spec_of(prep: Prepared, choice: MatrixChoice, calibration: Calibration) -> MethodSpec:
     """The allocation as an ordinary GGUF spec: every quantizable tensor named with its type (the file type is the
     most common of them, which llama.cpp records as the file's type; `--pure` keeps any tensor left unnamed at
     it, though none is)."""
     from quantlab.llamacpp.types import GGUF_TYPES
 
-    by_group = {t.name: allocation.choice[g.name] for g in prep.groups for t in g.tensors}
+    by_group = {t.name: choice.allocation.choice[g.name] for g in prep.groups for t in g.tensors}
     common = [t for t, _ in Counter(by_group.values()).most_common() if t in GGUF_TYPES]
+    imatrix = len(choice.plain) < len(prep.groups)
     return MethodSpec(
         method="gguf",
         scheme=common[0] if common else "Q8_0",
@@ -197,18 +185,21 @@ def spec_of(prep: Prepared, allocation: alloc.Allocation, calibration: Calibrati
         imatrix=imatrix,
         calibration=calibration if imatrix else None,
         tensor_types=[f"{name}={kind}" for name, kind in by_group.items()],
+        imatrix_exclude=(choice.exclude or None) if imatrix else None,
     )
 
 
-def record_of(prep, allocation, request, budget, how, found, started, imatrix: str) -> TuneRecord:
+def record_of(prep, choice: MatrixChoice, request, budget, how, store, started) -> TuneRecord:
     objective = f"budget {budget}" if budget else f"max predicted KLD {request.max_kld:g}"
+    allocation, measured = choice.allocation, better(store)
     groups = [
         TunedGroup(
             name=g.name,
             tensors=len(g.tensors),
             type=allocation.choice[g.name],
             bytes=g.bytes_at(allocation.choice[g.name]),
-            kld=found[g.name, allocation.choice[g.name]],
+            kld=measured[g.name, allocation.choice[g.name]],
+            imatrix=g.name not in choice.plain,
         )
         for g in prep.groups
     ]
@@ -222,7 +213,7 @@ def record_of(prep, allocation, request, budget, how, found, started, imatrix: s
         groups=groups,
         predicted_bytes=allocation.bytes,
         predicted_kld=allocation.predicted_kld,
-        imatrix=imatrix,
+        imatrix=choice.said,
         seconds=round(time.perf_counter() - started, 1),
     )
 
@@ -267,12 +258,14 @@ def tune(
     work = work_dir(root or tune_root(), source.content_sha256, calibration, request)
     log = logged(log, work / "tune.log")
     prep = prepare(source, info, calibration, request, work, log, trust_remote_code=trust_remote_code)
-    found, how, scorer = sensitivities(prep, calibration, request, log)
-    allocation = choose(prep, found, request, budget.max_bytes if budget else None)
+    store, windows, scorer = sensitivities(prep, calibration, request, log)
+    limit = budget.max_bytes if budget else None
+    choice = choose_matrix(prep, store, lambda figures: choose(prep, figures, request, limit), scorer, log)
+    allocation = choice.allocation
     log(f"allocation: {allocation.bytes / 1e6:,.2f} MB predicted, predicted KLD {allocation.predicted_kld:.5f}")
-    use_imatrix, said = with_imatrix(prep, allocation, scorer, log)
-    record = record_of(prep, allocation, request, budget, how, found, started, said)
-    spec = spec_of(prep, allocation, calibration, use_imatrix)
+    how = how_measured(prep, store, windows, request)
+    record = record_of(prep, choice, request, budget, how, store, started)
+    spec = spec_of(prep, choice, calibration)
     artifact = quantize(model, spec, out, force=force, trust_remote_code=trust_remote_code, log=log, tune=record)
     written = (artifact.path / artifact.manifest.gguf.file).stat().st_size
     if budget and written > budget.max_bytes:
