@@ -44,6 +44,7 @@ ORDER = (
     "quantlab.runtimes",  # artifacts loaded in-process for measurement
     "quantlab.serve",  # artifacts behind real servers
     "quantlab.bench",  # what is measured
+    "quantlab.tune",  # the best GGUF under a budget, found by measuring candidates
     "quantlab.report",  # derived from results only
     "quantlab.sweep",  # recipes and their executors
     "quantlab.cli",
