@@ -10,6 +10,7 @@ import sys
 
 from quantlab.cli import (  # noqa: F401  (registers the commands)
     bench,
+    compare,
     fit,
     llamacpp,
     methods,

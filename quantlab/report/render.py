@@ -71,13 +71,22 @@ def _page(results: list[Result], title: str, images: dict[str, bytes]) -> str:
         f"<figcaption>{escape(name)}</figcaption></figure>"
         for name, png in images.items()
     )
+    plotted = f"<h2>Plots</h2>{figures}" if images else ""
+    return page(title, f"{body}{plotted}<h2>How these numbers were made</h2><ul>{notes}</ul>")
+
+
+STYLE = (
+    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+)
+
+
+def page(title: str, body: str) -> str:
+    """An HTML page around `body` (already HTML), shared by every page quantlab writes: one style, and nothing
+    loaded from elsewhere (no stylesheet, script or font by URL), so a page opens offline and travels as one file."""
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
-        f"<h1>{escape(title)}</h1>{body}"
-        + (f"<h2>Plots</h2>{figures}" if images else "")
-        + f"<h2>How these numbers were made</h2><ul>{notes}</ul></body></html>\n"
+        f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>\n"
     )
 
 
