@@ -169,6 +169,8 @@ def test_methods_and_rigs_commands():
         ("gptq", "llmcompressor"),
         ("gptq", "gptqmodel"),
         ("gptq", "auto-gptq"),
+        ("autoround", "llmcompressor"),
+        ("autoround", "autoround"),
         ("awq", "llmcompressor"),
         ("awq", "gptqmodel"),
         ("awq", "autoawq"),
@@ -193,6 +195,7 @@ def test_methods_and_rigs_commands():
     assert all(bool(row["why_not"]) != row["usable"] for row in rows.values())
     assert rows[("gptq", "auto-gptq")]["legacy"] and rows[("awq", "autoawq")]["legacy"]
     assert [key for key, row in rows.items() if row["default"]] == [
+        ("autoround", "llmcompressor"),
         ("awq", "llmcompressor"),
         ("bnb", "bitsandbytes"),
         ("fp4", "llmcompressor"),
