@@ -1,5 +1,6 @@
 """The size/quality frontier of a set of GGUF artifacts, from their held-out records: the table (frontier marked),
-the comparison of each tuned artifact with the best stock one of equal or smaller size, and the plot."""
+the comparison of each tuned artifact with the best other one (stock llama.cpp or AutoRound) of equal or smaller
+size, and the plot."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-WIN = 0.10  # the margin a tuned artifact must beat the best stock one of equal or smaller size by
+WIN = 0.10  # the margin a tuned artifact must beat the best other one of equal or smaller size by
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,10 @@ class Point:
     top1: float
     types: str  # tensor types as written
     tuned: bool
+    maker: str = "llama.cpp"  # who chose the rounding: llama.cpp's quantizer, AutoRound, or quantlab tune
     budget: int = 0
     predicted: float = 0.0
+    matrix: str = ""  # tune's importance-matrix decision, e.g. "per group, 12 of 36 groups without"
 
     @classmethod
     def of(cls, name: str, artifact, record) -> Point:
@@ -37,9 +40,19 @@ class Point:
             top1=vs.top1_agreement,
             types=", ".join(f"{t}×{n}" for t, n in gguf.tensor_types.items()),
             tuned=tune is not None,
+            maker="tune" if tune else ("AutoRound" if artifact.manifest.spec.method == "autoround" else "llama.cpp"),
             budget=tune.max_bytes or 0 if tune else 0,
             predicted=tune.predicted_kld if tune else 0.0,
+            matrix=_matrix(tune) if tune else "",
         )
+
+
+def _matrix(tune) -> str:
+    """The decision and how many groups were rounded without the matrix (the embedding, which it has no entry
+    for, always is)."""
+    decision = (tune.imatrix or "").split(":")[0]
+    without = sum(g.imatrix is False for g in tune.groups)
+    return f"{decision} ({without} of {len(tune.groups)} groups rounded without it)" if decision else ""
 
 
 def on_frontier(point: Point, points: list[Point]) -> bool:
@@ -56,24 +69,28 @@ def best_stock_within(point: Point, stock: list[Point]) -> Point | None:
 
 
 def frontier_doc(points: list[Point], results: Path) -> tuple[str, dict[str, bool]]:
-    """The markdown report, and per tuned artifact whether it beat the best stock one within its size by WIN."""
+    """The markdown report, and per tuned artifact whether it beat the best other one (stock llama.cpp or AutoRound)
+    within its size by WIN."""
     stock = [p for p in points if not p.tuned]
     lines = [
-        "# GGUF size/quality frontier: stock llama.cpp types and `quantlab tune`",
+        "# GGUF size/quality frontier: llama.cpp's stock types, AutoRound's GGUF export and `quantlab tune`",
         "",
         "| artifact | file MB | bits/weight | held-out KLD | ppl | top-1 % | frontier | tensor types written |",
         "|:--|--:|--:|--:|--:|--:|:--|:--|",
     ]
     for p in sorted(points, key=lambda p: p.bytes):
-        mark = "all" if on_frontier(p, points) else ("stock" if not p.tuned and on_frontier(p, stock) else "")
+        mark = "all" if on_frontier(p, points) else ("without tune" if not p.tuned and on_frontier(p, stock) else "")
         lines.append(
             f"| {p.name} | {p.bytes / 1e6:.2f} | {p.bpw:.3f} | {p.kld:.5f} | {p.ppl:.3f} | {100 * p.top1:.2f} | "
             f"{mark} | {p.types} |"
         )
     wins: dict[str, bool] = {}
-    lines += ["", "## Each tuned artifact against the best stock artifact of equal or smaller size", ""]
-    lines += ["| tuned | budget MB | predicted KLD | held-out KLD | best stock within its size | its KLD | lower by |"]
-    lines += ["|:--|--:|--:|--:|:--|--:|--:|"]
+    lines += ["", "## Each tuned artifact against the best other artifact of equal or smaller size", ""]
+    lines += [
+        "| tuned | budget MB | predicted KLD | held-out KLD | best other within its size | its KLD | lower by | "
+        "importance matrix |"
+    ]
+    lines += ["|:--|--:|--:|--:|:--|--:|--:|:--|"]
     for p in sorted((p for p in points if p.tuned), key=lambda p: p.bytes):
         best = best_stock_within(p, stock)
         gain = 1 - p.kld / best.kld if best else 1.0
@@ -81,7 +98,7 @@ def frontier_doc(points: list[Point], results: Path) -> tuple[str, dict[str, boo
         named = f"{best.name} ({best.bytes / 1e6:.2f} MB)" if best else "none"
         lines.append(
             f"| {p.name} | {p.budget / 1e6:.2f} | {p.predicted:.5f} | {p.kld:.5f} | {named} | "
-            f"{best.kld if best else float('nan'):.5f} | {100 * gain:.1f}% |"
+            f"{best.kld if best else float('nan'):.5f} | {100 * gain:.1f}% | {p.matrix} |"
         )
     return "\n".join(lines) + "\n", wins
 
@@ -93,11 +110,15 @@ def plot_frontier(points: list[Point]) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    for group, style in ((False, dict(marker="o", color="tab:blue")), (True, dict(marker="*", color="tab:red", s=120))):
-        chosen = [p for p in points if p.tuned == group]
-        ax.scatter(
-            [p.bytes / 1e6 for p in chosen], [p.kld for p in chosen], label="tune" if group else "stock", **style
-        )
+    styles = {
+        "llama.cpp": dict(marker="o", color="tab:blue", label="stock llama.cpp"),
+        "AutoRound": dict(marker="s", color="tab:green", label="AutoRound GGUF"),
+        "tune": dict(marker="*", color="tab:red", s=120, label="quantlab tune"),
+    }
+    for maker, style in styles.items():
+        chosen = [p for p in points if p.maker == maker]
+        if chosen:
+            ax.scatter([p.bytes / 1e6 for p in chosen], [p.kld for p in chosen], **style)
     edge = sorted((p for p in points if on_frontier(p, points)), key=lambda p: p.bytes)
     ax.step([p.bytes / 1e6 for p in edge], [p.kld for p in edge], where="post", color="gray", lw=1, label="frontier")
     for p in points:
