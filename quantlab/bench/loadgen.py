@@ -1,6 +1,7 @@
 """The load generator: concurrent streaming completions against an OpenAI-compatible endpoint.
 
-It measures what a serving benchmark (vLLM's `bench serve`) measures, with the same definitions:
+It measures what a serving benchmark (vLLM's `bench serve`) measures, with the same definitions (written into every
+load sweep as `results.LATENCY_DEFINITIONS`):
 - TTFT: request sent → first streamed token;
 - TPOT: (end − first token) / (output tokens − 1), per request;
 - ITL: the gap between consecutive streamed chunks, pooled over all requests;

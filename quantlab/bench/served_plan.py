@@ -140,12 +140,17 @@ def without_speculation(options: ServingOptions) -> ServingOptions:
 
 def cut_prompts(artifact: Artifact, config: BenchConfig) -> Prompts:
     """Consecutive slices of the dataset's token stream, decoded to text (the servers take text)."""
+    return cut_prompts_with(tokenizer_dir(artifact), config)
+
+
+def cut_prompts_with(tokenizer_directory: Path, config: BenchConfig) -> Prompts:
+    """`cut_prompts` with a given tokenizer: an external server's artifact may be unknown (`bench.target`)."""
     from transformers import AutoTokenizer
 
     needed = 1 + sum(config.requests_at(c) for c in config.concurrency)
     shared = config.shared_prefix_tokens
     text, source = load_text(config.dataset, "test")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(artifact))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_directory)
     total = shared + needed * config.prompt_tokens
     ids = tokenize(tokenizer, text, total)
     if len(ids) < total:

@@ -10,7 +10,7 @@ from quantlab.bench.served_plan import ServedPlan
 from quantlab.bench.served_run import ServedRun
 from quantlab.corpus import token_fingerprint
 from quantlab.env import host_info, library_versions, quantlab_version
-from quantlab.results import BenchSettings, CellRef, CostPoint, LoadSweep, MemoryMetrics, Result
+from quantlab.results import LATENCY_DEFINITIONS, BenchSettings, CellRef, CostPoint, LoadSweep, MemoryMetrics, Result
 from quantlab.rigs import usd_per_million
 
 
@@ -89,4 +89,5 @@ def _load_sweep(plan: ServedPlan, run: ServedRun) -> LoadSweep:
         slo=config.slo,
         kv_allocation=run.kv,
         greedy_check=run.greedy,
+        latency_definitions=dict(LATENCY_DEFINITIONS),
     )

@@ -38,8 +38,15 @@ def _refuse_other_mode(settings: dict, load: bool) -> None:
 @app.command()
 @bench_options()
 def bench(
-    artifacts: Annotated[list[Path], typer.Argument(help="Artifact directories made by 'quantlab quantize'.")],
     settings: dict,
+    artifacts: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Artifact directories made by 'quantlab quantize' (with --target: at most one, the artifact you say "
+            "the server serves; recorded as named by you, not verified).",
+            show_default=False,
+        ),
+    ] = None,
     baseline: Annotated[
         Path | None,
         typer.Option(
@@ -59,6 +66,13 @@ def bench(
             "with concurrent streaming requests: TTFT, TPOT, ITL, tok/s, $/1M per level.",
         ),
     ] = False,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="With --load: measure a server that is already running at this base URL (any OpenAI-compatible "
+            "endpoint) instead of serving artifacts; the record says 'external' and carries no quality.",
+        ),
+    ] = None,
 ) -> None:
     """Measure artifacts: perplexity (and KLD/top-1 vs --baseline), prefill/decode tok/s per batch size,
     peak memory, and $/1M tokens on the rig. Appends one JSON record per artifact to --results and prints
@@ -68,8 +82,17 @@ def bench(
     _refuse_other_mode(settings, load)
     if load and baseline is not None:
         raise OptionError("--baseline measures in-process runs, not --load")
+    if target is not None and not load:
+        raise OptionError("--target measures a running server under load: add --load")
+    if target is None and not artifacts:
+        raise OptionError("name at least one artifact (or measure a running server: --load --target URL)")
+    if target is not None and len(artifacts or []) > 1:
+        raise OptionError("--target measures one server: name at most one artifact (the one it serves)")
     config = build(BenchConfig, settings, BenchError)
-    if load:
+    if target is not None:
+        records = [_bench_target(target, artifacts, config, results)]
+        title = "quantlab bench --load --target"
+    elif load:
         from quantlab.bench.served import bench_load
         from quantlab.util.signals import exit_on_sigterm
 
@@ -85,3 +108,13 @@ def bench(
         title = "quantlab bench"
     emit(report.markdown(records, title=title))
     console.print(f"[green]appended[/green] {len(records)} record(s) to {results}")
+
+
+def _bench_target(target: str, artifacts: list[Path] | None, config: BenchConfig, results: Path):
+    from quantlab.bench.target import bench_target
+    from quantlab.util.signals import exit_on_sigterm
+
+    exit_on_sigterm()
+    with steps("measuring") as step:
+        named = artifacts[0] if artifacts else None
+        return bench_target(target, config=config, artifact=named, results_path=results, progress=step)

@@ -89,7 +89,8 @@ def _measured_kv(results: Path, artifact, kv_dtype: str) -> tuple[float, str]:
     for r in read_results(results, warn=warning):
         kv = (r.load.kv_allocation if r.load else None) or r.runtime.kv_allocation
         if (
-            r.artifact.digest == artifact.digest
+            r.artifact is not None  # an external server's record (--target) has no artifact to match
+            and r.artifact.digest == artifact.digest
             and kv is not None
             and kv.type_k == kv.type_v
             and memfit.kv_dtype_of(kv.type_k) == kv_dtype

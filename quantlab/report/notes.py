@@ -11,14 +11,16 @@ import itertools
 from collections import Counter
 
 from quantlab.report.quality_detail import quality_detail_notes
-from quantlab.report.selection import comparable, host, select, spans_hosts
+from quantlab.report.selection import comparable, host, select, spans_hosts, subject, with_artifact
 from quantlab.report.tables import cell_key, mark_numbers, tensor_types
-from quantlab.results import KERNEL_MEANING, Result
+from quantlab.results import KERNEL_MEANING, UNKNOWN, Result
 from quantlab.rigs import COST_FORMULA
 
 
 def footnotes(results: list[Result]) -> list[str]:
-    """Every note of a report, in the order the report prints them."""
+    """Every note of a report, in the order the report prints them. An external server's record has no artifact:
+    it has the served notes and its own (`external_notes`), none of the artifacts' notes."""
+    served, results = results, with_artifact(results)
     notes = _quality_notes(results) + quality_detail_notes(results) + _speed_notes(results)
     notes += [f"Memory: {kind}." for kind in sorted({r.memory.note for r in results if r.memory})]
     sources = {r.artifact.source_description for r in results if r.artifact.source_description}
@@ -28,7 +30,7 @@ def footnotes(results: list[Result]) -> list[str]:
     notes += [f"Batching in {name}: {how}." for name, how in sorted(batching)]
     notes += _decode_notes(results)
     notes += gguf_ordering_notes(results)
-    notes += load_notes(results)
+    notes += load_notes(served) + external_notes(served)
     notes += tasks_notes(results)
     notes += choose_notes(results)
     notes += _kernel_notes(results)
@@ -237,7 +239,7 @@ def load_notes(results: list[Result]) -> list[str]:
         fit = r.load.memfit
         if fit is not None and r.memory is not None:
             notes.append(
-                f"Memory, {r.artifact.display_label(backend=False)} served by {r.load.engine}: measured "
+                f"Memory, {subject(r, backend=False)} served by {r.load.engine}: measured "
                 f"peak {r.memory.peak_bytes / 1e6:,.0f} MB ({r.memory.kind}); the memory-fit "
                 f"arithmetic for batch {fit.batch} × ctx {fit.ctx}: weights {fit.weight_bytes / 1e6:,.0f} "
                 f"MB + KV {fit.kv_bytes / 1e6:,.1f} MB = {fit.needed_bytes / 1e6:,.0f} MB; the rest is "
@@ -248,6 +250,25 @@ def load_notes(results: list[Result]) -> list[str]:
         notes.append(
             f"Served cost: {COST_FORMULA}, from output tok/s at each concurrency level (cost falls as "
             f"batching raises throughput); rig {name} at ${price}/h ({note})."
+        )
+    return notes
+
+
+def external_notes(results: list[Result]) -> list[str]:
+    """What an external server's row rests on: what it said of itself, and what quantlab does not know."""
+    notes = []
+    for r in results:
+        if r.target is None:
+            continue
+        t = r.target
+        props = t.props.model_dump() if t.props else UNKNOWN
+        named = f"; artifact {t.named_artifact.label} ({t.named_artifact.digest[:12]}) {t.named_artifact.note}" \
+            if t.named_artifact else ""  # fmt: skip
+        notes.append(
+            f"{t.label()}: a server quantlab did not start, measured with the same load generator and definitions; "
+            f"no artifact, so no digest, quality or kernel path, and its hardware is unknown. /v1/models: "
+            f"{', '.join(t.model_ids) if t.model_ids else UNKNOWN}; /props: {props} ({'; '.join(t.probes)}); every "
+            f"request added {t.request_fields}{named}."
         )
     return notes
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 
+from quantlab.report.selection import subject
 from quantlab.results import Result, speed_is_formats_own
 
 
@@ -121,7 +122,7 @@ def throughput_vs_concurrency(results: list[Result]) -> bytes | None:
         return None
     fig, ax = _figure()
     for i, r in enumerate(served):
-        name = r.artifact.display_label(backend=False)
+        name = subject(r, backend=False)
         levels = sorted(r.load.levels, key=lambda lv: lv.concurrency)
         style = "-" if r.load.batches else ":"
         ax.plot(
@@ -130,7 +131,7 @@ def throughput_vs_concurrency(results: list[Result]) -> bytes | None:
             style,
             marker="o",
             color=f"C{i % 10}",
-            label=f"{name} ({r.load.engine}{'' if r.load.batches else ', not batched'})",
+            label=f"{name} ({r.load.engine}{'' if r.load.batches or r.target else ', not batched'})",
         )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent requests")

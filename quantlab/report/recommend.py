@@ -69,6 +69,9 @@ def recommend(
     priced = [r for r in on_rig if (r.load is not None) == (basis == "served")]
     considered, excluded = [], []
     for r in priced:
+        if r.target is not None:  # never a candidate: a choice rests on quality, and nothing scored its weights
+            excluded.append((r.target.label(), "an external server (--target): no artifact measured, so no quality"))
+            continue
         label = r.artifact.display_label(backend=True)
         own = r.load is None and r.quality is not None and r.quality.vs_baseline is not None
         scored_by = (r if any(r is x for x in scored) else None) if own else quality.get(r.artifact.digest)

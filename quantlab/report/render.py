@@ -18,6 +18,7 @@ from quantlab.report.choose import choose_table
 from quantlab.report.claims import claims_table
 from quantlab.report.notes import footnotes
 from quantlab.report.quality_detail import quality_detail_table
+from quantlab.report.selection import with_artifact
 from quantlab.report.tables import batch_table, gguf_table, load_table, main_table, tasks_table
 from quantlab.results import Result
 from quantlab.util.files import write_atomic
@@ -26,16 +27,18 @@ TITLE = "quantlab results"
 
 
 def sections(results: list[Result]) -> list[tuple[str | None, pd.DataFrame]]:
-    """The report's tables in order, each built once, empty ones left out; the main table has no heading."""
+    """The report's tables in order, each built once, empty ones left out; the main table has no heading. An
+    external server's record (no artifact) appears in the served table only."""
+    own = with_artifact(results)
     tables = [
-        (None, main_table(results)),
-        ("Which format to choose (measured)", choose_table(results)),
-        ("Quality in detail (llama-perplexity's statistics)", quality_detail_table(results)),
-        ("Throughput by batch size", batch_table(results)),
-        ("Task accuracy (lm-eval) and recovery", tasks_table(results)),
+        (None, main_table(own)),
+        ("Which format to choose (measured)", choose_table(own)),
+        ("Quality in detail (llama-perplexity's statistics)", quality_detail_table(own)),
+        ("Throughput by batch size", batch_table(own)),
+        ("Task accuracy (lm-eval) and recovery", tasks_table(own)),
         ("Served under load (batching)", load_table(results)),
-        ("GGUF: tensor types as written", gguf_table(results)),
-        ("The guide's claims, measured here", claims_table(results)),
+        ("GGUF: tensor types as written", gguf_table(own)),
+        ("The guide's claims, measured here", claims_table(own)),
     ]
     return [(heading, table) for heading, table in tables if not table.empty]
 
@@ -52,7 +55,7 @@ def markdown(results: list[Result], *, title: str = TITLE) -> str:
 
 
 def csv(results: list[Result]) -> str:
-    return main_table(results).to_csv(index=False)
+    return main_table(with_artifact(results)).to_csv(index=False)
 
 
 def html(results: list[Result], *, title: str = TITLE) -> str:

@@ -13,13 +13,31 @@ from quantlab.results import Result, SpeedPoint, speed_is_formats_own
 def host(r: Result) -> str:
     """The machine a record's speed, memory and price belong to: the GPU model on CUDA, else the CPU model.
 
-    A model, not a hostname: two machines of one model measure alike, and a hostname tells a reader nothing.
+    A model, not a hostname: two machines of one model measure alike, and a hostname tells a reader nothing. An
+    external server's machine is unknown (the load generator's host is not the server's).
     """
+    if r.target is not None:
+        return f"unknown ({r.target.host_port()})"
     return r.runtime.device_name if r.runtime.device.startswith("cuda") else r.host.cpu
+
+
+def subject(r: Result, *, backend: bool = True, scheme: bool = True) -> str:
+    """What a record measured, as a reader sees it: the artifact's label, or "external: <model> @ host:port"."""
+    if r.artifact is None:
+        return r.target.label()
+    return r.artifact.display_label(backend=backend, scheme=scheme)
+
+
+def with_artifact(results: list[Result]) -> list[Result]:
+    """The records of artifacts quantlab measured: what every quality, size, speed and choice table ranks. An
+    external server's record has no artifact; only the served table (and its notes) show it."""
+    return [r for r in results if r.artifact is not None]
 
 
 def scheme(r: Result) -> str:
     """The artifact's scheme, plus the KV-cache type a measurement asked for (the same file, another cache)."""
+    if r.artifact is None:
+        return "–"
     return r.artifact.label + (f", KV {r.runtime.kv_cache_dtype}" if r.runtime.kv_cache_dtype else "")
 
 
@@ -30,7 +48,7 @@ def spans_hosts(results: list[Result]) -> bool:
 
 def _key(r: Result) -> tuple:
     return (
-        r.artifact.digest,
+        r.artifact.digest if r.artifact else r.target.model_dump_json(include={"url", "model_ids", "named_artifact"}),
         r.runtime.runtime,
         r.runtime.kernel,
         r.runtime.device,
@@ -65,9 +83,14 @@ def select(results: list[Result], latest_only: bool = True) -> list[Result]:
         key = _key(result)
         if key not in newest or result.timestamp >= newest[key].timestamp:
             newest[key] = result
-    return sorted(
-        newest.values(), key=lambda r: (r.artifact.method != "none", -r.artifact.weight_bytes, r.artifact.label)
-    )
+    return sorted(newest.values(), key=_order)
+
+
+def _order(r: Result) -> tuple:
+    """Baseline first, then largest weights first; external servers (no artifact) last, by their label."""
+    if r.artifact is None:
+        return (True, True, 0, r.target.label())
+    return (False, r.artifact.method != "none", -r.artifact.weight_bytes, r.artifact.label)
 
 
 def speed_at(result: Result, batch: int | None = None) -> SpeedPoint | None:

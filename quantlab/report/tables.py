@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from quantlab.report.selection import compiled, host, own_speed, quality_pct, scheme, spans_hosts, speed_at
+from quantlab.report.selection import (
+    compiled,
+    host,
+    own_speed,
+    quality_pct,
+    scheme,
+    spans_hosts,
+    speed_at,
+    subject,
+    with_artifact,
+)
 from quantlab.results import Result
 
 MAIN_COLUMNS = [
@@ -134,24 +144,23 @@ def load_table(results: list[Result]) -> pd.DataFrame:
 
     Columns for the other levers appear only when some run used them: "options" (KV-cache type, prefix cache,
     shared prompt prefix), "SLO met / goodput" (with --slo), and the engine's own prefill counters."""
-    rows, marks = [], mark_numbers(results)
+    rows, marks = [], mark_numbers(with_artifact(results))  # numbered as every other table numbers them
     served = [r for r in results if r.load is not None]
     show_options = any(not r.load.options.plain or r.load.shared_prefix_tokens for r in served)
     show_slo = any(r.load.slo is not None for r in served)
     show_prefill = show_options and any(lv.engine_counters for r in served for lv in r.load.levels)
     show_spec = any(r.load.options.speculative for r in served)
     for r in served:
-        sweep, mark = r.load, kernel_mark(r, marks)
+        sweep, mark = r.load, ("" if r.target else kernel_mark(r, marks))  # external: no kernel to mark
         base = next((lv for lv in sweep.levels if lv.concurrency == 1), None)
         for lv in sweep.levels:
             cost = next((c for c in r.cost if c.basis == "served" and c.batch_size == lv.concurrency), None)
             gain = f"{lv.total_tok_s / base.total_tok_s:.1f}×" if base and base.total_tok_s > 0 else "–"
             row = {
-                "method": r.artifact.display_label(backend=True, scheme=False),
-                "scheme": r.artifact.label,
+                "method": subject(r, scheme=False),
+                "scheme": scheme(r) if r.target else r.artifact.label,
                 "host": host(r),
-                "engine": f"{sweep.engine}{'' if sweep.batches else ' (not batched)'}"
-                f"{'' if sweep.engine_verified else ' (unverified)'}",
+                "engine": _engine(sweep),
             }
             if show_options:
                 row["options"] = serving_label(sweep)
@@ -176,6 +185,14 @@ def load_table(results: list[Result]) -> pd.DataFrame:
             row["$/1M out"] = (f"{cost.usd_per_1m_tokens:.3f} ({r.rig.name})" + mark) if cost else "–"
             rows.append(row)
     return with_hosts(rows, results)
+
+
+def _engine(sweep) -> str:
+    if sweep.engine == "external":  # quantlab did not start it: whether and how it batches is not known
+        return f"external {sweep.engine_version} (batching unknown)"
+    return (
+        f"{sweep.engine}{'' if sweep.batches else ' (not batched)'}{'' if sweep.engine_verified else ' (unverified)'}"
+    )
 
 
 def serving_label(sweep) -> str:

@@ -1,7 +1,7 @@
 """The results schema and its files: records (`records`), the measurements they carry (`metrics`), the kernel
 vocabulary (`kernels`), where a number came from (`provenance`: text and host), what llama.cpp wrote (`gguf`),
-the memory-fit arithmetic (`fit`), the serving levers (`serving`), goodput (`slo`), JSONL reading and
-appending (`io`), and the base every model derives from (`schema`).
+the memory-fit arithmetic (`fit`), the serving levers (`serving`), an external server (`target`), goodput (`slo`),
+JSONL reading and appending (`io`), and the base every model derives from (`schema`).
 
 Importing this package loads no torch, no transformers and no runtime, and it imports nothing of quantlab but
 itself and the error family (tests/test_layers.py): every layer writes or reads these records, and reading
@@ -21,6 +21,7 @@ from quantlab.results.kernels import (
     speed_is_formats_own,
 )
 from quantlab.results.metrics import (
+    LATENCY_DEFINITIONS,
     PROTOCOL,
     BaselineComparison,
     Dist,
@@ -49,12 +50,15 @@ from quantlab.results.records import (
     RigRef,
 )
 from quantlab.results.serving import NGRAM, ServingOptions
+from quantlab.results.target import UNKNOWN, ExternalTarget, NamedArtifact, ServerProps
 
 __all__ = [
     "KERNEL_MEANING",
+    "LATENCY_DEFINITIONS",
     "NGRAM",
     "PROTOCOL",
     "SCHEMA_VERSION",
+    "UNKNOWN",
     "ArtifactRef",
     "BaselineComparison",
     "BenchSettings",
@@ -64,6 +68,7 @@ __all__ = [
     "Dist",
     "DivergenceDetail",
     "EngineCounters",
+    "ExternalTarget",
     "Footprint",
     "GGUFRecord",
     "GreedyCheck",
@@ -74,6 +79,7 @@ __all__ = [
     "LoadLevel",
     "LoadSweep",
     "MemoryMetrics",
+    "NamedArtifact",
     "OpShare",
     "QualityMetrics",
     "Quantiles",
@@ -81,6 +87,7 @@ __all__ = [
     "RigRef",
     "Roofline",
     "RuntimeDescription",
+    "ServerProps",
     "ServingOptions",
     "SpeedPoint",
     "Spread",

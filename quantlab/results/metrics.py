@@ -24,6 +24,20 @@ PROTOCOL = (
 )
 
 
+# What each served latency column means, written into every load sweep (quantlab's own and an external target's),
+# so a reader comparing with another tool sees which definition a figure uses: quantlab's TPOT is GuideLLM's ITL,
+# GuideLLM's TPOT counts the first token, and quantlab's ITL pools chunk gaps over all requests (its median runs
+# about half a per-request gap).
+LATENCY_DEFINITIONS = {
+    "ttft_ms": "per request: request sent → first streamed chunk with text",
+    "tpot_ms": "per request: (end of stream − first streamed chunk) / (output tokens − 1); the distribution is "
+    "over requests (GuideLLM's ITL; GuideLLM's TPOT includes the first token)",
+    "itl_ms": "pooled: every gap between consecutive streamed chunks, of all completed requests together (a chunk "
+    "may carry several tokens); not a per-request mean",
+    "e2e_ms": "per request: request sent → last byte of the stream",
+}
+
+
 class Quantiles(Schema):
     """A per-token distribution at the points llama-perplexity prints, with its interpolation (linear between
     order statistics; the median of an even count is the mean of the middle two), so a figure here can be set
@@ -217,7 +231,7 @@ class LoadSweep(Schema):
     batching: str
     # the engine settings as launched (slots, context, threads, batching and cache switches), without paths
     launch: list[str] = Field(default_factory=list)
-    startup_s: float  # process start → health answered and one warm-up request completed
+    startup_s: float | None  # process start → health answered and one warm-up request completed; None: not started here
     prompt_tokens: int  # per request, as quantlab tokenized the prompt text (the server re-tokenizes it)
     output_tokens: int  # per request, forced (EOS suppressed, see serve.engines)
     prompts: str  # where the prompt texts came from
@@ -228,6 +242,8 @@ class LoadSweep(Schema):
     slo: Slo | None = None
     kv_allocation: KvAllocation | None = None
     greedy_check: GreedyCheck | None = None  # with speculative decoding (options.speculative)
+    # LATENCY_DEFINITIONS as measured; None in records made before they were written into records
+    latency_definitions: dict[str, str] | None = None
 
 
 class TaskScore(Schema):

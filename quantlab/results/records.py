@@ -10,11 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from pydantic import model_validator
+
 from quantlab.results.gguf import GGUFRecord
 from quantlab.results.kernels import RuntimeDescription
 from quantlab.results.metrics import LoadSweep, QualityMetrics, Roofline, SpeedPoint, TaskResults
 from quantlab.results.provenance import HostInfo, TextSource
 from quantlab.results.schema import Schema
+from quantlab.results.target import ExternalTarget
 
 SCHEMA_VERSION = 1
 
@@ -96,7 +99,8 @@ class Result(Schema):
     run_id: str
     timestamp: datetime
     quantlab_version: str
-    artifact: ArtifactRef
+    # None only for a server quantlab did not start (`target`): no artifact was seen, so none is claimed
+    artifact: ArtifactRef | None
     runtime: RuntimeDescription
     rig: RigRef
     settings: BenchSettings
@@ -110,3 +114,14 @@ class Result(Schema):
     load: LoadSweep | None = None  # a served engine under concurrent load (`quantlab bench --load`)
     tasks: TaskResults | None = None  # lm-eval task scores (`quantlab bench --tasks`), with recovery
     cell: CellRef | None = None  # set by `quantlab run`
+    target: ExternalTarget | None = None  # `bench --load --target URL`: an external server, measured under load
+
+    @model_validator(mode="after")
+    def _artifact_or_target(self) -> Result:
+        """Exactly one subject: an artifact quantlab served or loaded, or an external server with no artifact (a
+        record with both would pass an unverified artifact off as measured; one with neither names nothing)."""
+        if (self.artifact is None) == (self.target is None):
+            raise ValueError("a result names an artifact or an external target (--target), exactly one")
+        if self.target is not None and (self.load is None or self.quality is not None):
+            raise ValueError("an external target's result is a served load sweep, with no quality")
+        return self

@@ -127,7 +127,7 @@ def settings(r: Result) -> dict[str, str]:
     s = r.settings
     vs = r.quality.vs_baseline if r.quality else None
     facts = {
-        "artifact digest": r.artifact.digest,
+        "artifact digest": r.artifact.digest if r.artifact else "none (external server)",
         "host": host(r),
         "device": r.runtime.device,
         "kernel path": r.runtime.kernel,

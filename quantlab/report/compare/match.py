@@ -27,18 +27,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from quantlab.report.selection import compiled, select
+from quantlab.report.selection import compiled, select, subject
 from quantlab.report.tables import serving_label
 from quantlab.results import Result
 
 Key = Callable[[Result], tuple | None]
 
 IDENTITIES: list[tuple[str, Key]] = [
-    ("artifact digest", lambda r: (r.artifact.digest,)),
+    ("artifact digest", lambda r: (r.artifact.digest,) if r.artifact else None),
     ("recipe cell", lambda r: (r.cell.key,) if r.cell else None),
+    # an external server (no artifact): the same URL reporting the same models; what it runs is the owner's
+    ("external target", lambda r: (r.target.url, tuple(r.target.model_ids or ())) if r.target else None),
     (
         "method/backend/scheme/source",
-        lambda r: (r.artifact.method, r.artifact.backend, r.artifact.label, r.artifact.source_sha256),
+        lambda r: (
+            (r.artifact.method, r.artifact.backend, r.artifact.label, r.artifact.source_sha256) if r.artifact else None
+        ),
     ),
 ]
 
@@ -60,7 +64,7 @@ def describe(r: Result) -> str:
 
 
 def title(r: Result) -> str:
-    return f"{r.artifact.display_label(backend=True)} · {describe(r)}"
+    return f"{subject(r)} · {describe(r)}"
 
 
 @dataclass(frozen=True)

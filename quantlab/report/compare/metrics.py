@@ -17,11 +17,13 @@ MB = 1e6
 
 def measures(r: Result) -> dict[str, Measure]:
     """The record's figures in the order a reader scans them: the file, memory, speed, price, quality, served."""
-    found = {  # in bytes: a rebuilt artifact often differs from the first by a few bytes of metadata only
-        "weights, bytes": Measure(r.artifact.weight_bytes, "exact"),
-        "size on disk, bytes": Measure(r.artifact.disk_bytes, "exact"),
-    }
-    found["quantize s"] = Measure(r.artifact.quantize_seconds, "none")
+    found = {}
+    if r.artifact is not None:  # an external server's record has no artifact, so no file to measure
+        found |= {  # in bytes: a rebuilt artifact often differs from the first by a few bytes of metadata only
+            "weights, bytes": Measure(r.artifact.weight_bytes, "exact"),
+            "size on disk, bytes": Measure(r.artifact.disk_bytes, "exact"),
+            "quantize s": Measure(r.artifact.quantize_seconds, "none"),
+        }
     if r.memory is not None:
         found["peak memory MB"] = Measure(r.memory.peak_bytes / MB, "none")
     found |= _speed(r) | _quality(r) | _tasks(r) | _served(r)
@@ -90,7 +92,7 @@ def _tasks(r: Result) -> dict[str, Measure]:
 def _served(r: Result) -> dict[str, Measure]:
     if r.load is None:
         return {}
-    found = {"served: startup s": Measure(r.load.startup_s, "none")}
+    found = {} if r.load.startup_s is None else {"served: startup s": Measure(r.load.startup_s, "none")}
     prices = {c.batch_size: c.usd_per_1m_tokens for c in r.cost if c.basis == "served"}
     for lv in sorted(r.load.levels, key=lambda lv: lv.concurrency):
         at = f"served c={lv.concurrency}:"
