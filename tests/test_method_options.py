@@ -30,6 +30,7 @@ VALID = {
     "imatrix": True,
     "pure": True,
     "tensor_types": ["token_embd.weight=Q8_0"],
+    "imatrix_exclude": ["blk.0.ffn_down.weight"],
     "double_quant": True,
     "compute_dtype": "bf16",
     "iters": 10,
@@ -38,6 +39,8 @@ VALID = {
     "rotation": "spinquant",
     "calibration": Calibration(n_samples=8, seq_len=32),
 }
+# What an option cannot be taken without (a tensor rounded without the importance matrix implies there is one).
+REQUIRES = {"imatrix_exclude": {"imatrix": True}}
 PLAUSIBLE_SCHEME = "Q4_K_M"  # a real scheme name, of gguf: what a user might carry over to another method
 
 
@@ -78,7 +81,7 @@ def test_an_undeclared_option_is_refused_naming_its_flag(backend, option):
 @pytest.mark.parametrize(("backend", "option"), _cases(declared=True))
 def test_a_declared_option_with_a_valid_value_is_taken(backend, option):
     value = _value(backend, option)
-    resolved = backend.normalize(_spec(backend, **{option: value}))
+    resolved = backend.normalize(_spec(backend, **{option: value}, **REQUIRES.get(option, {})))
     assert getattr(resolved, option) == value, resolved
 
 
