@@ -20,11 +20,14 @@ class Point:
     ppl: float
     top1: float
     types: str  # tensor types as written
-    tuned: bool
     maker: str = "llama.cpp"  # who chose the rounding: llama.cpp's quantizer, AutoRound, or quantlab tune
     budget: int = 0
     predicted: float = 0.0
-    matrix: str = ""  # tune's importance-matrix decision, e.g. "per group, 12 of 36 groups without"
+    matrix: str = ""  # tune's importance-matrix decision, e.g. "per group (15 of 36 groups rounded without it)"
+
+    @property
+    def tuned(self) -> bool:
+        return self.maker == "tune"
 
     @classmethod
     def of(cls, name: str, artifact, record) -> Point:
@@ -39,7 +42,6 @@ class Point:
             ppl=record.quality.ppl,
             top1=vs.top1_agreement,
             types=", ".join(f"{t}×{n}" for t, n in gguf.tensor_types.items()),
-            tuned=tune is not None,
             maker="tune" if tune else ("AutoRound" if artifact.manifest.spec.method == "autoround" else "llama.cpp"),
             budget=tune.max_bytes or 0 if tune else 0,
             predicted=tune.predicted_kld if tune else 0.0,
