@@ -40,20 +40,30 @@ def check_tensor_types(info: dict, entries: list[tuple[str, str]]) -> None:
             raise SpecError(f"--tensor-types: {name} has rows of {rows[name]}, not a multiple of {kind}'s blocks")
 
 
+def exclusion_clashes(weights: list[str], excluded: set[str]) -> dict[str, str]:
+    """Each excluded name that a weight left with the matrix also contains, with the first such weight:
+    llama-quantize drops every matrix entry whose name contains an `--exclude-weights` string (`output.weight` is
+    inside `blk.0.attn_output.weight`), so such a name would round more tensors without the matrix than named."""
+    clashes: dict[str, str] = {}
+    for weight in weights:
+        if weight not in excluded:
+            for name in excluded:
+                if name in weight:
+                    clashes.setdefault(name, weight)
+    return clashes
+
+
 def check_imatrix_exclude(info: dict, names: list[str]) -> None:
-    """Every excluded name is a weight, and no other weight's name contains it: llama-quantize drops every
-    matrix entry whose name contains an `--exclude-weights` string (`output.weight` is inside
-    `blk.0.attn_output.weight`), which would silently round more tensors without the matrix than were named."""
+    """Every excluded name is a weight, and no weight left with the matrix contains it (`exclusion_clashes`)."""
     weights = [t["name"] for t in info["tensors"] if len(t["shape"]) >= 2]
-    excluded = set(names)
+    clashes = exclusion_clashes(weights, set(names))
     for name in names:
         if name not in weights:
             raise SpecError(f"--imatrix-exclude names {name!r}, which is not a weight of this model's GGUF")
-        caught = [w for w in weights if name in w and w not in excluded]
-        if caught:
+        if name in clashes:
             raise SpecError(
                 f"--imatrix-exclude {name}: llama-quantize matches by substring, so it would also exclude "
-                f"{caught[0]}; exclude that too or keep {name}"
+                f"{clashes[name]}; exclude that too or keep {name}"
             )
 
 

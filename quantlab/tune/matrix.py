@@ -64,10 +64,12 @@ def plain_groups(prep, store: Store, allocation: alloc.Allocation) -> frozenset[
 def nameable(weights: list[str], wanted: set[str]) -> list[str]:
     """The names of `wanted` that `--exclude-weights` can exclude alone: it matches by substring, so a name inside
     another weight's name (`output.weight` in `blk.0.attn_output.weight`) is kept with the matrix unless that
-    weight is excluded too."""
+    weight is excluded too (`methods.gguf.exclusion_clashes`, the rule the GGUF backend checks)."""
+    from quantlab.methods.gguf import exclusion_clashes
+
     kept = set(wanted)
-    while clash := {n for n in kept if any(n in w and w not in kept for w in weights)}:
-        kept -= clash
+    while clash := exclusion_clashes(weights, kept):
+        kept -= clash.keys()
     return sorted(kept)
 
 
