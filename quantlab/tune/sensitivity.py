@@ -157,7 +157,7 @@ def measure(
     scratch: Path,
     log: Callable[[str], None],
     negligible: float = 0.0,
-) -> Sensitivity:
+) -> None:
     """Every (group, candidate type) not yet in `store`, measured and stored one by one, smallest type first; once
     a group measures at most `negligible`, its larger types are not measured (they could save no more than that)."""
     todo = [(g, t) for g in groups for t in g.types if (g.name, t) not in store.found]
@@ -167,15 +167,12 @@ def measure(
     for i, (group, tensor_type) in enumerate(todo, 1):
         if saturated(store.found, group, negligible):
             continue
-        started = time.perf_counter()
-        kld = scorer.file_kld(f16, imatrix, overrides(group, tensors, tensor_type), scratch)
-        store.add(group.name, tensor_type, kld, time.perf_counter() - started)
+        kld = _measured(group, tensor_type, tensors, f16, imatrix, scorer, store, scratch)
         per = sum(store.seconds[-20:]) / len(store.seconds[-20:])
         log(
             f"sensitivity {len(store.found)}/{total}: {group.name} at {tensor_type}: KLD {kld:.5f} "
             f"({per:.1f} s each, ~{per * (len(todo) - i) / 60:.0f} min left)"
         )
-    return dict(store.found)
 
 
 def measure_plain(
@@ -190,8 +187,14 @@ def measure_plain(
     """These (group, type) pairs measured without the importance matrix, where `store` lacks them."""
     todo = [(g, t) for g, t in asked if (g.name, t) not in store.plain]
     for i, (group, tensor_type) in enumerate(todo, 1):
-        started = time.perf_counter()
-        kld = scorer.file_kld(f16, None, overrides(group, tensors, tensor_type), scratch)
-        store.add(group.name, tensor_type, kld, time.perf_counter() - started, imatrix=False)
+        kld = _measured(group, tensor_type, tensors, f16, None, scorer, store, scratch)
         with_it = store.found[group.name, tensor_type]
         log(f"without imatrix {i}/{len(todo)}: {group.name} at {tensor_type}: KLD {kld:.5f} (with: {with_it:.5f})")
+
+
+def _measured(group, tensor_type, tensors, f16, imatrix: Path | None, scorer: Scorer, store: Store, scratch) -> float:
+    """One candidate, the group alone at the type, with the matrix or (None) without it: measured, stored, timed."""
+    started = time.perf_counter()
+    kld = scorer.file_kld(f16, imatrix, overrides(group, tensors, tensor_type), scratch)
+    store.add(group.name, tensor_type, kld, time.perf_counter() - started, imatrix=imatrix is not None)
+    return kld
