@@ -121,11 +121,25 @@ def _windows(source: str):
     return held_out, torch.as_tensor(calib.astype("int64"))
 
 
-def _log_probs(model, windows):
+def _log_probs(model, windows) -> list:
+    """Each window's log-probabilities as the bench computes them (`bench.quality.log_probs`)."""
     import torch
 
+    from quantlab.bench.quality import log_probs
+
     with torch.no_grad():
-        return torch.log_softmax(model(windows).logits.float(), -1)
+        return [log_probs(model(w[None]).logits[0].float(), overwrite=True) for w in windows]
+
+
+def _kld(base: list, model, windows) -> float:
+    """Mean KL(fp32 ‖ cell) over every scored position, by the bench's own per-window comparison."""
+    from quantlab.bench.quality import KL_ROWS, compare_window
+
+    total, count = 0.0, 0
+    for b, logp, window in zip(base, _log_probs(model, windows), windows, strict=True):
+        kld, _, _ = compare_window(iter(b.split(KL_ROWS)), logp, window[1:, None])
+        total, count = total + float(kld.double().sum()), count + kld.numel()
+    return total / count
 
 
 def _table(title: str, kinds: list[str], cells: dict) -> str:
@@ -155,8 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             log(f"{grid}{' + spinquant' if rotate else ''}: quantizing data-free, then measuring")
             model, norms = _quantized(source.path, grid, bool(rotate))
             weight[grid, rotate], output[grid, rotate] = errors(model, norms, bool(rotate), calib)
-            logp = _log_probs(model, held_out)
-            kld[grid, rotate] = float((base.exp() * (base - logp)).sum(-1).mean())
+            kld[grid, rotate] = _kld(base, model, held_out)
     kinds = list(weight[GRIDS[0], 0])
     means = " | ".join(f"{kld[g, r]:.4f}" for g in GRIDS for r in (0, 1))
     head = " | ".join(f"{g} | {g} + spinquant" for g in GRIDS)
