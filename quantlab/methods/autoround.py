@@ -128,9 +128,7 @@ class AutoRoundGGUF(Backend):
     def quantize(
         self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
     ) -> QuantizeOutcome:
-        from quantlab.llamacpp import ops
-        from quantlab.methods.gguf import census
-        from quantlab.models import model_info
+        from quantlab.methods.gguf import read_back
 
         tokenizer, samples, record = calibration.for_source(
             source.path, spec.calibration, log, trust_remote_code=trust_remote_code
@@ -140,9 +138,7 @@ class AutoRoundGGUF(Backend):
         # The HF tokenizer beside the GGUF, as the gguf method keeps it: the bench scores the same token ids
         # through every runtime.
         tokenizer.save_pretrained(out)
-        log("reading the GGUF back")
-        n_params = model_info(source.path, trust_remote_code=trust_remote_code).n_params
-        gguf = census(ops.inspect(model_file), spec.scheme, n_params, model_file.stat().st_size)
+        gguf = read_back(model_file, spec.scheme, source, log, trust_remote_code=trust_remote_code)
         lr = f"lr {spec.lr}" if spec.lr else "lr 1/iters (the library's default)"
         notes = [f"AutoRound tuning: {spec.iters} iters per block, batch {spec.batch_size}, {lr}"]
         if gguf.fallbacks:
@@ -150,7 +146,7 @@ class AutoRoundGGUF(Backend):
         return QuantizeOutcome(
             format=f"gguf {spec.scheme}",
             calibration=record,
-            gguf=gguf.model_copy(update={"file": model_file.name}),
+            gguf=gguf,
             notes=notes,
         )
 

@@ -132,6 +132,18 @@ def _compute_imatrix(base: Path, source_path: str, calibration: Calibration, log
     return ImportanceMatrix(out, made.model_copy(update={"entries": written["entries"]}), record)
 
 
+def read_back(model_file: Path, file_type: str, source: SourceModel, log, *, trust_remote_code=False) -> GGUFRecord:
+    """The census of a GGUF just written (by llama-quantize or another exporter), per source parameter."""
+    from quantlab.llamacpp import ops
+    from quantlab.models import model_info
+
+    log("reading the GGUF back")
+    info = ops.inspect(model_file)
+    n_params = model_info(source.path, trust_remote_code=trust_remote_code).n_params
+    found = census(info, file_type, n_params, model_file.stat().st_size)
+    return found.model_copy(update={"file": model_file.name})
+
+
 def census(info: dict, file_type: str, n_params: int, file_bytes: int) -> GGUFRecord:
     """Tensor types as written, and the fallbacks: 2-D weights that the recipe meant for a 256-block type but
     whose rows are not a multiple of 256, so llama.cpp gave them another type."""
@@ -239,7 +251,6 @@ class GGUFLlamaCpp(Backend):
         self, source: SourceModel, spec: MethodSpec, out: Path, log: Log, *, trust_remote_code: bool = False
     ) -> QuantizeOutcome:
         from quantlab.llamacpp import ops
-        from quantlab.models import model_info
 
         gtype = lookup(spec.scheme)
         model_file = out / f"model-{gtype.name}.gguf"
@@ -265,11 +276,8 @@ class GGUFLlamaCpp(Backend):
         from transformers import AutoTokenizer
 
         AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code).save_pretrained(out)
-        log("reading the GGUF back")
-        info = ops.inspect(model_file)
-        n_params = model_info(source.path, trust_remote_code=trust_remote_code).n_params
-        gguf = census(info, gtype.name, n_params, model_file.stat().st_size)
-        gguf = gguf.model_copy(update={"file": model_file.name, "imatrix": imatrix_record})
+        gguf = read_back(model_file, gtype.name, source, log, trust_remote_code=trust_remote_code)
+        gguf = gguf.model_copy(update={"imatrix": imatrix_record})
         notes = []
         if spec.tensor_types:
             notes.append(f"{len(spec.tensor_types)} tensors given their own types (--tensor-types)")
