@@ -4,7 +4,6 @@ size, and the plot."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +107,8 @@ def frontier_doc(points: list[Point], results: Path) -> tuple[str, dict[str, boo
 def plot_frontier(points: list[Point]) -> bytes:
     import matplotlib
 
+    from quantlab.report.plots import png
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -131,8 +132,4 @@ def plot_frontier(points: list[Point]) -> bytes:
     ax.set_ylabel("held-out mean KLD vs baseline (log)")
     ax.legend()
     ax.grid(alpha=0.3)
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buffer.getvalue()
+    return png(fig)

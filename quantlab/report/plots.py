@@ -25,7 +25,8 @@ def _figure():
     return plt.subplots(figsize=(7.5, 4.8), dpi=110)
 
 
-def _png(fig) -> bytes:
+def png(fig) -> bytes:
+    """A figure as PNG bytes, closed after: every plot quantlab writes, the benchmarks' included."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -92,7 +93,7 @@ def quality_vs_size(results: list[Result]) -> bytes | None:
             for r in scored
         ],
     )
-    return _png(fig)
+    return png(fig)
 
 
 def cost_vs_quality(results: list[Result]) -> bytes | None:
@@ -113,7 +114,7 @@ def cost_vs_quality(results: list[Result]) -> bytes | None:
     ax.set_ylabel(f"$ per 1M tokens, batch-1 decode ({rows[0][0].rig.name} rig)")
     ax.set_title("Cost vs quality (hollow: dequantized/emulated speed)")
     _labels(ax, [(r.quality.vs_baseline.kld_mean, usd, r.artifact.display_label(backend=False)) for r, usd in rows])
-    return _png(fig)
+    return png(fig)
 
 
 def throughput_vs_concurrency(results: list[Result]) -> bytes | None:
@@ -138,7 +139,7 @@ def throughput_vs_concurrency(results: list[Result]) -> bytes | None:
     ax.set_ylabel("total tok/s (prompt + output)")
     ax.set_title("Served throughput vs concurrency")
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 PLOTS = {
