@@ -152,3 +152,20 @@ def test_imatrix_exclude_spec_is_checked_against_the_file_and_the_types():
     )
     with pytest.raises(SpecError, match="needs the importance matrix"):
         backend.resolve(needy)
+
+
+def test_f16_is_free_to_offer_and_never_stops_a_group_being_measured(tmp_path):
+    from quantlab.tune.sensitivity import REFERENCE_TYPE, Store, add_reference, saturated
+
+    groups = make_groups(model_tensors(layers=2), bands=1, types=(*TYPES, REFERENCE_TYPE))
+    store = Store(tmp_path / "s.ndjson", {"k": 1})
+    add_reference(store, groups)
+    assert all(store.found[g.name, REFERENCE_TYPE] == 0.0 for g in groups)
+    assert store.seconds == [] and len(Store(tmp_path / "s.ndjson", {"k": 1}).found) == 0  # nothing run or written
+    assert not any(saturated(store.found, g, negligible=1e-4) for g in groups)
+    # with every quantized type measured, a budget with room past the quantized types buys F16 where it saves most
+    found = {(g.name, t): (9 - TENSOR_BITS[t]) / 100 for g in groups for t in g.types if t != REFERENCE_TYPE}
+    found |= store.found
+    largest_quantized = sum(g.bytes_at("Q8_0") for g in groups)
+    got = alloc.for_budget(groups, found, 0, largest_quantized + groups[0].bytes_at("F16"))
+    assert REFERENCE_TYPE in got.choice.values()

@@ -15,10 +15,15 @@ from dataclasses import dataclass
 
 from quantlab.llamacpp.types import TENSOR_BITS, block_size, tensor_bytes
 
-# The ladder offered by default: block-32 types every row of a multiple of 32 can take, and the 256-value
-# k-quant and IQ types for rows that fit them. IQ2/IQ3 below 3.4 bits and F16 are left to --types to keep the
-# measurement count down: each candidate type is one more file made and scored per group.
-DEFAULT_TYPES = ("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K", "Q4_0", "IQ4_NL", "Q4_1", "Q5_0", "Q5_1", "Q8_0")
+# The ladder offered by default: block-32 types every row of a multiple of 32 can take, the 256-value k-quant and
+# IQ types for rows that fit them, and F16. IQ2/IQ3 below 3.4 bits are left to --types to keep the measurement
+# count down: each candidate type is one more file made and scored per group. F16 costs no measurement (a group
+# at F16 is the reference file itself) and is the only step past the ~3e-3 floor that llama.cpp's 8-bit
+# activation rounding puts under every quantized matmul on a CPU, Q8_0's included.
+DEFAULT_TYPES = (
+    *("Q2_K", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K"),
+    *("Q4_0", "IQ4_NL", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16"),
+)
 _LAYER = re.compile(r"blk\.(\d+)\.(.+)\.weight")
 
 

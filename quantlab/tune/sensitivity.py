@@ -137,8 +137,19 @@ def _session(path: Path):
     return LlamaCppSession(None, "cpu", path=path)
 
 
+REFERENCE_TYPE = "F16"  # the type of the file every candidate is compared with
+
+
+def add_reference(store: Store, groups: list[Group]) -> None:
+    """Each group's figure at the reference's own type: 0, since that candidate is the reference file itself. Held
+    in memory only, never run nor written: the store counts llama.cpp runs."""
+    for group in groups:
+        if REFERENCE_TYPE in group.types:
+            store.found[group.name, REFERENCE_TYPE] = 0.0
+
+
 def saturated(found: Sensitivity, group: Group, negligible: float) -> bool:
-    measured = [found[group.name, t] for t in group.types if (group.name, t) in found]
+    measured = [found[group.name, t] for t in group.types if (group.name, t) in found and t != REFERENCE_TYPE]
     return bool(measured) and min(measured) <= negligible
 
 

@@ -132,7 +132,7 @@ def sensitivities(prep: Prepared, calibration: Calibration, request: TuneRequest
     from transformers import AutoTokenizer
 
     from quantlab.calibration import calibration_samples
-    from quantlab.tune.sensitivity import Scorer, Store, measure, saturated
+    from quantlab.tune.sensitivity import Scorer, Store, add_reference, measure, saturated
 
     tokenizer = AutoTokenizer.from_pretrained(prep.source_path)
     asked = Calibration(dataset=calibration.dataset, n_samples=request.windows, seq_len=request.ctx, seed=1)
@@ -140,6 +140,7 @@ def sensitivities(prep: Prepared, calibration: Calibration, request: TuneRequest
     store = Store(
         prep.work / "sensitivity.ndjson", {"windows": record.token_fingerprint, "imatrix": calibration.model_dump()}
     )
+    add_reference(store, prep.groups)
     found = store.found
     todo = sum(
         (g.name, t) not in found and not saturated(found, g, request.negligible) for g in prep.groups for t in g.types
@@ -152,12 +153,13 @@ def sensitivities(prep: Prepared, calibration: Calibration, request: TuneRequest
 
 
 def how_measured(prep: Prepared, store, record, request: TuneRequest) -> str:
-    runs, spent = len(store.found) + len(store.plain), sum(store.seconds)
+    runs, spent = len(store.seconds), sum(store.seconds)
     return (
         f"{runs} llama.cpp runs: {len(prep.groups)} groups × their candidate types, each group alone at the "
         f"type and every other weight F16, with the importance matrix (smallest type first; a group's larger types "
-        f"not measured once it measured ≤ {request.negligible:g}), and {len(store.plain)} of them without it (types "
-        f"an allocation chose); mean KL(F16 || candidate) over {request.windows} windows of {request.ctx} tokens "
+        f"not measured once it measured ≤ {request.negligible:g}; F16 is the reference itself, KLD 0, not run), "
+        f"and {len(store.plain)} of them without it (types an allocation chose); mean KL(F16 || candidate) over "
+        f"{request.windows} windows of {request.ctx} tokens "
         f"of the calibration split ({record.description}, fingerprint {record.token_fingerprint}); "
         f"{spent / 60:.1f} min of measurement ({spent / max(runs, 1):.1f} s each)"
     )
