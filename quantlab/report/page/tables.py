@@ -91,10 +91,11 @@ def best_rows(column: str, values: list[object]) -> set[int]:
     return {i for i, k in own if k == best}
 
 
-def _cell(value: object, key: float | None, best: bool) -> str:
-    """A cell; long text (a claim, a tensor census) may wrap, every figure stays on one line."""
+def _cell(value: object, key: float | None, best: bool, numeric: bool) -> str:
+    """A cell; text aligns left and long text (a claim, a tensor census) may wrap, figures align right on one
+    line."""
     text = str(value)
-    kind = "best" if best else "wrap" if key is None and len(text) > 40 else ""
+    kind = "best" if best else "" if numeric else "t wrap" if len(text) > 40 else "t"
     attrs = ("" if key is None else f' data-k="{key!r}"') + (f' class="{kind}"' if kind else "")
     return f"<td{attrs}>{escape(text)}</td>"
 
@@ -121,7 +122,10 @@ def render_table(table: pd.DataFrame, notes: dict[int, str], table_id: str) -> s
     best = [best_rows(str(c), values) for c, values in zip(table.columns, columns, strict=True)]
     rows = []
     for i, row in enumerate(table.itertuples(index=False, name=None)):
-        cells = "".join(_cell(v, None if k is None else k[i], i in b) for v, k, b in zip(row, keys, best, strict=True))
+        cells = "".join(
+            _cell(v, None if k is None else k[i], i in b, k is not None)
+            for v, k, b in zip(row, keys, best, strict=True)
+        )
         numbers = [n for n in marks(list(row)) if n in notes]
         if not numbers:
             rows.append(f'<tbody><tr><td class="ctl"></td>{cells}</tr></tbody>')
