@@ -37,7 +37,8 @@ def png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _hollow(r: Result) -> bool:
+def hollow(r: Result) -> bool:
+    """Drawn hollow: its size and quality are the format's, its speed and cost are its kernel path's."""
     return not speed_is_formats_own(r.runtime.kernel)
 
 
@@ -67,19 +68,41 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return frontier
 
 
-def _scored(results: list[Result]) -> list[Result]:
+def scored(results: list[Result]) -> list[Result]:
+    """The records a quality axis can show: scored against a baseline, and not the baseline itself (KLD 0 has no
+    place on a log axis)."""
     return [r for r in results if r.quality and r.quality.vs_baseline and r.quality.vs_baseline.kld_mean > 0]
 
 
+def cost_points(results: list[Result]) -> list[tuple[Result, float]]:
+    """Each scored record with its $/1M at its smallest in-process decode batch (batch 1 where measured)."""
+    rows = []
+    for r in scored(results):
+        cost = next((c for c in sorted(r.cost, key=lambda c: c.batch_size) if c.basis == "decode"), None)
+        if cost is not None:
+            rows.append((r, cost.usd_per_1m_tokens))
+    return rows
+
+
+def served_runs(results: list[Result]) -> list[Result]:
+    return [r for r in results if r.load is not None and r.load.levels]
+
+
+def served_label(r: Result) -> str:
+    """A served run's legend entry: what, on which engine, and whether that engine batched."""
+    name = subject(r, backend=False)
+    return f"{name} ({r.load.engine}{'' if r.load.batches or r.target else ', not batched'})"
+
+
 def quality_vs_size(results: list[Result]) -> bytes | None:
-    scored = _scored(results)
-    if len(scored) < 2:
+    points = scored(results)
+    if len(points) < 2:
         return None
     fig, ax = _figure()
-    for r in scored:
+    for r in points:
         x, y = r.artifact.disk_bytes / 1e6, r.quality.vs_baseline.kld_mean
-        ax.scatter([x], [y], s=40, facecolors="none" if _hollow(r) else "C0", edgecolors="C0")
-    front = pareto([(r.artifact.disk_bytes / 1e6, r.quality.vs_baseline.kld_mean) for r in scored])
+        ax.scatter([x], [y], s=40, facecolors="none" if hollow(r) else "C0", edgecolors="C0")
+    front = pareto([(r.artifact.disk_bytes / 1e6, r.quality.vs_baseline.kld_mean) for r in points])
     ax.plot([p[0] for p in front], [p[1] for p in front], "C1--", lw=1, label="Pareto frontier")
     ax.set_xlabel("size on disk (MB)")
     ax.set_ylabel("mean KL divergence from the baseline (log)")
@@ -90,7 +113,7 @@ def quality_vs_size(results: list[Result]) -> bytes | None:
         ax,
         [
             (r.artifact.disk_bytes / 1e6, r.quality.vs_baseline.kld_mean, r.artifact.display_label(backend=False))
-            for r in scored
+            for r in points
         ],
     )
     return png(fig)
@@ -98,17 +121,13 @@ def quality_vs_size(results: list[Result]) -> bytes | None:
 
 def cost_vs_quality(results: list[Result]) -> bytes | None:
     """$/1M tokens at batch 1 (in-process decode) against KLD."""
-    rows = []
-    for r in _scored(results):
-        cost = next((c for c in sorted(r.cost, key=lambda c: c.batch_size) if c.basis == "decode"), None)
-        if cost is not None:
-            rows.append((r, cost.usd_per_1m_tokens))
+    rows = cost_points(results)
     if len(rows) < 2:
         return None
     fig, ax = _figure()
     for r, usd in rows:
         x = r.quality.vs_baseline.kld_mean
-        ax.scatter([x], [usd], s=40, facecolors="none" if _hollow(r) else "C2", edgecolors="C2")
+        ax.scatter([x], [usd], s=40, facecolors="none" if hollow(r) else "C2", edgecolors="C2")
     ax.set_xscale("log")
     ax.set_xlabel("mean KL divergence from the baseline (log)")
     ax.set_ylabel(f"$ per 1M tokens, batch-1 decode ({rows[0][0].rig.name} rig)")
@@ -118,12 +137,11 @@ def cost_vs_quality(results: list[Result]) -> bytes | None:
 
 
 def throughput_vs_concurrency(results: list[Result]) -> bytes | None:
-    served = [r for r in results if r.load is not None and r.load.levels]
+    served = served_runs(results)
     if not served:
         return None
     fig, ax = _figure()
     for i, r in enumerate(served):
-        name = subject(r, backend=False)
         levels = sorted(r.load.levels, key=lambda lv: lv.concurrency)
         style = "-" if r.load.batches else ":"
         ax.plot(
@@ -132,7 +150,7 @@ def throughput_vs_concurrency(results: list[Result]) -> bytes | None:
             style,
             marker="o",
             color=f"C{i % 10}",
-            label=f"{name} ({r.load.engine}{'' if r.load.batches or r.target else ', not batched'})",
+            label=served_label(r),
         )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent requests")
