@@ -154,3 +154,32 @@ def test_the_page_holds_every_table_and_plot_and_loads_nothing(demo):
 def test_a_page_without_prices_says_there_is_nothing_to_rank():
     records = select(read_results(REPO / "results" / "autoround-smollm2.jsonl"))
     assert "has nothing to rank" in html(records)
+
+
+def test_the_notebooks_tables_are_the_pages_with_every_note_shown_and_nothing_to_click(demo):
+    from quantlab.report.page.render import tables_section
+
+    page, static = tables_section(demo), tables_section(demo, interactive=False)
+    cells = re.compile(r"<td[^>]*>.*?</td>")
+    assert [c for c in cells.findall(static) if 'class="ctl"' not in c] == [
+        c for c in cells.findall(page) if 'class="ctl"' not in c
+    ]
+    assert static.count('<tr class="notes">') == page.count('<tr class="notes" hidden>') > 0
+    assert "<button" not in static and "<input" not in static and " hidden" not in static
+
+
+def test_the_notebooks_style_reaches_its_own_outputs_only():
+    from quantlab.report.page import notebook
+
+    selectors = [s.strip() for rule in notebook.style().split("\n") for s in rule.split(" {", 1)[0].split(",")]
+    assert selectors and all(s == ".quantlab-page" or s.startswith(".quantlab-page ") for s in selectors)
+    assert "@media" not in notebook.style()
+
+
+def test_the_notebooks_answer_is_explains_text_line_for_line(demo):
+    from quantlab.report.page.notebook import answer_markdown
+
+    text = explain(recommend(demo, rig="cpu", min_quality=97.0), rig="cpu", min_quality=97.0, max_memory_gb=None, at=1)
+    shown = re.sub(r"\\(.)", r"\1", answer_markdown(text))
+    assert shown.startswith("**Recommended on cpu: ")
+    assert sorted(line.strip("*- ") for line in shown.split("\n") if line) == sorted(text.split("\n"))

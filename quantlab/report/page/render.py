@@ -68,32 +68,41 @@ def _plots_section(results: list[Result]) -> str:
     )
 
 
-def _tables_section(results: list[Result]) -> str:
+def tables_section(results: list[Result], *, interactive: bool = True) -> str:
+    """Every table of the report, in its order. `interactive=False`: the static form a notebook shows (see
+    `tables.render_table`), with a legend that promises no sorting."""
     from quantlab.report.render import sections  # the Markdown report's module: its tables, in its order
 
     notes = {int(m.group(1)): n for n in footnotes(results) if (m := re.match(r"†(\d+) ", n))}
     out = []
     for i, (heading, table) in enumerate(sections(results)):
         title = heading or "The tradeoff table"
-        out.append(f'<section class="table"><h2>{escape(title)}</h2>{render_table(table, notes, f"t{i}")}</section>')
+        drawn = render_table(table, notes, f"t{i}", interactive=interactive)
+        out.append(f'<section class="table"><h2>{escape(title)}</h2>{drawn}</section>')
     better = ", ".join(f"{escape(c)} {b}" for c, b in BETTER.items())
+    how = (
+        "Click a heading to sort; ▸ unfolds a row's footnotes." if interactive else "A row's footnotes are beneath it."
+    )
     legend = (
-        '<p class="small">Click a heading to sort; ▸ unfolds a row\'s footnotes. <span class="best">Marked</span>: '
+        f'<p class="small">{how} <span class="best">Marked</span>: '
         f"the best figure of its column that is the format's own (no †). Better is: {better}.</p>"
     )
     return legend + "".join(out)
 
 
-def _notes_section(results: list[Result]) -> str:
+def notes_section(results: list[Result], *, folded: bool = True) -> str:
+    """The footnotes and library versions under "How these numbers were made"; folded on the page, where the
+    answer and tables come first."""
     items = "".join(f"<li>{escape(n)}</li>" for n in footnotes(results))
     versions = sorted({f"{k} {v}" for r in results for k, v in r.libraries.items()})
     items += f"<li>Libraries: {escape(', '.join(versions))}.</li>"
-    return f'<details id="how"><summary>How these numbers were made</summary><ul>{items}</ul></details>'
+    state = "" if folded else " open"
+    return f'<details id="how"{state}><summary>How these numbers were made</summary><ul>{items}</ul></details>'
 
 
 def html_page(results: list[Result], title: str) -> str:
     """The whole page, as `quantlab report --format html` prints it and `write_report` writes it."""
-    body = _answer_section(results) + _plots_section(results) + _tables_section(results) + _notes_section(results)
+    body = _answer_section(results) + _plots_section(results) + tables_section(results) + notes_section(results)
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -100,10 +100,13 @@ def _cell(value: object, key: float | None, best: bool, numeric: bool) -> str:
     return f"<td{attrs}>{escape(text)}</td>"
 
 
-def _head(table: pd.DataFrame, numeric: list[bool]) -> str:
+def _head(table: pd.DataFrame, numeric: list[bool], interactive: bool) -> str:
+    def name(col: object) -> str:
+        text = escape(str(col))
+        return f'<button type="button" class="sort">{text}</button>' if interactive else text
+
     cells = "".join(
-        f'<th scope="col" data-num="{int(num)}"{_better_attr(col)}><button type="button" class="sort">'
-        f"{escape(str(col))}</button></th>"
+        f'<th scope="col" data-num="{int(num)}"{_better_attr(col)}>{name(col)}</th>'
         for col, num in zip(table.columns, numeric, strict=True)
     )
     return f'<thead><tr><th scope="col" class="ctl"><span class="sr">notes</span></th>{cells}</tr></thead>'
@@ -114,9 +117,11 @@ def _better_attr(column: str) -> str:
     return "" if better is None else f' data-better="{better}" title="{better} is better"'
 
 
-def render_table(table: pd.DataFrame, notes: dict[int, str], table_id: str) -> str:
+def render_table(table: pd.DataFrame, notes: dict[int, str], table_id: str, *, interactive: bool = True) -> str:
     """One table: a filter box, a horizontally scrolling box, a ▸ button on each row with footnote marks that
-    unfolds those notes in a row beneath it."""
+    unfolds those notes in a row beneath it. `interactive=False` is the same table for a host that may run no
+    script (a notebook's output): no filter box or sort buttons, and every row's notes shown beneath it, since
+    nothing could unfold them."""
     columns = [table[c].tolist() for c in table.columns]
     keys = [_column_keys(values) for values in columns]
     best = [best_rows(str(c), values) for c, values in zip(table.columns, columns, strict=True)]
@@ -132,14 +137,17 @@ def render_table(table: pd.DataFrame, notes: dict[int, str], table_id: str) -> s
             continue
         label = "†" + ",".join(map(str, numbers))
         button = f'<button type="button" class="fn" aria-expanded="false" title="show notes {label}">▸ {label}</button>'
+        control, hidden = (button, " hidden") if interactive else (label, "")
         items = "".join(f"<li>{escape(notes[n])}</li>" for n in numbers)
         rows.append(
-            f'<tbody class="has-notes"><tr class="row"><td class="ctl">{button}</td>{cells}</tr>'
-            f'<tr class="notes" hidden><td colspan="{len(table.columns) + 1}"><ul>{items}</ul></td></tr></tbody>'
+            f'<tbody class="has-notes"><tr class="row"><td class="ctl">{control}</td>{cells}</tr>'
+            f'<tr class="notes"{hidden}><td colspan="{len(table.columns) + 1}"><ul>{items}</ul></td></tr></tbody>'
         )
     label = (
         f'<label class="filter">Filter <input type="search" data-table="{table_id}" '
         'placeholder="text in a row"></label>'
+        if interactive
+        else ""
     )
-    head = _head(table, [k is not None for k in keys])
+    head = _head(table, [k is not None for k in keys], interactive)
     return f'{label}<div class="scroll"><table id="{table_id}">{head}{"".join(rows)}</table></div>'
