@@ -14,7 +14,7 @@ from quantlab.report import html, select
 from quantlab.report.page import answer, charts
 from quantlab.report.page.tables import best_rows, marks, single, sort_key
 from quantlab.report.recommend import explain, recommend
-from quantlab.report.render import sections
+from quantlab.report.sections import sections
 from quantlab.report.tables import fmt, kld
 from quantlab.results import read_results
 

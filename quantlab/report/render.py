@@ -10,36 +10,16 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-import pandas as pd
-
 from quantlab.report import plots
-from quantlab.report.choose import choose_table
-from quantlab.report.claims import claims_table
 from quantlab.report.notes import footnotes
-from quantlab.report.quality_detail import quality_detail_table
+from quantlab.report.page.render import html_page
+from quantlab.report.sections import sections
 from quantlab.report.selection import with_artifact
-from quantlab.report.tables import batch_table, gguf_table, load_table, main_table, tasks_table
+from quantlab.report.tables import main_table
 from quantlab.results import Result
 from quantlab.util.files import write_atomic
 
 TITLE = "quantlab results"
-
-
-def sections(results: list[Result]) -> list[tuple[str | None, pd.DataFrame]]:
-    """The report's tables in order, each built once, empty ones left out; the main table has no heading. An
-    external server's record (no artifact) appears in the served table only."""
-    own = with_artifact(results)
-    tables = [
-        (None, main_table(own)),
-        ("Which format to choose (measured)", choose_table(own)),
-        ("Quality in detail (llama-perplexity's statistics)", quality_detail_table(own)),
-        ("Throughput by batch size", batch_table(own)),
-        ("Task accuracy (lm-eval) and recovery", tasks_table(own)),
-        ("Served under load (batching)", load_table(results)),
-        ("GGUF: tensor types as written", gguf_table(own)),
-        ("The guide's claims, measured here", claims_table(own)),
-    ]
-    return [(heading, table) for heading, table in tables if not table.empty]
 
 
 def markdown(results: list[Result], *, title: str = TITLE) -> str:
@@ -59,8 +39,6 @@ def csv(results: list[Result]) -> str:
 
 def html(results: list[Result], *, title: str = TITLE) -> str:
     """The page a person reads (`quantlab.report.page`): the answer, interactive plots and tables, one file."""
-    from quantlab.report.page.render import html_page  # it builds on `sections` here
-
     return html_page(results, title)
 
 

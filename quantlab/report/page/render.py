@@ -16,6 +16,7 @@ from importlib import resources
 from quantlab.report.notes import footnotes
 from quantlab.report.page import answer, charts
 from quantlab.report.page.tables import BETTER, render_table
+from quantlab.report.sections import sections
 from quantlab.results import Result
 
 
@@ -71,7 +72,6 @@ def _plots_section(results: list[Result]) -> str:
 def tables_section(results: list[Result], *, interactive: bool = True) -> str:
     """Every table of the report, in its order. `interactive=False`: the static form a notebook shows (see
     `tables.render_table`), with a legend that promises no sorting."""
-    from quantlab.report.render import sections  # the Markdown report's module: its tables, in its order
 
     notes = {int(m.group(1)): n for n in footnotes(results) if (m := re.match(r"†(\d+) ", n))}
     out = []

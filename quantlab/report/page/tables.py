@@ -1,5 +1,5 @@
 """The report's tables as HTML a reader can sort, filter and unfold: the same DataFrames as the Markdown report
-(`render.sections`), cell for cell, with what the browser needs put on them here.
+(`sections.sections`), cell for cell, with what the browser needs put on them here.
 
 Numbers are parsed once, here, into each cell's `data-k` sort key, so the page's script compares numbers and
 never parses a formatted string. Which way is better is stated only for columns where it is unambiguous
