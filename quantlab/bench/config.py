@@ -108,6 +108,13 @@ class BenchConfig(BaseModel):
         "Serving engine: llamacpp | transformers | vllm; default: the first installed one that serves the format.",
         "served",
     )
+    vllm_python: str | None = _setting(
+        None,
+        "Python interpreter that runs vLLM (--engine vllm), e.g. the bin/python of a virtualenv of its own: vLLM's "
+        "torch and compressed-tensors pins conflict with quantlab's. Probed for its vllm version, which the record "
+        "keeps with the path. Default: $QUANTLAB_VLLM_PYTHON, else quantlab's own Python.",
+        "served",
+    )
     threads: PositiveInt | None = _setting(None, "CPU threads of the server; default: all cores.", "served")
     kv_cache_dtype: str | None = _setting(
         None,

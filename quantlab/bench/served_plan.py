@@ -94,9 +94,16 @@ def plan_served(artifact_path: str | Path, config: BenchConfig, *, port: int | N
 
 def engine_and_options(artifact: Artifact, config: BenchConfig, device: str) -> tuple[Engine, ServingOptions]:
     """The engine that serves `artifact` on `device` (the named one, or the first installed one that can), and
-    the levers asked for, the draft loaded and checked; a lever the engine lacks is refused now. `quantlab serve`
-    asks the same."""
-    engine = select_engine(artifact, config.engine, device=device, gpus=config.tensor_parallel)
+    the levers asked for, the draft loaded and checked; a lever the engine lacks is refused now, and so is
+    `--vllm-python` for another engine than vLLM. `quantlab serve` asks the same."""
+    engine = select_engine(
+        artifact, config.engine, device=device, gpus=config.tensor_parallel, vllm_python=config.vllm_python
+    )
+    if config.vllm_python and engine.name != "vllm":  # a setting given is never ignored (the variable may be)
+        raise BenchError(
+            f"--vllm-python names the Python that runs vLLM, and {artifact.path.name} is served by {engine.name!r} "
+            "(add --engine vllm, or drop --vllm-python)"
+        )
     options = ServingOptions(
         kv_cache_dtype=config.kv_cache_dtype,
         prefix_cache=config.prefix_cache,

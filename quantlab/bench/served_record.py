@@ -12,6 +12,7 @@ from quantlab.corpus import token_fingerprint
 from quantlab.env import host_info, library_versions, quantlab_version
 from quantlab.results import LATENCY_DEFINITIONS, BenchSettings, CellRef, CostPoint, LoadSweep, MemoryMetrics, Result
 from quantlab.rigs import usd_per_million
+from quantlab.serve.base import Engine
 
 
 def served_result(plan: ServedPlan, run: ServedRun, cell: CellRef | None = None) -> Result:
@@ -70,11 +71,7 @@ def _load_sweep(plan: ServedPlan, run: ServedRun) -> LoadSweep:
     config, engine = plan.config, plan.engine
     shared = f"the first {config.shared_prefix_tokens} tokens of the stream (shared), then "
     return LoadSweep(
-        engine=engine.name,
-        engine_version=engine.version(),
-        engine_verified=engine.verified,
-        batches=engine.batches_requests,
-        batching=engine.batching_note,
+        **engine_fields(engine),
         launch=plan.launch.flags,
         startup_s=run.startup_s,
         prompt_tokens=config.shared_prefix_tokens + config.prompt_tokens,
@@ -90,4 +87,18 @@ def _load_sweep(plan: ServedPlan, run: ServedRun) -> LoadSweep:
         kv_allocation=run.kv,
         greedy_check=run.greedy,
         latency_definitions=dict(LATENCY_DEFINITIONS),
+    )
+
+
+def engine_fields(engine: Engine) -> dict:
+    """What a served record says of the engine: its version as probed where it runs (vLLM: through the interpreter
+    that starts it, so a vLLM in a virtualenv of its own is recorded as the one that served) and that
+    interpreter."""
+    return dict(
+        engine=engine.name,
+        engine_version=engine.version(),
+        engine_verified=engine.verified,
+        batches=engine.batches_requests,
+        batching=engine.batching_note,
+        engine_python=engine.engine_python(),
     )

@@ -15,11 +15,15 @@ from quantlab.cli.console import console, steps
 from quantlab.cli.options import build, model_options
 from quantlab.errors import BenchError
 
+# the BenchConfig fields `serve` takes: how the engine is chosen, started and sized, and its levers
+ENGINE_SETTINGS = ["engine", "vllm_python", "device", "tensor_parallel", "threads", "kv_cache_dtype", "prefix_cache"]
+ENGINE_SETTINGS += ["draft", "draft_tokens"]
+
 
 @app.command()
 @model_options(
     BenchConfig,
-    ["engine", "device", "tensor_parallel", "threads", "kv_cache_dtype", "prefix_cache", "draft", "draft_tokens"],
+    ENGINE_SETTINGS,
     into="settings",
     panel="Engine",
 )

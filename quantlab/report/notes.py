@@ -233,8 +233,8 @@ def load_notes(results: list[Result]) -> list[str]:
             "counts prompt + output tokens over the level's wall time; 'vs c=1' compares total tok/s "
             "with concurrency 1."
         )
-    engines = {(r.load.engine, r.load.engine_version, r.load.batching) for r in served}
-    notes += [f"Engine {name} {version}: {how}." for name, version, how in sorted(engines)]
+    engines = {(r.load.engine, r.load.engine_version, r.load.batching, _ran_by(r.load)) for r in served}
+    notes += [f"Engine {name} {version}{ran_by}: {how}." for name, version, how, ran_by in sorted(engines)]
     for r in served:
         fit = r.load.memfit
         if fit is not None and r.memory is not None:
@@ -252,6 +252,13 @@ def load_notes(results: list[Result]) -> list[str]:
             f"batching raises throughput); rig {name} at ${price}/h ({note})."
         )
     return notes
+
+
+def _ran_by(sweep) -> str:
+    """Said only when another interpreter than quantlab's own ran the engine (vLLM in a virtualenv of its own):
+    the default says nothing, so reports of records that predate the field read as they did."""
+    python = sweep.engine_python
+    return "" if python is None or python.own else f" (run by {python.path}, not quantlab's own Python)"
 
 
 def external_notes(results: list[Result]) -> list[str]:

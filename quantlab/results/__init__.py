@@ -49,7 +49,7 @@ from quantlab.results.records import (
     Result,
     RigRef,
 )
-from quantlab.results.serving import NGRAM, ServingOptions
+from quantlab.results.serving import NGRAM, EnginePython, ServingOptions
 from quantlab.results.target import UNKNOWN, ExternalTarget, NamedArtifact, ServerProps
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "Dist",
     "DivergenceDetail",
     "EngineCounters",
+    "EnginePython",
     "ExternalTarget",
     "Footprint",
     "GGUFRecord",

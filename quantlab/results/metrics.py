@@ -14,7 +14,7 @@ from pydantic import Field
 from quantlab.results.fit import Footprint
 from quantlab.results.kernels import KvAllocation
 from quantlab.results.schema import Schema
-from quantlab.results.serving import ServingOptions
+from quantlab.results.serving import EnginePython, ServingOptions
 from quantlab.results.slo import Slo
 
 PROTOCOL = (
@@ -244,6 +244,9 @@ class LoadSweep(Schema):
     greedy_check: GreedyCheck | None = None  # with speculative decoding (options.speculative)
     # LATENCY_DEFINITIONS as measured; None in records made before they were written into records
     latency_definitions: dict[str, str] | None = None
+    # the interpreter that ran the engine (vLLM); None: an engine only ever run from quantlab's own environment
+    # (llama-server, transformers serve), or a record made before it was kept (quantlab's own interpreter then)
+    engine_python: EnginePython | None = None
 
 
 class TaskScore(Schema):

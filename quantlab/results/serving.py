@@ -5,7 +5,8 @@ speculative decoding. Each is a switch of the engine (a flag of `llama-server`, 
 say which were on, or two rows that differ only by a lever would read as the same configuration. The label is
 what the tables print in their "options" column; `plain` means none was turned on (the engine's defaults,
 with quantlab's one standing change: prompt caching off, see `serve.engines`). The workload (a shared prompt
-prefix, `LoadSweep.shared_prefix_tokens`) is not a lever and is recorded apart.
+prefix, `LoadSweep.shared_prefix_tokens`) is not a lever and is recorded apart. Nor is the interpreter a
+Python engine ran under (`EnginePython`): it changes which library versions serve, not what the server does.
 """
 
 from __future__ import annotations
@@ -44,3 +45,13 @@ class ServingOptions(Schema):
     @property
     def plain(self) -> bool:
         return self.label() == "plain"
+
+
+class EnginePython(Schema):
+    """The Python interpreter that ran an engine which is a Python program quantlab may start under another
+    interpreter than its own (vLLM, whose torch and compressed-tensors pins conflict with quantlab's, so it often
+    lives in a virtualenv of its own). The engine's version beside it (`LoadSweep.engine_version`) is what that
+    interpreter imported, not what quantlab's environment holds."""
+
+    path: str  # as named (a virtualenv's bin/python is kept as given, not resolved to the base interpreter)
+    own: bool  # quantlab's own interpreter (the default); False: another one, named by the setting

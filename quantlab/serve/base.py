@@ -16,7 +16,7 @@ from typing import ClassVar
 from quantlab.artifact import Artifact
 from quantlab.errors import ServeError
 from quantlab.results.kernels import KvAllocation
-from quantlab.results.serving import ServingOptions
+from quantlab.results.serving import EnginePython, ServingOptions
 
 LOOPBACK = "127.0.0.1"
 
@@ -91,6 +91,11 @@ class Engine(ABC):
         """Why the engine cannot start here, or None."""
         if importlib.util.find_spec(self.module) is None:
             return f"engine {self.name!r} is not installed ({self.install_hint})"
+        return None
+
+    def engine_python(self) -> EnginePython | None:
+        """The interpreter the server runs under, for an engine that may run under another one than quantlab's
+        (`serve.vllm`); None: the engine runs from quantlab's own environment."""
         return None
 
     def version(self) -> str:

@@ -10,6 +10,7 @@ imitation. What differs between engines is captured here, in one place per engin
 - how readiness is probed;
 - which serving levers it has (`serve.options`: KV-cache types, prefix caching), refused before any server
   starts when it lacks one, and what it reports of them in its own log.
+vLLM, which runs under an interpreter of its own choosing, has its own module (`serve.vllm`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from quantlab.errors import BackendUnavailableError, ServeError
 from quantlab.results.kernels import KvAllocation
 from quantlab.results.serving import ServingOptions
 from quantlab.serve.base import LOOPBACK, Engine, LaunchPlan, loopback_plan
+from quantlab.serve.vllm import VllmServer
 
-__all__ = ["ENGINES", "LOOPBACK", "Engine", "LaunchPlan", "select_engine"]
+__all__ = ["ENGINES", "LOOPBACK", "Engine", "LaunchPlan", "VllmServer", "select_engine"]
 
 CPU_CB_BLOCK = 32  # tokens per paged-KV block of `transformers serve` on the CPU
 CPU_CB_BATCH_TOKENS = 2048  # tokens per forward step (longer prefills are chunked)
@@ -190,73 +192,37 @@ class TransformersServer(Engine):
         return {"generation_config": json.dumps({"max_new_tokens": max_tokens, "eos_token_id": -1, "do_sample": False})}
 
 
-class VllmServer(Engine):
-    name = "vllm"
-    distribution = "vllm"
-    module = "vllm"
-    install_hint = "pip install vllm on a CUDA rig"
-    batches_requests = True
-    batching_note = "continuous batching (vLLM's scheduler, PagedAttention)"
-    verified = False
-    same_library_runtime = "transformers"  # what it can load; its kernels are its own (see bench.served_run)
-    loads_from = "vllm"
-    devices = ("cuda",)
-    kernel_readable = False
-    kv_cache_dtypes = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")  # vLLM's --kv-cache-dtype choices (unverified)
-    prefix_caching = True
-    tensor_parallel = True  # --tensor-parallel-size: the GPUs from CUDA_VISIBLE_DEVICES on (unverified)
-
-    def _plan(
-        self,
-        artifact: Artifact,
-        *,
-        port: int,
-        device: str,
-        threads: int,
-        ctx: int,
-        max_concurrency: int,
-        options: ServingOptions,
-    ) -> LaunchPlan:
-        model = str(artifact.path)
-        program = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
-        flags = ["--max-model-len", str(ctx), "--disable-log-requests"]
-        flags += ["--enable-prefix-caching" if options.prefix_cache else "--no-enable-prefix-caching"]
-        if options.kv_cache_dtype:
-            flags += ["--kv-cache-dtype", options.kv_cache_dtype]
-        if options.tensor_parallel > 1:
-            flags += ["--tensor-parallel-size", str(options.tensor_parallel)]
-        return loopback_plan(program, flags, port=port, threads=threads, model=model)
-
-    def fixed_length(self, max_tokens: int) -> dict:
-        return {"ignore_eos": True}
-
-
 ENGINES: dict[str, Engine] = {engine.name: engine for engine in (LlamaCppServer(), TransformersServer(), VllmServer())}
 
 
-def select_engine(artifact: Artifact, name: str | None = None, *, device: str = "cpu", gpus: int = 1) -> Engine:
+def select_engine(
+    artifact: Artifact, name: str | None = None, *, device: str = "cpu", gpus: int = 1, vllm_python: str | None = None
+) -> Engine:
     """The named engine, or the first installed one that serves this artifact on this device (over `gpus` GPUs:
-    one that splits a model)."""
+    one that splits a model). `vllm_python` is the interpreter vLLM is probed and run with (`serve.vllm`)."""
+    engines = {**ENGINES, "vllm": VllmServer(vllm_python)} if vllm_python else ENGINES
     if name is not None:
-        engine = ENGINES.get(name)
+        engine = engines.get(name)
         if engine is None:
-            raise ServeError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")
+            raise ServeError(f"unknown engine {name!r}; available: {', '.join(engines)}")
         if not engine.supports(artifact):
             raise ServeError(
                 f"engine {name!r} cannot serve {artifact.path} ({artifact.manifest.format}); "
-                f"engines: {', '.join(e.name for e in ENGINES.values() if e.supports(artifact))}"
+                f"engines: {', '.join(e.name for e in engines.values() if e.supports(artifact))}"
             )
         reason = engine.missing()
         if reason:
             raise BackendUnavailableError(reason)
         return engine
     candidates = [
-        e for e in ENGINES.values() if e.supports(artifact) and e.serves_on(device) and (gpus == 1 or e.tensor_parallel)
+        e for e in engines.values() if e.supports(artifact) and e.serves_on(device) and (gpus == 1 or e.tensor_parallel)
     ]
+    reasons = {}
     for engine in candidates:
-        if engine.missing() is None:
+        reasons[engine.name] = engine.missing()
+        if reasons[engine.name] is None:
             return engine
     if not candidates:
         span = f" over {gpus} GPUs (vLLM splits a model; the others serve on one device)" if gpus > 1 else ""
         raise ServeError(f"no engine serves {artifact.path} ({artifact.manifest.format}){span}")
-    raise BackendUnavailableError(candidates[0].missing())
+    raise BackendUnavailableError(reasons[candidates[0].name])
