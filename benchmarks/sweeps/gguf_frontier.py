@@ -26,7 +26,7 @@ from pathlib import Path
 from benchmarks.lib.console import check, log
 from benchmarks.lib.frontier import Point, frontier_doc, plot_frontier
 
-MIXES = ["Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0"]
+MIXES = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0"]
 MIXES += ["Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K"]
 IMATRIX_ONLY = ["IQ4_XS", "IQ4_NL", "IQ3_M", "IQ3_S", "IQ2_M"]
 UNIFORM = ["Q8_0", "Q6_K", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K"]
@@ -129,6 +129,7 @@ def _about_the_model(points: list[Point]) -> str:
     uniform = sorted((p for p in points if p.name.endswith(("pure", "pure imatrix"))), key=lambda p: p.kld)
     ranked = ", ".join(f"{p.name} {p.kld:.4f} ({p.bytes / 1e6:.1f} MB)" for p in uniform[:6])
     mix = next((p for p in points if p.name == "Q4_1"), None)
+    f16 = next(p for p in points if p.name == "F16")
     lines = [
         "",
         "## On this model",
@@ -141,14 +142,18 @@ def _about_the_model(points: list[Point]) -> str:
     ]
     if mix is not None:
         above = sorted((p for p in points if p.tuned and p.budget >= mix.bytes), key=lambda p: p.budget)
-        made = "; ".join(f"{p.name}: {p.kld:.5f} in {p.bytes / 1e6:.1f} MB ({p.matrix})" for p in above)
+        made = "; ".join(f"{p.name}: {p.kld:.5f} in {p.bytes / 1e6:.1f} MB ({p.types})" for p in above)
         lines.append(
             f"llama.cpp's own Q4_1 mix keeps the (tied) embedding at Q8_0 and so rebuilds the distributed layout: "
             f"{mix.kld:.5f} at {mix.bytes / 1e6:.1f} MB, the stock frontier's best point by far. Below its size "
             "the question is what to give the embedding and which layers to cut for it, which is where tune's "
-            "allocations win. At or above it the matrix matters: rounding the Q4_1-grid layers with it moves them "
-            "off their grid, while other groups gain from it, so tune measures the types it chooses both ways "
-            "and withholds the matrix per tensor group. Its files there: " + (made or "none") + "."
+            "allocations win. Its KLD is less the weights' rounding (they re-quantize almost exactly) than the "
+            "activations': "
+            "on a CPU llama.cpp rounds a quantized matmul's input to 8 bits (Q8_0's included, which also moves "
+            "the weights off their grid: Q8_0 scores worse than the Q4_1 mix), while the F16 GGUF scores "
+            f"{f16.kld:.1e} against the fp32 baseline. So past the mix's size the one step further is F16 for the "
+            "groups where that rounding costs most, which tune measures for free (a group at F16 is its reference "
+            "file). Its files there: " + (made or "none") + "."
         )
     return "\n".join(lines) + "\n"
 
