@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -344,13 +343,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.rounds < 2:
         parser_.error("--rounds must be at least 2: each tool needs a spread")
     args.threads = args.threads or os.cpu_count() or 1
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    from quantlab.util.signals import exit_on_sigterm
+
+    exit_on_sigterm()  # SIGTERM unwinds like Ctrl-C, so the server's and GuideLLM's groups are killed
     measure(args, " ".join(argv if argv is not None else sys.argv[1:]))
-
-
-def _exit_on_sigterm(signum, frame) -> None:
-    """SIGTERM as SystemExit, so the `finally` blocks kill the server's and GuideLLM's process groups."""
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
