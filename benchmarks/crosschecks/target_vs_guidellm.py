@@ -237,6 +237,14 @@ def render(records: list[BenchRecord], source: str) -> str:
     out += ["", "Columns (both tools measure each the same way):", ""]
     out += [f"- **{name}**: {definition}." for _, name, definition in METRICS]
     out += server_section(rows, levels)
+    out += ["", "## Every run (the 1-minute load at its start shows which rounds other jobs disturbed)", "",
+            "| round | concurrency | tool | load | TTFT ms | time/token ms | latency ms | output tok/s |",
+            "|---:|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    out += [
+        f"| {r['round'] + 1} | {r['concurrency']} | {r['tool']} | {r['loadavg']:.2f} | {r['ttft_ms']:.1f} "
+        f"| {r['tpot_ms']:.2f} | {r['latency_ms']:.1f} | {r['output_tok_s']:.1f} |"
+        for r in rows
+    ]
     loads = [r["loadavg"] for r in rows]
     out += [
         "",
