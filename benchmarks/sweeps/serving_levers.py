@@ -25,6 +25,7 @@ from pathlib import Path
 
 from benchmarks.lib.artifacts import gguf
 from benchmarks.lib.console import log
+from benchmarks.lib.drafts import self_draft
 
 KV_TYPES = ("f16", "q8_0", "q4_0")
 
@@ -50,16 +51,21 @@ def prefix(target, args) -> None:
 
     for on in (False, True):
         config = BenchConfig(
-            concurrency=[1, 8], shared_prefix_tokens=1024, prompt_tokens=64, prefix_cache=on, slo=args.slo
+            concurrency=[1, 8], shared_prefix_tokens=2048, prompt_tokens=64, prefix_cache=on, slo=args.slo
         )
         bench_load(target.path, config=config, results_path=args.results, progress=log)
 
 
 def spec(target, args) -> None:
-    from quantlab.bench import BenchConfig, bench_load
+    """Drafts first measured for their cost per token (in-process batch-1 decode, beside the target in one run),
+    then served: no speculation, each draft, n-gram lookup, back to back."""
+    from quantlab.bench import BenchConfig, bench, bench_load
 
-    draft = gguf(args.model, args.draft)
-    for chosen in (None, str(draft.path), "ngram"):
+    drafts = [self_draft(args.model, int(k), args.draft) for k in args.self_draft_layers.split(",") if k]
+    drafts += [gguf(args.model, args.draft)] if args.equal_cost_draft else []
+    cost = BenchConfig(batch_sizes=[1], quality=False)
+    bench([target.path, *(d.path for d in drafts)], config=cost, results_path=args.results, progress=log)
+    for chosen in (None, *(str(d.path) for d in drafts), "ngram"):
         config = BenchConfig(
             concurrency=[1, 8],
             draft=chosen,
@@ -76,7 +82,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
     parser.add_argument("--target", default="Q8_0")
-    parser.add_argument("--draft", default="Q4_0")
+    parser.add_argument("--draft", default="Q4_0", help="the drafts' llama.cpp type")
+    parser.add_argument(
+        "--self-draft-layers", default="2,4", help="drafts cut from the model's first k layers (comma-separated k)"
+    )
+    parser.add_argument(
+        "--equal-cost-draft", action=argparse.BooleanOptionalAction, default=True,
+        help="also draft with the whole model in --draft (costs about as much per token as the target)",
+    )  # fmt: skip
     parser.add_argument("--draft-tokens", type=int, default=4)
     parser.add_argument("--levers", default=",".join(LEVERS))
     parser.add_argument("--slo", default="ttft_ms=2000,tpot_ms=100", help="default: MLPerf llama3.1-8b's SLO")
