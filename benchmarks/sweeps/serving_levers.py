@@ -1,7 +1,9 @@
 """The guide's other levers on the default model, measured side by side in one run: KV-cache types, prefix
-caching, speculative decoding (a quantized draft and draft-free n-grams), with goodput under an SLO.
+caching, speculative decoding (self-speculation drafts, an equal-cost draft, draft-free n-grams), with goodput
+under an SLO.
 
     python -m benchmarks.sweeps.serving_levers [--model default] [--target Q8_0] [--draft Q4_0] [--draft-tokens 4]
+                                               [--self-draft-layers 2,4] [--no-equal-cost-draft]
                                                [--levers kv,kv-served,prefix,spec] [--slo ttft_ms=2000,tpot_ms=100]
                                                [--results results/levers-smollm2.jsonl]
 
@@ -11,9 +13,14 @@ engine quantlab drives that has every lever), target `--target` made from `--mod
 - kv: in-process, the target against itself with an explicit f16 cache, per KV type (f16, q8_0, q4_0): ppl and
   KLD over 16k tokens at ctx 512, batch-1 speed, and the KV bytes per token llama.cpp allocates;
 - kv-served: one served sweep per type (concurrency 1 and 8; 128-token prompts, 32 new tokens).
-- prefix: 1024-token shared prefix + 64-token distinct suffix, llama-server's prompt cache off, then on.
-- spec: no speculation, a `--draft` GGUF of the same model, and n-gram lookup, at concurrency 1 and 8 (each
-  speculative sweep records its greedy check).
+- prefix: the guide's 2,048-token shared prefix + 64-token distinct suffix, llama-server's prompt cache off,
+  then on (2,208 tokens of context per slot, within SmolLM2's 8,192).
+- spec: the guide's claim assumes a draft many times cheaper than the target (8B drafting for 70B, ~9×), so the
+  drafts are first measured for it: batch-1 decode tok/s of the target and of each draft in-process, in one run.
+  Self-speculation drafts are the target's own first k layers (`--self-draft-layers`, pure `--draft`: see
+  benchmarks.lib.drafts); the whole model in `--draft` is kept as the equal-cost draft it is. Then served, back
+  to back: no speculation, each draft, n-gram lookup, at concurrency 1 and 8 (each speculative sweep records
+  its greedy check).
 Sweeps of one lever run back to back, so a ratio compares two measurements of the same minute.
 """
 
