@@ -11,7 +11,9 @@ cannot be served fails here, in one line, with no server started.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +72,7 @@ def plan_served(artifact_path: str | Path, config: BenchConfig, *, port: int | N
         check_port_free(port)
     threads = config.threads or os.cpu_count() or 1
     prompts = cut_prompts(artifact, config)
-    ctx = config.shared_prefix_tokens + config.prompt_tokens + config.new_tokens + CTX_MARGIN
+    ctx = slot_context(artifact, config)
     launch = functools.partial(
         engine.plan, artifact, port=port or free_port(), device=device, threads=threads, ctx=ctx,
         max_concurrency=max(config.concurrency),
@@ -135,14 +137,46 @@ def draft_options(artifact: Artifact, config: BenchConfig) -> dict:
         )
     return {
         "speculative": "draft",
-        "draft": draft.manifest.format,
+        "draft": draft_label(draft, artifact),
+        "draft_digest": draft.digest,
         "draft_tokens": config.draft_tokens,
         "draft_path": str(draft.path / draft.manifest.gguf.file),
     }
 
 
+def draft_label(draft: Artifact, artifact: Artifact) -> str:
+    """The draft's format, and its depth where it has fewer layers than the served model (a self-speculation
+    draft cut from the model's first layers): two drafts of one format then read as two rows."""
+    mine, theirs = _config(draft).get("num_hidden_layers"), _config(artifact).get("num_hidden_layers")
+    if mine and theirs and mine < theirs:
+        return f"{draft.manifest.format}, first {mine} of {theirs} layers"
+    return draft.manifest.format
+
+
+def _config(artifact: Artifact) -> dict:
+    """The artifact's config.json, or (a GGUF has none) its source model's; empty when neither can be read."""
+    for directory in (artifact.path, Path(artifact.manifest.source.path)):
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads((directory / "config.json").read_text())
+    return {}
+
+
+def slot_context(artifact: Artifact, config: BenchConfig) -> int:
+    """Context per server slot: prompt (shared prefix included) + output + a margin, capped at the model's own
+    maximum context; a workload that needs more than that maximum is refused before any server starts."""
+    needed = config.shared_prefix_tokens + config.prompt_tokens + config.new_tokens
+    limit = _config(artifact).get("max_position_embeddings")
+    if limit and needed > limit:
+        raise BenchError(
+            f"each request needs {needed} tokens of context (prompt {config.shared_prefix_tokens} + "
+            f"{config.prompt_tokens}, output {config.new_tokens}); {artifact.path.name} allows {limit}"
+        )
+    return min(needed + CTX_MARGIN, limit) if limit else needed + CTX_MARGIN
+
+
 def without_speculation(options: ServingOptions) -> ServingOptions:
-    return options.model_copy(update={"speculative": None, "draft": None, "draft_tokens": None, "draft_path": None})
+    update = {"speculative": None, "draft": None, "draft_digest": None, "draft_tokens": None, "draft_path": None}
+    return options.model_copy(update=update)
 
 
 def cut_prompts(artifact: Artifact, config: BenchConfig) -> Prompts:

@@ -59,7 +59,8 @@ def _key(r: Result) -> tuple:
         r.quality.vs_baseline.baseline_digest if r.quality and r.quality.vs_baseline else None,
         host(r),  # the same configuration on another machine is another measurement, not a re-run
         r.runtime.kv_cache_dtype,  # the serving levers: another KV type, serving option or workload is
-        r.load.options.model_dump_json() if r.load else None,  # another configuration
+        # another configuration (a draft by its label: its digest, recorded later, would split re-runs in two)
+        r.load.options.model_dump_json(exclude={"draft_digest"}) if r.load else None,
         r.load.shared_prefix_tokens if r.load else None,
         compiled(r),  # the compiled decode loop is another measurement of the same artifact
         r.runtime.kernel_option,  # and so is another matmul kernel for the same weights

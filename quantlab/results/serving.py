@@ -26,6 +26,8 @@ class ServingOptions(Schema):
     # speculative decoding: a draft model's tokens, or n-grams looked up in the text so far, verified by the model
     speculative: Literal["draft", "ngram"] | None = None
     draft: str | None = None  # the draft artifact as the tables name it
+    # the draft artifact's digest: how a report finds the draft's own measurements (its cost per token)
+    draft_digest: str | None = None
     draft_tokens: int | None = None  # tokens drafted per step at most; None: the engine's default
     draft_path: str | None = Field(None, exclude=True)  # where the engine loads the draft from (not recorded)
     tensor_parallel: int = Field(1, ge=1)  # GPUs one copy of the model is split over (vLLM --tensor-parallel-size)
