@@ -264,6 +264,38 @@ def test_two_real_runs_of_one_benchmark():
     assert _get(c, "none (transformers) bf16", "size on disk, bytes").verdicts == ["within"]
 
 
+def test_two_real_runs_of_the_demo_recipe():
+    """results/demo-two-runs/: `quantlab run recipes/demo.yaml` twice, one after the other on one host (the second
+    reused the first's artifacts): the 7 cells pair by digest with no setting named as different, no quality
+    figure is marked (the same files score the same tokens identically), and a speed or price figure is marked
+    exactly where the two runs' min–max ranges of its repeats miss each other."""
+    folder = RESULTS / "demo-two-runs"
+    first, second = read_results(folder / "first.jsonl"), read_results(folder / "second.jsonl")
+    assert len({r.run_id for r in first}) == len({r.run_id for r in second}) == 1
+    assert first[0].run_id != second[0].run_id and max(r.timestamp for r in first) < min(r.timestamp for r in second)
+    c = compare([("first", first), ("second", second)])
+    assert len(c.rows) == 7 and not c.unpaired
+    assert all(row.pairing == ["B paired by artifact digest"] and row.differences == [] for row in c.rows)
+    seen = {True: 0, False: 0}
+    for row in c.rows:
+        a, b = row.records
+        for pa in a.speed:
+            pb = next(p for p in b.speed if p.batch_size == pa.batch_size)
+            for kind in ("prefill_tok_s", "decode_tok_s"):
+                sa, sb = getattr(pa, kind), getattr(pb, kind)
+                apart = _disjoint(sa.min, sa.max, sb.min, sb.max)
+                name = f"{kind.split('_')[0]} tok/s, batch {pa.batch_size}"
+                assert next(ln for ln in row.lines if ln.metric == name).verdicts == ["beyond" if apart else "within"]
+                seen[apart] += 1
+        marked = {line.metric for line in row.lines if line.verdicts == ["beyond"]}
+        assert all("tok/s" in m or "$/1M" in m for m in marked), marked
+    assert seen[True] and seen[False]  # both cases occur in these runs, so the check above can fail either way
+    # the committed comparison is the command's output (`quantlab compare A B` from the repository's root)
+    names = [f"results/demo-two-runs/{n}.jsonl" for n in ("first", "second")]
+    again = markdown(compare([(names[0], first), (names[1], second)]))
+    assert (folder / "compare.md").read_text(encoding="utf-8") == again
+
+
 def test_the_same_served_cells_in_two_real_runs():
     """The served cells of results/served-smollm2.jsonl and of results/demo-cpu.jsonl are the same recipe cells
     (model + spec) served with the same settings by two runs: paired by the cell, the rebuilt artifacts the only
