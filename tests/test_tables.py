@@ -238,3 +238,15 @@ def test_the_quality_detail_table_prints_llama_perplexity_statistics(demo, detai
     assert any(n.startswith("Quality in detail: llama-perplexity's") for n in footnotes(detailed))
     both = quality_detail_table(select(detailed + [_elsewhere(r, cpu=OTHER_CPU) for r in detailed]))
     assert list(both.columns).index("host") == 2 and Counter(both["host"])[OTHER_CPU] == len(table)
+
+
+def test_one_file_under_three_kv_caches_is_three_rows_each_with_its_own_wins():
+    """results/levers-smollm2.jsonl scores one Q8_0 file with an f16, q8_0 and q4_0 cache: each is its own row,
+    so "least memory" and "fastest" go to one cache each, and the shared file size is said to be shared."""
+    records = select(read_results(REPO / "results" / "levers-smollm2.jsonl"))
+    best_for = choose_table(records).iloc[0]["best for (measured here)"]
+    parts = {part.split(": ", 1)[0]: part.split(": ", 1)[1] for part in best_for.split("; ")}
+    assert set(parts) == {"Q8_0, KV f16", "Q8_0, KV q8_0", "Q8_0, KV q4_0"}
+    assert [k for k, v in parts.items() if "least memory" in v] == ["Q8_0, KV q4_0"]  # 463 MB peak, the least
+    assert [k for k, v in parts.items() if "fastest batch-1 decode" in v] == ["Q8_0, KV f16"]  # 144 tok/s
+    assert all("smallest file (tied with 2 others)" in v for v in parts.values())

@@ -26,18 +26,27 @@ def _range(values: list[float], digits: int, suffix: str = "") -> str:
     return f"{low:,.{digits}f}–{high:,.{digits}f}{suffix}"
 
 
-def _wins(group: list[Result], served: list[Result]) -> dict[str, list[str]]:
+def _cell(r: Result) -> tuple[str, str | None]:
+    """One row's identity here: the file, and the KV-cache type it was measured with (one file measured with
+    three caches is three rows, each with its own memory and speed)."""
+    return r.artifact.digest, r.runtime.kv_cache_dtype or (r.load.options.kv_cache_dtype if r.load else None)
+
+
+def _wins(group: list[Result], served: list[Result]) -> dict[tuple, list[str]]:
     """What each cell is measurably best at among its comparable cells; only the format's own speed competes."""
-    wins: dict[str, list[str]] = {}
+    wins: dict[tuple, list[str]] = {}
 
     def award(r: Result, what: str) -> None:
-        wins.setdefault(r.artifact.digest, []).append(what)
+        wins.setdefault(_cell(r), []).append(what)
 
     baseline = group[0].quality.vs_baseline.baseline_digest
     others = [r for r in group if r.artifact.digest != baseline]
     if others:
         award(max(others, key=quality_pct), "highest quality")
-    award(min(group, key=lambda r: r.artifact.disk_bytes), "smallest file")
+    smallest = min(r.artifact.disk_bytes for r in group)
+    tied = [r for r in group if r.artifact.disk_bytes == smallest]
+    for r in tied:  # equal sizes (one file under several caches, or two types of one size) all say so
+        award(r, "smallest file" + (f" (tied with {len(tied) - 1} other{'s' * (len(tied) > 2)})" if tied[1:] else ""))
     measured = [r for r in group if r.memory and own_speed(r)]  # a † cell's memory is its kernel path's
     if measured:
         award(min(measured, key=lambda r: r.memory.peak_bytes), "least memory")
@@ -59,7 +68,7 @@ def _wins(group: list[Result], served: list[Result]) -> dict[str, list[str]]:
         award(best, f"most served tok/s at {top} concurrent requests ({best.load.engine})")
     frontier = set(_size_quality_frontier(group))
     for r in others:
-        if r.artifact.digest not in wins and (r.artifact.disk_bytes, -quality_pct(r)) in frontier:
+        if _cell(r) not in wins and (r.artifact.disk_bytes, -quality_pct(r)) in frontier:
             award(r, "best quality at its size (on the size/quality frontier)")
     return wins
 
@@ -69,9 +78,9 @@ def _size_quality_frontier(group: list[Result]) -> list[tuple[int, float]]:
 
 
 def _served(results: list[Result], group: list[Result]) -> list[Result]:
-    """The served runs that may compete with the group: same rig and host, same artifacts, the format's own
-    kernel."""
-    digests = {g.artifact.digest for g in group}
+    """The served runs that may compete with the group: same rig and host, the same rows (file and cache), the
+    format's own kernel."""
+    cells = {_cell(g) for g in group}  # a sweep of another cache (or none asked) is another row's
     return [
         r
         for r in results
@@ -80,7 +89,7 @@ def _served(results: list[Result], group: list[Result]) -> list[Result]:
         and r.rig.name == group[0].rig.name
         and host(r) == host(group[0])
         and own_speed(r)
-        and r.artifact.digest in digests
+        and _cell(r) in cells
     ]
 
 
@@ -110,11 +119,11 @@ def _dominated(cells: list[Result], group: list[Result]) -> str:
     )
 
 
-def _best_for(cells: list[Result], group: list[Result], base: Result | None, wins: dict[str, list[str]]) -> str:
+def _best_for(cells: list[Result], group: list[Result], base: Result | None, wins: dict[tuple, list[str]]) -> str:
     best_for = [
-        f"{scheme(r)}: " + ", ".join(([REFERENCE] if r is base else []) + wins.get(r.artifact.digest, []))
+        f"{scheme(r)}: " + ", ".join(([REFERENCE] if r is base else []) + wins.get(_cell(r), []))
         for r in cells
-        if r is base or r.artifact.digest in wins
+        if r is base or _cell(r) in wins
     ]
     return "; ".join(best_for or [_dominated(cells, group)])
 
