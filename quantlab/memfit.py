@@ -105,10 +105,13 @@ def architecture_of(path: str | Path) -> Architecture:
     return architecture(config)
 
 
+def config_dir(artifact) -> Path:
+    """Where an artifact's config.json is: its own folder, or (GGUF artifacts have none) its source model's."""
+    return artifact.path if (artifact.path / "config.json").is_file() else Path(artifact.manifest.source.path)
+
+
 def architecture_of_artifact(artifact) -> Architecture:
-    """An artifact's architecture: its own config.json, or (GGUF artifacts have none) its source model's."""
-    directory = artifact.path if (artifact.path / "config.json").is_file() else Path(artifact.manifest.source.path)
-    return architecture_of(directory)
+    return architecture_of(config_dir(artifact))
 
 
 def kv_bytes_per_token(arch: Architecture, kv_dtype: str = "bf16") -> int:

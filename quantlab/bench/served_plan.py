@@ -154,10 +154,11 @@ def draft_label(draft: Artifact, artifact: Artifact) -> str:
 
 
 def _config(artifact: Artifact) -> dict:
-    """The artifact's config.json, or (a GGUF has none) its source model's; empty when neither can be read."""
-    for directory in (artifact.path, Path(artifact.manifest.source.path)):
-        with contextlib.suppress(OSError, ValueError):
-            return json.loads((directory / "config.json").read_text())
+    """The artifact's config.json as a dict (a GGUF's is its source model's); empty when it cannot be read."""
+    from quantlab.memfit import config_dir
+
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((config_dir(artifact) / "config.json").read_text())
     return {}
 
 

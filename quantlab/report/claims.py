@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from quantlab.report.selection import host
+from quantlab.report.selection import host, speed_at
 from quantlab.results import Result
 
 KLD_NEGLIGIBLE = 0.01  # "negligible quality impact": KLD below this bound, the one a q8_0 KV cache is held to
@@ -140,7 +140,7 @@ def draft_cost(results: list[Result], spec: Result) -> str:
 
 
 def _decode_1(r: Result) -> float | None:
-    point = next((p for p in r.speed if p.batch_size == 1), None)
+    point = speed_at(r, 1)
     return point.decode_tok_s.median if point else None
 
 
